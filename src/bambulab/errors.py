@@ -1,0 +1,170 @@
+"""Every error the toolkit raises, rooted at :class:`BambuError`.
+
+::
+
+    BambuError
+    ├── ConfigurationError          bad argument, missing token, unknown region
+    ├── TransportError              the server could not be reached or answered nothing
+    │   └── RequestTimeoutError     no answer within the timeout
+    ├── ProtocolError               the answer was not what the protocol says (garbage JSON, ...)
+    ├── APIError                    the server answered with an error status or code
+    │   ├── BadRequestError         400
+    │   ├── AuthenticationError     401, and any refusal of credentials
+    │   │   ├── TokenInvalidError   the token is not valid (1001)
+    │   │   ├── TokenExpiredError   the token has expired (1002)
+    │   │   └── InvalidCredentialsError   wrong account or password at login
+    │   ├── ForbiddenError          403
+    │   │   ├── CloudflareBlockedError    403 from the Cloudflare front
+    │   │   └── CSRFBlockedError          403 from the CSRF gate (missing_cookie)
+    │   ├── NotFoundError           404 (also 1003 device not found)
+    │   ├── RateLimitError          429, carries ``retry_after`` seconds
+    │   └── ServerError             5xx
+    └── LoginError                  a login flow could not be completed
+        ├── VerificationCodeError   the emailed/SMS/authenticator code was refused too often
+        └── CodeRequiredError       a code is needed but no ``code_callback`` was given
+
+Every error has a one-line human ``str()`` and never carries a secret: the
+messages are built from status, code and the server's short message only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BambuError",
+    "CSRFBlockedError",
+    "CloudflareBlockedError",
+    "CodeRequiredError",
+    "ConfigurationError",
+    "ForbiddenError",
+    "InvalidCredentialsError",
+    "LoginError",
+    "NotFoundError",
+    "ProtocolError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ServerError",
+    "TokenExpiredError",
+    "TokenInvalidError",
+    "TransportError",
+    "VerificationCodeError",
+]
+
+
+class BambuError(Exception):
+    """Root of every error raised by :mod:`bambulab`."""
+
+
+class ConfigurationError(BambuError):
+    """A bad argument or missing setting, found before anything was sent."""
+
+
+class TransportError(BambuError):
+    """The server could not be reached, or the connection broke mid-answer."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class RequestTimeoutError(TransportError):
+    """No answer arrived within the request timeout."""
+
+
+class ProtocolError(BambuError):
+    """The peer answered something the protocol does not allow (garbage, truncation)."""
+
+
+class APIError(BambuError):
+    """The server answered with an error.
+
+    ``http_status`` is the HTTP status, ``code`` the application code from the
+    error envelope (``None`` when absent), ``server_message`` the server's own
+    short message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        code: int | None = None,
+        server_message: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.code = code
+        self.server_message = server_message
+        self.path = path
+
+
+class BadRequestError(APIError):
+    """HTTP 400: the request was refused as malformed or invalid."""
+
+
+class AuthenticationError(APIError):
+    """Credentials were refused (HTTP 401, a wrong password, a wrong access code)."""
+
+
+class TokenInvalidError(AuthenticationError):
+    """The access token is not valid: log in again."""
+
+
+class TokenExpiredError(AuthenticationError):
+    """The access token has expired: log in again."""
+
+
+class InvalidCredentialsError(AuthenticationError):
+    """The account or password was refused at login."""
+
+
+class ForbiddenError(APIError):
+    """HTTP 403: the account may not do this."""
+
+
+class CloudflareBlockedError(ForbiddenError):
+    """HTTP 403 from Cloudflare's bot protection, not from the API itself."""
+
+
+class CSRFBlockedError(ForbiddenError):
+    """HTTP 403 from the web host's CSRF gate (``missing_cookie``)."""
+
+
+class NotFoundError(APIError):
+    """HTTP 404, or application code 1003 (device not found)."""
+
+
+class RateLimitError(APIError):
+    """HTTP 429. ``retry_after`` is the server's ``Retry-After`` in seconds, if it sent one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """HTTP 5xx: the server failed."""
+
+
+class LoginError(BambuError):
+    """A login flow could not be completed."""
+
+
+class VerificationCodeError(LoginError):
+    """A verification code was refused (incorrect or expired) more often than allowed."""
+
+    def __init__(self, message: str, *, kind: str, reason: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.reason = reason
+
+
+class CodeRequiredError(LoginError):
+    """The account needs a verification code and no way to ask for one was given."""
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
