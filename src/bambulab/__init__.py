@@ -1,3 +1,71 @@
-"""bambulab: the Python toolkit for Bambu Lab 3D printers."""
+"""bambulab: the Python toolkit for Bambu Lab 3D printers.
+
+Public names are imported lazily, so ``import bambulab`` (and ``bambu --help``)
+stays fast; ``from bambulab import BambuClient`` loads the cloud layer then.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "BambuClient": "bambulab.cloud.client",
+    "AsyncBambuClient": "bambulab.cloud.client",
+    "BambuAuthenticator": "bambulab.cloud.auth",
+    "AsyncBambuAuthenticator": "bambulab.cloud.auth",
+    "TokenStore": "bambulab.cloud.tokens",
+    "RetryPolicy": "bambulab.protocol.http",
+    "AskCode": "bambulab.protocol.login",
+    "TokenClaims": "bambulab.protocol.jwt",
+    "decode_claims": "bambulab.protocol.jwt",
+}
+_ERRORS = (
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BambuError",
+    "CSRFBlockedError",
+    "CloudflareBlockedError",
+    "CodeRequiredError",
+    "ConfigurationError",
+    "ForbiddenError",
+    "InvalidCredentialsError",
+    "LoginError",
+    "NotFoundError",
+    "ProtocolError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ServerError",
+    "TokenExpiredError",
+    "TokenInvalidError",
+    "TransportError",
+    "VerificationCodeError",
+)
+_EXPORTS.update(dict.fromkeys(_ERRORS, "bambulab.errors"))
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:
+    from .cloud.auth import AsyncBambuAuthenticator, BambuAuthenticator
+    from .cloud.client import AsyncBambuClient, BambuClient
+    from .cloud.tokens import TokenStore
+    from .errors import *
+    from .protocol.http import RetryPolicy
+    from .protocol.jwt import TokenClaims, decode_claims
+    from .protocol.login import AskCode
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bambulab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

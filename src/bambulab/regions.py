@@ -57,9 +57,7 @@ def normalize_region(region: str | None) -> str:
     try:
         return _ALIASES[key]
     except KeyError:
-        raise ConfigurationError(
-            f"unknown region {region!r}: use 'global' or 'china'"
-        ) from None
+        raise ConfigurationError(f"unknown region {region!r}: use 'global' or 'china'") from None
 
 
 def endpoints(region: str | None = None, base_url: str | None = None) -> Endpoints:
