@@ -1,0 +1,126 @@
+"""Shared fixtures: a simulated cloud on a loopback socket, and clients of both faces."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from bambulab.sim import CloudSimulator, SimConfig
+from bambulab.sim.config import RateLimits
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """One event loop in a thread, so async clients keep their pool across calls."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Awaitable[T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class Face:
+    """Calls a client's methods the same way whether it is sync or async."""
+
+    def __init__(self, obj: Any, loop: LoopThread | None) -> None:
+        self.obj = obj
+        self.loop = loop
+        self.is_async = loop is not None
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        attr = getattr(self.obj, name)
+        if not callable(attr):
+            return attr  # type: ignore[no-any-return]
+        if self.loop is None:
+
+            def call_sync(*args: Any, **kwargs: Any) -> Any:
+                result = attr(*args, **kwargs)
+                return list(result) if hasattr(result, "__next__") else result
+
+            return call_sync
+        loop = self.loop
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = attr(*args, **kwargs)
+            if hasattr(result, "__anext__"):
+                return loop.run(_collect(result))
+            return loop.run(result)
+
+        return call
+
+
+async def _collect(aiter: Any) -> list[Any]:
+    return [item async for item in aiter]
+
+
+def unlimited() -> SimConfig:
+    return SimConfig(rate_limits=RateLimits(enabled=False))
+
+
+@pytest.fixture(scope="session")
+def sim() -> Iterator[CloudSimulator]:
+    with CloudSimulator(unlimited()) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def faults(sim: CloudSimulator) -> Iterator[Callable[..., None]]:
+    """Inject faults through the simulator's control endpoint; cleared afterwards."""
+
+    def inject(**fault: Any) -> None:
+        httpx.post(f"{sim.url}/sim/faults", json=fault, timeout=5).raise_for_status()
+
+    yield inject
+    httpx.delete(f"{sim.url}/sim/faults", timeout=5)
+
+
+@pytest.fixture
+def sim_env(sim: CloudSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> CloudSimulator:
+    """The environment the seed's examples expect: API URL and token from the environment."""
+    monkeypatch.setenv("BAMBU_API_URL", sim.url)
+    monkeypatch.setenv("BAMBU_TOKEN", sim.issue_token(sim.demo_account.email))
+    monkeypatch.setenv("BAMBU_TOKEN_FILE", str(tmp_path / "token"))
+    return sim
+
+
+def outbox_code(sim: CloudSimulator, account: str, kind: str = "email") -> str:
+    answer = httpx.get(
+        f"{sim.url}/sim/outbox", params={"account": account, "kind": kind}, timeout=5
+    ).json()
+    return str(answer["messages"][-1]["code"])
+
+
+@pytest.fixture(params=["sync", "async"])
+def face(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def client(sim: CloudSimulator, face: str) -> Iterator[Face]:
+    from bambulab import AsyncBambuClient, BambuClient
+
+    token = sim.issue_token(sim.demo_account.email)
+    if face == "sync":
+        sync = BambuClient(token=token, base_url=sim.url)
+        yield Face(sync, None)
+        sync.close()
+    else:
+        loop = LoopThread()
+        aclient = AsyncBambuClient(token=token, base_url=sim.url)
+        yield Face(aclient, loop)
+        loop.run(aclient.aclose())
+        loop.close()

@@ -1,0 +1,32 @@
+"""The sans-IO layers never import I/O modules (DESIGN.md, layers)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import bambulab
+
+FORBIDDEN = {"asyncio", "socket", "ssl", "ftplib", "httpx", "paho", "uvicorn", "fastapi", "anyio"}
+ROOT = Path(bambulab.__file__).parent
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_protocol_and_models_do_no_io() -> None:
+    checked = 0
+    for package in ("protocol", "models"):
+        for path in (ROOT / package).rglob("*.py"):
+            bad = imported_modules(path) & FORBIDDEN
+            assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+            checked += 1
+    assert checked >= 6
