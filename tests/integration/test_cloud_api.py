@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import Face
 
 from bambulab.errors import BadRequestError, ConfigurationError, ForbiddenError, NotFoundError
 from bambulab.sim import CloudSimulator
+from tests.conftest import Face
 
 SEED_DEVICE = "01234567890ABCD"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import LoopThread, outbox_code, unlimited
 
 from bambulab import AsyncBambuAuthenticator, BambuAuthenticator, BambuClient
 from bambulab.errors import (
@@ -25,6 +25,7 @@ from bambulab.errors import (
 from bambulab.protocol.login import AskCode
 from bambulab.sim import CloudSimulator, SimConfig
 from bambulab.sim.config import RateLimit, RateLimits
+from tests.conftest import LoopThread, outbox_code, unlimited
 
 PASSWORD = "bambu-demo"
 
@@ -221,10 +222,18 @@ def test_no_secret_reaches_the_logs(
     token = auth.get_or_create_token(email, PASSWORD, code)
     with BambuClient(token=token, base_url=sim.url) as client:
         devices = client.get_devices()
-        client.get_camera_credentials(devices[0].dev_id)
+        creds = client.get_camera_credentials(devices[0].dev_id)
         repr(devices)
+        model = tmp_path / "m.3mf"
+        model.write_bytes(b"PK" * 100)
+        client.upload_file("m.3mf", model)
     client_logs = "\n".join(
-        r.getMessage() for r in caplog.records if not r.name.startswith("bambulab.sim")
+        r.getMessage()
+        for r in caplog.records
+        if not r.name.startswith(("bambulab.sim", "uvicorn"))  # the server's own logs
     )
-    for secret in [token, PASSWORD, *codes, *(d.access_code for d in devices)]:
+    assert "Signature=***" in client_logs, "the pre-signed upload was logged, masked"
+    leak = re.search(r".{80}Signature=(?!\*\*\*).{20}", client_logs)
+    assert leak is None, leak.group(0) if leak else None
+    for secret in [token, PASSWORD, *codes, creds.authkey, *(d.access_code for d in devices)]:
         assert secret not in client_logs

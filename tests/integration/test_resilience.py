@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-from tests.conftest import Face
 
 from bambulab import BambuClient, RetryPolicy
 from bambulab.errors import (
@@ -20,6 +19,7 @@ from bambulab.errors import (
     TransportError,
 )
 from bambulab.sim import CloudSimulator
+from tests.conftest import Face
 
 BIND = "/v1/iot-service/api/user/bind"
 Inject = Callable[..., None]

@@ -72,6 +72,7 @@ class _AuthBase:
         self.max_code_attempts = max_code_attempts
         self.tfa_endpoint = tfa_endpoint
         self._timeout = timeout
+        self.last_login: LoginResult | None = None
 
     def _flow(self, username: str, password: str | None) -> Flow:
         return login_flow(
@@ -138,6 +139,9 @@ class _AuthBase:
             return None
         return saved.token
 
+    def _last_refresh(self) -> str | None:
+        return self.last_login.refresh_token if self.last_login else None
+
     def _transport_args(self, token: str | None = None) -> tuple[Any, ...]:
         return (self.endpoints, token, self._timeout, NO_RETRY, None)
 
@@ -188,7 +192,7 @@ class BambuAuthenticator(_AuthBase):
         if not username:
             raise ConfigurationError("no saved token: log in with an account (bambu login)")
         token = self.login(username, password, code_callback)
-        self.save_token(token, refresh_token=self.last_login.refresh_token)
+        self.save_token(token, refresh_token=self._last_refresh())
         return token
 
     def refresh(self, refresh_token: str) -> str:
@@ -272,7 +276,7 @@ class AsyncBambuAuthenticator(_AuthBase):
         if not username:
             raise ConfigurationError("no saved token: log in with an account (bambu login)")
         token = await self.login(username, password, code_callback)
-        self.save_token(token, refresh_token=self.last_login.refresh_token)
+        self.save_token(token, refresh_token=self._last_refresh())
         return token
 
     async def refresh(self, refresh_token: str) -> str:

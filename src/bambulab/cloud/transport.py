@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 
 from .. import __version__
-from ..errors import BambuError, RequestTimeoutError, TransportError
+from ..errors import BambuError, ConfigurationError, RequestTimeoutError, TransportError
 from ..protocol.http import ApiRequest, HttpReply, RetryPolicy
 from ..regions import Endpoints
 
@@ -38,6 +39,23 @@ CLIENT_HEADERS = {
     "X-BBL-Agent-Version": "01.09.05.01",
     "Accept": "application/json",
 }
+
+
+class _RedactSignedUrls(logging.Filter):
+    """httpx logs every URL at INFO; a pre-signed URL's query is a credential."""
+
+    _PATTERN = re.compile(r"(Signature|X-Amz-Signature|AWSAccessKeyId|X-Amz-Credential)=[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(
+                self._PATTERN.sub(r"\1=***", str(a)) if "=" in str(a) else a
+                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactSignedUrls())
 
 
 def _timeout(seconds: float) -> httpx.Timeout:
@@ -110,8 +128,6 @@ class _Policy:
         headers = dict(self.headers)
         if request.auth:
             if not self.token:
-                from ..errors import ConfigurationError
-
                 raise ConfigurationError(
                     "no access token: run `bambu login`, set BAMBU_TOKEN, or pass token="
                 )
