@@ -1,0 +1,7 @@
+"""``python -m bambulab.sim``: run the simulated cloud in the foreground."""
+
+from __future__ import annotations
+
+from .server import main
+
+raise SystemExit(main())
