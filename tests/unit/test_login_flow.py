@@ -136,3 +136,20 @@ def test_empty_code_cancels_and_unknown_login_type_is_a_protocol_error() -> None
 def test_hint_masks_addresses() -> None:
     assert hint("maker@example.com") == "m***@example.com"
     assert hint("+15550100") == "***00"
+
+
+def test_a_known_code_is_tried_without_requesting_a_new_one() -> None:
+    flow = login_flow("a@b.c", "pw", code="424242")
+    result, steps = drive(flow, [j(200, {"loginType": "verifyCode"}), j(200, OK)])
+    assert result.access_token == "tok-123"
+    paths = [s.request.path for s in steps]
+    assert "/v1/user-service/user/sendemail/code" not in paths
+    assert steps[1].request.json == {"account": "a@b.c", "code": "424242"}
+
+
+def test_a_known_code_that_expired_brings_a_new_one_and_asks() -> None:
+    flow = login_flow("a@b.c", None, code="111111")
+    result, steps = drive(flow, [j(400, {"code": 1}), j(200, {"code": 0}), "222222", j(200, OK)])
+    assert steps[1].request.path == "/v1/user-service/user/sendemail/code"
+    assert isinstance(steps[2], AskCode) and steps[2].reason == "expired"
+    assert result.access_token == "tok-123"

@@ -74,12 +74,13 @@ class _AuthBase:
         self._timeout = timeout
         self.last_login: LoginResult | None = None
 
-    def _flow(self, username: str, password: str | None) -> Flow:
+    def _flow(self, username: str, password: str | None, code: str | None = None) -> Flow:
         return login_flow(
             username,
             password,
             max_code_attempts=self.max_code_attempts,
             tfa_endpoint=self.tfa_endpoint,
+            code=code,
         )
 
     @property
@@ -167,15 +168,22 @@ class BambuAuthenticator(_AuthBase):
             transport.close()
 
     def login(
-        self, username: str, password: str | None = None, code_callback: CodeCallback | None = None
+        self,
+        username: str,
+        password: str | None = None,
+        code_callback: CodeCallback | None = None,
+        *,
+        code: str | None = None,
     ) -> str:
         """Log in and return the access token (not saved: see :meth:`get_or_create_token`).
 
         ``code_callback`` is asked for emailed/SMS/authenticator codes; it gets
         an :class:`~bambulab.protocol.login.AskCode` (or nothing, if it takes no
-        argument) and returns the code.
+        argument) and returns the code. ``code`` is an emailed/SMS code already
+        received (say, by an earlier run of a script): it is tried first and no
+        new code is requested before it.
         """
-        result = self._drive(self._flow(username, password), code_callback)
+        result = self._drive(self._flow(username, password, code), code_callback)
         self.last_login = result
         return result.access_token
 
@@ -257,9 +265,11 @@ class AsyncBambuAuthenticator(_AuthBase):
         username: str,
         password: str | None = None,
         code_callback: CodeCallback | Callable[..., Awaitable[str]] | None = None,
+        *,
+        code: str | None = None,
     ) -> str:
         """Log in and return the access token (see :meth:`BambuAuthenticator.login`)."""
-        result = await self._drive(self._flow(username, password), code_callback)
+        result = await self._drive(self._flow(username, password, code), code_callback)
         self.last_login = result
         return result.access_token
 

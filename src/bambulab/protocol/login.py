@@ -152,13 +152,18 @@ def login_flow(
     *,
     max_code_attempts: int = 3,
     tfa_endpoint: TfaEndpoint = "auto",
+    code: str | None = None,
 ) -> Flow:
-    """Log in; see the module docstring for the protocol of this generator."""
+    """Log in; see the module docstring for the protocol of this generator.
+
+    ``code`` is an emailed/SMS code the user already holds (from an earlier
+    attempt): it is tried first, and no new code is requested before it.
+    """
     account = (account or "").strip()
     if not account:
         raise ConfigurationError("an account (email or phone number) is required")
     if not password:
-        return (yield from _code_login(account, max_code_attempts))
+        return (yield from _code_login(account, max_code_attempts, code))
     payload, _ = yield from _password_step(account, password)
     data = TokenResponse.from_wire(payload if isinstance(payload, dict) else {})
     if data.login_type in ("", None) and data.access_token:
@@ -166,7 +171,7 @@ def login_flow(
         assert result is not None
         return result
     if data.login_type == "verifyCode":
-        return (yield from _code_login(account, max_code_attempts))
+        return (yield from _code_login(account, max_code_attempts, code))
     if data.login_type == "tfa":
         if not data.tfa_key:
             raise ProtocolError("the server asked for an authenticator code but sent no tfaKey")
@@ -208,13 +213,16 @@ def _send_code(account: str) -> Generator[Step, Any, None]:
         interpret(reply, SEND_EMAIL_CODE)
 
 
-def _code_login(account: str, max_attempts: int) -> Flow:
+def _code_login(account: str, max_attempts: int, known: str | None = None) -> Flow:
     kind: CodeKind = "sms" if is_phone(account) else "email"
-    yield from _send_code(account)
+    if not known:
+        yield from _send_code(account)
     reason: CodeReason = "initial"
     for attempt in range(1, max_attempts + 1):
-        code = yield AskCode(kind, reason, attempt, hint(account))
-        code = _clean_code(code, kind)
+        if known and attempt == 1:
+            code = _clean_code(known, kind)
+        else:
+            code = _clean_code((yield AskCode(kind, reason, attempt, hint(account))), kind)
         reply: HttpReply = yield _post(LOGIN, {"account": account, "code": code})
         try:
             payload = interpret(reply, LOGIN)

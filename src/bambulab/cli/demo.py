@@ -1,0 +1,200 @@
+"""``bambu demo``: the whole tour against the embedded simulator, in a few seconds.
+
+The demo is a list of steps run in order on one :class:`DemoRun`; later parts
+of the toolkit (live MQTT state, uploads, camera) add their step to
+:data:`STEPS`. It never touches the user's own token: the token lives in a
+temporary file that disappears with the demo.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .base import OPTIONS, CliError
+
+if TYPE_CHECKING:
+    from ..cloud.client import BambuClient
+    from ..protocol.login import AskCode
+    from ..sim import CloudSimulator
+
+# How long to wait for the simulator's outbox to show the code just sent.
+OUTBOX_WAIT = 3.0
+RECENT_TASKS = 5
+
+
+@dataclass
+class DemoRun:
+    """What the steps share: the simulator, the temporary token file, the client."""
+
+    sim: CloudSimulator
+    token_file: Path
+    account: str
+    password: str
+    client: BambuClient | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+    steps_done: int = 0
+
+    def heading(self, title: str) -> None:
+        """Print the next step's numbered heading (numbers follow :data:`STEPS`)."""
+        self.steps_done += 1
+        gap = "\n" if self.steps_done > 1 else ""
+        _say(f"{gap}[bold]{self.steps_done}. {title}[/bold]")
+
+    @property
+    def api(self) -> BambuClient:
+        """The logged-in client (after the login step)."""
+        if self.client is None:
+            raise CliError("the demo has not logged in yet")
+        return self.client
+
+
+Step = Callable[[DemoRun], None]
+
+
+def _say(message: str) -> None:
+    from .output import say
+
+    say(message)
+
+
+def step_login(run: DemoRun) -> None:
+    """Log in to the demo account with the emailed-code flow, code from the outbox."""
+    from ..cloud.auth import BambuAuthenticator
+    from ..cloud.client import BambuClient
+    from .base import retry_policy
+    from .output import esc
+
+    run.heading(f"Log in as {esc(run.account)} with its password")
+    auth = BambuAuthenticator(base_url=run.sim.url, token_file=run.token_file)
+
+    def code_from_outbox(step: AskCode) -> str:
+        _say(f"   the cloud wants a verification code ({step.kind}), sent to {step.destination}")
+        code = read_outbox_code(run.sim.url, run.account, step.kind)
+        _say(f"   code [bold]{esc(code)}[/bold] read from the simulator's outbox")
+        return code
+
+    token = auth.login(run.account, run.password, code_callback=code_from_outbox)
+    refresh = auth.last_login.refresh_token if auth.last_login else None
+    path = auth.save_token(token, refresh_token=refresh)
+    claims = auth.token_claims(token)
+    left = claims.seconds_left()
+    days = f", valid {left / 86400:.0f} days" if left is not None else ""
+    _say(f"   logged in: uid {claims.uid}, MQTT user u_{claims.uid}{days}")
+    _say(f"   token saved to {esc(path)} (a temporary file; your own token is untouched)")
+    run.client = BambuClient(token, base_url=run.sim.url, retry=retry_policy())
+
+
+def read_outbox_code(base_url: str, account: str, kind: str) -> str:
+    """The newest code the simulator "sent" to ``account``, read over its HTTP outbox."""
+    import httpx
+
+    deadline = time.monotonic() + OUTBOX_WAIT
+    with httpx.Client(base_url=base_url, timeout=5.0) as http:
+        while True:
+            reply = http.get("/sim/outbox", params={"account": account, "kind": kind})
+            reply.raise_for_status()
+            found = [m for m in reply.json().get("messages", []) if m.get("code")]
+            if found:
+                return str(found[-1]["code"])
+            if time.monotonic() > deadline:
+                raise CliError(f"the simulator's outbox has no {kind} code for {account}")
+            time.sleep(0.05)
+
+
+def step_devices(run: DemoRun) -> None:
+    """List the account's printers."""
+    from .devices import show_devices
+
+    run.heading("Printers bound to the account")
+    show_devices(run.api.get_devices())
+
+
+def step_tasks(run: DemoRun) -> None:
+    """Show the most recent print tasks."""
+    from .tasks import show_tasks
+
+    run.heading(f"Print history: the {RECENT_TASKS} most recent tasks")
+    recent = list(run.api.iter_tasks(page_size=RECENT_TASKS, max_items=RECENT_TASKS))
+    show_tasks(recent, title=f"{len(recent)} most recent tasks")
+
+
+# Later parts of the toolkit append their step here (live MQTT state, upload...).
+STEPS: list[Step] = [step_login, step_devices, step_tasks]
+
+
+def demo(
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Afterwards keep the simulator running (until Ctrl-C) to explore with the CLI.",
+        ),
+    ] = False,
+) -> None:
+    """Tour the toolkit against the embedded simulator (no account or printer needed)."""
+    if OPTIONS.json:
+        raise CliError("the demo is for people and has no --json output", exit_code=2)
+    from ..sim import CloudSimulator, SimConfig
+
+    started = time.monotonic()
+    config = SimConfig()
+    with (
+        tempfile.TemporaryDirectory(prefix="bambu-demo-") as tmp,
+        CloudSimulator(config) as simulator,
+    ):
+        demo_account = simulator.demo_account
+        _say(f"Simulated Bambu cloud running at {simulator.url}\n")
+        run = DemoRun(
+            sim=simulator,
+            token_file=Path(tmp) / "bambu_token",
+            account=demo_account.login,
+            password=demo_account.password,
+        )
+        try:
+            for step in STEPS:
+                step(run)
+            _say(f"\n[green]Demo finished[/green] in {time.monotonic() - started:.1f} s.")
+            if serve:
+                _serve(run)
+        finally:
+            if run.client is not None:
+                run.client.close()
+
+
+def _serve(run: DemoRun) -> None:
+    """Keep the simulator up for another shell until Ctrl-C (or SIGTERM)."""
+    import signal
+
+    from .output import esc
+
+    _say(
+        "\nThe simulator keeps running. In another shell:\n\n"
+        f"  export BAMBU_API_URL={esc(run.sim.url)}\n"
+        f"  export BAMBU_TOKEN_FILE={esc(run.token_file)}\n"
+        "  unset BAMBU_TOKEN\n"
+        "  bambu devices\n\n"
+        "Press Ctrl-C to stop."
+    )
+    from .output import console
+
+    console().file.flush()
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        _say("\nSimulator stopped.")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,101 @@
+"""``bambu demo`` and ``bambu sim``: the embedded simulator from the command line."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.cli.conftest import Bambu
+
+DEMO_BUDGET = 15.0  # seconds; the demo itself aims at under 5
+
+
+def start(bambu: Bambu, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bambulab.cli", *args],
+        env=bambu.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_demo_logs_in_and_lists_devices_and_tasks(bambu: Bambu) -> None:
+    started = time.monotonic()
+    result = bambu("demo")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result
+    out = result.stdout
+    assert "read from the simulator's outbox" in out
+    assert "Printers" in out and "Serial" in out
+    assert "5 most recent tasks" in out
+    assert "Demo finished" in out
+    assert elapsed < DEMO_BUDGET
+    # The user's own token file (here: the runner's) is never written.
+    assert not bambu.token_file.exists()
+    assert not (bambu.home / ".bambu_token").exists()
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_serve_until_interrupted(bambu: Bambu) -> None:
+    proc = start(bambu, "demo", "--serve")
+    try:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        text = "".join(lines)
+        assert "export BAMBU_API_URL=http://127.0.0.1:" in text
+        assert "export BAMBU_TOKEN_FILE=" in text
+        token_file = Path(text.split("export BAMBU_TOKEN_FILE=")[1].split()[0])
+        # A second shell can use the exported settings.
+        other = bambu(
+            "whoami",
+            "--json",
+            env=bambu.env(
+                BAMBU_API_URL=text.split("export BAMBU_API_URL=")[1].split()[0],
+                BAMBU_TOKEN_FILE=str(token_file),
+            ),
+        )
+        assert other.returncode == 0, other
+        assert other.json()["mqtt_username"].startswith("u_")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        assert not token_file.exists()  # the temporary token went with the demo
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sim_writes_its_env_file_and_stops_on_sigterm(bambu: Bambu, tmp_path: Path) -> None:
+    env_file = tmp_path / "sim.env"
+    proc = start(bambu, "sim", "--port", "0", "--env-file", str(env_file))
+    try:
+        wait_for(lambda: env_file.exists() and "BAMBU_API_URL" in env_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sim_help_is_the_simulators_own(bambu: Bambu) -> None:
+    result = bambu("sim", "--help")
+    assert result.returncode == 0, result
+    assert "--env-file" in result.stdout
+    assert result.stdout.startswith("usage: bambu sim")
