@@ -24,6 +24,12 @@ _EXPORTS = {
 }
 _ERRORS = (
     "APIError",
+    "CertificateError",
+    "CommandError",
+    "CommandTimeoutError",
+    "MQTTAuthenticationError",
+    "MQTTError",
+    "NotConnectedError",
     "AuthenticationError",
     "BadRequestError",
     "BambuError",

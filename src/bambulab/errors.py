@@ -19,9 +19,15 @@
     │   ├── NotFoundError           404 (also 1003 device not found)
     │   ├── RateLimitError          429, carries ``retry_after`` seconds
     │   └── ServerError             5xx
-    └── LoginError                  a login flow could not be completed
-        ├── VerificationCodeError   the emailed/SMS/authenticator code was refused too often
-        └── CodeRequiredError       a code is needed but no ``code_callback`` was given
+    ├── LoginError                  a login flow could not be completed
+    │   ├── VerificationCodeError   the emailed/SMS/authenticator code was refused too often
+    │   └── CodeRequiredError       a code is needed but no ``code_callback`` was given
+    └── MQTTError                   live connection to a broker or printer
+        ├── NotConnectedError       the connection is down and the call needs it
+        ├── MQTTAuthenticationError wrong access code or token (also an AuthenticationError)
+        ├── CertificateError        TLS verification failed (CA, pin, or CN != serial)
+        └── CommandError            a printer refused a command (command, sequence_id, reason)
+            └── CommandTimeoutError no reply within the timeout
 
 Every error has a one-line human ``str()`` and never carries a secret: the
 messages are built from status, code and the server's short message only.
@@ -35,12 +41,18 @@ __all__ = [
     "BadRequestError",
     "BambuError",
     "CSRFBlockedError",
+    "CertificateError",
     "CloudflareBlockedError",
     "CodeRequiredError",
+    "CommandError",
+    "CommandTimeoutError",
     "ConfigurationError",
     "ForbiddenError",
     "InvalidCredentialsError",
     "LoginError",
+    "MQTTAuthenticationError",
+    "MQTTError",
+    "NotConnectedError",
     "NotFoundError",
     "ProtocolError",
     "RateLimitError",
@@ -168,3 +180,50 @@ class CodeRequiredError(LoginError):
     def __init__(self, message: str, *, kind: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class MQTTError(BambuError):
+    """A live (MQTT) connection problem."""
+
+    def __init__(self, message: str, *, serial: str | None = None) -> None:
+        super().__init__(message)
+        self.serial = serial
+
+
+class NotConnectedError(MQTTError):
+    """The MQTT connection is down (or never came up) and the call needs it."""
+
+
+class MQTTAuthenticationError(MQTTError, AuthenticationError):
+    """The broker refused the credentials (wrong access code or token): not retried."""
+
+
+class CertificateError(MQTTError):
+    """The printer's or broker's TLS certificate failed verification."""
+
+
+class CommandError(MQTTError):
+    """A printer answered a command with a failure.
+
+    ``command``, ``sequence_id``, ``reason`` and ``err_code`` say which and why.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        serial: str | None = None,
+        command: str | None = None,
+        sequence_id: str | None = None,
+        reason: str | None = None,
+        err_code: int | None = None,
+    ) -> None:
+        super().__init__(message, serial=serial)
+        self.command = command
+        self.sequence_id = sequence_id
+        self.reason = reason
+        self.err_code = err_code
+
+
+class CommandTimeoutError(CommandError):
+    """No reply to a command arrived within the timeout."""

@@ -1,0 +1,279 @@
+"""Printer models and families, HMS and print-error codes (PROTOCOL.md §2.3, §2.6).
+
+Pure tables and decoders: a printer is identified from its serial prefix,
+its ``dev_model_name`` or its ``get_version`` modules; HMS entries and
+``print_error`` integers decode to code strings, severity, module, wiki URL
+and an English text for every code the simulator raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+ReportStyle = str  # "full" (X1) or "delta" (P1/A1, newer)
+
+
+@dataclass(frozen=True, slots=True)
+class PrinterModel:
+    """One printer model."""
+
+    code: str  # dev_model_name
+    product: str
+    family: str
+    serial_prefix: str
+    camera: str  # "rtsps" or "jpeg"
+    report_style: ReportStyle
+    dual_nozzle: bool = False
+    chamber_heater: bool = False
+
+
+MODELS: tuple[PrinterModel, ...] = (
+    PrinterModel("BL-P001", "X1 Carbon", "X1", "00M", "rtsps", "full"),
+    PrinterModel("BL-P002", "X1", "X1", "00W", "rtsps", "full"),
+    PrinterModel("C13", "X1E", "X1", "03W", "rtsps", "full", chamber_heater=True),
+    PrinterModel("C11", "P1P", "P1", "01S", "jpeg", "delta"),
+    PrinterModel("C12", "P1S", "P1", "01P", "jpeg", "delta"),
+    PrinterModel("N1", "A1 mini", "A1", "030", "jpeg", "delta"),
+    PrinterModel("N2S", "A1", "A1", "039", "jpeg", "delta"),
+    PrinterModel("N9", "A2L", "A2", "26A", "jpeg", "delta"),
+    PrinterModel("N7", "P2S", "P2", "22E", "rtsps", "delta"),
+    PrinterModel("N6", "X2D", "X2", "20P", "rtsps", "delta", dual_nozzle=True),
+    PrinterModel(
+        "O1D", "H2D", "H2", "094", "rtsps", "delta", dual_nozzle=True, chamber_heater=True
+    ),
+    PrinterModel(
+        "O1E", "H2D Pro", "H2", "", "rtsps", "delta", dual_nozzle=True, chamber_heater=True
+    ),
+    PrinterModel("O1S", "H2S", "H2", "093", "rtsps", "delta", chamber_heater=True),
+    PrinterModel(
+        "O1C", "H2C", "H2", "31B", "rtsps", "delta", dual_nozzle=True, chamber_heater=True
+    ),
+    PrinterModel(
+        "O1C2", "H2C", "H2", "31B", "rtsps", "delta", dual_nozzle=True, chamber_heater=True
+    ),
+)
+
+UNKNOWN_MODEL = PrinterModel("", "unknown", "unknown", "", "jpeg", "delta")
+_BY_CODE = {m.code: m for m in MODELS}
+_BY_PRODUCT = {m.product.lower(): m for m in MODELS}
+_BY_PREFIX = {m.serial_prefix: m for m in MODELS if m.serial_prefix}
+# get_version's product_name / project_name for the ota module (field observations).
+_BY_PROJECT = {"BL-P001": "X1 Carbon", "C11": "P1P", "C12": "P1S", "N1": "A1 mini", "N2S": "A1"}
+
+
+def detect_model(
+    serial: str | None = None,
+    dev_model_name: str | None = None,
+    modules: Iterable[Mapping[str, Any]] | None = None,
+) -> PrinterModel:
+    """The model from the best evidence: ``dev_model_name``, then modules, then serial prefix."""
+    if dev_model_name:
+        found = _BY_CODE.get(dev_model_name.strip()) or _BY_PRODUCT.get(
+            dev_model_name.strip().lower()
+        )
+        if found:
+            return found
+    for module in modules or ():
+        if module.get("name") != "ota":
+            continue
+        for key in ("product_name", "project_name"):
+            value = str(module.get(key) or "").strip()
+            found = _BY_PRODUCT.get(value.lower()) or _BY_CODE.get(value)
+            if found:
+                return found
+            if value in _BY_PROJECT:
+                return _BY_PRODUCT[_BY_PROJECT[value].lower()]
+    if serial:
+        found = _BY_PREFIX.get(serial.strip()[:3].upper())
+        if found:
+            return found
+    return UNKNOWN_MODEL
+
+
+# --- HMS -------------------------------------------------------------------------------
+
+
+class Severity(IntEnum):
+    """HMS severity, ``code >> 16``."""
+
+    UNKNOWN = 0
+    FATAL = 1
+    SERIOUS = 2
+    COMMON = 3
+    INFO = 4
+
+
+MODULES = {
+    0x03: "motion controller",
+    0x05: "mainboard",
+    0x07: "AMS",
+    0x08: "toolhead",
+    0x0C: "camera",
+    0x12: "AMS Lite",
+}
+
+# English texts for the HMS codes this project knows, keyed by the wiki code string.
+HMS_TEXTS = {
+    "0700_2000_0002_0001": "AMS A Slot 1 filament has run out.",
+    "0700_2100_0002_0001": "AMS A Slot 2 filament has run out.",
+    "0700_2200_0002_0001": "AMS A Slot 3 filament has run out.",
+    "0700_2300_0002_0001": "AMS A Slot 4 filament has run out.",
+    "0700_0100_0001_0001": "The AMS A assist motor has slipped; the extrusion wheel may be worn.",
+    "0700_4000_0002_0001": "AMS A filament may be tangled or stuck.",
+    "0300_0100_0001_0007": "The heatbed temperature is abnormal; the heater may be shorted.",
+    "0300_0D00_0001_000B": "The Z axis motor seems to be stuck while moving.",
+    "0500_0100_0003_0004": "The storage is full or not available; the print may stop.",
+    "0500_0400_0001_0001": "Failed to download the print job; check the network.",
+    "0C00_0300_0002_0001": "Spaghetti defects were detected by the AI Print Monitoring.",
+    "0C00_0100_0003_0001": "The build plate marker was not detected.",
+    "0800_0100_0003_0001": "The nozzle temperature is abnormal.",
+    "0300_1000_0002_0001": "The front door was opened during printing.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HMSEntry:
+    """One Health Management System entry (``hms[] {attr, code}``)."""
+
+    attr: int
+    code: int
+
+    @property
+    def code_string(self) -> str:
+        """``AAAA_AAAA_CCCC_CCCC``, as the wiki and the app show it."""
+        return (
+            f"{self.attr >> 16 & 0xFFFF:04X}_{self.attr & 0xFFFF:04X}_"
+            f"{self.code >> 16 & 0xFFFF:04X}_{self.code & 0xFFFF:04X}"
+        )
+
+    @property
+    def severity(self) -> Severity:
+        """Fatal, serious, common or info."""
+        value = self.code >> 16 & 0xFFFF
+        return Severity(value) if value in Severity._value2member_map_ else Severity.UNKNOWN
+
+    @property
+    def module(self) -> str:
+        """The module that raised it (AMS, toolhead, ...)."""
+        return MODULES.get(self.attr >> 24 & 0xFF, f"module 0x{self.attr >> 24 & 0xFF:02X}")
+
+    @property
+    def wiki_url(self) -> str:
+        """The Bambu wiki page of this code."""
+        return f"https://wiki.bambulab.com/en/hms/{self.code_string.lower()}"
+
+    @property
+    def text(self) -> str:
+        """An English description (or a generic one for unknown codes)."""
+        return HMS_TEXTS.get(self.code_string, f"{self.module} reported HMS {self.code_string}")
+
+    def __str__(self) -> str:
+        return f"HMS_{self.code_string} [{self.severity.name.lower()}] {self.text}"
+
+
+def hms_entries(items: Any) -> list[HMSEntry]:
+    """Decode ``hms[]``; malformed entries are skipped."""
+    out: list[HMSEntry] = []
+    if not isinstance(items, list):
+        return out
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        try:
+            out.append(
+                HMSEntry(
+                    int(item.get("attr", 0)) & 0xFFFFFFFF, int(item.get("code", 0)) & 0xFFFFFFFF
+                )
+            )
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+PRINT_ERRORS = {
+    "0300_400C": "The print was cancelled by the user.",
+    "0700_8011": "AMS filament ran out; insert new filament to continue.",
+    "0500_4005": "The print file could not be read.",
+    "0300_8000": "Printing was paused by the user.",
+    "0C00_8005": "Spaghetti defects were detected; the print was paused.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PrintError:
+    """A decoded ``print_error`` value (0 = none)."""
+
+    value: int
+
+    @property
+    def code_string(self) -> str:
+        """``XXXX_XXXX``."""
+        text = f"{self.value & 0xFFFFFFFF:08X}"
+        return f"{text[:4]}_{text[4:]}"
+
+    @property
+    def text(self) -> str:
+        """An English description."""
+        return PRINT_ERRORS.get(self.code_string, f"printer error {self.code_string}")
+
+    def __bool__(self) -> bool:
+        return self.value != 0
+
+    def __str__(self) -> str:
+        return f"{self.code_string}: {self.text}" if self.value else "no error"
+
+
+# --- stages ----------------------------------------------------------------------------
+
+STAGES = {
+    0: "printing",
+    1: "auto bed levelling",
+    2: "heatbed preheating",
+    3: "sweeping XY mech mode",
+    4: "changing filament",
+    5: "M400 pause",
+    6: "paused due to filament runout",
+    7: "heating hotend",
+    8: "calibrating extrusion",
+    9: "scanning bed surface",
+    10: "inspecting first layer",
+    11: "identifying build plate type",
+    12: "calibrating micro lidar",
+    13: "homing toolhead",
+    14: "cleaning nozzle tip",
+    15: "checking extruder temperature",
+    16: "paused by the user",
+    17: "paused: front cover falling",
+    18: "calibrating the micro lidar",
+    19: "calibrating extrusion flow",
+    20: "paused: nozzle temperature malfunction",
+    21: "paused: heat bed temperature malfunction",
+    22: "filament unloading",
+    23: "paused: skipped step",
+    24: "filament loading",
+    25: "calibrating motor noise",
+    26: "paused: AMS lost",
+    27: "paused: low speed of the heatbreak fan",
+    28: "paused: chamber temperature control error",
+    29: "cooling chamber",
+    30: "paused by the G-code",
+    31: "motor noise showoff",
+    32: "paused: nozzle filament covered detected",
+    33: "paused: cutter error",
+    34: "paused: first layer error",
+    35: "paused: nozzle clog",
+}
+
+
+def stage_name(stage: Any) -> str:
+    """The name of a ``stg_cur`` id; ``idle`` for -1/255, ``stage N`` when unknown."""
+    try:
+        value = int(stage)
+    except (TypeError, ValueError):
+        return ""
+    if value in (-1, 255):
+        return "idle"
+    return STAGES.get(value, f"stage {value}")

@@ -1,0 +1,589 @@
+"""Live printers over MQTT, two faces: :class:`BambuMQTT` (sync) and :class:`AsyncBambuMQTT`.
+
+Cloud mode: user ``u_<uid>`` with the access token (the seed's documents also
+show a printer's access code, which the simulator accepts), the region's
+broker, any number of printers on one connection. LAN mode: user ``bblp``
+with the printer's access code, its own broker, TLS verified against the CA
+file or a pinned certificate, and the certificate's CN checked against the
+serial. Both faces share one command vocabulary (:class:`_Commands`); only
+the lifecycle and the way they wait differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from ..errors import CommandTimeoutError, ConfigurationError, NotConnectedError
+from ..models.events import Event, StateChanged
+from ..models.state import PrinterState
+from ..protocol import mqtt as proto
+from ..protocol.jwt import decode_claims
+from ..regions import endpoints
+from .core import Backoff, Connection, Endpoint
+from .tls import PinStore, cloud_context, lan_context
+
+log = logging.getLogger("bambulab.mqtt")
+
+R = TypeVar("R")
+
+ENV_MQTT_HOST = "BAMBU_MQTT_HOST"
+ENV_MQTT_PORT = "BAMBU_MQTT_PORT"
+LAN_PORT = 8883
+
+
+def _looks_like_token(secret: str) -> bool:
+    return secret.count(".") == 2 and len(secret) > 40
+
+
+def cloud_endpoint(
+    password: str,
+    user_id: str | int | None = None,
+    *,
+    region: str = "global",
+    host: str | None = None,
+    port: int | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+) -> Endpoint:
+    """The cloud broker of ``region`` (``BAMBU_MQTT_HOST``/``_PORT`` override it)."""
+    if not password:
+        raise ConfigurationError("cloud MQTT needs the access token (or a printer's access code)")
+    uid = str(user_id).strip() if user_id not in (None, "") else decode_claims(password).uid
+    if not uid:
+        raise ConfigurationError("cloud MQTT needs the user id (uid): pass user_id=")
+    uid = uid.removeprefix("u_")
+    env_port = os.environ.get(ENV_MQTT_PORT)
+    chosen_host = host or os.environ.get(ENV_MQTT_HOST) or endpoints(region).mqtt_host
+    chosen_port = port or (int(env_port) if env_port and env_port.isdigit() else 8883)
+    return Endpoint(
+        host=chosen_host,
+        port=chosen_port,
+        username=f"u_{uid}",
+        password=password,
+        tls=cloud_context(ca_file),
+        client_id=f"bambulab-py-{uuid.uuid4().hex[:12]}",
+        label=f"the Bambu cloud broker {chosen_host}:{chosen_port}",
+    )
+
+
+def lan_endpoint(
+    host: str,
+    serial: str,
+    access_code: str,
+    *,
+    port: int = LAN_PORT,
+    ca_file: str | os.PathLike[str] | None = None,
+    pin_file: str | os.PathLike[str] | None = None,
+    insecure: bool = False,
+) -> Endpoint:
+    """A printer's own broker (user ``bblp``, the LAN access code)."""
+    if not host:
+        raise ConfigurationError("LAN mode needs the printer's address (host)")
+    if not access_code or len(access_code.strip()) != 8:
+        raise ConfigurationError("the LAN access code has 8 characters (see the printer's screen)")
+    context = lan_context(
+        serial, host, port, ca_file=ca_file, pin_store=PinStore(pin_file), insecure=insecure
+    )
+    return Endpoint(
+        host=host,
+        port=port,
+        username="bblp",
+        password=access_code.strip(),
+        tls=context,
+        client_id=f"bambulab-py-{uuid.uuid4().hex[:12]}",
+        label=f"printer {serial} at {host}:{port}",
+    )
+
+
+class _Commands(Generic[R]):
+    """Every printer command, for both faces. ``serial`` defaults to the only printer."""
+
+    def _run(self, serial: str | None, command: proto.Command) -> R:
+        raise NotImplementedError
+
+    # print control
+    def pause(self, serial: str | None = None) -> R:
+        """Pause the running print."""
+        return self._run(serial, proto.pause())
+
+    def resume(self, serial: str | None = None) -> R:
+        """Resume a paused print."""
+        return self._run(serial, proto.resume())
+
+    def stop(self, serial: str | None = None) -> R:
+        """Stop (cancel) the running print."""
+        return self._run(serial, proto.stop())
+
+    pause_print = pause
+    resume_print = resume
+    stop_print = stop
+
+    def start_print(self, url: str, plate: int = 1, serial: str | None = None, **options: Any) -> R:
+        """Print a sliced 3MF (``project_file``); options as :func:`protocol.mqtt.project_file`."""
+        return self._run(serial, proto.project_file(url, plate, **options))
+
+    def print_gcode_file(self, path: str, serial: str | None = None) -> R:
+        """Print a G-code file already on the SD card."""
+        return self._run(serial, proto.gcode_file(path))
+
+    def send_gcode(self, lines: str | Iterable[str], serial: str | None = None) -> R:
+        """Run G-code lines."""
+        return self._run(serial, proto.gcode_line(lines))
+
+    def set_print_speed(self, level: int | str, serial: str | None = None) -> R:
+        """1 silent, 2 standard, 3 sport, 4 ludicrous."""
+        return self._run(serial, proto.print_speed(level))
+
+    def skip_objects(self, object_ids: Iterable[int], serial: str | None = None) -> R:
+        """Skip objects of the running print."""
+        return self._run(serial, proto.skip_objects(object_ids))
+
+    def set_print_option(self, option: str, enabled: bool, serial: str | None = None) -> R:
+        """Set one option flag (``auto_recovery``, ``sound_enable``, ...)."""
+        return self._run(serial, proto.print_option(option, enabled))
+
+    def calibrate(self, serial: str | None = None, **which: bool) -> R:
+        """Run calibrations (``lidar``, ``bed_level``, ``vibration``, ``motor_noise``)."""
+        return self._run(serial, proto.calibration(**which))
+
+    # temperatures and fans, under the seed's names
+    def set_nozzle_temp(
+        self, temp: float, serial: str | None = None, extruder: int | None = None
+    ) -> R:
+        """Nozzle target (°C)."""
+        return self._run(serial, proto.set_nozzle_temp(temp, extruder))
+
+    def set_bed_temp(self, temp: float, serial: str | None = None) -> R:
+        """Bed target (°C)."""
+        return self._run(serial, proto.set_bed_temp(temp))
+
+    def set_chamber_temp(self, temp: float, serial: str | None = None) -> R:
+        """Chamber target (°C), on printers with a chamber heater."""
+        return self._run(serial, proto.set_chamber_temp(temp))
+
+    def set_fan_speed(self, fan: str | int, percent: float, serial: str | None = None) -> R:
+        """Fan speed in % (``part``, ``aux`` or ``chamber``)."""
+        return self._run(serial, proto.set_fan_speed(fan, percent))
+
+    def set_airduct(self, mode: int, serial: str | None = None) -> R:
+        """Air-duct mode (0 cooling, 1 heating) where the printer has one."""
+        return self._run(serial, proto.set_airduct(mode))
+
+    def set_ctt(self, temp: float, serial: str | None = None) -> R:
+        """Chamber target via the newer ``set_ctt`` command."""
+        return self._run(serial, proto.set_ctt(temp))
+
+    # lights, system
+    def set_light(
+        self, on: bool | str = True, node: str = "chamber_light", serial: str | None = None
+    ) -> R:
+        """Switch a light: ``True``/``False`` or ``"on"``/``"off"``/``"flashing"``."""
+        mode = on if isinstance(on, str) else ("on" if on else "off")
+        return self._run(serial, proto.ledctrl(node, mode))
+
+    def get_version(self, serial: str | None = None) -> R:
+        """Ask for the firmware modules (the state's ``firmware`` updates)."""
+        return self._run(serial, proto.get_version())
+
+    def get_access_code(self, serial: str | None = None) -> R:
+        """Ask for the LAN access code (reply body ``access_code``)."""
+        return self._run(serial, proto.get_access_code())
+
+    def set_nozzle(
+        self, diameter: float, nozzle_type: str = "stainless_steel", serial: str | None = None
+    ) -> R:
+        """Tell the printer which nozzle is fitted."""
+        return self._run(serial, proto.set_accessories(diameter, nozzle_type))
+
+    def set_camera_recording(self, enabled: bool, serial: str | None = None) -> R:
+        """Camera recording on or off."""
+        return self._run(serial, proto.ipcam_record(enabled))
+
+    def set_timelapse(self, enabled: bool, serial: str | None = None) -> R:
+        """Timelapse on or off."""
+        return self._run(serial, proto.ipcam_timelapse(enabled))
+
+    def set_detector(self, module: str, enabled: bool, serial: str | None = None, **kw: Any) -> R:
+        """An AI-camera detector on or off (``spaghetti_detector``, ...)."""
+        return self._run(serial, proto.xcam_control(module, enabled, **kw))
+
+    # AMS
+    def ams_load(self, ams_id: int, slot: int, serial: str | None = None) -> R:
+        """Load filament from an AMS slot."""
+        return self._run(serial, proto.ams_load(ams_id, slot))
+
+    def ams_unload(self, serial: str | None = None) -> R:
+        """Unload the current filament."""
+        return self._run(serial, proto.ams_unload())
+
+    def ams_set_filament(
+        self, ams_id: int, tray_id: int, serial: str | None = None, **kw: Any
+    ) -> R:
+        """Describe a slot's filament (``tray_type``, ``tray_color``, temperatures)."""
+        return self._run(serial, proto.ams_filament_setting(ams_id, tray_id, **kw))
+
+    def ams_control(self, param: str, serial: str | None = None) -> R:
+        """resume, reset, pause, done or abort."""
+        return self._run(serial, proto.ams_control(param))
+
+    def ams_user_setting(self, serial: str | None = None, **kw: Any) -> R:
+        """AMS reading options."""
+        return self._run(serial, proto.ams_user_setting(**kw))
+
+    def ams_read_rfid(self, ams_id: int, slot: int, serial: str | None = None) -> R:
+        """Re-read one slot's RFID tag."""
+        return self._run(serial, proto.ams_get_rfid(ams_id, slot))
+
+    def unload_filament(self, serial: str | None = None) -> R:
+        """Unload filament (printers without an AMS)."""
+        return self._run(serial, proto.unload_filament())
+
+    # firmware
+    def upgrade_history(self, serial: str | None = None) -> R:
+        """Ask for the firmware upgrade history."""
+        return self._run(serial, proto.upgrade_history())
+
+    def send(self, command: proto.Command, serial: str | None = None) -> R:
+        """Send any :class:`~bambulab.protocol.mqtt.Command` and wait for its reply."""
+        return self._run(serial, command)
+
+
+class _Base:
+    """Configuration shared by both faces."""
+
+    def __init__(
+        self,
+        user_id: str | int | None = None,
+        device_serial: str | Iterable[str] | None = None,
+        access_code: str | None = None,
+        *,
+        token: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        region: str = "global",
+        lan: bool = False,
+        ca_file: str | os.PathLike[str] | None = None,
+        pin_file: str | os.PathLike[str] | None = None,
+        insecure: bool = False,
+        keepalive: int = 30,
+        stall_timeout: float = 60.0,
+        connect_timeout: float = 15.0,
+        command_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+        models: dict[str, str] | None = None,
+    ) -> None:
+        if isinstance(device_serial, str):
+            serials = [device_serial] if device_serial else []
+        else:
+            serials = list(device_serial or [])
+        self.serials = [s.strip() for s in serials if s and s.strip()]
+        self.lan_mode = lan
+        self.command_timeout = command_timeout
+        self._conn_args: dict[str, Any] = {
+            "keepalive": keepalive,
+            "stall_timeout": stall_timeout,
+            "connect_timeout": connect_timeout,
+            "backoff": backoff,
+            "models": models,
+        }
+        if lan:
+            if len(self.serials) != 1:
+                raise ConfigurationError("LAN mode talks to exactly one printer: give its serial")
+            self._endpoint_args: dict[str, Any] = {
+                "host": host or "",
+                "serial": self.serials[0],
+                "access_code": access_code or "",
+                "port": port or LAN_PORT,
+                "ca_file": ca_file,
+                "pin_file": pin_file,
+                "insecure": insecure,
+            }
+        else:
+            self._endpoint_args = {
+                "password": token or access_code or "",
+                "user_id": user_id,
+                "region": region,
+                "host": host,
+                "port": port,
+                "ca_file": ca_file,
+            }
+        self._conn: Connection | None = None
+
+    def _endpoint(self) -> Endpoint:
+        if self.lan_mode:
+            return lan_endpoint(**self._endpoint_args)
+        return cloud_endpoint(**self._endpoint_args)
+
+    def _new_connection(self, on_event: Callable[[Event], None]) -> Connection:
+        conn = Connection(self._endpoint(), self.serials, on_event=on_event, **self._conn_args)
+        self._conn = conn
+        return conn
+
+    @property
+    def connection(self) -> Connection:
+        """The live connection (after ``connect()``)."""
+        if self._conn is None:
+            raise NotConnectedError("not connected: call connect() first")
+        return self._conn
+
+    def _serial(self, serial: str | None) -> str:
+        if serial:
+            return serial
+        if len(self.serials) == 1:
+            return self.serials[0]
+        if not self.serials:
+            raise ConfigurationError("no printer given: pass its serial")
+        raise ConfigurationError("several printers on this connection: pass serial=")
+
+    def state(self, serial: str | None = None) -> PrinterState:
+        """The merged state of one printer (updates in place as reports arrive)."""
+        return self.connection.printers[self._serial(serial)].state
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker session is up."""
+        return self._conn is not None and self._conn.connected
+
+    def __repr__(self) -> str:
+        mode = "LAN" if self.lan_mode else "cloud"
+        return (
+            f"{type(self).__name__}({mode}, printers={self.serials!r}, connected={self.connected})"
+        )
+
+
+class BambuMQTT(_Base, _Commands[proto.Incoming]):
+    """Blocking MQTT client with the seed's API.
+
+    ``BambuMQTT(user_id, device_serial, access_code)`` for the cloud broker;
+    ``BambuMQTT.lan(host, serial, access_code)`` for a printer on the LAN.
+    ``on_message`` is called with the printer's merged state after every
+    report (once a full state has arrived); ``on_event`` with every event.
+    """
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.on_message: Callable[[PrinterState], Any] | None = None
+        self.on_event: Callable[[Event], Any] | None = None
+
+    @classmethod
+    def lan(cls, host: str, serial: str, access_code: str, **kw: Any) -> BambuMQTT:
+        """A client for one printer's own broker."""
+        return cls(None, serial, access_code, host=host, lan=True, **kw)
+
+    def _dispatch(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+        if isinstance(event, StateChanged) and self.on_message is not None:
+            printer = self.connection.printers.get(event.serial)
+            if printer is not None and printer.full.is_set():
+                self.on_message(event.state)
+
+    def connect(self, device_id: str | None = None, timeout: float | None = None) -> BambuMQTT:
+        """Connect (and follow ``device_id`` too); raises if the broker cannot be used."""
+        if device_id and device_id not in self.serials:
+            self.serials.append(device_id)
+            if self._conn is not None:
+                self._conn.add(device_id)
+        if self._conn is None or self._conn.fatal is not None:
+            conn = self._new_connection(self._dispatch)
+            conn.start()
+            conn.wait_connected(timeout)
+        return self
+
+    def subscribe_status(self, serial: str | None = None) -> None:
+        """Follow a printer's reports (the seed's step; connecting already subscribes)."""
+        if serial:
+            self.connect(serial)
+
+    def request_full_status(self, serial: str | None = None) -> None:
+        """Ask for a full report (``pushall``); a P1P gets one every 5 min at most."""
+        self.connection.send(self._serial(serial), proto.pushall(), wait=False)
+
+    def get_full_status(self, serial: str | None = None, timeout: float = 15.0) -> PrinterState:
+        """The printer's full state, waiting (with ``pushall`` if needed) until it is known."""
+        if self._conn is None:
+            self.connect()
+        printer = self.connection.printers[self._serial(serial)]
+        if not printer.full.wait(min(2.0, timeout)):
+            if not printer.is_p1p or time.monotonic() - printer.last_pushall > 300:
+                self.request_full_status(printer.serial)
+            if not printer.full.wait(timeout):
+                raise CommandTimeoutError(
+                    f"printer {printer.serial} sent no full report within {timeout:g} s",
+                    serial=printer.serial,
+                    command="pushall",
+                )
+        return printer.state
+
+    def _run(self, serial: str | None, command: proto.Command) -> proto.Incoming:
+        target = self._serial(serial)
+        conn = self.connection
+        future = conn.send(target, command)
+        try:
+            return future.result(self.command_timeout)
+        except concurrent.futures.TimeoutError:
+            conn.forget(target, future)
+            raise conn.timeout_error(target, command.command, self.command_timeout) from None
+
+    def publish(
+        self, payload: dict[str, Any] | bytes | str, serial: str | None = None, qos: int = 0
+    ) -> None:
+        """Publish a raw payload on the printer's request topic (no reply awaited)."""
+        data = (
+            payload
+            if isinstance(payload, bytes)
+            else (payload.encode() if isinstance(payload, str) else orjson.dumps(payload))
+        )
+        client = self.connection._client
+        client.publish(proto.request_topic(self._serial(serial)), data, qos=qos)
+
+    def loop_forever(self) -> None:
+        """Block, delivering callbacks, until :meth:`disconnect` (or Ctrl-C)."""
+        if self._conn is None:
+            self.connect()
+        conn = self.connection
+        try:
+            while not conn._stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            self.disconnect()
+        if conn.fatal is not None:
+            raise conn.fatal
+
+    def disconnect(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            self._conn.close()
+
+    close = disconnect
+
+    def __enter__(self) -> BambuMQTT:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+
+MQTTClient = BambuMQTT
+"""The seed's other name for :class:`BambuMQTT`."""
+
+
+class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
+    """Non-blocking twin of :class:`BambuMQTT`.
+
+    ``async with AsyncBambuMQTT(...) as mqtt: async for event in mqtt: ...``;
+    commands are awaited (``await mqtt.pause(serial)``).
+    """
+
+    def __init__(self, *args: Any, queue_size: int = 10000, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._queue: asyncio.Queue[Event] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue_size = queue_size
+        self.dropped_events = 0
+
+    @classmethod
+    def lan(cls, host: str, serial: str, access_code: str, **kw: Any) -> AsyncBambuMQTT:
+        """A client for one printer's own broker."""
+        return cls(None, serial, access_code, host=host, lan=True, **kw)
+
+    def _dispatch(self, event: Event) -> None:
+        # Called on the network thread: hand over to the event loop.
+        loop, queue = self._loop, self._queue
+        if loop is None or queue is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._put, queue, event)
+
+    def _put(self, queue: asyncio.Queue[Event], event: Event) -> None:
+        try:
+            queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped_events += 1  # a consumer that stopped reading must not grow memory
+
+    async def connect(self, timeout: float | None = None) -> AsyncBambuMQTT:
+        """Connect; raises if the broker cannot be used."""
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue(self._queue_size)
+        conn = await asyncio.to_thread(self._new_connection, self._dispatch)
+        conn.start()
+        await asyncio.to_thread(conn.wait_connected, timeout)
+        return self
+
+    async def add_printer(self, serial: str, dev_model_name: str | None = None) -> None:
+        """Follow one more printer on this (cloud) connection."""
+        if serial not in self.serials:
+            self.serials.append(serial)
+        self.connection.add(serial, dev_model_name)
+
+    async def get_full_status(
+        self, serial: str | None = None, timeout: float = 15.0
+    ) -> PrinterState:
+        """The printer's full state, waiting (with ``pushall`` if needed) until it is known."""
+        printer = self.connection.printers[self._serial(serial)]
+        if not await asyncio.to_thread(printer.full.wait, min(2.0, timeout)):
+            if not printer.is_p1p or time.monotonic() - printer.last_pushall > 300:
+                self.connection.send(printer.serial, proto.pushall(), wait=False)
+            if not await asyncio.to_thread(printer.full.wait, timeout):
+                raise CommandTimeoutError(
+                    f"printer {printer.serial} sent no full report within {timeout:g} s",
+                    serial=printer.serial,
+                    command="pushall",
+                )
+        return printer.state
+
+    async def request_full_status(self, serial: str | None = None) -> None:
+        """Ask for a full report (``pushall``)."""
+        self.connection.send(self._serial(serial), proto.pushall(), wait=False)
+
+    def _run(self, serial: str | None, command: proto.Command) -> Awaitable[proto.Incoming]:
+        return self._await(serial, command)
+
+    async def _await(self, serial: str | None, command: proto.Command) -> proto.Incoming:
+        target = self._serial(serial)
+        conn = self.connection
+        future = conn.send(target, command)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.command_timeout)
+        except TimeoutError:
+            conn.forget(target, future)
+            raise conn.timeout_error(target, command.command, self.command_timeout) from None
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event, as it happens, until the connection is closed."""
+        if self._queue is None:
+            raise NotConnectedError("not connected: use 'async with' or await connect()")
+        queue = self._queue
+        conn = self.connection
+        while True:
+            try:
+                yield await asyncio.wait_for(queue.get(), 0.5)
+            except TimeoutError:
+                if conn._stop.is_set():
+                    if conn.fatal is not None:
+                        raise conn.fatal from None
+                    return
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self.events()
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            await asyncio.to_thread(self._conn.close)
+
+    async def __aenter__(self) -> AsyncBambuMQTT:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+__all__ = ["AsyncBambuMQTT", "BambuMQTT", "MQTTClient", "cloud_endpoint", "lan_endpoint"]

@@ -1,0 +1,482 @@
+"""The connection both MQTT faces share: one paho client driven by one thread.
+
+The thread owns the socket: it connects, reconnects with exponential backoff
+and jitter, resubscribes and refreshes state after a reconnect (keeping the
+P1P's five-minute ``pushall`` rule), and runs a watchdog that notices a
+silent stall and heals it by reconnecting. Incoming payloads go through the
+sans-IO :class:`~bambulab.protocol.mqtt.ReportStream` (one per printer) and
+the event :class:`~bambulab.protocol.events.Tracker`; replies resolve the
+futures of the commands that asked for them. Wrong credentials stop the
+thread at once: no retry storm.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from ..errors import (
+    BambuError,
+    CertificateError,
+    CommandError,
+    CommandTimeoutError,
+    MQTTAuthenticationError,
+    NotConnectedError,
+    TransportError,
+)
+from ..models.events import Event
+from ..models.printer import detect_model
+from ..models.state import PrinterState
+from ..protocol import mqtt as proto
+from ..protocol.events import Tracker
+
+log = logging.getLogger("bambulab.mqtt")
+
+PUSHALL_MIN_INTERVAL_P1P = 300.0  # the P1P is reported to struggle with more
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter for reconnects."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.3
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before reconnect ``attempt`` (1-based)."""
+        base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
+        return base * (1 + self.jitter * (rng.random() * 2 - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and as whom to connect."""
+
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
+    client_id: str = ""
+    label: str = ""  # for messages: "printer 01P... at 192.168.1.5" or "the Bambu cloud"
+
+
+class Printer:
+    """What the connection knows about one printer."""
+
+    def __init__(self, serial: str, dev_model_name: str | None = None) -> None:
+        self.serial = serial
+        self.stream = proto.ReportStream(serial, loads=orjson.loads)
+        self.state = PrinterState(serial, self.stream.state, dev_model_name=dev_model_name)
+        self.tracker = Tracker(serial)
+        self.last_report = 0.0
+        self.last_pushall = 0.0
+        self.full = threading.Event()
+
+    def sync_info(self) -> None:
+        """Point the state at the latest ``info`` family body (``get_version``)."""
+        info = self.stream.families.get("info")
+        if info is not None:
+            self.state.info = info
+
+    @property
+    def is_p1p(self) -> bool:
+        """Whether ``pushall`` must be rationed."""
+        return self.state.model.code == "C11" or (
+            self.state.model.code == "" and detect_model(self.serial).code == "C11"
+        )
+
+
+class Connection:
+    """A paho client plus everything both faces need; runs in its own thread."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        serials: Iterable[str],
+        *,
+        on_event: Callable[[Event], None],
+        keepalive: int = 30,
+        stall_timeout: float = 60.0,
+        connect_timeout: float = 15.0,
+        backoff: Backoff | None = None,
+        models: dict[str, str] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.keepalive = keepalive
+        self.stall_timeout = stall_timeout
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff or Backoff()
+        self._rng = random.Random()
+        self._on_event = on_event
+        self.printers: dict[str, Printer] = {}
+        for serial in serials:
+            self.printers[serial] = Printer(serial, (models or {}).get(serial))
+        self._sequence = proto.SequenceCounter()
+        self._pending: dict[
+            tuple[str, str], tuple[str, concurrent.futures.Future[proto.Incoming]]
+        ] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._settled = threading.Event()  # first connect succeeded or failed for good
+        self.fatal: BambuError | None = None
+        self.last_error: BambuError | None = None
+        self.connects = 0
+        self.last_rx = 0.0
+        self._thread: threading.Thread | None = None
+        self._client = self._make_client()
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def _make_client(self) -> paho.Client:
+        ep = self.endpoint
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=ep.client_id,
+            protocol=paho.MQTTv311,
+            clean_session=True,  # no replay of old commands after a reconnect
+        )
+        client.username_pw_set(ep.username, ep.password)
+        if ep.tls is not None:
+            client.tls_set_context(ep.tls)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        client.max_queued_messages_set(1000)
+        return client
+
+    def start(self) -> None:
+        """Start the network thread (returns at once)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._run, name=f"bambu-mqtt-{self.endpoint.label}", daemon=True
+        )
+        self._thread.start()
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Block until the first connection is up; raise why it could not be."""
+        limit = self.connect_timeout if timeout is None else timeout
+        if not self._settled.wait(limit):
+            self.close()
+            reason = f": {self.last_error}" if self.last_error else ""
+            raise TransportError(
+                f"could not connect to {self.endpoint.label} within {limit:g} s{reason}"
+            )
+        if self.fatal is not None:
+            raise self.fatal
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker session is up right now."""
+        return self._connected.is_set()
+
+    def close(self) -> None:
+        """Stop the thread and disconnect; idempotent."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+        self._fail_pending(NotConnectedError("the connection was closed"))
+
+    # --- the network thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        attempt = 0
+        first = True
+        while not self._stop.is_set():
+            try:
+                if first:
+                    self._client.connect(self.endpoint.host, self.endpoint.port, self.keepalive)
+                else:
+                    self._client.reconnect()
+                first = False
+            except ssl.SSLCertVerificationError as exc:
+                self._give_up(
+                    CertificateError(
+                        f"TLS certificate of {self.endpoint.label} refused: {exc.verify_message}"
+                    )
+                )
+                break
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                attempt += 1
+                self._note(TransportError(f"cannot reach {self.endpoint.label}: {_reason(exc)}"))
+                if not self._sleep(self.backoff.delay(attempt, self._rng)):
+                    break
+                continue
+            started = time.monotonic()
+            self.last_rx = started
+            while not self._stop.is_set():
+                rc = self._client.loop(timeout=0.2)
+                if self.fatal is not None:
+                    break
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+                now = time.monotonic()
+                if not self._connected.is_set() and now - started > self.connect_timeout:
+                    self._note(TransportError(f"{self.endpoint.label} did not answer CONNECT"))
+                    break
+                if self._connected.is_set() and now - self.last_rx > self.stall_timeout:
+                    log.warning(
+                        "%s: nothing received for %.0f s; reconnecting",
+                        self.endpoint.label,
+                        now - self.last_rx,
+                    )
+                    break
+            was_up = self._connected.is_set()
+            self._connected.clear()
+            self._safe_disconnect()
+            if self.fatal is not None or self._stop.is_set():
+                break
+            if was_up:
+                attempt = 0
+                self._offline_all()
+            attempt += 1
+            if not self._sleep(self.backoff.delay(attempt, self._rng)):
+                break
+        self._connected.clear()
+        self._safe_disconnect()
+        self._settled.set()
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait unless asked to stop; whether to go on."""
+        return not self._stop.wait(seconds)
+
+    def _safe_disconnect(self) -> None:
+        try:
+            self._client.disconnect()
+        except Exception:
+            log.debug("disconnect failed", exc_info=True)
+
+    def _note(self, error: BambuError) -> None:
+        if str(error) != str(self.last_error):
+            log.info("%s", error)
+        self.last_error = error
+
+    def _give_up(self, error: BambuError) -> None:
+        self.fatal = error
+        self.last_error = error
+        log.error("%s", error)
+        self._stop.set()
+        self._settled.set()
+        self._fail_pending(error)
+
+    # --- paho callbacks (network thread) ------------------------------------------------
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            text = str(reason)
+            if (
+                reason.value in (4, 5, 134, 135)
+                or "authori" in text.lower()
+                or "password" in text.lower()
+            ):
+                self._give_up(
+                    MQTTAuthenticationError(
+                        f"{self.endpoint.label} refused the credentials ({text}): "
+                        "check the access code or log in again",
+                    )
+                )
+            else:
+                self._note(TransportError(f"{self.endpoint.label} refused the connection: {text}"))
+            return
+        self.connects += 1
+        self._connected.set()
+        self._settled.set()
+        log.info("connected to %s (connection #%d)", self.endpoint.label, self.connects)
+        for serial in list(self.printers):
+            client.subscribe(proto.report_topic(serial), qos=0)
+        for printer in list(self.printers.values()):
+            self._refresh(printer)
+
+    def _refresh(self, printer: Printer) -> None:
+        """Ask for the full state after a (re)connect, within the P1P's rule."""
+        now = time.monotonic()
+        if (
+            printer.is_p1p
+            and printer.last_pushall
+            and now - printer.last_pushall < PUSHALL_MIN_INTERVAL_P1P
+        ):
+            log.info("%s: not sending pushall (a P1P gets one every 5 min at most)", printer.serial)
+            return
+        printer.last_pushall = now
+        self._publish(printer.serial, proto.pushall().with_sequence(self._sequence()))
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if self._connected.is_set():
+            log.info("disconnected from %s (%s)", self.endpoint.label, reason)
+        self._connected.clear()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self.last_rx = time.monotonic()
+        serial = proto.serial_of(message.topic)
+        printer = self.printers.get(serial or "")
+        if printer is None:
+            return
+        try:
+            self._handle(printer, bytes(message.payload))
+        except Exception:
+            log.exception("%s: failed to handle a message; skipped", printer.serial)
+
+    def _handle(self, printer: Printer, payload: bytes) -> None:
+        incoming = proto.decode(proto.report_topic(printer.serial), payload, loads=orjson.loads)
+        if incoming.kind == "ignored":
+            printer.stream.problems += 1
+            log.warning("%s: ignored a message: %s", printer.serial, incoming.problem)
+            return
+        printer.stream.apply(incoming)
+        events: list[Event] = []
+        if incoming.kind == "event":
+            online = incoming.command == "client.connected"
+            if incoming.command in ("client.connected", "client.disconnected"):
+                events = printer.tracker.presence(printer.state, online)
+        elif incoming.kind == "report" and incoming.family == "print":
+            printer.last_report = time.monotonic()
+            if "gcode_state" in incoming.body:
+                printer.full.set()
+            events = printer.tracker.update(printer.state, frozenset(incoming.body))
+        else:
+            if incoming.family == "info":
+                printer.sync_info()
+            self._resolve(printer.serial, incoming)
+        for event in events:
+            self._emit(event)
+
+    def _emit(self, event: Event) -> None:
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("an event callback failed on %s", type(event).__name__)
+
+    def _offline_all(self) -> None:
+        for printer in self.printers.values():
+            for event in printer.tracker.presence(printer.state, False):
+                self._emit(event)
+
+    def add(self, serial: str, dev_model_name: str | None = None) -> Printer:
+        """Follow one more printer on this connection (subscribes at once when connected)."""
+        printer = self.printers.get(serial)
+        if printer is not None:
+            return printer
+        printer = Printer(serial, dev_model_name)
+        self.printers[serial] = printer
+        if self._connected.is_set():
+            self._client.subscribe(proto.report_topic(serial), qos=0)
+            self._refresh(printer)
+        return printer
+
+    # --- commands -------------------------------------------------------------------------
+
+    def _publish(self, serial: str, command: proto.Command) -> None:
+        info = self._client.publish(proto.request_topic(serial), command.encode(), qos=command.qos)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise NotConnectedError(
+                f"could not send {command.command} to {serial}: not connected", serial=serial
+            )
+
+    def send(
+        self, serial: str, command: proto.Command, *, wait: bool = True
+    ) -> concurrent.futures.Future[proto.Incoming]:
+        """Publish ``command``; the future resolves with the reply (or at once if not ``wait``)."""
+        if serial not in self.printers:
+            raise NotConnectedError(f"printer {serial} is not on this connection", serial=serial)
+        if self.fatal is not None:
+            raise self.fatal
+        if not self._connected.is_set():
+            raise NotConnectedError(
+                f"not connected to {self.endpoint.label}; {command.command} was not sent",
+                serial=serial,
+            )
+        seq = self._sequence()
+        cmd = command.with_sequence(seq)
+        future: concurrent.futures.Future[proto.Incoming] = concurrent.futures.Future()
+        if wait:
+            with self._lock:
+                self._pending[(serial, seq)] = (cmd.command, future)
+        if cmd.family == "pushing" and cmd.command == "pushall":
+            self.printers[serial].last_pushall = time.monotonic()
+        self._publish(serial, cmd)
+        if not wait:
+            future.set_result(proto.Incoming("reply", serial, cmd.family, cmd.command, seq, {}))
+        return future
+
+    def forget(self, serial: str, future: concurrent.futures.Future[proto.Incoming]) -> None:
+        """Stop waiting for a reply (after a timeout)."""
+        with self._lock:
+            for key, (_, pending) in list(self._pending.items()):
+                if pending is future:
+                    del self._pending[key]
+
+    def _resolve(self, serial: str, incoming: proto.Incoming) -> None:
+        if incoming.sequence_id is None:
+            return
+        with self._lock:
+            entry = self._pending.pop((serial, incoming.sequence_id), None)
+        if entry is None:
+            return
+        name, future = entry
+        if future.done():
+            return
+        if incoming.succeeded:
+            future.set_result(incoming)
+            return
+        err = incoming.body.get("err_code")
+        code = int(err) if isinstance(err, int) else None
+        reason = incoming.reason or "refused"
+        hint = ""
+        if code == 0x05024007:
+            hint = " (this firmware needs signed commands; enable LAN-only developer mode)"
+        future.set_exception(
+            CommandError(
+                f"printer {serial} refused {name} "
+                f"(sequence {incoming.sequence_id}): {reason}{hint}",
+                serial=serial,
+                command=name,
+                sequence_id=incoming.sequence_id,
+                reason=reason,
+                err_code=code,
+            )
+        )
+
+    def _fail_pending(self, error: BambuError) -> None:
+        with self._lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for _, future in pending:
+            if not future.done():
+                future.set_exception(error)
+
+    def timeout_error(self, serial: str, command: str, timeout: float) -> CommandTimeoutError:
+        """The error for a command whose reply did not come."""
+        return CommandTimeoutError(
+            f"printer {serial} did not answer {command} within {timeout:g} s",
+            serial=serial,
+            command=command,
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if "refused" in text.lower():
+        return "connection refused"
+    if isinstance(exc, TimeoutError) or "timed out" in text.lower():
+        return "timed out"
+    return text.splitlines()[0][:120]

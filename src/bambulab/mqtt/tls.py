@@ -1,0 +1,212 @@
+"""TLS for MQTT: verified by default, for the cloud and for printers on the LAN.
+
+Printers present a certificate signed by Bambu's private CA whose CN is the
+printer's serial, while clients dial an IP address. Verification done right
+(PROTOCOL.md §2.1) therefore means: trust the given CA file, or pin the
+printer's own certificate on first use, AND check the certificate's CN
+against the serial by handshaking with ``server_hostname=serial``. Python
+3.13's ``VERIFY_X509_STRICT`` rejects these certificates, so it is cleared.
+The insecure switch exists, and warns every time it is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import ssl
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import CertificateError, ConfigurationError, TransportError
+
+log = logging.getLogger("bambulab.mqtt")
+
+ENV_CA_FILE = "BAMBU_CA_FILE"
+DEFAULT_PIN_FILE = "~/.config/bambulab/printer_certs.json"
+
+
+class _NamedContext(ssl.SSLContext):
+    """An SSLContext that checks the peer against a fixed name, whatever was dialled."""
+
+    expected_name: str | None = None
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        if self.expected_name:
+            kwargs["server_hostname"] = self.expected_name
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
+def _base_context(name: str | None) -> _NamedContext:
+    ctx = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.expected_name = name
+    strict = getattr(ssl, "VERIFY_X509_STRICT", 0)
+    if strict:
+        ctx.verify_flags &= ~strict
+    return ctx
+
+
+def cloud_context(ca_file: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """The cloud broker's context: public CAs, or ``ca_file`` / ``BAMBU_CA_FILE`` (simulator)."""
+    ctx = _base_context(None)
+    chosen = ca_file or os.environ.get(ENV_CA_FILE) or None
+    if chosen:
+        _load_ca(ctx, chosen)
+    else:
+        ctx.load_default_certs()
+    return ctx
+
+
+def _load_ca(ctx: ssl.SSLContext, ca_file: str | os.PathLike[str]) -> None:
+    try:
+        ctx.load_verify_locations(cafile=os.fspath(ca_file))
+    except FileNotFoundError:
+        raise ConfigurationError(f"CA file not found: {os.fspath(ca_file)!r}") from None
+    except ssl.SSLError as exc:
+        raise ConfigurationError(
+            f"CA file {os.fspath(ca_file)!r} holds no usable certificate"
+        ) from exc
+
+
+def insecure_context() -> ssl.SSLContext:
+    """No verification at all: only on explicit request, with a warning."""
+    log.warning(
+        "TLS verification is OFF for this printer connection: anyone on the network "
+        "could impersonate the printer (use a CA file or certificate pinning instead)"
+    )
+    ctx = _base_context(None)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class PinStore:
+    """Printer certificates pinned on first use: serial → PEM, in a 0600 JSON file."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path or DEFAULT_PIN_FILE).expanduser()
+
+    def load(self) -> dict[str, str]:
+        """Every pinned certificate."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+    def get(self, serial: str) -> str | None:
+        """The pinned PEM of ``serial``, if any."""
+        return self.load().get(serial)
+
+    def pin(self, serial: str, pem: str) -> None:
+        """Remember ``serial``'s certificate (atomic replace, mode 0600)."""
+        data = self.load()
+        data[serial] = pem
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".pins.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=1)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def forget(self, serial: str) -> bool:
+        """Drop a pin (after a legitimate certificate change); whether there was one."""
+        data = self.load()
+        if data.pop(serial, None) is None:
+            return False
+        self.path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        return True
+
+
+def fetch_certificate(host: str, port: int, timeout: float = 10.0) -> str:
+    """The PEM certificate a TLS server presents, without verifying it (first use only)."""
+    ctx = _base_context(None)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            ctx.wrap_socket(raw) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except OSError as exc:
+        raise TransportError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from exc
+    if not der:
+        raise CertificateError(f"{host}:{port} presented no certificate")
+    return ssl.DER_cert_to_PEM_cert(der)
+
+
+def fingerprint(pem: str) -> str:
+    """SHA-256 fingerprint of a PEM certificate, hex with colons."""
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def lan_context(
+    serial: str,
+    host: str,
+    port: int,
+    *,
+    ca_file: str | os.PathLike[str] | None = None,
+    pin_store: PinStore | None = None,
+    insecure: bool = False,
+) -> ssl.SSLContext:
+    """The context for a printer's own broker (or camera): verified against ``serial``.
+
+    With ``ca_file`` (or ``BAMBU_CA_FILE``) the chain is verified against that
+    CA; otherwise the printer's certificate is pinned on first use and must
+    match afterwards. Either way the certificate's CN must be ``serial``.
+    """
+    if not serial:
+        raise ConfigurationError("the printer's serial is needed to verify its certificate")
+    if insecure:
+        return insecure_context()
+    ctx = _base_context(serial)
+    chosen = ca_file or os.environ.get(ENV_CA_FILE) or None
+    if chosen:
+        _load_ca(ctx, chosen)
+        return ctx
+    store = pin_store or PinStore()
+    pem = store.get(serial)
+    if pem is None:
+        pem = fetch_certificate(host, port)
+        _check_first_use(pem, serial, host, port)
+        store.pin(serial, pem)
+        log.warning(
+            "pinned the certificate of printer %s on first use (SHA-256 %s) in %s",
+            serial,
+            fingerprint(pem),
+            store.path,
+        )
+    # The printer's own leaf is the trust anchor: partial-chain verification.
+    ctx.load_verify_locations(cadata=pem)
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return ctx
+
+
+def _check_first_use(pem: str, serial: str, host: str, port: int) -> None:
+    """Before pinning, make sure the certificate names the serial (handshake against itself)."""
+    ctx = _base_context(serial)
+    ctx.load_verify_locations(cadata=pem)
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    try:
+        with (
+            socket.create_connection((host, port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname=serial),
+        ):
+            pass
+    except ssl.SSLCertVerificationError as exc:
+        raise CertificateError(
+            f"the certificate at {host}:{port} is not printer {serial}'s: {exc.verify_message}"
+        ) from exc
+    except OSError as exc:
+        raise TransportError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from exc

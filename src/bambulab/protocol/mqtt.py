@@ -1,0 +1,733 @@
+"""Sans-IO MQTT engine: command builders, report merging, reply correlation.
+
+No sockets here. Commands are data (:class:`Command`) that any transport
+publishes to ``device/<serial>/request``; incoming payloads go through
+:class:`ReportStream`, which merges partial reports field by field (P1/A1
+printers send only what changed), recognises replies to our commands by
+``sequence_id`` and cloud presence events, and never raises on garbage.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import ConfigurationError
+
+Family = Literal["pushing", "print", "info", "system", "camera", "xcam", "upgrade", "security"]
+
+MAX_PAYLOAD = 4 * 1024 * 1024
+MAX_DEPTH = 32
+
+
+def report_topic(serial: str) -> str:
+    """Where a printer publishes: ``device/<serial>/report``."""
+    return f"device/{serial}/report"
+
+
+def request_topic(serial: str) -> str:
+    """Where commands go: ``device/<serial>/request``."""
+    return f"device/{serial}/request"
+
+
+def serial_of(topic: str) -> str | None:
+    """The serial in ``device/<serial>/report|request``, or ``None``."""
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == "device" and parts[1]:
+        return parts[1]
+    return None
+
+
+class SequenceCounter:
+    """Decimal-string ``sequence_id`` values from one thread-safe counter."""
+
+    def __init__(self, start: int = 1) -> None:
+        self._next = itertools.count(start)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            return str(next(self._next))
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One request to a printer: ``{"<family>": {"command": ..., "sequence_id": ..., ...}}``."""
+
+    family: str
+    command: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    qos: int = 0
+    sequence_id: str = ""
+
+    def with_sequence(self, sequence_id: str) -> Command:
+        """A copy carrying ``sequence_id``."""
+        return Command(self.family, self.command, self.fields, self.qos, sequence_id)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object to publish."""
+        body: dict[str, Any] = {"sequence_id": self.sequence_id, "command": self.command}
+        body.update(self.fields)
+        return {self.family: body}
+
+    def encode(self) -> bytes:
+        """The compact JSON bytes to publish."""
+        return json.dumps(self.payload(), separators=(",", ":")).encode()
+
+
+def _cmd(family: str, command: str, qos: int = 0, /, **fields: Any) -> Command:
+    return Command(family, command, fields, qos)
+
+
+# --- pushing / info ----------------------------------------------------------
+
+
+def pushall() -> Command:
+    """Ask for the full state (P1P: not more often than every ~5 minutes)."""
+    return _cmd("pushing", "pushall", version=1, push_target=1)
+
+
+def start_pushing() -> Command:
+    """Resume periodic reports."""
+    return _cmd("pushing", "start")
+
+
+def stop_pushing() -> Command:
+    """Halt periodic reports."""
+    return _cmd("pushing", "stop")
+
+
+def get_version() -> Command:
+    """Ask for the firmware modules (reply ``info.module[]``)."""
+    return _cmd("info", "get_version", 1)
+
+
+# --- print control ---------------------------------------------------------------
+
+
+def stop() -> Command:
+    """Stop (cancel) the running print."""
+    return _cmd("print", "stop", 1, param="")
+
+
+def pause() -> Command:
+    """Pause the running print."""
+    return _cmd("print", "pause", 1, param="")
+
+
+def resume() -> Command:
+    """Resume a paused print."""
+    return _cmd("print", "resume", 1, param="")
+
+
+def project_file(
+    url: str,
+    plate: int = 1,
+    *,
+    subtask_name: str = "",
+    file: str = "",
+    md5: str = "",
+    project_id: str = "0",
+    profile_id: str = "0",
+    task_id: str = "0",
+    subtask_id: str = "0",
+    timelapse: bool = False,
+    bed_levelling: bool = True,
+    flow_cali: bool = False,
+    vibration_cali: bool = False,
+    layer_inspect: bool = False,
+    use_ams: bool = False,
+    ams_mapping: Iterable[int] = (),
+    bed_type: str = "auto",
+) -> Command:
+    """Print a sliced 3MF.
+
+    ``url`` is ``file:///sdcard/...`` (or ``ftp:///...`` on H2 printers) on
+    LAN, the HTTPS URL of the uploaded file for cloud prints.
+    """
+    if plate < 1:
+        raise ConfigurationError(f"plate numbers start at 1, got {plate}")
+    mapping = [int(v) for v in ams_mapping]
+    for slot in mapping:
+        if not (slot == -1 or 0 <= slot < 16 or 128 <= slot <= 135 or slot in (254, 255)):
+            raise ConfigurationError(f"invalid AMS slot {slot} in ams_mapping")
+    return _cmd(
+        "print",
+        "project_file",
+        param=f"Metadata/plate_{plate}.gcode",
+        url=url,
+        file=file,
+        md5=md5,
+        project_id=project_id,
+        profile_id=profile_id,
+        task_id=task_id,
+        subtask_id=subtask_id,
+        subtask_name=subtask_name,
+        timelapse=timelapse,
+        bed_type=bed_type,
+        # Firmware reads one spelling or the other; send both.
+        bed_levelling=bed_levelling,
+        bed_leveling=bed_levelling,
+        flow_cali=flow_cali,
+        vibration_cali=vibration_cali,
+        layer_inspect=layer_inspect,
+        use_ams=use_ams,
+        ams_mapping=mapping,
+    )
+
+
+def gcode_file(path: str) -> Command:
+    """Print a plain G-code file already on the SD card."""
+    return _cmd("print", "gcode_file", param=path)
+
+
+def gcode_line(lines: str | Iterable[str], user_id: str | None = None) -> Command:
+    """Run G-code lines (joined by newlines)."""
+    text = lines if isinstance(lines, str) else "\n".join(lines)
+    if not text.strip():
+        raise ConfigurationError("no G-code to send")
+    if not text.endswith("\n"):
+        text += "\n"
+    extra = {"user_id": user_id} if user_id else {}
+    return _cmd("print", "gcode_line", param=text, **extra)
+
+
+SPEED_LEVELS = {"silent": 1, "standard": 2, "sport": 3, "ludicrous": 4}
+
+
+def print_speed(level: int | str) -> Command:
+    """Speed level 1 silent, 2 standard, 3 sport, 4 ludicrous (or those names)."""
+    value = SPEED_LEVELS.get(str(level).lower(), level)
+    if value not in (1, 2, 3, 4) and str(value) not in ("1", "2", "3", "4"):
+        raise ConfigurationError(
+            f"speed level must be 1-4 or {'/'.join(SPEED_LEVELS)}, got {level!r}"
+        )
+    return _cmd("print", "print_speed", param=str(value))
+
+
+def skip_objects(object_ids: Iterable[int]) -> Command:
+    """Skip objects of the running print (ids from the 3MF; firmware caps at 64)."""
+    ids = [int(i) for i in object_ids]
+    if not ids:
+        raise ConfigurationError("no objects to skip")
+    if len(ids) > 64:
+        raise ConfigurationError("at most 64 objects can be skipped")
+    return _cmd("print", "skip_objects", 1, obj_list=ids)
+
+
+PRINT_OPTIONS = (
+    "auto_recovery",
+    "sound_enable",
+    "filament_tangle_detect",
+    "nozzle_blob_detect",
+    "air_print_detect",
+    "auto_switch_filament",
+)
+
+
+def print_option(option: str, enabled: bool) -> Command:
+    """Set one printer option flag."""
+    if option not in PRINT_OPTIONS:
+        raise ConfigurationError(
+            f"unknown print option {option!r}: one of {', '.join(PRINT_OPTIONS)}"
+        )
+    return _cmd("print", "print_option", **{option: bool(enabled)})
+
+
+def calibration(
+    lidar: bool = False, bed_level: bool = True, vibration: bool = False, motor_noise: bool = False
+) -> Command:
+    """Run calibrations (bit0 lidar, bit1 bed level, bit2 vibration, bit3 motor noise)."""
+    option = int(lidar) | int(bed_level) << 1 | int(vibration) << 2 | int(motor_noise) << 3
+    if not option:
+        raise ConfigurationError("choose at least one calibration")
+    return _cmd("print", "calibration", option=option)
+
+
+# --- AMS ---------------------------------------------------------------------------
+
+
+def _slot_check(ams_id: int, slot_id: int) -> None:
+    if not (0 <= ams_id <= 3 or 128 <= ams_id <= 135 or ams_id == 255):
+        raise ConfigurationError(f"invalid AMS id {ams_id}")
+    if not (0 <= slot_id <= 3 or slot_id in (254, 255)):
+        raise ConfigurationError(f"invalid AMS slot {slot_id}")
+
+
+def ams_load(ams_id: int, slot_id: int, curr_temp: int = 215, tar_temp: int = 215) -> Command:
+    """Load filament from one AMS slot (``ams_change_filament``, target = global tray id)."""
+    _slot_check(ams_id, slot_id)
+    target = ams_id if ams_id >= 128 else ams_id * 4 + slot_id
+    if ams_id == 255:
+        target = 254
+    return _cmd(
+        "print",
+        "ams_change_filament",
+        target=target,
+        curr_temp=curr_temp,
+        tar_temp=tar_temp,
+        ams_id=ams_id,
+        slot_id=slot_id,
+    )
+
+
+def ams_unload(curr_temp: int = 215, tar_temp: int = 215) -> Command:
+    """Unload the current filament (``ams_change_filament`` with target 255)."""
+    return _cmd(
+        "print",
+        "ams_change_filament",
+        target=255,
+        curr_temp=curr_temp,
+        tar_temp=tar_temp,
+        ams_id=255,
+        slot_id=255,
+    )
+
+
+def ams_filament_setting(
+    ams_id: int,
+    tray_id: int,
+    tray_type: str,
+    tray_color: str,
+    nozzle_temp_min: int,
+    nozzle_temp_max: int,
+    tray_info_idx: str = "",
+) -> Command:
+    """Describe the filament in a slot (external spool: ``ams_id`` 255, ``tray_id`` 254)."""
+    _slot_check(ams_id, tray_id)
+    colour = tray_color.lstrip("#").upper()
+    if len(colour) == 6:
+        colour += "FF"
+    if len(colour) != 8 or any(c not in "0123456789ABCDEF" for c in colour):
+        raise ConfigurationError(f"colour must be RRGGBB or RRGGBBAA, got {tray_color!r}")
+    if nozzle_temp_min > nozzle_temp_max:
+        raise ConfigurationError("nozzle_temp_min is above nozzle_temp_max")
+    return _cmd(
+        "print",
+        "ams_filament_setting",
+        ams_id=ams_id,
+        tray_id=tray_id,
+        tray_info_idx=tray_info_idx,
+        tray_color=colour,
+        nozzle_temp_min=nozzle_temp_min,
+        nozzle_temp_max=nozzle_temp_max,
+        tray_type=tray_type,
+    )
+
+
+AMS_CONTROL = ("resume", "reset", "pause", "done", "abort")
+
+
+def ams_control(param: str) -> Command:
+    """Control the AMS: resume, reset, pause, done, abort."""
+    if param not in AMS_CONTROL:
+        raise ConfigurationError(f"AMS control must be one of {', '.join(AMS_CONTROL)}")
+    return _cmd("print", "ams_control", param=param)
+
+
+def ams_user_setting(
+    ams_id: int = -1,
+    startup_read_option: bool = True,
+    tray_read_option: bool = True,
+    calibrate_remain_flag: bool = True,
+) -> Command:
+    """AMS reading options (``ams_id`` -1 = all units)."""
+    return _cmd(
+        "print",
+        "ams_user_setting",
+        ams_id=ams_id,
+        startup_read_option=startup_read_option,
+        tray_read_option=tray_read_option,
+        calibrate_remain_flag=calibrate_remain_flag,
+    )
+
+
+def ams_get_rfid(ams_id: int, slot_id: int) -> Command:
+    """Re-read the RFID tag of one slot."""
+    _slot_check(ams_id, slot_id)
+    return _cmd("print", "ams_get_rfid", ams_id=ams_id, slot_id=slot_id)
+
+
+def unload_filament() -> Command:
+    """Unload filament (printers without an AMS)."""
+    return _cmd("print", "unload_filament")
+
+
+# --- system, camera, xcam, upgrade ----------------------------------------------------
+
+LED_NODES = ("chamber_light", "work_light", "chamber_light2", "heatbed_light")
+LED_MODES = ("on", "off", "flashing")
+
+
+def ledctrl(
+    node: str = "chamber_light",
+    mode: str = "on",
+    *,
+    on_time: int = 500,
+    off_time: int = 500,
+    loop_times: int = 0,
+    interval_time: int = 0,
+) -> Command:
+    """Switch a light on, off or flashing (all four timing ints are always sent)."""
+    if node not in LED_NODES:
+        raise ConfigurationError(f"unknown light {node!r}: one of {', '.join(LED_NODES)}")
+    if mode not in LED_MODES:
+        raise ConfigurationError(f"light mode must be one of {', '.join(LED_MODES)}")
+    return _cmd(
+        "system",
+        "ledctrl",
+        led_node=node,
+        led_mode=mode,
+        led_on_time=on_time,
+        led_off_time=off_time,
+        loop_times=loop_times,
+        interval_time=interval_time,
+    )
+
+
+def get_access_code() -> Command:
+    """Ask for the LAN access code (reply ``system.access_code``)."""
+    return _cmd("system", "get_access_code")
+
+
+def set_accessories(nozzle_diameter: float, nozzle_type: str = "stainless_steel") -> Command:
+    """Tell the printer which nozzle is fitted."""
+    if nozzle_diameter not in (0.2, 0.4, 0.6, 0.8):
+        raise ConfigurationError(
+            f"nozzle diameter must be 0.2, 0.4, 0.6 or 0.8, got {nozzle_diameter}"
+        )
+    return _cmd(
+        "system",
+        "set_accessories",
+        accessory_type="nozzle",
+        nozzle_diameter=nozzle_diameter,
+        nozzle_type=nozzle_type,
+    )
+
+
+def _switch(enabled: bool) -> str:
+    return "enable" if enabled else "disable"
+
+
+def ipcam_record(enabled: bool) -> Command:
+    """Turn camera recording on or off."""
+    return _cmd("camera", "ipcam_record_set", control=_switch(enabled))
+
+
+def ipcam_timelapse(enabled: bool) -> Command:
+    """Turn timelapse on or off."""
+    return _cmd("camera", "ipcam_timelapse", control=_switch(enabled))
+
+
+XCAM_MODULES = (
+    "first_layer_inspector",
+    "buildplate_marker_detector",
+    "printing_monitor",
+    "spaghetti_detector",
+    "clump_detector",
+    "pileup_detector",
+    "airprint_detector",
+)
+
+
+def xcam_control(
+    module: str, enabled: bool, print_halt: bool = True, sensitivity: str | None = None
+) -> Command:
+    """Switch an AI-camera detector (``spaghetti_detector``, ...)."""
+    if module not in XCAM_MODULES:
+        raise ConfigurationError(
+            f"unknown xcam module {module!r}: one of {', '.join(XCAM_MODULES)}"
+        )
+    extra = {"halt_print_sensitivity": sensitivity} if sensitivity else {}
+    return _cmd(
+        "xcam",
+        "xcam_control_set",
+        module_name=module,
+        control=bool(enabled),
+        print_halt=bool(print_halt),
+        **extra,
+    )
+
+
+def upgrade_history() -> Command:
+    """Ask for the firmware upgrade history."""
+    return _cmd("upgrade", "get_history")
+
+
+def upgrade_confirm() -> Command:
+    """Confirm an offered firmware upgrade."""
+    return _cmd("upgrade", "upgrade_confirm", src_id=1)
+
+
+def consistency_confirm() -> Command:
+    """Confirm a module-consistency upgrade."""
+    return _cmd("upgrade", "consistency_confirm", src_id=1)
+
+
+def upgrade_start(url: str, version: str, module: str = "ota") -> Command:
+    """Start a firmware upgrade from ``url`` (module ``ota`` or ``ams``)."""
+    if module not in ("ota", "ams"):
+        raise ConfigurationError("upgrade module must be 'ota' or 'ams'")
+    return _cmd("upgrade", "start", url=url, module=module, version=version, src_id=1)
+
+
+# --- the seed's named helpers, mapped to what printers accept ----------------------
+
+
+def _temp(value: float, limit: int, what: str) -> int:
+    t = round(float(value))
+    if not 0 <= t <= limit:
+        raise ConfigurationError(f"{what} temperature must be 0-{limit} °C, got {value}")
+    return t
+
+
+def set_nozzle_temp(temp: float, extruder: int | None = None) -> Command:
+    """Nozzle target: ``M104 S<t>`` (``T<n>`` selects an extruder on dual-nozzle printers)."""
+    t = _temp(temp, 320, "nozzle")
+    tool = f" T{int(extruder)}" if extruder is not None else ""
+    return gcode_line(f"M104{tool} S{t}")
+
+
+def set_bed_temp(temp: float) -> Command:
+    """Bed target: ``M140 S<t>``."""
+    return gcode_line(f"M140 S{_temp(temp, 120, 'bed')}")
+
+
+def set_chamber_temp(temp: float) -> Command:
+    """Chamber target: ``M141 S<t>`` (X1E, H2 families)."""
+    return gcode_line(f"M141 S{_temp(temp, 65, 'chamber')}")
+
+
+FANS = {"part": 1, "aux": 2, "chamber": 3}
+
+
+def set_fan_speed(fan: str | int, percent: float) -> Command:
+    """Fan speed in %: ``M106 P1|P2|P3 S<0-255>`` (part, aux, chamber)."""
+    index = FANS.get(str(fan).lower(), fan)
+    if index not in (1, 2, 3):
+        raise ConfigurationError(f"fan must be part, aux or chamber (or 1-3), got {fan!r}")
+    if not 0 <= float(percent) <= 100:
+        raise ConfigurationError(f"fan speed must be 0-100 %, got {percent}")
+    return gcode_line(f"M106 P{index} S{round(float(percent) * 255 / 100)}")
+
+
+def set_airduct(mode: int) -> Command:
+    """Air-duct mode on printers that have one (0 cooling, 1 heating)."""
+    if mode not in (0, 1):
+        raise ConfigurationError("air-duct mode must be 0 (cooling) or 1 (heating)")
+    return _cmd("print", "set_airduct", modeId=mode)
+
+
+def set_ctt(temp: float) -> Command:
+    """Chamber temperature target on newer firmware (``set_ctt{ctt_val}``)."""
+    return _cmd("print", "set_ctt", ctt_val=_temp(temp, 65, "chamber"))
+
+
+# --- merging reports -------------------------------------------------------------------
+
+
+def merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
+    """Merge a (partial) report into the state, field by field, in place.
+
+    Nested objects merge recursively; lists of objects that all carry an
+    ``id`` (AMS units, trays) merge item by item by ``id``; anything else is
+    replaced.
+    """
+    for key, value in update.items():
+        current = into.get(key)
+        if isinstance(value, Mapping) and isinstance(current, dict):
+            merge(current, value)
+        elif (
+            isinstance(value, list)
+            and isinstance(current, list)
+            and _by_id(value)
+            and _by_id(current)
+        ):
+            into[key] = _merge_list(current, value)
+        else:
+            into[key] = _copy(value)
+
+
+def _by_id(items: list[Any]) -> bool:
+    return bool(items) and all(isinstance(i, Mapping) and "id" in i for i in items)
+
+
+def _merge_list(current: list[Any], update: list[Any]) -> list[Any]:
+    index = {str(item["id"]): item for item in current}
+    out = list(current)
+    for item in update:
+        old = index.get(str(item["id"]))
+        if old is None:
+            copy = _copy(item)
+            out.append(copy)
+            index[str(item["id"])] = copy
+        else:
+            merge(old, item)
+    return out
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+# --- reading messages ------------------------------------------------------------------
+
+MessageKind = Literal["report", "reply", "event", "ignored"]
+
+
+@dataclass(slots=True)
+class Incoming:
+    """What one message on a report topic turned out to be."""
+
+    kind: MessageKind
+    serial: str | None
+    family: str = ""
+    command: str = ""
+    sequence_id: str | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """For replies: ``result`` is ``success`` (any case) and no error code."""
+        result = str(self.body.get("result", "success")).lower()
+        return result in ("success", "ok", "") and not _nonzero(self.body.get("err_code"))
+
+    @property
+    def reason(self) -> str:
+        """For replies: the printer's explanation, if any."""
+        for key in ("reason", "error", "errmsg", "result"):
+            value = self.body.get(key)
+            if value and str(value).lower() not in ("success", "failed", "fail"):
+                return str(value)
+        return ""
+
+
+def _nonzero(value: Any) -> bool:
+    try:
+        return int(value) != 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _depth_ok(value: Any, depth: int = 0) -> bool:
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(_depth_ok(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return all(_depth_ok(v, depth + 1) for v in value)
+    return True
+
+
+REPORT_COMMANDS = frozenset({"push_status"})
+
+
+def decode(topic: str, payload: bytes, *, loads: Callable[[bytes], Any] = json.loads) -> Incoming:
+    """Classify one message; never raises (a bad payload is ``ignored`` with a ``problem``)."""
+    serial = serial_of(topic)
+    if len(payload) > MAX_PAYLOAD:
+        return Incoming("ignored", serial, problem=f"payload of {len(payload)} bytes is too large")
+    try:
+        data = loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return Incoming("ignored", serial, problem=f"not JSON ({type(exc).__name__})")
+    if not isinstance(data, dict) or not data:
+        return Incoming("ignored", serial, problem="not a JSON object")
+    if not _depth_ok(data):
+        return Incoming("ignored", serial, problem="nested too deeply")
+    if "event" in data and isinstance(data["event"], dict):
+        return Incoming(
+            "event", serial, "event", str(data["event"].get("event", "")), None, data["event"]
+        )
+    for family, body in data.items():
+        if not isinstance(body, dict):
+            continue
+        command = str(body.get("command", ""))
+        seq = body.get("sequence_id")
+        seq_text = str(seq) if isinstance(seq, (str, int)) and not isinstance(seq, bool) else None
+        is_reply = command not in REPORT_COMMANDS and ("result" in body or family != "print")
+        if family == "print" and command == "push_status":
+            return Incoming("report", serial, family, command, seq_text, body)
+        if is_reply and command:
+            return Incoming("reply", serial, family, command, seq_text, body)
+        return Incoming("report", serial, family, command, seq_text, body)
+    return Incoming("ignored", serial, problem="no message family")
+
+
+class ReportStream:
+    """The merged state of one printer, fed message by message.
+
+    ``feed(payload)`` merges ``print`` reports into :attr:`state` (the wire
+    dict, as if the printer had sent everything every time) and keeps the
+    latest body of every other family under its own key (``info``,
+    ``system``, ...). Returns the :class:`Incoming` it saw.
+    """
+
+    def __init__(self, serial: str, *, loads: Callable[[bytes], Any] = json.loads) -> None:
+        self.serial = serial
+        self.state: dict[str, Any] = {}
+        self.families: dict[str, dict[str, Any]] = {}
+        self.reports = 0
+        self.problems = 0
+        self._loads = loads
+
+    def feed(self, payload: bytes, topic: str | None = None) -> Incoming:
+        """Take one message from ``device/<serial>/report``."""
+        incoming = decode(topic or report_topic(self.serial), payload, loads=self._loads)
+        self.apply(incoming)
+        return incoming
+
+    def apply(self, incoming: Incoming) -> None:
+        """Merge an already-decoded message."""
+        if incoming.kind == "ignored":
+            self.problems += 1
+            return
+        if incoming.kind == "report" and incoming.family == "print":
+            body = {
+                k: v for k, v in incoming.body.items() if k not in ("command", "sequence_id", "msg")
+            }
+            merge(self.state, body)
+            self.reports += 1
+        elif incoming.kind in ("report", "reply") and incoming.family:
+            merge(self.families.setdefault(incoming.family, {}), incoming.body)
+
+
+# --- signed commands (PROTOCOL.md §2.8) --------------------------------------------------
+
+
+def signing_bytes(payload: Mapping[str, Any]) -> bytes:
+    """The bytes a signature covers: the family object as compact JSON with sorted keys."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def sign_envelope(
+    command: Command, sign: Callable[[bytes], bytes], cert_serial_hex: str, printer_serial: str
+) -> dict[str, Any]:
+    """The signed form of ``command``: its payload plus a ``header`` block.
+
+    ``sign`` is an RSA-SHA256 signer over the caller's own key (this project
+    ships none).
+    """
+    payload = command.payload()
+    signed = signing_bytes(payload)
+    signature = base64.b64encode(sign(signed)).decode()
+    return {
+        **payload,
+        "header": {
+            "sign_ver": "v1.0",
+            "sign_alg": "RSA_SHA256",
+            "sign_string": signature,
+            "cert_id": f"{cert_serial_hex}CN={printer_serial}.bambulab.com",
+            "payload_len": len(signed),
+        },
+    }
