@@ -6,6 +6,7 @@ as it was right after the change.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from .printer import HMSEntry, PrintError
@@ -27,7 +28,7 @@ class Event:
 class StateChanged(Event):
     """A report changed the printer's state (``changed`` = top-level keys touched)."""
 
-    changed: frozenset[str] = frozenset()
+    changed: AbstractSet[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

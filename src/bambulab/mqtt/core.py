@@ -79,7 +79,9 @@ class Printer:
 
     def __init__(self, serial: str, dev_model_name: str | None = None) -> None:
         self.serial = serial
-        self.stream = proto.ReportStream(serial, loads=orjson.loads)
+        # X1-family printers send the whole object every time: no leaf-by-leaf merge needed.
+        style = detect_model(serial, dev_model_name).report_style
+        self.stream = proto.ReportStream(serial, loads=orjson.loads, full_reports=style == "full")
         self.state = PrinterState(serial, self.stream.state, dev_model_name=dev_model_name)
         self.tracker = Tracker(serial)
         self.last_report = 0.0
@@ -91,6 +93,24 @@ class Printer:
         info = self.stream.families.get("info")
         if info is not None:
             self.state.info = info
+
+    def process(self, payload: bytes) -> tuple[proto.Incoming, list[Event]]:
+        """Decode, merge and turn one message into events (the hot path of every report)."""
+        incoming = proto.decode(proto.report_topic(self.serial), payload, loads=orjson.loads)
+        self.stream.apply(incoming)
+        if incoming.kind == "report" and incoming.family == "print":
+            self.last_report = time.monotonic()
+            if not self.full.is_set() and "gcode_state" in incoming.body:
+                self.full.set()
+            return incoming, self.tracker.update(self.state, incoming.body.keys())
+        if incoming.kind == "event":
+            if incoming.command in ("client.connected", "client.disconnected"):
+                online = incoming.command == "client.connected"
+                return incoming, self.tracker.presence(self.state, online)
+            return incoming, []
+        if incoming.family == "info":
+            self.sync_info()
+        return incoming, []
 
     @property
     def is_p1p(self) -> bool:
@@ -337,25 +357,11 @@ class Connection:
             log.exception("%s: failed to handle a message; skipped", printer.serial)
 
     def _handle(self, printer: Printer, payload: bytes) -> None:
-        incoming = proto.decode(proto.report_topic(printer.serial), payload, loads=orjson.loads)
+        incoming, events = printer.process(payload)
         if incoming.kind == "ignored":
-            printer.stream.problems += 1
             log.warning("%s: ignored a message: %s", printer.serial, incoming.problem)
             return
-        printer.stream.apply(incoming)
-        events: list[Event] = []
-        if incoming.kind == "event":
-            online = incoming.command == "client.connected"
-            if incoming.command in ("client.connected", "client.disconnected"):
-                events = printer.tracker.presence(printer.state, online)
-        elif incoming.kind == "report" and incoming.family == "print":
-            printer.last_report = time.monotonic()
-            if "gcode_state" in incoming.body:
-                printer.full.set()
-            events = printer.tracker.update(printer.state, frozenset(incoming.body))
-        else:
-            if incoming.family == "info":
-                printer.sync_info()
+        if incoming.kind == "reply" or (incoming.kind == "report" and incoming.family != "print"):
             self._resolve(printer.serial, incoming)
         for event in events:
             self._emit(event)

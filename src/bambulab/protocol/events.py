@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 from ..models.events import (
     Event,
     HMSCleared,
@@ -34,6 +36,9 @@ class Tracker:
         self.job = ""
         self.hms: frozenset[HMSEntry] = frozenset()
         self.online: bool | None = None
+        # The raw values last seen, so an unchanged report costs one comparison.
+        self._raw_state: object = None
+        self._raw_hms: object = None
 
     def presence(self, state: PrinterState, online: bool) -> list[Event]:
         """A presence change (cloud ``event`` message, or the connection itself)."""
@@ -43,13 +48,17 @@ class Tracker:
         cls = PrinterOnline if online else PrinterOffline
         return [cls(self.serial, state)]
 
-    def update(self, state: PrinterState, changed: frozenset[str]) -> list[Event]:
+    def update(self, state: PrinterState, changed: AbstractSet[str]) -> list[Event]:
         """Events for a report that touched ``changed`` top-level keys."""
-        events: list[Event] = self.presence(state, True)
+        events: list[Event] = self.presence(state, True) if self.online is not True else []
         events.append(StateChanged(self.serial, state, changed))
-        if "gcode_state" in changed or not self.gcode_state:
+        raw = state.raw
+        if raw.get("gcode_state") != self._raw_state:
+            self._raw_state = raw.get("gcode_state")
             events.extend(self._job(state))
-        if "hms" in changed:
+        hms = raw.get("hms")
+        if hms != self._raw_hms:
+            self._raw_hms = hms
             events.extend(self._hms(state))
         return events
 

@@ -22,7 +22,6 @@ from ..errors import ConfigurationError
 Family = Literal["pushing", "print", "info", "system", "camera", "xcam", "upgrade", "security"]
 
 MAX_PAYLOAD = 4 * 1024 * 1024
-MAX_DEPTH = 32
 
 
 def report_topic(serial: str) -> str:
@@ -553,6 +552,22 @@ def merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
             into[key] = _copy(value)
 
 
+def merge_owned(
+    into: dict[str, Any], update: Mapping[str, Any], skip: tuple[str, ...] = ()
+) -> None:
+    """:func:`merge` for an update nobody else holds (freshly parsed): no copies are made."""
+    for key, value in update.items():
+        if key in skip:
+            continue
+        current = into.get(key)
+        if type(value) is dict and type(current) is dict:
+            merge_owned(current, value)
+        elif type(value) is list and type(current) is list and _by_id(value) and _by_id(current):
+            into[key] = _merge_list(current, value)
+        else:
+            into[key] = value
+
+
 def _by_id(items: list[Any]) -> bool:
     return bool(items) and all(isinstance(i, Mapping) and "id" in i for i in items)
 
@@ -619,16 +634,6 @@ def _nonzero(value: Any) -> bool:
         return False
 
 
-def _depth_ok(value: Any, depth: int = 0) -> bool:
-    if depth > MAX_DEPTH:
-        return False
-    if isinstance(value, dict):
-        return all(_depth_ok(v, depth + 1) for v in value.values())
-    if isinstance(value, list):
-        return all(_depth_ok(v, depth + 1) for v in value)
-    return True
-
-
 REPORT_COMMANDS = frozenset({"push_status"})
 
 
@@ -643,8 +648,6 @@ def decode(topic: str, payload: bytes, *, loads: Callable[[bytes], Any] = json.l
         return Incoming("ignored", serial, problem=f"not JSON ({type(exc).__name__})")
     if not isinstance(data, dict) or not data:
         return Incoming("ignored", serial, problem="not a JSON object")
-    if not _depth_ok(data):
-        return Incoming("ignored", serial, problem="nested too deeply")
     if "event" in data and isinstance(data["event"], dict):
         return Incoming(
             "event", serial, "event", str(data["event"].get("event", "")), None, data["event"]
@@ -664,6 +667,9 @@ def decode(topic: str, payload: bytes, *, loads: Callable[[bytes], Any] = json.l
     return Incoming("ignored", serial, problem="no message family")
 
 
+ENVELOPE_KEYS = ("command", "sequence_id", "msg")
+
+
 class ReportStream:
     """The merged state of one printer, fed message by message.
 
@@ -671,14 +677,26 @@ class ReportStream:
     dict, as if the printer had sent everything every time) and keeps the
     latest body of every other family under its own key (``info``,
     ``system``, ...). Returns the :class:`Incoming` it saw.
+
+    ``full_reports`` says the printer sends the whole object every time (X1
+    family): then a report replaces the top-level keys it carries instead of
+    being merged leaf by leaf, which is what keeps a 12 KB report cheap. The
+    first report is always adopted that way: there is nothing to merge into.
     """
 
-    def __init__(self, serial: str, *, loads: Callable[[bytes], Any] = json.loads) -> None:
+    def __init__(
+        self,
+        serial: str,
+        *,
+        loads: Callable[[bytes], Any] = json.loads,
+        full_reports: bool = False,
+    ) -> None:
         self.serial = serial
         self.state: dict[str, Any] = {}
         self.families: dict[str, dict[str, Any]] = {}
         self.reports = 0
         self.problems = 0
+        self.full_reports = full_reports
         self._loads = loads
 
     def feed(self, payload: bytes, topic: str | None = None) -> Incoming:
@@ -688,18 +706,27 @@ class ReportStream:
         return incoming
 
     def apply(self, incoming: Incoming) -> None:
-        """Merge an already-decoded message."""
+        """Merge an already-decoded message (whose body this stream now owns)."""
         if incoming.kind == "ignored":
             self.problems += 1
             return
-        if incoming.kind == "report" and incoming.family == "print":
-            body = {
-                k: v for k, v in incoming.body.items() if k not in ("command", "sequence_id", "msg")
-            }
-            merge(self.state, body)
-            self.reports += 1
-        elif incoming.kind in ("report", "reply") and incoming.family:
-            merge(self.families.setdefault(incoming.family, {}), incoming.body)
+        body = incoming.body
+        try:
+            if incoming.kind == "report" and incoming.family == "print":
+                if self.full_reports or not self.state:
+                    self.state.update(body)
+                    for key in ENVELOPE_KEYS:
+                        self.state.pop(key, None)
+                else:
+                    merge_owned(self.state, body, ENVELOPE_KEYS)
+                self.reports += 1
+            elif incoming.kind in ("report", "reply") and incoming.family:
+                merge(self.families.setdefault(incoming.family, {}), body)
+        except RecursionError:
+            # Only a hostile payload nests deeper than the interpreter recurses.
+            self.problems += 1
+            incoming.kind = "ignored"
+            incoming.problem = "nested too deeply"
 
 
 # --- signed commands (PROTOCOL.md §2.8) --------------------------------------------------

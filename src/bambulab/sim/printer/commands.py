@@ -1,0 +1,703 @@
+"""Command handlers: one function per ``family.command`` of PROTOCOL.md §2.4.
+
+Each handler checks its fields, changes the :class:`~.state.PrinterState`
+and returns an :class:`Outcome`: success or a failure with a human reason,
+extra reply fields, and whether the state changed (so the printer pushes a
+report right away, as real ones do). A field of the wrong type raises
+:class:`BadField`, which the dispatcher turns into a failed reply: a
+simulator that crashed on bad input would hide client bugs instead of
+showing them.
+
+Commands that make no sense in the current state (pause while idle, a
+project while printing...) fail with a reason instead of being ignored, so
+a client's error handling gets exercised.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..catalog import FILAMENTS
+from . import job as stages
+from .ams import EXTERNAL, NO_TRAY
+from .job import Job, file_info
+from .state import PrinterState, Upgrade
+
+Body = Mapping[str, Any]
+
+
+class BadField(ValueError):
+    """A command field is missing or of the wrong type."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a handler did."""
+
+    ok: bool = True
+    reason: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)  # extra reply fields
+    changed: bool = True  # push a report right after the reply
+
+
+def fail(reason: str) -> Outcome:
+    """A refused command; nothing changed."""
+    return Outcome(ok=False, reason=reason, changed=False)
+
+
+Handler = Callable[[PrinterState, Body], Outcome]
+HANDLERS: dict[tuple[str, str], Handler] = {}
+
+
+def handles(family: str, *commands: str) -> Callable[[Handler], Handler]:
+    """Register a handler for one or more commands of a family."""
+
+    def register(handler: Handler) -> Handler:
+        for command in commands:
+            HANDLERS[(family, command)] = handler
+        return handler
+
+    return register
+
+
+# --- field readers ------------------------------------------------------------------
+
+
+def _int(body: Body, key: str, default: int | None = None) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or value is None:
+        raise BadField(f"{key} must be an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise BadField(f"{key} must be an integer")
+
+
+def _float(body: Body, key: str) -> float:
+    value = body.get(key)
+    if isinstance(value, bool) or value is None:
+        raise BadField(f"{key} must be a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise BadField(f"{key} must be a number") from None
+
+
+def _bool(body: Body, key: str, default: bool | None = None) -> bool:
+    value = body.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false", "enable", "disable"):
+        return value.lower() in ("true", "enable")
+    raise BadField(f"{key} must be true or false")
+
+
+def _str(body: Body, key: str, default: str | None = None) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str):
+        raise BadField(f"{key} must be a string")
+    return value
+
+
+def _id(body: Body, key: str) -> str:
+    # Ids are decimal strings on the wire; some clients send ints.
+    value = body.get(key, "0")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadField(f"{key} must be a string")
+    return str(value)
+
+
+def _clamp(value: float, limit: int) -> float:
+    return float(max(0, min(limit, round(value))))
+
+
+# --- print control ------------------------------------------------------------------
+
+
+@handles("print", "stop")
+def stop(state: PrinterState, body: Body) -> Outcome:
+    """Cancel the job: FAILED with print_error 0x0300400C."""
+    if not state.active:
+        return fail("no print to stop")
+    state.stop()
+    return Outcome()
+
+
+@handles("print", "pause")
+def pause(state: PrinterState, body: Body) -> Outcome:
+    """Pause a preparing or running job (stage 16)."""
+    if state.gcode_state == "PAUSE":
+        return fail("the print is already paused")
+    if not state.active:
+        return fail("no print to pause")
+    state.pause()
+    return Outcome()
+
+
+@handles("print", "resume")
+def resume(state: PrinterState, body: Body) -> Outcome:
+    """Resume a paused job (also after a filament runout)."""
+    if state.gcode_state != "PAUSE":
+        return fail("the print is not paused")
+    state.resume()
+    return Outcome()
+
+
+@handles("print", "clean_print_error")
+def clean_print_error(state: PrinterState, body: Body) -> Outcome:
+    """Acknowledge the shown print error (the slicer's "dismiss")."""
+    state.print_error = 0
+    return Outcome()
+
+
+def _sd_name(path: str) -> str:
+    """A path as the SD card's file list holds it: relative to the card's root."""
+    name = path.lstrip("/")
+    for prefix in ("mnt/sdcard/", "sdcard/"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def _on_card(state: PrinterState, path: str) -> str | None:
+    name = _sd_name(path)
+    return name if name in {_sd_name(f) for f in state.sdcard_files} else None
+
+
+def _choose_tray(state: PrinterState, body: Body) -> int | str:
+    """The tray feeding a job, or a failure reason."""
+    raw = body.get("ams_mapping", [])
+    if not isinstance(raw, list):
+        raise BadField("ams_mapping must be a list of integers")
+    mapping = [_int({"v": v}, "v") for v in raw]
+    use_ams = _bool(body, "use_ams", bool(state.ams.units))
+    if not use_ams:
+        return EXTERNAL
+    for tray in mapping:
+        if tray == -1:
+            continue
+        spool = state.ams.spool(tray)
+        if spool is None or not spool.loaded:
+            return f"ams_mapping refers to tray {tray}, which is empty or missing"
+    chosen = next((t for t in mapping if t != -1), None)
+    if chosen is not None:
+        return chosen
+    now = state.ams.spool(state.ams.tray_now)
+    if now is not None and now.loaded:
+        return state.ams.tray_now
+    return state.ams.first_loaded()
+
+
+def plan_job(
+    state: PrinterState,
+    *,
+    name: str,
+    gcode_file: str,
+    print_type: str,
+    tray: int,
+    layers: int,
+    minutes: float,
+    grams: float,
+    bed_levelling: bool = True,
+    flow_cali: bool = False,
+    vibration_cali: bool = False,
+) -> Job:
+    """A job with its stage plan: homing, bed, levelling, hotend, filament."""
+    spool = state.ams.spool(tray)
+    nozzle_temp, bed_temp = stages.PRINT_TEMPS.get(
+        spool.tray_type if spool is not None else "", stages.DEFAULT_TEMPS
+    )
+    pending = [stages.HOMING]
+    if vibration_cali:
+        pending.append(stages.SWEEPING_XY)
+    pending.append(stages.HEATBED_PREHEATING)
+    if bed_levelling:
+        pending.append(stages.BED_LEVELLING)
+    pending.append(stages.HEATING_HOTEND)
+    if tray not in (NO_TRAY, state.ams.tray_now):
+        pending.append(stages.CHANGING_FILAMENT)
+    if flow_cali:
+        pending.append(stages.CALIBRATING_EXTRUSION)
+    return Job(
+        subtask_name=name,
+        gcode_file=gcode_file,
+        print_type=print_type,
+        layers=max(1, layers),
+        work_total=max(1.0, minutes * 60),
+        grams=grams,
+        tray=tray,
+        nozzle_temp=nozzle_temp,
+        bed_temp=bed_temp,
+        pending=pending,
+        plan=list(pending),
+    )
+
+
+@handles("print", "project_file")
+def project_file(state: PrinterState, body: Body) -> Outcome:
+    """Start a sliced 3MF from the SD card (LAN) or a URL (cloud)."""
+    if state.active:
+        return fail("the printer is busy with another print")
+    url = _str(body, "url", "")
+    cloud = url.startswith(("https://", "http://"))
+    if cloud:
+        name = _str(body, "file", "") or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    else:
+        scheme, _, path = url.partition("://")
+        if scheme not in ("file", "ftp") or not path:
+            return fail(f"unsupported url {url!r}")
+        wanted = state.profile.lan_scheme
+        if wanted != "any" and scheme != wanted:
+            return fail(f"{state.profile.product} prints LAN files from {wanted}:/// URLs")
+        if not state.sdcard:
+            return fail("no SD card")
+        found = _on_card(state, path)
+        if found is None:
+            return fail(f"file not found: {path}")
+        name = found
+    tray = _choose_tray(state, body)
+    if isinstance(tray, str):
+        return fail(tray)
+    info = file_info(name)
+    levelling_key = "bed_levelling" if "bed_levelling" in body else "bed_leveling"
+    job = plan_job(
+        state,
+        name=_str(body, "subtask_name", "") or name.rsplit(".3mf", 1)[0].rsplit(".gcode", 1)[0],
+        gcode_file=name,
+        print_type="cloud" if cloud else "local",
+        tray=tray,
+        layers=info.layers,
+        minutes=info.minutes,
+        grams=info.grams,
+        bed_levelling=_bool(body, levelling_key, True),
+        flow_cali=_bool(body, "flow_cali", False),
+        vibration_cali=_bool(body, "vibration_cali", False),
+    )
+    job.cloud = cloud
+    job.project_id = _id(body, "project_id")
+    job.profile_id = _id(body, "profile_id")
+    job.task_id = _id(body, "task_id")
+    job.subtask_id = _id(body, "subtask_id")
+    if _bool(body, "timelapse", False):
+        state.timelapse = "enable"
+    state.start(job)
+    return Outcome()
+
+
+@handles("print", "gcode_file")
+def gcode_file(state: PrinterState, body: Body) -> Outcome:
+    """Print a plain G-code file from the SD card."""
+    if state.active:
+        return fail("the printer is busy with another print")
+    path = _str(body, "param")
+    found = _on_card(state, path) if state.sdcard else None
+    if found is None:
+        return fail(f"file not found: {path}")
+    info = file_info(found)
+    tray = state.ams.tray_now if state.ams.tray_now != NO_TRAY else state.ams.first_loaded()
+    job = plan_job(
+        state,
+        name=found.rsplit("/", 1)[-1].rsplit(".", 1)[0],
+        gcode_file=found,
+        print_type="local",
+        tray=tray,
+        layers=info.layers,
+        minutes=info.minutes,
+        grams=info.grams,
+        bed_levelling=False,
+    )
+    state.start(job)
+    return Outcome()
+
+
+@handles("print", "print_speed")
+def print_speed(state: PrinterState, body: Body) -> Outcome:
+    """Speed level 1-4 → ``spd_lvl``, ``spd_mag`` and the remaining time."""
+    level = _int(body, "param")
+    if level not in stages.SPEED_PERCENT:
+        return fail(f"speed level must be 1-4, got {level}")
+    if not state.active:
+        return fail("no print in progress")
+    state.speed_level = level
+    return Outcome()
+
+
+@handles("print", "skip_objects")
+def skip_objects(state: PrinterState, body: Body) -> Outcome:
+    """Add object ids to ``s_obj``."""
+    job = state.job
+    if job is None or not state.active:
+        return fail("no print in progress")
+    raw = body.get("obj_list")
+    if not isinstance(raw, list) or not raw:
+        raise BadField("obj_list must be a non-empty list of integers")
+    ids = [_int({"v": v}, "v") for v in raw]
+    merged = job.skipped + [i for i in dict.fromkeys(ids) if i not in job.skipped]
+    if len(merged) > 64:
+        return fail("at most 64 objects can be skipped")
+    job.skipped = merged
+    return Outcome()
+
+
+@handles("print", "print_option")
+def print_option(state: PrinterState, body: Body) -> Outcome:
+    """Set one or more option flags (shown in ``home_flag``)."""
+    known = [key for key in state.options if key in body]
+    if not known:
+        return fail("no known option in the command")
+    for key in known:
+        state.options[key] = _bool(body, key)
+    return Outcome()
+
+
+@handles("print", "calibration")
+def calibration(state: PrinterState, body: Body) -> Outcome:
+    """Run the chosen calibrations as a ``system`` job."""
+    if state.active:
+        return fail("the printer is busy")
+    option = _int(body, "option")
+    chosen = [stage for bit, stage in stages.CALIBRATION_STAGES if option & bit]
+    if not chosen:
+        return fail("choose at least one calibration")
+    job = Job(
+        subtask_name="auto_cali_for_user",
+        gcode_file=stages.CALIBRATION_FILE,
+        print_type="system",
+        layers=0,
+        work_total=0.0,
+        grams=0.0,
+        tray=NO_TRAY,
+        nozzle_temp=0,
+        bed_temp=0,
+        pending=[stages.HOMING, *chosen],
+        plan=[stages.HOMING, *chosen],
+        calibration=True,
+    )
+    state.start(job)
+    return Outcome()
+
+
+# --- temperatures, fans, G-code -------------------------------------------------------
+
+_COMMAND = re.compile(r"[GMT]\d+")  # "M104S220" needs no space, as on the firmware
+_WORD = re.compile(r"([A-Z])(-?\d+(?:\.\d*)?)")
+
+
+def run_gcode(state: PrinterState, text: str) -> None:
+    """Apply the temperature and fan commands of G-code lines; ignore the rest."""
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip().upper()
+        if not line:
+            continue
+        head = _COMMAND.match(line)
+        if head is None:
+            continue
+        command, rest = head.group(0), line[head.end() :]
+        words = {letter: float(number) for letter, number in _WORD.findall(rest)}
+        if command in ("M104", "M109") and "S" in words:
+            index = int(words.get("T", state.active_extruder))
+            if 0 <= index < len(state.nozzles):
+                state.nozzles[index].target = _clamp(words["S"], state.profile.nozzle_max)
+        elif command in ("M140", "M190") and "S" in words:
+            state.bed.target = _clamp(words["S"], state.profile.bed_max)
+        elif command in ("M141", "M191") and "S" in words:
+            if state.profile.chamber_heater:  # others have nothing to heat the chamber with
+                state.chamber.target = _clamp(words["S"], state.profile.chamber_max)
+        elif command == "M106":
+            fan = {1: "part", 2: "aux", 3: "chamber"}.get(int(words.get("P", 1)))
+            if fan is not None:
+                state.fans[fan] = int(_clamp(words.get("S", 255), 255))
+        elif command == "M107":
+            fan = {1: "part", 2: "aux", 3: "chamber"}.get(int(words.get("P", 1)))
+            if fan is not None:
+                state.fans[fan] = 0
+
+
+@handles("print", "gcode_line")
+def gcode_line(state: PrinterState, body: Body) -> Outcome:
+    """Run G-code; unknown commands are accepted like the firmware does."""
+    run_gcode(state, _str(body, "param"))
+    return Outcome()
+
+
+@handles("print", "set_bed_temp")
+def set_bed_temp(state: PrinterState, body: Body) -> Outcome:
+    """Newer firmware's bed target command."""
+    state.bed.target = _clamp(_float(body, "temp"), state.profile.bed_max)
+    return Outcome()
+
+
+@handles("print", "set_nozzle_temp")
+def set_nozzle_temp(state: PrinterState, body: Body) -> Outcome:
+    """Newer firmware's nozzle target command (``extruder_index`` on dual nozzles)."""
+    index = _int(body, "extruder_index", state.active_extruder)
+    if not 0 <= index < len(state.nozzles):
+        return fail(f"no extruder {index}")
+    state.nozzles[index].target = _clamp(_float(body, "target_temp"), state.profile.nozzle_max)
+    return Outcome()
+
+
+@handles("print", "set_ctt")
+def set_ctt(state: PrinterState, body: Body) -> Outcome:
+    """Chamber target, on printers with a chamber heater."""
+    if not state.profile.chamber_heater:
+        return fail(f"{state.profile.product} has no chamber heater")
+    state.chamber.target = _clamp(_float(body, "ctt_val"), state.profile.chamber_max)
+    return Outcome()
+
+
+@handles("print", "set_airduct")
+def set_airduct(state: PrinterState, body: Body) -> Outcome:
+    """Air-duct mode (0 cooling, 1 heating) on printers that have one."""
+    if not state.profile.device_block:
+        return fail(f"{state.profile.product} has no switchable air duct")
+    mode = _int(body, "modeId")
+    if mode not in (0, 1):
+        return fail("modeId must be 0 or 1")
+    state.airduct_mode = mode
+    return Outcome()
+
+
+# --- AMS --------------------------------------------------------------------------------
+
+
+@handles("print", "ams_change_filament")
+def ams_change_filament(state: PrinterState, body: Body) -> Outcome:
+    """Load a tray (target = global id) or unload (target 255)."""
+    if state.gcode_state in ("PREPARE", "RUNNING"):
+        return fail("the printer is busy printing")
+    target = _int(body, "target")
+    if target != NO_TRAY:
+        spool = state.ams.spool(target)
+        if spool is None:
+            return fail(f"no tray {target}")
+        if not spool.loaded:
+            return fail(f"tray {target} is empty")
+    state.begin_change(target)
+    return Outcome()
+
+
+@handles("print", "unload_filament")
+def unload_filament(state: PrinterState, body: Body) -> Outcome:
+    """Unload whatever is in the toolhead."""
+    if state.gcode_state in ("PREPARE", "RUNNING"):
+        return fail("the printer is busy printing")
+    state.begin_change(NO_TRAY)
+    return Outcome()
+
+
+def _colour(value: str) -> str:
+    colour = value.lstrip("#").upper()
+    if len(colour) == 6:
+        colour += "FF"
+    if len(colour) != 8 or any(c not in "0123456789ABCDEF" for c in colour):
+        raise BadField("tray_color must be RRGGBBAA")
+    return colour
+
+
+@handles("print", "ams_filament_setting")
+def ams_filament_setting(state: PrinterState, body: Body) -> Outcome:
+    """Describe the filament in a tray (external spool: ams_id 255, tray_id 254)."""
+    spool = state.ams.locate(_int(body, "ams_id"), _int(body, "tray_id"))
+    if spool is None:
+        return fail("no such tray")
+    tray_type = _str(body, "tray_type", "")
+    if not tray_type:
+        spool.clear()
+    else:
+        info_idx = _str(body, "tray_info_idx", "")
+        spool.tray_type = tray_type
+        spool.colour = _colour(_str(body, "tray_color"))
+        spool.info_idx = info_idx
+        spool.temp_min = _int(body, "nozzle_temp_min")
+        spool.temp_max = _int(body, "nozzle_temp_max")
+        spool.sub_brand = next((f.sub_brand for f in FILAMENTS if f.info_idx == info_idx), "")
+    state.ams.version += 1
+    return Outcome()
+
+
+@handles("print", "ams_control")
+def ams_control(state: PrinterState, body: Body) -> Outcome:
+    """resume (continues a runout pause), pause, reset/abort (cancel a change), done."""
+    param = _str(body, "param")
+    if param not in ("resume", "reset", "pause", "done", "abort"):
+        return fail(f"unknown AMS control {param!r}")
+    if not state.ams.units:
+        return fail("no AMS connected")
+    if param == "resume" and state.gcode_state == "PAUSE":
+        state.resume()
+    elif param in ("reset", "abort") and state.change is not None:
+        state.change = None
+        state.ams.tray_tar = state.ams.tray_now
+    return Outcome()
+
+
+@handles("print", "ams_user_setting")
+def ams_user_setting(state: PrinterState, body: Body) -> Outcome:
+    """RFID reading options and the remaining-filament estimate."""
+    ams_id = _int(body, "ams_id", -1)
+    if ams_id != -1 and state.ams.unit(ams_id) is None:
+        return fail(f"no AMS {ams_id}")
+    if "startup_read_option" in body:
+        state.ams.power_on_flag = _bool(body, "startup_read_option")
+    if "tray_read_option" in body:
+        state.ams.insert_flag = _bool(body, "tray_read_option")
+    if "calibrate_remain_flag" in body:
+        state.ams.calibrate_remain = _bool(body, "calibrate_remain_flag")
+    return Outcome()
+
+
+@handles("print", "ams_get_rfid")
+def ams_get_rfid(state: PrinterState, body: Body) -> Outcome:
+    """Re-read a tray's tag; the simulated tags never change, so neither does the state."""
+    if state.ams.locate(_int(body, "ams_id"), _int(body, "slot_id")) is None:
+        return fail("no such tray")
+    return Outcome(changed=False)
+
+
+# --- system, camera, xcam ---------------------------------------------------------------
+
+
+@handles("system", "ledctrl")
+def ledctrl(state: PrinterState, body: Body) -> Outcome:
+    """Switch a light on, off or flashing."""
+    node = _str(body, "led_node")
+    mode = _str(body, "led_mode")
+    if node not in state.lights:
+        return fail(f"{state.profile.product} has no {node}")
+    if mode not in ("on", "off", "flashing"):
+        return fail(f"unknown led_mode {mode!r}")
+    for key in ("led_on_time", "led_off_time", "loop_times", "interval_time"):
+        _int(body, key)  # firmware wants all four, even for on/off
+    state.lights[node] = mode
+    return Outcome()
+
+
+@handles("system", "get_access_code")
+def get_access_code(state: PrinterState, body: Body) -> Outcome:
+    """Reply with the LAN access code."""
+    return Outcome(fields={"access_code": state.access_code}, changed=False)
+
+
+@handles("system", "set_accessories")
+def set_accessories(state: PrinterState, body: Body) -> Outcome:
+    """Record which nozzle is fitted."""
+    if _str(body, "accessory_type", "nozzle") != "nozzle":
+        return fail("only the nozzle can be set")
+    if state.active:
+        return fail("cannot change the nozzle while printing")
+    diameter = _float(body, "nozzle_diameter")
+    if diameter not in (0.2, 0.4, 0.6, 0.8):
+        return fail(f"unsupported nozzle diameter {diameter}")
+    nozzle_type = _str(body, "nozzle_type", state.nozzle_type[state.active_extruder])
+    if not nozzle_type:
+        raise BadField("nozzle_type must not be empty")
+    index = _int(body, "extruder_index", state.active_extruder)
+    if not 0 <= index < len(state.nozzles):
+        return fail(f"no extruder {index}")
+    state.nozzle_diameter[index] = diameter
+    state.nozzle_type[index] = nozzle_type
+    return Outcome()
+
+
+@handles("camera", "ipcam_record_set", "ipcam_timelapse")
+def camera(state: PrinterState, body: Body) -> Outcome:
+    """Recording and timelapse switches (``ipcam.ipcam_record`` / ``ipcam.timelapse``)."""
+    control = _str(body, "control")
+    if control not in ("enable", "disable"):
+        return fail("control must be enable or disable")
+    if body.get("command") == "ipcam_record_set":
+        state.ipcam_record = control
+    else:
+        state.timelapse = control
+    return Outcome(fields={"control": control})
+
+
+@handles("xcam", "xcam_control_set")
+def xcam_control_set(state: PrinterState, body: Body) -> Outcome:
+    """Switch an AI-camera detector."""
+    module = _str(body, "module_name")
+    if module not in state.profile.xcam_modules:
+        return fail(f"{state.profile.product} has no {module}")
+    state.xcam[module] = _bool(body, "control")
+    if "print_halt" in body:
+        state.xcam["print_halt"] = _bool(body, "print_halt")
+    if "halt_print_sensitivity" in body:
+        sensitivity = _str(body, "halt_print_sensitivity")
+        if sensitivity not in ("low", "medium", "high", "never_halt"):
+            return fail(f"unknown sensitivity {sensitivity!r}")
+        state.xcam["halt_print_sensitivity"] = sensitivity
+    return Outcome(
+        fields={k: body[k] for k in ("module_name", "control", "print_halt") if k in body}
+    )
+
+
+# --- firmware -----------------------------------------------------------------------------
+
+
+def version_modules(state: PrinterState) -> list[dict[str, Any]]:
+    """``info.module[]``: ota first (with the product name), boards, then AMS units."""
+    out: list[dict[str, Any]] = []
+    for module in state.firmware:
+        entry: dict[str, Any] = {
+            "name": module.name,
+            "project_name": "",
+            "sw_ver": module.sw_ver,
+            "hw_ver": module.hw_ver,
+            "sn": module.sn,
+            "flag": 0,
+        }
+        if module.name == "ota":
+            entry["product_name"] = state.profile.product
+            entry["visible"] = True
+        out.append(entry)
+    return out
+
+
+@handles("info", "get_version")
+def get_version(state: PrinterState, body: Body) -> Outcome:
+    """The firmware modules."""
+    return Outcome(fields={"module": version_modules(state)}, changed=False)
+
+
+@handles("upgrade", "get_history")
+def upgrade_history(state: PrinterState, body: Body) -> Outcome:
+    """Firmware the printer ran before (the simulator keeps only the current one)."""
+    history = [{"module": "ota", "version": state.ota_version}]
+    return Outcome(fields={"firmware_optional": history}, changed=False)
+
+
+@handles("upgrade", "upgrade_confirm", "consistency_confirm")
+def upgrade_confirm(state: PrinterState, body: Body) -> Outcome:
+    """Acknowledge an offered upgrade."""
+    state.upgrade_seq += 1
+    return Outcome()
+
+
+@handles("upgrade", "start")
+def upgrade_start(state: PrinterState, body: Body) -> Outcome:
+    """Download and flash a module: DOWNLOADING → FLASHING → UPGRADE_SUCCESS."""
+    _str(body, "url")
+    module = _str(body, "module", "ota")
+    version = _str(body, "version")
+    if module not in ("ota", "ams"):
+        return fail(f"unknown module {module!r}")
+    if state.active:
+        return fail("cannot upgrade while printing")
+    if state.upgrade is not None:
+        return fail("an upgrade is already running")
+    state.upgrade = Upgrade(module, version)
+    state.upgrade_status = "DOWNLOADING"
+    state.upgrade_seq += 1
+    return Outcome()
