@@ -20,6 +20,10 @@ _EXPORTS = {
     "RetryPolicy": "bambulab.protocol.http",
     "AskCode": "bambulab.protocol.login",
     "TokenClaims": "bambulab.protocol.jwt",
+    "BambuMQTT": "bambulab.mqtt.client",
+    "AsyncBambuMQTT": "bambulab.mqtt.client",
+    "MQTTClient": "bambulab.mqtt.client",
+    "PrinterState": "bambulab.models.state",
     "decode_claims": "bambulab.protocol.jwt",
 }
 _ERRORS = (
@@ -59,6 +63,8 @@ if TYPE_CHECKING:
     from .cloud.client import AsyncBambuClient, BambuClient
     from .cloud.tokens import TokenStore
     from .errors import *
+    from .models.state import PrinterState
+    from .mqtt.client import AsyncBambuMQTT, BambuMQTT, MQTTClient
     from .protocol.http import RetryPolicy
     from .protocol.jwt import TokenClaims, decode_claims
     from .protocol.login import AskCode
