@@ -125,7 +125,10 @@ def test_main_prints_exports_and_stops_on_signal(sig: signal.Signals, tmp_path: 
         assert len(devices["devices"]) == 2
 
         written = env_file.read_text().splitlines()
-        assert written == [f"export {name}={value}" for name, value in exports.items()]
+        # The cloud's lines come first; MQTT and printer lines follow (test_mqtt_runner).
+        assert written[: len(EXPORTS)] == [
+            f"export {name}={value}" for name, value in exports.items()
+        ]
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
 
         process.send_signal(sig)

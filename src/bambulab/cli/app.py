@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from . import auth, demo, devices, messages, notifications, profile, projects, sim, tasks
+from . import auth, demo, devices, live, messages, notifications, profile, projects, sim, tasks
 from .base import OPTIONS, new_typer
 
 HELP = """Bambu Lab printers from the command line: cloud account, printers, history.
@@ -21,6 +21,11 @@ The global options can also be given after the command (bambu devices --json).
 Environment: BAMBU_TOKEN (a token to use instead of the saved one),
 BAMBU_TOKEN_FILE (where the token is saved, default ~/.bambu_token),
 BAMBU_API_URL (another API host, e.g. the simulator: see bambu sim / bambu demo).
+
+Live commands (status, watch, pause, light, temp, ams, ...) reach the printers
+through the cloud's MQTT broker (BAMBU_MQTT_HOST/BAMBU_MQTT_PORT override it),
+or one printer on the LAN with --lan HOST --serial SERIAL --access-code CODE
+(BAMBU_PRINTER_HOST, BAMBU_SERIAL, BAMBU_ACCESS_CODE).
 """
 
 
@@ -111,6 +116,18 @@ def build_app() -> typer.Typer:
     app.command("messages")(messages.messages)
     app.add_typer(notifications.notifications_app, name="notifications")
     app.add_typer(profile.profile_app, name="profile")
+    app.command("status")(live.status)
+    app.command("watch")(live.watch)
+    app.command("pause")(live.pause)
+    app.command("resume")(live.resume)
+    app.command("stop")(live.stop)
+    app.command("light")(live.light)
+    app.command("temp")(live.temp)
+    app.command("fan")(live.fan)
+    app.command("speed")(live.speed)
+    app.command("gcode")(live.gcode)
+    app.command("ams")(live.ams)
+    app.command("hms")(live.hms)
     app.command(
         "sim",
         context_settings=sim.SIM_CONTEXT,

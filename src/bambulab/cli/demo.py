@@ -3,7 +3,9 @@
 The demo is a list of steps run in order on one :class:`DemoRun`; later parts
 of the toolkit (live MQTT state, uploads, camera) add their step to
 :data:`STEPS`. It never touches the user's own token: the token lives in a
-temporary file that disappears with the demo.
+temporary file that disappears with the demo. The simulator runs with its
+MQTT side (cloud broker, printers) and printers at :data:`TIME_SCALE`, so a
+few seconds of watching show a print move.
 """
 
 from __future__ import annotations
@@ -21,23 +23,30 @@ from .base import OPTIONS, CliError
 
 if TYPE_CHECKING:
     from ..cloud.client import BambuClient
+    from ..mqtt.client import BambuMQTT
     from ..protocol.login import AskCode
-    from ..sim import CloudSimulator
+    from ..sim import Simulator
 
 # How long to wait for the simulator's outbox to show the code just sent.
 OUTBOX_WAIT = 3.0
 RECENT_TASKS = 5
+# The live step: printers run a minute per second and report twice a second.
+TIME_SCALE = 60.0
+TICK_INTERVAL = 0.5
+WATCH_SECONDS = 4.0
+ACTIVE = ("PREPARE", "RUNNING", "PAUSE", "SLICING")
 
 
 @dataclass
 class DemoRun:
     """What the steps share: the simulator, the temporary token file, the client."""
 
-    sim: CloudSimulator
+    sim: Simulator
     token_file: Path
     account: str
     password: str
     client: BambuClient | None = None
+    token: str | None = field(default=None, repr=False)
     notes: dict[str, Any] = field(default_factory=dict)
     steps_done: int = 0
 
@@ -89,6 +98,7 @@ def step_login(run: DemoRun) -> None:
     _say(f"   logged in: uid {claims.uid}, MQTT user u_{claims.uid}{days}")
     _say(f"   token saved to {esc(path)} (a temporary file; your own token is untouched)")
     run.client = BambuClient(token, base_url=run.sim.url, retry=retry_policy())
+    run.token = token
 
 
 def read_outbox_code(base_url: str, account: str, kind: str) -> str:
@@ -125,8 +135,97 @@ def step_tasks(run: DemoRun) -> None:
     show_tasks(recent, title=f"{len(recent)} most recent tasks")
 
 
-# Later parts of the toolkit append their step here (live MQTT state, upload...).
-STEPS: list[Step] = [step_login, step_devices, step_tasks]
+def step_live(run: DemoRun) -> None:
+    """Connect to the cloud broker, make sure a printer prints, watch it, show its AMS."""
+    from ..protocol.jwt import decode_claims
+    from .live_session import refs_from_devices
+    from .live_views import Watcher, run_watch, show_ams
+    from .output import esc
+
+    sim = run.sim
+    run.heading("Live printers over MQTT: watch a print, then its AMS")
+    if not run.token or not sim.mqtt_enabled:
+        raise CliError("the demo's simulator runs without MQTT")
+    refs = [r for r in refs_from_devices(run.api.get_devices()) if r.online]
+    if not refs:
+        raise CliError("no simulated printer is online")
+    uid = decode_claims(run.token).uid or run.api.get_user_id()
+    watcher = Watcher(refs)
+    mqtt = live_client(run, uid, [r.serial for r in refs], {r.serial: r.model for r in refs})
+    mqtt.on_event = watcher.on_event
+    try:
+        mqtt.connect()
+        _say(
+            f"   connected to the cloud broker {esc(sim.mqtt_host)}:{sim.mqtt_port} "
+            f"as u_{esc(uid)} over TLS; following {len(refs)} online printers"
+        )
+        states = {r.serial: mqtt.get_full_status(r.serial, timeout=5.0) for r in refs}
+        busy = [r for r in refs if states[r.serial].gcode_state in ACTIVE]
+        if busy:
+            ref = busy[0]
+            state = states[ref.serial]
+            _say(
+                f"   {esc(ref.name)} is printing {esc(repr(state.job_name))} "
+                f"({state.percent or 0}% done)"
+            )
+        else:
+            ref = refs[0]
+            name = start_sample_print(run, mqtt, ref.serial)
+            _say(f"   nothing was printing: started {esc(repr(name))} on {esc(ref.name)}")
+        _say(f"   watching for {WATCH_SECONDS:g} s (printers run {TIME_SCALE:g}x faster):")
+        count = len(refs)
+        run_watch(watcher, duration=WATCH_SECONDS, title=f"{count} printers, live")
+    finally:
+        mqtt.disconnect()
+    # The connection is closed: the state below no longer changes while it is drawn.
+    show_ams(ref, mqtt.state(ref.serial))
+
+
+def live_client(run: DemoRun, uid: str, serials: list[str], models: dict[str, str]) -> BambuMQTT:
+    """A client for the simulator's cloud broker, as the demo account."""
+    from ..mqtt.client import BambuMQTT
+    from .live_session import COMMAND_TIMEOUT, CONNECT_TIMEOUT
+
+    sim = run.sim
+    return BambuMQTT(
+        uid,
+        serials,
+        token=run.token,
+        host=sim.mqtt_host,
+        port=sim.mqtt_port,
+        ca_file=sim.ca_file,
+        connect_timeout=CONNECT_TIMEOUT,
+        command_timeout=COMMAND_TIMEOUT,
+        models={s: m for s, m in models.items() if m},
+    )
+
+
+def start_sample_print(run: DemoRun, mqtt: BambuMQTT, serial: str) -> str:
+    """Print one of the printer's sample files from its SD card; the job's name.
+
+    The filament comes from the AMS (the loaded tray, else the first with
+    filament) when the printer has one, else from the external spool.
+    """
+    files: list[str] = run.sim.with_printer(serial, lambda p: list(p.sdcard_files))
+    projects = [f for f in files if f.lower().endswith(".3mf")] or files
+    if not projects:
+        raise CliError(f"printer {serial} has no file on its SD card")
+    chosen = next((f for f in projects if f.startswith("Benchy")), projects[0])
+    name = chosen.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    state = mqtt.state(serial)
+    trays = [t for unit in state.ams_units for t in unit.trays if not t.empty]
+    loaded = [t for t in trays if t.global_id == state.tray_now] or trays
+    options: dict[str, Any] = {}
+    if loaded:
+        options = {"use_ams": True, "ams_mapping": [loaded[0].global_id]}
+    mqtt.start_print(
+        f"file:///sdcard/{chosen.lstrip('/')}", serial=serial, subtask_name=name, **options
+    )
+    return name
+
+
+# Later parts of the toolkit append their step here (upload, camera...).
+STEPS: list[Step] = [step_login, step_devices, step_tasks, step_live]
 
 
 def demo(
@@ -141,13 +240,13 @@ def demo(
     """Tour the toolkit against the embedded simulator (no account or printer needed)."""
     if OPTIONS.json:
         raise CliError("the demo is for people and has no --json output", exit_code=2)
-    from ..sim import CloudSimulator, SimConfig
+    from ..sim import SimConfig, Simulator
 
     started = time.monotonic()
     config = SimConfig()
     with (
         tempfile.TemporaryDirectory(prefix="bambu-demo-") as tmp,
-        CloudSimulator(config) as simulator,
+        Simulator(config, time_scale=TIME_SCALE, tick_interval=TICK_INTERVAL) as simulator,
     ):
         demo_account = simulator.demo_account
         _say(f"Simulated Bambu cloud running at {simulator.url}\n")
@@ -178,8 +277,12 @@ def _serve(run: DemoRun) -> None:
         "\nThe simulator keeps running. In another shell:\n\n"
         f"  export BAMBU_API_URL={esc(run.sim.url)}\n"
         f"  export BAMBU_TOKEN_FILE={esc(run.token_file)}\n"
-        "  unset BAMBU_TOKEN\n"
-        "  bambu devices\n\n"
+        f"  export BAMBU_MQTT_HOST={esc(run.sim.mqtt_host)}\n"
+        f"  export BAMBU_MQTT_PORT={run.sim.mqtt_port}\n"
+        f"  export BAMBU_CA_FILE={esc(run.sim.ca_file or '')}\n"
+        "  unset BAMBU_TOKEN BAMBU_PRINTER_HOST\n"
+        "  bambu devices\n"
+        "  bambu watch\n\n"
         "Press Ctrl-C to stop."
     )
     from .output import console

@@ -8,6 +8,7 @@ reader tolerates absent fields, wrong types and unknown values: it answers
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,6 +154,10 @@ def _tray(raw: Mapping[str, Any], ams_id: int) -> Tray:
         tag_uid=_str(raw.get("tag_uid")),
         raw=raw,
     )
+
+
+def _tray_dict(tray: Tray) -> dict[str, Any]:
+    return {"id": tray.global_id, "type": tray.type, "colour": tray.colour, "remain": tray.remain}
 
 
 def _ams_kind(unit_id: int, modules: Mapping[int, str]) -> str:
@@ -498,6 +503,12 @@ class PrinterState:
                 return tray
         return None
 
+    def snapshot(self) -> PrinterState:
+        """A frozen copy: the live state keeps changing on the network thread."""
+        return PrinterState(
+            self.serial, copy.deepcopy(self.raw), copy.deepcopy(self.info), self._model.code or None
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary for scripts (``--json``)."""
         return {
@@ -515,6 +526,7 @@ class PrinterState:
             "bed_temp": self.bed_temp,
             "bed_target": self.bed_target,
             "chamber_temp": self.chamber_temp,
+            "chamber_target": self.chamber_target,
             "fans": {"part": self.part_fan, "aux": self.aux_fan, "chamber": self.chamber_fan},
             "speed": self.speed_name,
             "lights": self.lights,
@@ -526,11 +538,12 @@ class PrinterState:
                     "id": u.id,
                     "kind": u.kind,
                     "humidity_level": u.humidity_level,
-                    "trays": [
-                        {"id": t.global_id, "type": t.type, "colour": t.colour, "remain": t.remain}
-                        for t in u.trays
-                    ],
+                    "humidity_percent": u.humidity_percent,
+                    "temp": u.temp,
+                    "trays": [_tray_dict(t) for t in u.trays],
                 }
                 for u in self.ams_units
             ],
+            "external_spools": [_tray_dict(t) for t in self.external_spools],
+            "active_tray": self.tray_now,
         }

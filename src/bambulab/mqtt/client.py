@@ -412,10 +412,12 @@ class BambuMQTT(_Base, _Commands[proto.Incoming]):
         if self._conn is None:
             self.connect()
         printer = self.connection.printers[self._serial(serial)]
+        deadline = time.monotonic() + timeout
+        # Reports may already be on their way (connect asks for one): wait a little first.
         if not printer.full.wait(min(2.0, timeout)):
             if not printer.is_p1p or time.monotonic() - printer.last_pushall > 300:
                 self.request_full_status(printer.serial)
-            if not printer.full.wait(timeout):
+            if not printer.full.wait(max(0.0, deadline - time.monotonic())):
                 raise CommandTimeoutError(
                     f"printer {printer.serial} sent no full report within {timeout:g} s",
                     serial=printer.serial,
@@ -528,10 +530,12 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
     ) -> PrinterState:
         """The printer's full state, waiting (with ``pushall`` if needed) until it is known."""
         printer = self.connection.printers[self._serial(serial)]
+        deadline = time.monotonic() + timeout
         if not await asyncio.to_thread(printer.full.wait, min(2.0, timeout)):
             if not printer.is_p1p or time.monotonic() - printer.last_pushall > 300:
                 self.connection.send(printer.serial, proto.pushall(), wait=False)
-            if not await asyncio.to_thread(printer.full.wait, timeout):
+            left = max(0.0, deadline - time.monotonic())
+            if not await asyncio.to_thread(printer.full.wait, left):
                 raise CommandTimeoutError(
                     f"printer {printer.serial} sent no full report within {timeout:g} s",
                     serial=printer.serial,

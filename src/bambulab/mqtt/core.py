@@ -134,8 +134,10 @@ class Connection:
         connect_timeout: float = 15.0,
         backoff: Backoff | None = None,
         models: dict[str, str] | None = None,
+        first_attempts: int = 3,
     ) -> None:
         self.endpoint = endpoint
+        self.first_attempts = first_attempts
         self.keepalive = keepalive
         self.stall_timeout = stall_timeout
         self.connect_timeout = connect_timeout
@@ -234,7 +236,12 @@ class Connection:
                 break
             except (OSError, ssl.SSLError, ValueError) as exc:
                 attempt += 1
-                self._note(TransportError(f"cannot reach {self.endpoint.label}: {_reason(exc)}"))
+                error = TransportError(f"cannot reach {self.endpoint.label}: {_reason(exc)}")
+                self._note(error)
+                if self.connects == 0 and attempt >= self.first_attempts:
+                    # Never reached it at all: say so now rather than at the timeout.
+                    self._give_up(error)
+                    break
                 if not self._sleep(self.backoff.delay(attempt, self._rng)):
                     break
                 continue
@@ -290,7 +297,8 @@ class Connection:
     def _give_up(self, error: BambuError) -> None:
         self.fatal = error
         self.last_error = error
-        log.error("%s", error)
+        # Raised to the caller (wait_connected, commands): logging it too would say it twice.
+        log.debug("giving up: %s", error)
         self._stop.set()
         self._settled.set()
         self._fail_pending(error)
@@ -337,6 +345,10 @@ class Connection:
             return
         printer.last_pushall = now
         self._publish(printer.serial, proto.pushall().with_sequence(self._sequence()))
+        if not printer.state.info:
+            # The modules name the model (serials of new families are not all known)
+            # and carry the firmware version.
+            self._publish(printer.serial, proto.get_version().with_sequence(self._sequence()))
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any

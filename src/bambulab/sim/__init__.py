@@ -3,12 +3,17 @@
 The cloud part serves every HTTP endpoint the client uses, with consistent
 in-memory data: accounts for each login mode, a mixed printer fleet, print
 history, projects, uploads through pre-signed URLs, plus fault injection and
-an adjustable clock for tests. Printers (MQTT, FTPS, camera) will join it.
+an adjustable clock for tests. :class:`Simulator` adds the MQTT side: a
+cloud broker and one broker per printer (TLS, the simulator's own CA) with
+live simulated printers behind them (FTPS and camera will join).
 
-    from bambulab.sim import CloudSimulator, SimConfig
+    from bambulab.sim import CloudSimulator, SimConfig, Simulator
 
-    with CloudSimulator(SimConfig()) as sim:
+    with CloudSimulator(SimConfig()) as sim:          # HTTP only
         print(sim.url, sim.demo_account.email)
+
+    with Simulator(SimConfig()) as sim:               # HTTP + MQTT + printers
+        print(sim.mqtt_host, sim.mqtt_port, sim.ca_file, sim.lan_address(serial))
 
 From a shell: ``bambu sim`` or ``python -m bambulab.sim`` (see ``docs/simulator.md``).
 """
@@ -25,6 +30,7 @@ from .config import (
     SimConfig,
     load_config,
 )
+from .live import Simulator
 from .server import CloudSimulator, main
 from .world import World
 
@@ -36,6 +42,7 @@ __all__ = [
     "RateLimit",
     "RateLimits",
     "SimConfig",
+    "Simulator",
     "World",
     "create_app",
     "load_config",

@@ -3,9 +3,10 @@
 :class:`CloudSimulator` binds a loopback socket itself (so the port is known
 before anything else happens, even with port 0), hands it to uvicorn in a
 background thread and returns once the server accepts connections. Tests and
-the demo use it as a context manager. ``main()`` runs the same thing in the
-foreground, prints shell-ready ``export`` lines and serves until Ctrl-C or
-SIGTERM.
+the demo use it as a context manager. ``main()`` runs the whole simulator
+(:class:`bambulab.sim.live.Simulator`: this cloud plus MQTT brokers and
+printers, unless ``--no-mqtt``) in the foreground, prints shell-ready
+``export`` lines and serves until Ctrl-C or SIGTERM.
 
 The simulator listens on loopback only: it hands out tokens for well-known
 demo passwords, and nothing else on the network should be able to use them.
@@ -25,11 +26,11 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -37,6 +38,9 @@ from .cloud import create_app
 from .config import ConfigError, RateLimits, SimConfig, load_config, parse_fleet, validate
 from .records import Account
 from .world import World
+
+if TYPE_CHECKING:
+    from .live import Simulator
 
 log = logging.getLogger("bambulab.sim")
 
@@ -247,7 +251,10 @@ def build_parser(prog: str = "bambu sim") -> argparse.ArgumentParser:
     """The ``bambu sim`` / ``python -m bambulab.sim`` argument parser."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Run the simulated Bambu Lab cloud on loopback until Ctrl-C.",
+        description=(
+            "Run the simulated Bambu Lab cloud, its MQTT brokers and the printers "
+            "on loopback until Ctrl-C."
+        ),
     )
     parser.add_argument(
         "--port", type=int, default=None, help=f"port (default {DEFAULT_PORT}; 0 = any free port)"
@@ -265,6 +272,29 @@ def build_parser(prog: str = "bambu sim") -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, help="seed of the generated data")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    mqtt = parser.add_argument_group("printers and MQTT")
+    mqtt.add_argument(
+        "--no-mqtt", action="store_true", help="serve the HTTP API only (no brokers, no printers)"
+    )
+    mqtt.add_argument(
+        "--broker",
+        default="amqtt",
+        metavar="KIND|URL",
+        help="cloud broker: amqtt (embedded, default), mosquitto, or mqtt[s]://host:port",
+    )
+    mqtt.add_argument(
+        "--no-lan", action="store_true", help="no per-printer LAN brokers (large fleets)"
+    )
+    mqtt.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="simulated printer seconds per real second (default 1)",
+    )
+    mqtt.add_argument(
+        "--state-dir", type=Path, help="keep the simulator CA here across runs (BAMBU_CA_FILE)"
+    )
     return parser
 
 
@@ -313,30 +343,68 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    sim = CloudSimulator(config)
+    # Imported here: live builds on this module (CloudSimulator).
+    from .live import Simulator
+
+    if args.time_scale <= 0:
+        print("bambu sim: --time-scale must be positive", file=sys.stderr)
+        return 2
+    try:
+        sim = Simulator(
+            config,
+            mqtt=not args.no_mqtt,
+            broker=args.broker,
+            lan=not args.no_lan,
+            time_scale=args.time_scale,
+            state_dir=args.state_dir,
+        )
+    except ValueError as exc:
+        print(f"bambu sim: {exc}", file=sys.stderr)
+        return 2
+    with _stop_signals() as stop:
+        return _serve(sim, config, args, stop)
+
+
+def _serve(
+    sim: Simulator, config: SimConfig, args: argparse.Namespace, stop: threading.Event
+) -> int:
     try:
         sim.start()
     except OSError as exc:
-        print(
-            f"bambu sim: cannot listen on {config.host}:{config.port}: {exc.strerror}",
-            file=sys.stderr,
-        )
+        if not sim.cloud.port:
+            print(
+                f"bambu sim: cannot listen on {config.host}:{config.port}: {exc.strerror}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"bambu sim: cannot start the brokers: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        print(f"bambu sim: cannot start the brokers: {exc}", file=sys.stderr)
         return 1
     try:
         lines = sim.export_lines()
-        print("\n".join(lines), flush=True)
+        # The file first: whoever reads the printed lines may open it at once.
         if args.env_file is not None:
             _write_env_file(args.env_file, lines)
-        _wait_for_stop_signal()
+        print("\n".join(lines), flush=True)
+        _wait_for(stop)
     finally:
         sim.stop()
-    log.info("cloud simulator stopped")
+    log.info("simulator stopped")
     return 0
 
 
 def _configure_logging(quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.INFO
     log.setLevel(level)
+    # amqtt warns about every refused CONNECT and dropped client, which are
+    # routine here (tests provoke them); keep its errors only, unless the
+    # host application chose a level itself.
+    for name in ("amqtt", "transitions"):
+        third_party = logging.getLogger(name)
+        if third_party.level == logging.NOTSET:
+            third_party.setLevel(logging.ERROR)
     # Respect a host application (the CLI) that configured logging already.
     if not log.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -352,7 +420,13 @@ def _write_env_file(path: Path, lines: list[str]) -> None:
     os.chmod(path, 0o600)
 
 
-def _wait_for_stop_signal() -> None:
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set the yielded event while the block runs.
+
+    Installed before anything is printed, so a signal sent as soon as the
+    export lines appear still means a clean stop, not a default death.
+    """
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -363,11 +437,16 @@ def _wait_for_stop_signal() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous.append((sig, signal.signal(sig, request_stop)))
     try:
+        yield stop
+    finally:
+        for sig, handler in previous:
+            signal.signal(sig, handler)
+
+
+def _wait_for(stop: threading.Event) -> None:
+    try:
         # A timed wait keeps the main thread responsive to signals on every platform.
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
-    finally:
-        for sig, handler in previous:
-            signal.signal(sig, handler)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import json
 import logging
 import random
@@ -94,6 +95,7 @@ class SimPrinter:
         self.name = name or f"{self.profile.product} {serial[-4:]}"
         self.time_scale = time_scale
         self.online = online
+        self.received: collections.deque[tuple[str, str]] = collections.deque(maxlen=2000)
         self.signature_verifier = signature_verifier
         self._clock = clock
         self._last = clock()
@@ -234,6 +236,8 @@ class SimPrinter:
             return []
         family, body, header = parsed
         command = body["command"]
+        # What arrived, for tests that check a client never sends a command twice.
+        self.received.append((f"{family}.{command}", str(body.get("sequence_id", ""))))
         self._advance()
         if family == "pushing":
             return self._pushing_command(command, body)

@@ -1,0 +1,315 @@
+"""Fan-in: how many printers one client follows with p99 report-to-state latency under 100 ms.
+
+Setup, all on loopback: mosquitto with a TLS listener (certificate from the
+simulator's CA) for the clients and a plain one for the publisher; a
+publisher *process* playing N printers, each sending one ~250-byte
+``push_status`` delta per second (spread evenly), each stamped with its send
+time. Measured in this process, where the client runs:
+
+* **ours**: one ``AsyncBambuMQTT`` cloud connection following all N printers;
+  latency = arrival of the ``StateChanged`` event in the asyncio loop (state
+  already merged) minus the stamp;
+* **baseline**: one connection per printer with the sync face (``BambuMQTT``),
+  the way a script that opens a client per printer works; latency measured in
+  its callback the same way.
+
+N grows until p99 >= 100 ms (or the step limit); printed per step: p50/p99,
+received/expected, client CPU (% of one core) and memory per printer. The
+ratio is the largest N held by ours over the baseline's.
+
+Usage: ``.venv/bin/python bench/fan_in.py [--seconds 6] [--max 3000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bambulab import AsyncBambuMQTT, BambuMQTT
+from bambulab.models.events import StateChanged
+from bambulab.sim.certs import SimCertificates
+
+LIMIT_MS = 100.0
+UID = "1873420516"
+
+PUBLISHER = textwrap.dedent(
+    """
+    import sys, time, orjson
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+    port, count, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    serials = [f"01P{i:012d}" for i in range(count)]
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-publisher")
+    client.max_queued_messages_set(0)
+    client.max_inflight_messages_set(65535)
+    client.connect("127.0.0.1", port, 60)
+    client.loop_start()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.perf_counter()
+    sent = 0
+    end = start + seconds
+    seq = 0
+    while time.perf_counter() < end:
+        second = int(time.perf_counter() - start)
+        for i, serial in enumerate(serials):
+            due = start + second + i / count
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if time.perf_counter() >= end:
+                break
+            seq += 1
+            body = {"print": {"command": "push_status", "sequence_id": str(seq), "msg": 1,
+                    "mc_percent": second % 100, "mc_remaining_time": 60 - second % 60,
+                    "nozzle_temper": 219.5 + (seq % 3), "bed_temper": 60.0, "layer_num": second,
+                    "wifi_signal": "-48dBm", "gcode_state": "RUNNING", "t_sent": time.time()}}
+            client.publish(f"device/{serial}/report", orjson.dumps(body), qos=0)
+            sent += 1
+    time.sleep(0.5)
+    client.loop_stop()
+    print(sent, flush=True)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Mosquitto:
+    """mosquitto with a TLS listener for clients and a plain one for the publisher."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.certs = SimCertificates()
+        cloud = self.certs.cloud()
+        self.tls_port, self.plain_port = free_port(), free_port()
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            # As root, mosquitto would drop to a user that cannot read the key.
+            f"user {getpass.getuser()}\n"
+            f"per_listener_settings false\nallow_anonymous true\nmax_queued_messages 100000\n"
+            f"listener {self.plain_port} 127.0.0.1\n"
+            f"listener {self.tls_port} 127.0.0.1\n"
+            f"cafile {self.certs.ca_file}\ncertfile {cloud.cert_file}\nkeyfile {cloud.key_file}\n"
+        )
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.tls_port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+        self.certs.cleanup()
+
+
+def serials(count: int) -> list[str]:
+    return [f"01P{i:012d}" for i in range(count)]
+
+
+def rss_kib() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("inf")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def publish(
+    port: int, count: int, seconds: float, started: threading.Event
+) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PUBLISHER, str(port), str(count), str(seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    proc.stdout.readline()  # "ready"
+    started.wait()
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    return proc
+
+
+def measure_ours(broker: Mosquitto, count: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+
+    async def run() -> dict[str, Any]:
+        rss0 = rss_kib()
+        client = AsyncBambuMQTT(
+            UID,
+            serials(count),
+            token="bench",
+            host="127.0.0.1",
+            port=broker.tls_port,
+            ca_file=broker.certs.ca_file,
+            stall_timeout=3600,
+            queue_size=200_000,
+        )
+        await client.connect()
+        for serial in serials(count):  # no pushall answers here: mark the state known
+            client.connection.printers[serial].full.set()
+        started = threading.Event()
+        proc = await asyncio.to_thread(publish, broker.plain_port, count, seconds, started)
+        cpu0 = time.process_time()
+        started.set()
+        deadline = time.monotonic() + seconds + 2
+        async for event in client.events():
+            if isinstance(event, StateChanged):
+                sent = event.state.raw.get("t_sent")
+                if isinstance(sent, float):
+                    latencies.append((time.time() - sent) * 1000)
+            if time.monotonic() > deadline:
+                break
+        cpu = time.process_time() - cpu0
+        sent_count = int((await asyncio.to_thread(proc.communicate))[0].strip().splitlines()[-1])
+        rss = rss_kib() - rss0
+        await client.aclose()
+        return {"sent": sent_count, "cpu": cpu, "rss": rss}
+
+    result = asyncio.run(run())
+    return summarise(latencies, result, count, seconds)
+
+
+def measure_baseline(broker: Mosquitto, count: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    rss0 = rss_kib()
+    clients = []
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, StateChanged):
+            sent = event.state.raw.get("t_sent")
+            if isinstance(sent, float):
+                value = (time.time() - sent) * 1000
+                with lock:
+                    latencies.append(value)
+
+    for serial in serials(count):
+        client = BambuMQTT(
+            UID,
+            serial,
+            token="bench",
+            host="127.0.0.1",
+            port=broker.tls_port,
+            ca_file=broker.certs.ca_file,
+            stall_timeout=3600,
+        )
+        client.on_event = on_event
+        client.connect()
+        client.connection.printers[serial].full.set()
+        clients.append(client)
+    started = threading.Event()
+    proc = publish(broker.plain_port, count, seconds, started)
+    cpu0 = time.process_time()
+    started.set()
+    out, _ = proc.communicate()
+    time.sleep(1)
+    cpu = time.process_time() - cpu0
+    rss = rss_kib() - rss0
+    for client in clients:
+        client.disconnect()
+    return summarise(
+        latencies,
+        {"sent": int(out.strip().splitlines()[-1]), "cpu": cpu, "rss": rss},
+        count,
+        seconds,
+    )
+
+
+def summarise(
+    latencies: list[float], run: dict[str, Any], count: int, seconds: float
+) -> dict[str, Any]:
+    sent = max(1, run["sent"])
+    return {
+        "n": count,
+        "p50": percentile(latencies, 0.50),
+        "p99": percentile(latencies, 0.99),
+        "received": len(latencies) / sent,
+        "cpu_pct": 100 * run["cpu"] / seconds,
+        "kib_per_printer": run["rss"] / count,
+    }
+
+
+def line(name: str, r: dict[str, Any]) -> str:
+    return (
+        f"{name:8} N={r['n']:5d}  p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms  "
+        f"received {r['received'] * 100:5.1f}%  client CPU {r['cpu_pct']:5.1f}% of a core "
+        f"({r['cpu_pct'] * 10 / r['n']:.3f} ms/s per printer)  "
+        f"memory {r['kib_per_printer']:.1f} KiB/printer"
+    )
+
+
+def held(r: dict[str, Any]) -> bool:
+    return r["p99"] < LIMIT_MS and r["received"] > 0.99
+
+
+def climb(name: str, measure: Any, broker: Mosquitto, steps: list[int], seconds: float) -> int:
+    best = 0
+    for count in steps:
+        result = measure(broker, count, seconds)
+        print(line(name, result), flush=True)
+        if not held(result):
+            break
+        best = count
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="publishing time per step")
+    parser.add_argument("--max", type=int, default=3000, help="largest N tried for ours")
+    parser.add_argument("--baseline-max", type=int, default=800, help="largest N for the baseline")
+    args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp))
+        try:
+            ours_steps = [
+                n for n in (250, 500, 1000, 1500, 2000, 2500, 3000, 4000) if n <= args.max
+            ]
+            base_steps = [n for n in (25, 50, 100, 200, 400, 800) if n <= args.baseline_max]
+            best = climb("ours", measure_ours, broker, ours_steps, args.seconds)
+            base = climb("baseline", measure_baseline, broker, base_steps, args.seconds)
+        finally:
+            broker.stop()
+    print(
+        f"largest N with p99 < {LIMIT_MS:.0f} ms: ours {best}, "
+        f"baseline (a connection per printer) {base}"
+    )
+    print(f"ratio ours / baseline = {best / max(base, 1):.1f}x   (goal: ours >= 1000)")
+    return 0 if best >= 1000 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

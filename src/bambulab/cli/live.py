@@ -1,0 +1,498 @@
+"""Live printer commands over MQTT: status, watch, print control, lights, heaters, fans, AMS, HMS.
+
+Every command works in two modes. Cloud (the default): the account's
+printers through the cloud broker, with the saved token; ``PRINTER`` is a
+serial or a printer's name, and defaults to the only (else the first online)
+printer. LAN: ``--lan HOST --serial SERIAL --access-code CODE`` talks to the
+printer's own broker, TLS verified with ``--ca-file`` or a certificate
+pinned on first use. Control commands print one line once the printer has
+confirmed, e.g. ``P1S 1: paused``.
+
+Only typer is imported here (this module is loaded for ``bambu --help``);
+the MQTT client, rich and the models arrive when a command runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+from .base import OPTIONS, CliError
+
+if TYPE_CHECKING:
+    from ..models.state import PrinterState
+    from ..mqtt.client import BambuMQTT
+    from ..protocol.mqtt import Incoming
+    from .live_session import Connect, PrinterRef
+
+# --- the options every live command takes ------------------------------------------------
+
+Lan = Annotated[
+    str | None,
+    typer.Option(
+        "--lan",
+        metavar="HOST",
+        envvar="BAMBU_PRINTER_HOST",
+        help="Talk to the printer at HOST on the LAN (its own MQTT broker) instead of the cloud.",
+    ),
+]
+SerialOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--serial",
+        metavar="SERIAL",
+        envvar="BAMBU_SERIAL",
+        help="The printer's serial (LAN mode); in cloud mode, the default printer.",
+    ),
+]
+AccessCode = Annotated[
+    str | None,
+    typer.Option(
+        "--access-code",
+        metavar="CODE",
+        envvar="BAMBU_ACCESS_CODE",
+        help="The printer's LAN access code (LAN mode; prompted at a terminal when missing).",
+    ),
+]
+Port = Annotated[
+    int | None,
+    typer.Option(
+        "--port",
+        metavar="PORT",
+        envvar="BAMBU_PRINTER_PORT",
+        min=1,
+        max=65535,
+        help="The printer's MQTT port (LAN mode, default 8883).",
+    ),
+]
+CaFile = Annotated[
+    str | None,
+    typer.Option(
+        "--ca-file",
+        metavar="PATH",
+        envvar="BAMBU_CA_FILE",
+        help="CA certificate to verify the broker with (default: pin the printer's "
+        "certificate on first use; the cloud: the system's CAs).",
+    ),
+]
+Insecure = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Do not verify the printer's certificate (LAN mode; warns: anyone on the "
+        "network could pose as the printer).",
+    ),
+]
+Cloud = Annotated[
+    bool,
+    typer.Option("--cloud", help="Use the cloud broker even when BAMBU_PRINTER_HOST is set."),
+]
+Printer = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="PRINTER",
+        help="Serial or name of the printer (default: the only, else the first online, one).",
+        show_default=False,
+    ),
+]
+PrinterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--printer",
+        "-p",
+        metavar="PRINTER",
+        help="Serial or name of the printer (default: the only, else the first online, one).",
+    ),
+]
+
+
+def _conn(
+    lan: str | None,
+    serial: str | None,
+    access_code: str | None,
+    port: int | None,
+    ca_file: str | None,
+    insecure: bool,
+    cloud: bool,
+) -> Connect:
+    from .live_session import Connect
+
+    return Connect(
+        lan=(lan or "").strip() or None,
+        serial=(serial or "").strip() or None,
+        access_code=access_code,
+        port=port,
+        ca_file=(ca_file or "").strip() or None,
+        insecure=insecure,
+        cloud=cloud,
+    )
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _snapshot(conn: Connect, printer: str | None) -> tuple[PrinterRef, PrinterState]:
+    """The printer's full state; the connection is closed before anything is drawn."""
+    from .live_session import one_printer
+
+    with one_printer(conn, printer) as (mqtt, ref):
+        state = mqtt.state(ref.serial)
+        if not state.model.code:
+            # On the LAN nothing names the model of a serial without a known
+            # prefix; the firmware modules do (``get_version`` fills state.info).
+            from ..errors import BambuError
+
+            with contextlib.suppress(BambuError):
+                mqtt.get_version(ref.serial)
+    return ref, state
+
+
+def status(
+    printer: Printer = None,
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """A printer's live state: job, progress, temperatures, fans, lights, HMS."""
+    from .live_views import show_status
+
+    ref, state = _snapshot(_conn(lan, serial, access_code, port, ca_file, insecure, cloud), printer)
+    show_status(ref, state)
+
+
+def ams(
+    printer: Printer = None,
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """AMS units and their trays: colour, type, remaining, humidity; the external spool."""
+    from .live_views import show_ams
+
+    ref, state = _snapshot(_conn(lan, serial, access_code, port, ca_file, insecure, cloud), printer)
+    show_ams(ref, state)
+
+
+def hms(
+    printer: Printer = None,
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """Active HMS (health) entries, decoded, with their wiki pages."""
+    from .live_views import show_hms
+
+    ref, state = _snapshot(_conn(lan, serial, access_code, port, ca_file, insecure, cloud), printer)
+    show_hms(ref, state)
+
+
+def watch(
+    printers: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="PRINTER",
+            help="Printers to watch (default: every printer of the account, or the LAN one).",
+            show_default=False,
+        ),
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            metavar="SECONDS",
+            min=0,
+            help="Stop by itself after SECONDS (default: until Ctrl-C).",
+        ),
+    ] = None,
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """A live table of the printers, redrawn as they report (--json: one line per change)."""
+    from .live_session import connected, plan
+    from .live_views import Watcher, run_watch
+
+    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
+    try:
+        chosen = plan(conn, printers or [], every=True)
+        watcher = Watcher(chosen.printers, as_json=OPTIONS.json)
+        count = len(chosen.printers)
+        title = f"{count} printer{'s' if count != 1 else ''}, live" + (
+            "" if duration is not None else " (Ctrl-C to stop)"
+        )
+        with connected(conn, chosen, watcher.on_event) as mqtt:
+            run_watch(
+                watcher,
+                duration=duration,
+                title=title,
+                fatal=lambda: mqtt.connection.fatal,
+            )
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how a watch ends: not a failure
+
+
+# --- control -----------------------------------------------------------------------------------
+
+
+def _control(
+    conn: Connect,
+    printer: str | None,
+    send: Callable[[BambuMQTT, str], Incoming],
+    done: str,
+    *,
+    ask: Callable[[PrinterRef, PrinterState], str] | None = None,
+) -> None:
+    """Connect, (optionally confirm,) send, and print the one line the printer's reply earns."""
+    from .live_session import one_printer
+
+    with one_printer(conn, printer) as (mqtt, ref):
+        if ask is not None:
+            from .output import confirm
+
+            if not confirm(ask(ref, mqtt.state(ref.serial))):
+                raise CliError("nothing was sent")
+        reply = send(mqtt, ref.serial)
+    _confirmed(ref, reply, done)
+
+
+def _confirmed(ref: PrinterRef, reply: Incoming, done: str) -> None:
+    from .output import emit_json, esc, say
+
+    if OPTIONS.json:
+        emit_json(
+            {
+                "printer": ref.label,
+                "serial": ref.serial,
+                "command": reply.command,
+                "result": str(reply.body.get("result", "success")).lower() or "success",
+                "reply": reply.body,
+            }
+        )
+        return
+    extra = f" ({reply.reason})" if reply.reason else ""
+    say(f"{esc(ref.label)}: {esc(done)}{esc(extra)}")
+
+
+def pause(
+    printer: Printer = None,
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """Pause the running print."""
+    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
+    _control(conn, printer, lambda m, s: m.pause(s), "paused")
+
+
+def resume(
+    printer: Printer = None,
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """Resume a paused print."""
+    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
+    _control(conn, printer, lambda m, s: m.resume(s), "resumed")
+
+
+def stop(
+    printer: Printer = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """Stop (cancel) the running print; it cannot be resumed."""
+    from .base import interactive
+
+    if not yes and not interactive():
+        raise CliError("stopping a print needs confirmation: pass --yes", exit_code=2)
+    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
+    _control(
+        conn,
+        printer,
+        lambda m, s: m.stop(s),
+        "stopped",
+        ask=None if yes else _stop_question,
+    )
+
+
+def _stop_question(ref: PrinterRef, state: PrinterState) -> str:
+    from .live_session import describe
+
+    job = f" {state.job_name!r}" if state.job_name else ""
+    progress = f" at {state.percent}%" if state.percent is not None else ""
+    return (
+        f"Stop the print{job}{progress} on {describe(ref)} "
+        f"(state {state.gcode_state or 'unknown'})? It cannot be resumed"
+    )
+
+
+def light(
+    mode: Annotated[
+        Literal["on", "off", "flashing"],
+        typer.Argument(metavar="MODE", help="What the light should do."),
+    ],
+    printer: Printer = None,
+    node: Annotated[
+        Literal["chamber_light", "work_light", "chamber_light2", "heatbed_light"],
+        typer.Option("--node", help="Which light."),
+    ] = "chamber_light",
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """Switch a light on, off or flashing."""
+    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
+    _control(conn, printer, lambda m, s: m.set_light(mode, node, s), f"{node} {mode}")
+
+
+HEATER_LIMITS = {"nozzle": 320, "bed": 120, "chamber": 65}
+
+
+def temp(
+    heater: Annotated[
+        Literal["nozzle", "bed", "chamber"],
+        typer.Argument(metavar="HEATER", help="Which heater."),
+    ],
+    target: Annotated[
+        float,
+        typer.Argument(metavar="TEMP", min=0, help="Target in °C (0 switches the heater off)."),
+    ],
+    printer: Printer = None,
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """Set a heater's target temperature."""
+    limit = HEATER_LIMITS[heater]
+    if target > limit:
+        raise CliError(f"the {heater} target must be 0-{limit} °C, got {target:g}", exit_code=2)
+    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
+
+    def send(mqtt: BambuMQTT, s: str) -> Incoming:
+        if heater == "nozzle":
+            return mqtt.set_nozzle_temp(target, s)
+        if heater == "bed":
+            return mqtt.set_bed_temp(target, s)
+        return mqtt.set_chamber_temp(target, s)
+
+    _control(conn, printer, send, f"{heater} target {target:g} °C")
+
+
+def fan(
+    which: Annotated[
+        Literal["part", "aux", "chamber"],
+        typer.Argument(metavar="FAN", help="Which fan."),
+    ],
+    speed_percent: Annotated[
+        int, typer.Argument(metavar="PERCENT", min=0, max=100, help="Speed, 0-100 %.")
+    ],
+    printer: Printer = None,
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """Set a fan's speed."""
+    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
+    _control(
+        conn,
+        printer,
+        lambda m, s: m.set_fan_speed(which, speed_percent, s),
+        f"{which} fan {speed_percent}%",
+    )
+
+
+SPEED_LEVELS = {"silent": 1, "standard": 2, "sport": 3, "ludicrous": 4}
+SPEED_NAMES = {v: k for k, v in SPEED_LEVELS.items()}
+
+
+def speed(
+    level: Annotated[
+        Literal["silent", "standard", "sport", "ludicrous", "1", "2", "3", "4"],
+        typer.Argument(metavar="LEVEL", help="Speed level."),
+    ],
+    printer: Printer = None,
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """Set the print speed level."""
+    number = SPEED_LEVELS.get(level) or int(level)
+    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
+    _control(
+        conn,
+        printer,
+        lambda m, s: m.set_print_speed(number, s),
+        f"speed {SPEED_NAMES[number]} ({number})",
+    )
+
+
+def gcode(
+    lines: Annotated[
+        list[str],
+        typer.Argument(metavar="LINE...", help='G-code lines, e.g. "M104 S200" "G28".'),
+    ],
+    printer: PrinterOpt = None,
+    lan: Lan = None,
+    serial: SerialOpt = None,
+    access_code: AccessCode = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+    cloud: Cloud = False,
+) -> None:
+    """Send G-code lines to the printer."""
+    sent = [part.strip() for line in lines for part in line.splitlines() if part.strip()]
+    if not sent:
+        raise CliError("no G-code to send", exit_code=2)
+    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
+    shown = "; ".join(sent) if len(sent) <= 3 else f"{len(sent)} lines"
+    _control(conn, printer, lambda m, s: m.send_gcode(sent, s), f"G-code sent ({shown})")

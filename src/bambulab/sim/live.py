@@ -1,0 +1,662 @@
+"""The whole simulator in one object: cloud HTTP API, MQTT brokers and live printers.
+
+:class:`Simulator` starts, in this order, the cloud (:class:`CloudSimulator`),
+the certificates (:mod:`.certs`), the brokers (embedded amqtt by default,
+mosquitto, or an external broker by URL for the cloud role) and the printer
+host (:mod:`.mqtt_host`) with one :class:`~bambulab.sim.printer.SimPrinter`
+per device of the cloud's world: same serials, names, access codes, AMS and
+running jobs. ``bambu sim`` runs exactly this.
+
+    with Simulator(SimConfig(), time_scale=60) as sim:
+        sim.mqtt_host, sim.mqtt_port, sim.ca_file      # the cloud broker (TLS)
+        sim.lan_address(serial)                        # a printer's own broker
+        sim.issue_token("maker@example.com")           # password for u_<uid>
+        sim.restart_broker("cloud")                    # and other faults
+
+Faults for tests (also ``POST /sim/mqtt/faults``): cut every connection of a
+broker, restart a broker on the same port, stall a printer's reports,
+publish malformed payloads on a printer's report topic, take a printer
+offline and back, and serve a LAN certificate with the wrong CN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import shlex
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from .brokers import LOOPBACK, BrokerRuntime, CloudPolicy, Credential, EmbeddedBroker, LanPolicy
+from .certs import SimCertificates
+from .config import SimConfig
+from .errors import bad_request
+from .mosquitto import ExternalBroker, MosquittoBroker
+from .mqtt_host import PrinterHost, Route
+from .printer import SimPrinter
+from .records import Account
+from .server import CloudSimulator
+from .world import World
+
+log = logging.getLogger("bambulab.sim")
+
+T = TypeVar("T")
+
+CLOUD = "cloud"
+HOST_USER = "bambu-sim-host"
+MALFORMED_KINDS = ("not_json", "wrong_types", "deep", "noise", "empty", "not_object")
+Target = Literal["cloud", "lan", "all"]
+
+
+def malformed_payload(kind: str, seed: int = 0) -> bytes:
+    """Bytes a parser must survive (see ``MALFORMED_KINDS``)."""
+    if kind == "not_json":
+        return b'{"print": {"command": "push_status", "nozzle_temper": 2'
+    if kind == "wrong_types":
+        return orjson.dumps(
+            {
+                "print": {
+                    "command": "push_status",
+                    "msg": "one",
+                    "sequence_id": 7,
+                    "nozzle_temper": "hot",
+                    "bed_temper": None,
+                    "mc_percent": "50%",
+                    "mc_remaining_time": [1],
+                    "gcode_state": 3,
+                    "layer_num": {"n": 1},
+                    "ams": "absent",
+                    "hms": {"attr": "x"},
+                    "lights_report": "on",
+                    "wifi_signal": -45,
+                }
+            }
+        )
+    if kind == "deep":
+        # Valid JSON, but nested far beyond what orjson (1024) or json's
+        # recursion limit accept.
+        depth = 5000
+        return b'{"print":' + b'{"a":' * depth + b"1" + b"}" * (depth + 1)
+    if kind == "noise":
+        return random.Random(seed).randbytes(1 << 20)
+    if kind == "empty":
+        return b""
+    if kind == "not_object":
+        return b"[1, 2, 3]"
+    raise ValueError(f"unknown malformed payload {kind!r} (known: {', '.join(MALFORMED_KINDS)})")
+
+
+@dataclass(frozen=True, slots=True)
+class PrinterEndpoint:
+    """Where a single-printer script finds one printer."""
+
+    serial: str
+    access_code: str
+    model: str  # dev_model_name, e.g. "C12"
+    host: str | None
+    port: int | None
+
+
+class Simulator:
+    """Cloud, brokers and printers on loopback; a context manager.
+
+    ``broker`` is ``"amqtt"`` (embedded, the default), ``"mosquitto"`` (a
+    child process; see :mod:`.mosquitto` for what it checks) or a broker URL
+    used as the cloud broker. ``lan=False`` skips the per-printer brokers
+    (large fleets). ``time_scale`` speeds printers up (60: a minute per
+    second); ``tick_interval`` is how often printers report.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        *,
+        mqtt: bool = True,
+        broker: str = "amqtt",
+        lan: bool = True,
+        time_scale: float = 1.0,
+        tick_interval: float = 1.0,
+        state_dir: Path | None = None,
+        mosquitto_binary: str | None = None,
+        printer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if time_scale <= 0 or tick_interval <= 0:
+            raise ValueError("time_scale and tick_interval must be positive")
+        self.cloud = CloudSimulator(config)
+        self.config = self.cloud.config
+        self.world: World = self.cloud.world
+        self.mqtt_enabled = mqtt
+        self.broker_kind = broker if broker in ("amqtt", "mosquitto") else "url"
+        self._external = ExternalBroker.parse(broker) if self.broker_kind == "url" else None
+        self.lan = lan and mqtt
+        self.time_scale = time_scale
+        self.tick_interval = tick_interval
+        self._state_dir = state_dir
+        self._mosquitto_binary = mosquitto_binary
+        self._internal = Credential(HOST_USER, secrets.token_urlsafe(24))
+        options = dict(printer_options or {})
+        self.printers: dict[str, SimPrinter] = {
+            serial: SimPrinter.from_device(
+                device,
+                clock=_printer_clock(self.world, time_scale),
+                time_scale=time_scale,
+                seed=self.config.seed,
+                **options,
+            )
+            for serial, device in self.world.devices.items()
+        }
+        self.certs: SimCertificates | None = None
+        self.host: PrinterHost | None = None
+        self._runtime: BrokerRuntime | None = None
+        self._cloud_broker: EmbeddedBroker | None = None
+        self._lan_brokers: dict[str, EmbeddedBroker] = {}
+        self._mosquitto: MosquittoBroker | None = None
+        self.startup_seconds = 0.0
+        self.cloud.app.include_router(_router(self))
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> Simulator:
+        """Start everything; returns once printers are connected to their brokers."""
+        started = time.perf_counter()
+        self.cloud.start()
+        try:
+            if self.mqtt_enabled:
+                self._start_mqtt()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.perf_counter() - started
+        log.info(
+            "simulator ready in %.2f s: %d printers, %s broker%s",
+            self.startup_seconds,
+            len(self.printers),
+            self.broker_kind,
+            f" on {self.mqtt_host}:{self.mqtt_port}" if self.mqtt_enabled else " (MQTT off)",
+        )
+        return self
+
+    def _start_mqtt(self) -> None:
+        certs = SimCertificates(self._state_dir)
+        self.certs = certs
+        embedded: list[EmbeddedBroker] = []
+        if self.broker_kind == "amqtt":
+            self._cloud_broker = EmbeddedBroker(
+                CLOUD, CloudPolicy(self.world, self._internal), certs.cloud()
+            )
+            embedded.append(self._cloud_broker)
+        if self.lan and self.broker_kind != "mosquitto":
+            for serial, printer in self.printers.items():
+                policy = LanPolicy(serial, _access_code_of(printer), self._internal)
+                broker = EmbeddedBroker(serial, policy, certs.printer(serial))
+                self._lan_brokers[serial] = broker
+                embedded.append(broker)
+        if embedded:
+            runtime = BrokerRuntime()
+            runtime.start()
+            self._runtime = runtime
+
+            async def start_all() -> None:
+                await asyncio.gather(*(broker.start() for broker in embedded))
+
+            runtime.run(start_all())
+        if self.broker_kind == "mosquitto":
+            self._mosquitto = MosquittoBroker(
+                certs,
+                self._internal,
+                {serial: p.access_code for serial, p in self.printers.items()},
+                self._owners,
+                lan=self.lan,
+                binary=self._mosquitto_binary,
+            )
+            self._mosquitto.start()
+        self.host = self._build_host()
+        self.host.start()
+
+    def _build_host(self) -> PrinterHost:
+        host = PrinterHost(tick_interval=self.tick_interval)
+        routes: dict[str, list[Route]] = {serial: [] for serial in self.printers}
+        if self._mosquitto is not None:
+            # One connection carries both roles: mosquitto shares one topic tree.
+            link = host.add_link(
+                "mosquitto", (LOOPBACK, self._mosquitto.internal_port), self._internal
+            )
+            for serial in self.printers:
+                routes[serial].append(host.route(link, serial, ("cloud", "lan")))
+        else:
+            if self._cloud_broker is not None:
+                cloud = host.add_link(
+                    CLOUD, (LOOPBACK, self._cloud_broker.internal_port), self._internal
+                )
+            else:
+                assert self._external is not None
+                cloud = host.add_link(
+                    CLOUD,
+                    (self._external.host, self._external.port),
+                    self._external.credential,
+                    self._external.tls_context(),
+                )
+            for serial in self.printers:
+                routes[serial].append(host.route(cloud, serial, ("cloud",), self._bound(serial)))
+            for serial, broker in self._lan_brokers.items():
+                link = host.add_link(serial, (LOOPBACK, broker.internal_port), self._internal)
+                routes[serial].append(host.route(link, serial, ("lan",)))
+        for serial, printer in self.printers.items():
+            host.add_printer(printer, routes[serial])
+        return host
+
+    def stop(self) -> None:
+        """Stop everything (safe to call twice)."""
+        if self.host is not None:
+            self.host.stop()
+            self.host = None
+        if self._runtime is not None:
+            brokers = [b for b in (self._cloud_broker, *self._lan_brokers.values()) if b]
+            self._runtime.stop(brokers)
+            self._runtime = None
+        self._cloud_broker = None
+        self._lan_brokers = {}
+        if self._mosquitto is not None:
+            self._mosquitto.cleanup()
+            self._mosquitto = None
+        if self.certs is not None:
+            self.certs.cleanup()
+            self.certs = None
+        self.cloud.stop()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- addresses and accounts ---------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL of the cloud HTTP API."""
+        return self.cloud.url
+
+    @property
+    def port(self) -> int:
+        """The cloud HTTP port."""
+        return self.cloud.port
+
+    @property
+    def mqtt_host(self) -> str:
+        """Host of the cloud broker."""
+        return self._external.host if self._external is not None else LOOPBACK
+
+    @property
+    def mqtt_port(self) -> int:
+        """Port of the cloud broker (TLS, except for an ``mqtt://`` external broker)."""
+        if self._external is not None:
+            return self._external.port
+        if self._mosquitto is not None:
+            return self._mosquitto.port
+        if self._cloud_broker is not None:
+            return self._cloud_broker.port
+        return 0
+
+    @property
+    def ca_file(self) -> str | None:
+        """PEM file of the simulator CA (cloud and LAN certificates); None without MQTT."""
+        return str(self.certs.ca_file) if self.certs is not None else None
+
+    def lan_address(self, serial: str) -> tuple[str, int]:
+        """``(host, port)`` of a printer's own broker (TLS, CN = serial, ``bblp``)."""
+        if serial not in self.printers:
+            raise KeyError(f"no simulated printer {serial!r}")
+        if self._mosquitto is not None and serial in self._mosquitto.lan_ports:
+            return LOOPBACK, self._mosquitto.lan_ports[serial]
+        broker = self._lan_brokers.get(serial)
+        if broker is None:
+            raise RuntimeError("the printers' LAN brokers are not running (lan=False or no MQTT)")
+        return LOOPBACK, broker.port
+
+    @property
+    def demo_account(self) -> Account:
+        """The demo account (``.email``, ``.password``, ``.uid``)."""
+        return self.cloud.demo_account
+
+    @property
+    def user_id(self) -> int:
+        """The demo account's uid (cloud MQTT username ``u_<uid>``)."""
+        return self.demo_account.uid
+
+    def issue_token(self, login: str) -> str:
+        """A valid token for an account: the cloud MQTT password of ``u_<uid>``."""
+        return self.cloud.issue_token(login)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move simulated time forward: tokens and codes expire, printers run ``seconds`` ahead.
+
+        The printers catch up at their next tick (heating, printing, cooling
+        as if that time had passed); the jump is not multiplied by ``time_scale``.
+        """
+        self.cloud.advance_clock(seconds)
+
+    def endpoints(self, uid: int | None = None) -> list[PrinterEndpoint]:
+        """An account's printers (default: the demo account's) in fleet order."""
+        owner = self.user_id if uid is None else uid
+        found: list[PrinterEndpoint] = []
+        for device in self.world.devices_of(owner):
+            address: tuple[str | None, int | None] = (None, None)
+            if self.lan and (self._lan_brokers or self._mosquitto is not None):
+                address = self.lan_address(device.dev_id)
+            found.append(
+                PrinterEndpoint(
+                    serial=device.dev_id,
+                    access_code=device.access_code,
+                    model=device.model.model_name,
+                    host=address[0],
+                    port=address[1],
+                )
+            )
+        return found
+
+    def export_lines(self) -> list[str]:
+        """Shell lines for the demo account: the cloud's, then MQTT and printers."""
+        lines = self.cloud.export_lines()
+        if not self.mqtt_enabled:
+            return lines
+        values: list[tuple[str, str]] = [
+            ("BAMBU_MQTT_HOST", self.mqtt_host),
+            ("BAMBU_MQTT_PORT", str(self.mqtt_port)),
+            ("BAMBU_USER_ID", str(self.user_id)),
+            ("BAMBU_CA_FILE", self.ca_file or ""),
+        ]
+        endpoints = self.endpoints()
+        for number, endpoint in enumerate(endpoints, start=1):
+            prefix = f"BAMBU_PRINTER_{number}_"
+            values.append((f"{prefix}SERIAL", endpoint.serial))
+            values.append((f"{prefix}ACCESS_CODE", endpoint.access_code))
+            if endpoint.host is not None and endpoint.port is not None:
+                values.append((f"{prefix}HOST", endpoint.host))
+                values.append((f"{prefix}PORT", str(endpoint.port)))
+            values.append((f"{prefix}MODEL", endpoint.model))
+        if endpoints:
+            first = endpoints[0]
+            values.append(("BAMBU_SERIAL", first.serial))
+            values.append(("BAMBU_ACCESS_CODE", first.access_code))
+            if first.host is not None and first.port is not None:
+                values.append(("BAMBU_PRINTER_HOST", first.host))
+                values.append(("BAMBU_PRINTER_PORT", str(first.port)))
+        return lines + [f"export {name}={shlex.quote(value)}" for name, value in values]
+
+    # --- printers -----------------------------------------------------------------------
+
+    def with_printer(self, serial: str, function: Callable[[SimPrinter], T]) -> T:
+        """``function(printer)`` on the printer host's thread; its result.
+
+        Printers are not thread-safe and the host ticks them all the time, so
+        tests read or poke a running printer through this (``truth()``,
+        ``inject_hms()``, ``start_job()``...). Without MQTT it runs directly.
+        """
+        printer = self.printers[serial]
+        if self.host is None:
+            return function(printer)
+        return self.host.call(lambda: function(printer))
+
+    def set_online(self, serial: str, online: bool) -> None:
+        """Power a printer on or off: silence, cloud presence event, cloud device state."""
+        device = self.world.devices[serial]
+        device.online = online
+        if self.host is not None:
+            self.host.set_online(serial, online)
+        else:
+            self.printers[serial].online = online
+
+    def take_offline(self, serial: str) -> None:
+        """Shorthand for ``set_online(serial, False)``."""
+        self.set_online(serial, False)
+
+    def bring_online(self, serial: str) -> None:
+        """Shorthand for ``set_online(serial, True)``."""
+        self.set_online(serial, True)
+
+    # --- faults ---------------------------------------------------------------------------
+
+    def _require_host(self) -> PrinterHost:
+        if self.host is None:
+            raise RuntimeError("MQTT is not running")
+        return self.host
+
+    def _host_links(self, broker: str) -> list[str]:
+        if self._mosquitto is not None:
+            return ["mosquitto"]
+        return [broker]
+
+    def _embedded(self, broker: str) -> EmbeddedBroker:
+        if broker == CLOUD:
+            if self._cloud_broker is None:
+                raise RuntimeError("the cloud broker is not the simulator's own (external URL)")
+            return self._cloud_broker
+        found = self._lan_brokers.get(broker)
+        if found is None:
+            raise KeyError(f"no broker {broker!r} (use 'cloud' or a printer serial)")
+        return found
+
+    def drop_connections(self, broker: str = CLOUD, *, wait: bool = True) -> None:
+        """Cut every client connection of a broker; it keeps running.
+
+        Clients see a disconnect; the printer host reconnects by itself (and
+        ``wait`` returns only once it has). With mosquitto, which cannot cut
+        connections from outside, this restarts the process.
+        """
+        host = self._require_host()
+        if self._mosquitto is not None:
+            self.restart_broker(broker, wait=wait)
+            return
+        runtime = self._runtime
+        assert runtime is not None
+        runtime.run(self._embedded(broker).drop_connections())
+        if wait:
+            host.reconnect_now(self._host_links(broker))
+            self._wait_links(broker)
+
+    def restart_broker(
+        self, broker: str = CLOUD, *, downtime: float = 0.0, wait: bool = True
+    ) -> None:
+        """Stop a broker and start it again on the same port after ``downtime`` seconds.
+
+        Printers keep their state (they live in the host); every client sees a
+        disconnect and can reconnect to the same address. With mosquitto the
+        whole process restarts (cloud and LAN listeners alike).
+        """
+        host = self._require_host()
+        if self._mosquitto is not None:
+            self._mosquitto.restart(downtime)
+        else:
+            target = self._embedded(broker)
+            runtime = self._runtime
+            assert runtime is not None
+            runtime.run(target.stop())
+            if downtime > 0:
+                time.sleep(downtime)
+            runtime.run(target.start())
+        if wait:
+            host.reconnect_now(self._host_links(broker))
+            self._wait_links(broker)
+
+    def _wait_links(self, broker: str, timeout: float = 5.0) -> None:
+        host = self._require_host()
+        if not host.wait_ready(self._host_links(broker), timeout=timeout):
+            raise RuntimeError(f"printer host did not reconnect to {broker} in {timeout} s")
+
+    def wait_mqtt_ready(self, timeout: float = 5.0) -> bool:
+        """Wait until the printer host is connected to every broker."""
+        return self._require_host().wait_ready(timeout=timeout)
+
+    def stall(self, serial: str, seconds: float) -> None:
+        """Drop everything ``serial`` publishes for ``seconds`` (its state keeps changing)."""
+        self._require_host().stall(serial, seconds)
+
+    def publish_malformed(
+        self, serial: str, kind: str | bytes = "not_json", *, target: Target = "all"
+    ) -> bytes:
+        """Publish a broken payload on ``serial``'s report topic; returns the bytes sent.
+
+        ``kind`` is one of ``MALFORMED_KINDS`` (``not_json``, ``wrong_types``,
+        ``deep``, ``noise`` = 1 MiB of random bytes, ``empty``,
+        ``not_object``) or the bytes themselves.
+        """
+        payload = kind if isinstance(kind, bytes) else malformed_payload(kind, self.config.seed)
+        kinds = ("cloud", "lan") if target == "all" else (target,)
+        self._require_host().publish_raw(serial, payload, kinds)
+        return payload
+
+    def publish_message(self, serial: str, message: dict[str, Any]) -> None:
+        """Publish a message as ``serial`` would (its report topic, both sides)."""
+        self._require_host().publish_message(serial, message)
+
+    def use_wrong_certificate(self, serial: str, wrong: bool = True) -> None:
+        """Serve a LAN certificate whose CN is not ``serial`` (same CA), or the right one again.
+
+        The broker restarts on the same port. amqtt only.
+        """
+        if self.certs is None:
+            raise RuntimeError("MQTT is not running")
+        broker = self._lan_brokers.get(serial)
+        if broker is None:
+            raise RuntimeError("wrong certificates need the embedded (amqtt) LAN brokers")
+        broker.cert = self.certs.wrong_cn(serial) if wrong else self.certs.printer(serial)
+        self.restart_broker(serial)
+
+    def refresh_acl(self) -> None:
+        """mosquitto: rewrite the cloud ACL after binding changes (amqtt needs nothing)."""
+        if self._mosquitto is not None:
+            self._mosquitto.reload_acl()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _bound(self, serial: str) -> Callable[[], bool]:
+        device = self.world.devices[serial]
+        return lambda: device.owner is not None
+
+    def _owners(self) -> dict[int, list[str]]:
+        owners: dict[int, list[str]] = {}
+        for device in list(self.world.devices.values()):
+            if device.owner is not None:
+                owners.setdefault(device.owner, []).append(device.dev_id)
+        return owners
+
+    def info(self) -> dict[str, Any]:
+        """Brokers and printers, for ``GET /sim/mqtt`` (no secrets)."""
+        printers = []
+        for serial, printer in self.printers.items():
+            entry: dict[str, Any] = {"serial": serial, "online": printer.online}
+            if self.lan and self.mqtt_enabled and self.host is not None:
+                entry["lan_host"], entry["lan_port"] = self.lan_address(serial)
+            printers.append(entry)
+        return {
+            "enabled": self.mqtt_enabled and self.host is not None,
+            "broker": self.broker_kind,
+            "host": self.mqtt_host if self.mqtt_enabled else None,
+            "port": self.mqtt_port if self.mqtt_enabled else None,
+            "ca_file": self.ca_file,
+            "printers": printers,
+        }
+
+
+def _printer_clock(world: World, time_scale: float) -> Callable[[], float]:
+    """A clock for printers: real time, plus ``advance_clock()`` jumps taken at face value.
+
+    Printers multiply the clock's deltas by ``time_scale``; dividing the
+    world's offset by it first makes ``advance_clock(60)`` move a printer 60
+    simulated seconds whatever the scale. Monotonic, since only deltas count.
+    """
+    return lambda: time.monotonic() + world.clock.offset / time_scale
+
+
+def _access_code_of(printer: SimPrinter) -> Callable[[], str]:
+    return lambda: printer.access_code
+
+
+# --- HTTP: /sim/mqtt -------------------------------------------------------------------------
+
+FAULTS = ("drop", "restart", "stall", "malformed", "offline", "online", "wrong_cert", "right_cert")
+
+
+def _router(sim: Simulator) -> APIRouter:
+    router = APIRouter(prefix="/sim/mqtt", tags=["simulator"])
+
+    @router.get("")
+    async def mqtt_info() -> JSONResponse:
+        """Brokers, ports and printers of the MQTT side."""
+        return JSONResponse(sim.info())
+
+    @router.post("/faults")
+    async def mqtt_fault(request: Request) -> JSONResponse:
+        """Apply an MQTT fault now; ``{"fault": ..., ...}`` (see docs/simulator.md)."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise bad_request("body must be JSON") from None
+        if not isinstance(body, dict):
+            raise bad_request("body must be a JSON object")
+        action = _fault_action(sim, body)
+        try:
+            await run_in_threadpool(action)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise bad_request(str(exc).strip("'\"")) from None
+        return JSONResponse({"ok": True, "fault": body["fault"]})
+
+    return router
+
+
+def _fault_action(sim: Simulator, body: dict[str, Any]) -> Callable[[], object]:
+    fault = body.get("fault")
+    if fault not in FAULTS:
+        raise bad_request(f"fault must be one of {', '.join(FAULTS)}")
+    broker = body.get("broker", CLOUD)
+    serial = body.get("serial")
+    if not isinstance(broker, str):
+        raise bad_request("broker must be 'cloud' or a printer serial")
+    if fault in ("stall", "malformed", "offline", "online", "wrong_cert", "right_cert") and (
+        not isinstance(serial, str) or serial not in sim.printers
+    ):
+        raise bad_request("serial must name a simulated printer")
+    assert isinstance(serial, str) or fault in ("drop", "restart")
+    if fault == "drop":
+        return lambda: sim.drop_connections(broker)
+    if fault == "restart":
+        downtime = _number(body, "downtime", 0.0)
+        return lambda: sim.restart_broker(broker, downtime=downtime)
+    if fault == "stall":
+        seconds = _number(body, "seconds", 10.0)
+        return lambda: sim.stall(str(serial), seconds)
+    if fault == "malformed":
+        kind = body.get("payload", "not_json")
+        target = body.get("target", "all")
+        if kind not in MALFORMED_KINDS:
+            raise bad_request(f"payload must be one of {', '.join(MALFORMED_KINDS)}")
+        if target not in ("cloud", "lan", "all"):
+            raise bad_request("target must be cloud, lan or all")
+        return lambda: sim.publish_malformed(str(serial), kind, target=target)
+    if fault in ("offline", "online"):
+        return lambda: sim.set_online(str(serial), fault == "online")
+    return lambda: sim.use_wrong_certificate(str(serial), fault == "wrong_cert")
+
+
+def _number(body: dict[str, Any], key: str, default: float) -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise bad_request(f"{key} must be a non-negative number of seconds")
+    return float(value)

@@ -1,0 +1,404 @@
+"""Live printers through both MQTT faces, over TLS, against the simulated brokers and printers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from bambulab import AsyncBambuMQTT, BambuMQTT
+from bambulab.errors import (
+    CertificateError,
+    CommandError,
+    CommandTimeoutError,
+    ConfigurationError,
+    MQTTAuthenticationError,
+)
+from bambulab.models.events import (
+    HMSRaised,
+    PrinterOffline,
+    PrintPaused,
+    PrintResumed,
+    PrintStarted,
+)
+from bambulab.models.state import PrinterState
+from bambulab.sim.live import Simulator
+from tests.conftest import LoopThread, unlimited
+
+SEED = "01234567890ABCD"  # P1P, printing in the default fleet
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[Simulator]:
+    with Simulator(unlimited(), time_scale=60, tick_interval=0.2) as sim:
+        yield sim
+
+
+def serials(sim: Simulator) -> list[str]:
+    return [e.serial for e in sim.endpoints()]
+
+
+def online_serials(sim: Simulator) -> list[str]:
+    return [s for s in serials(sim) if sim.printers[s].online]
+
+
+def truth(sim: Simulator, serial: str) -> dict[str, Any]:
+    return sim.with_printer(serial, lambda p: p.truth())  # type: ignore[no-any-return]
+
+
+class Live:
+    """A connected client of either face behind one calling convention."""
+
+    def __init__(self, face: str, client: BambuMQTT | AsyncBambuMQTT) -> None:
+        self.face = face
+        self.client = client
+        self.loop = LoopThread() if face == "async" else None
+        self.events: list[Any] = []
+
+    def connect(self) -> Live:
+        if isinstance(self.client, BambuMQTT):
+            self.client.on_event = self.events.append
+            self.client.connect()
+        else:
+            assert self.loop is not None
+            self.loop.run(self.client.connect())
+            self.loop.run(self._drain_forever_start())
+        return self
+
+    async def _drain_forever_start(self) -> None:
+        import asyncio
+
+        async def drain() -> None:
+            async for event in self.client.events():  # type: ignore[union-attr]
+                self.events.append(event)
+
+        self._drain = asyncio.ensure_future(drain())
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if self.loop is None or not callable(attr):
+            return attr
+        loop = self.loop
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = attr(*args, **kwargs)
+            return loop.run(result) if hasattr(result, "__await__") else result
+
+        return call
+
+    def close(self) -> None:
+        if isinstance(self.client, BambuMQTT):
+            self.client.disconnect()
+        else:
+            assert self.loop is not None
+            self.loop.run(self.client.aclose())
+            self.loop.run(self._stop_drain())
+            self.loop.close()
+
+    async def _stop_drain(self) -> None:
+        import asyncio
+        import contextlib
+
+        drain = getattr(self, "_drain", None)
+        if drain is not None:
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
+
+
+def cloud(sim: Simulator, face: str, printers: list[str] | None = None, **kw: Any) -> Live:
+    cls = BambuMQTT if face == "sync" else AsyncBambuMQTT
+    token = sim.issue_token(sim.demo_account.email)
+    client = cls(
+        sim.user_id,
+        printers or online_serials(sim),
+        token=token,
+        host=sim.mqtt_host,
+        port=sim.mqtt_port,
+        ca_file=sim.ca_file,
+        command_timeout=5,
+        **kw,
+    )
+    return Live(face, client)
+
+
+def lan(sim: Simulator, face: str, serial: str, **kw: Any) -> Live:
+    cls = BambuMQTT if face == "sync" else AsyncBambuMQTT
+    host, port = sim.lan_address(serial)
+    kw.setdefault("ca_file", sim.ca_file)
+    client = cls.lan(
+        host, serial, sim.printers[serial].access_code, port=port, command_timeout=5, **kw
+    )
+    return Live(face, client)
+
+
+@pytest.fixture
+def fleet(live: Simulator, face: str) -> Iterator[Live]:
+    client = cloud(live, face).connect()
+    yield client
+    client.close()
+
+
+def test_cloud_status_of_every_printer_matches_the_simulator(fleet: Live, live: Simulator) -> None:
+    for serial in online_serials(live):
+        state: PrinterState = fleet.get_full_status(serial, timeout=10)
+        real = truth(live, serial)
+        assert state.gcode_state == real["gcode_state"]
+        assert state.nozzle_target == real.get("nozzle_target_temper", state.nozzle_target)
+        assert state.ams_units or not real.get("ams", {}).get("ams")
+    assert fleet.state(SEED).model.product == "P1P" or wait_for(
+        lambda: fleet.state(SEED).model.product == "P1P"
+    )
+
+
+def test_every_command_takes_effect(fleet: Live, live: Simulator) -> None:
+    serial = next(s for s in online_serials(live) if s.startswith("01P"))
+    state = fleet.get_full_status(serial)
+    fleet.set_bed_temp(65, serial)
+    fleet.set_nozzle_temp(200, serial)
+    fleet.set_fan_speed("part", 100, serial)
+    fleet.set_light(False, "chamber_light", serial)
+    wait_for(
+        lambda: state.bed_target == 65 and state.nozzle_target == 200, what="temperature targets"
+    )
+    wait_for(lambda: state.part_fan == 100, what="fan at 100 %")
+    wait_for(lambda: state.lights.get("chamber_light") == "off", what="light off")
+    fleet.send_gcode("M140 S40", serial)
+    wait_for(lambda: state.bed_target == 40, what="M140 from send_gcode")
+    reply = fleet.get_access_code(serial)
+    assert reply.body["access_code"] == live.printers[serial].access_code
+    fleet.get_version(serial)
+    wait_for(lambda: state.firmware, what="firmware from get_version")
+    fleet.start_print(
+        "file:///sdcard/" + live.printers[serial].sdcard_files[0], 1, serial, subtask_name="cube"
+    )
+    wait_for(lambda: state.gcode_state in ("PREPARE", "RUNNING"), what="job started")
+    fleet.set_print_speed("sport", serial)
+    wait_for(lambda: state.speed_name == "sport", what="sport speed")
+    fleet.pause(serial)
+    wait_for(lambda: state.gcode_state == "PAUSE", what="paused")
+    fleet.resume(serial)
+    wait_for(lambda: state.gcode_state in ("PREPARE", "RUNNING"), what="resumed")
+    fleet.stop(serial)
+    wait_for(lambda: state.gcode_state == "FAILED" and state.print_error, what="stopped")
+    assert "cancelled" in state.print_error.text
+    kinds = {type(e) for e in fleet.events}
+    assert {PrintStarted, PrintPaused, PrintResumed} <= kinds
+
+
+def test_refusal_is_a_command_error_with_context(fleet: Live, live: Simulator) -> None:
+    serial = next(s for s in online_serials(live) if s.startswith("030"))
+    fleet.get_full_status(serial)
+    with pytest.raises(CommandError) as info:
+        fleet.resume(serial)
+    assert info.value.serial == serial and info.value.command == "resume"
+    assert info.value.sequence_id and info.value.reason
+
+
+def test_a_silent_printer_times_out(live: Simulator, face: str) -> None:
+    serial = next(s for s in online_serials(live) if s.startswith("00M"))
+    client = cloud(live, face, [serial], stall_timeout=30).connect()
+    try:
+        client.get_full_status(serial)
+        live.stall(serial, 3)
+        client.client.command_timeout = 1
+        started = time.monotonic()
+        with pytest.raises(CommandTimeoutError, match="did not answer"):
+            client.pause(serial)
+        assert time.monotonic() - started < 2.5
+    finally:
+        client.close()
+
+
+def test_runout_raises_hms_and_pauses(live: Simulator, face: str) -> None:
+    serial = SEED
+    client = cloud(live, face, [serial]).connect()
+    try:
+        state = client.get_full_status(serial)
+        wait_for(lambda: state.gcode_state == "RUNNING", what="seed printer running")
+        live.with_printer(serial, lambda p: p.runout(0, 0))
+        wait_for(lambda: state.gcode_state == "PAUSE" and state.hms, what="runout pause")
+        entry = state.hms[0]
+        assert entry.code_string == "0700_2000_0002_0001" and "run out" in entry.text
+        wait_for(lambda: any(isinstance(e, HMSRaised) for e in client.events), what="HMSRaised")
+        client.ams_control("resume", serial)
+        wait_for(
+            lambda: not state.hms and state.gcode_state == "RUNNING", what="resumed after runout"
+        )
+    finally:
+        client.close()
+
+
+def test_lan_over_tls_with_the_ca_file(live: Simulator, face: str) -> None:
+    serial = next(s for s in online_serials(live) if s.startswith("00M"))
+    client = lan(live, face, serial).connect()
+    try:
+        state = client.get_full_status()
+        assert (
+            state.model.product == "X1 Carbon"
+            and state.gcode_state == truth(live, serial)["gcode_state"]
+        )
+        client.set_light(True, "work_light")
+        wait_for(lambda: state.lights.get("work_light") == "on", what="work light on")
+    finally:
+        client.close()
+
+
+def test_lan_pins_the_certificate_on_first_use(
+    live: Simulator, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BAMBU_CA_FILE", raising=False)
+    serial = next(s for s in online_serials(live) if s.startswith("01P"))
+    pins = tmp_path / "pins.json"
+    first = lan(live, "sync", serial, ca_file=None, pin_file=pins).connect()
+    first.close()
+    assert serial in pins.read_text()
+    second = lan(live, "sync", serial, ca_file=None, pin_file=pins).connect()
+    assert second.get_full_status().gcode_state
+    second.close()
+
+
+def test_a_certificate_for_another_serial_is_refused(tmp_path: Any) -> None:
+    with Simulator(unlimited(), time_scale=60, tick_interval=0.2) as sim:
+        serial = next(s for s in online_serials(sim) if s.startswith("01P"))
+        sim.use_wrong_certificate(serial)
+        with pytest.raises(CertificateError, match=r"refused|not printer"):
+            lan(sim, "sync", serial).connect()
+        with pytest.raises(CertificateError):
+            lan(sim, "sync", serial, ca_file=None, pin_file=tmp_path / "p.json").connect()
+
+
+def test_wrong_access_code_fails_fast_without_retrying(live: Simulator, face: str) -> None:
+    serial = next(s for s in online_serials(live) if s.startswith("00M"))
+    host, port = live.lan_address(serial)
+    cls = BambuMQTT if face == "sync" else AsyncBambuMQTT
+    client = Live(face, cls.lan(host, serial, "00000000", port=port, ca_file=live.ca_file))
+    started = time.monotonic()
+    with pytest.raises(MQTTAuthenticationError, match="refused the credentials"):
+        client.connect()
+    assert time.monotonic() - started < 2
+    assert client.client.connection.connects == 0
+    client.close()
+
+
+def test_wrong_token_fails_fast(live: Simulator) -> None:
+    client = BambuMQTT(
+        live.user_id,
+        serials(live)[:1],
+        token="a.b.c" + "x" * 50,
+        host=live.mqtt_host,
+        port=live.mqtt_port,
+        ca_file=live.ca_file,
+    )
+    with pytest.raises(MQTTAuthenticationError):
+        client.connect()
+
+
+def test_bad_arguments_are_clear() -> None:
+    with pytest.raises(ConfigurationError, match="8 characters"):
+        BambuMQTT.lan("127.0.0.1", "01P00A000000001", "123").connect()
+    with pytest.raises(ConfigurationError, match="user id"):
+        BambuMQTT(None, "01P00A000000001", token="opaque").connect()
+
+
+def test_hostile_payloads_never_escape(fleet: Live, live: Simulator) -> None:
+    serial = next(s for s in online_serials(live) if s.startswith("00M"))
+    state = fleet.get_full_status(serial)
+    printer = fleet.client.connection.printers[serial]
+    for kind in ("not_json", "wrong_types", "deep", "noise", "empty", "not_object"):
+        live.publish_malformed(serial, kind, target="cloud")
+    wait_for(lambda: printer.stream.problems >= 4, what="malformed payloads counted")
+    before = printer.stream.reports
+    wait_for(lambda: printer.stream.reports > before + 2, what="reports after the garbage")
+    assert fleet.client.connected and state.gcode_state
+
+
+def test_presence_event_marks_a_printer_offline(live: Simulator, face: str) -> None:
+    serial = next(s for s in online_serials(live) if s.startswith("030"))
+    client = cloud(live, face, [serial]).connect()
+    try:
+        client.get_full_status(serial)
+        live.take_offline(serial)
+        wait_for(
+            lambda: any(isinstance(e, PrinterOffline) for e in client.events), what="PrinterOffline"
+        )
+    finally:
+        live.bring_online(serial)
+        client.close()
+
+
+def test_reconnect_after_broker_restarts_keeps_state_true_and_sends_nothing_twice(
+    face: str,
+) -> None:
+    with Simulator(unlimited(), time_scale=60, tick_interval=0.2) as sim:
+        serial = next(s for s in online_serials(sim) if s.startswith("01P"))
+        client = cloud(sim, face, [serial], backoff=None).connect()
+        try:
+            state = client.get_full_status(serial)
+            connection = client.client.connection
+            for round_ in range(3):
+                sim.restart_broker(downtime=0.3)
+                wait_for(
+                    lambda n=round_: connection.connects >= n + 2 and connection.connected,
+                    15,
+                    "reconnect",
+                )
+                client.set_bed_temp(50 + round_, serial)
+                wait_for(
+                    lambda r=round_: state.bed_target == 50 + r, what="command after reconnect"
+                )
+            wait_for(
+                lambda: state.gcode_state == truth(sim, serial)["gcode_state"],
+                what="state equal to truth",
+            )
+            assert state.bed_target == truth(sim, serial)["bed_target_temper"]
+            received = sim.with_printer(
+                serial,
+                lambda p: (
+                    list(p.received_sequence_ids()) if hasattr(p, "received_sequence_ids") else None
+                ),
+            )
+            if received is not None:
+                assert len(received) == len(set(received)), "no command arrived twice"
+        finally:
+            client.close()
+
+
+def test_watchdog_heals_a_stall(face: str) -> None:
+    with Simulator(unlimited(), time_scale=60, tick_interval=0.2) as sim:
+        serial = next(s for s in online_serials(sim) if s.startswith("00M"))
+        client = cloud(sim, face, [serial], stall_timeout=1.0).connect()
+        try:
+            client.get_full_status(serial)
+            connection = client.client.connection
+            sim.stall(serial, 2.5)
+            wait_for(lambda: connection.connects >= 2, 10, "watchdog reconnect")
+            wait_for(
+                lambda: time.monotonic() - connection.printers[serial].last_report < 1,
+                10,
+                "reports again",
+            )
+        finally:
+            client.close()
+
+
+def test_many_printers_on_one_async_connection(live: Simulator) -> None:
+    client = cloud(live, "async").connect()
+    try:
+        for serial in online_serials(live):
+            assert client.get_full_status(serial).gcode_state
+        assert client.client.connection.connects == 1
+    finally:
+        client.close()
