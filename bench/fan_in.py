@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bambulab import AsyncBambuMQTT, BambuMQTT
+from bambulab.errors import BambuError
 from bambulab.models.events import StateChanged
 from bambulab.sim.certs import SimCertificates
 
@@ -61,17 +62,12 @@ PUBLISHER = textwrap.dedent(
     sys.stdin.readline()
     start = time.perf_counter()
     sent = 0
-    end = start + seconds
     seq = 0
-    while time.perf_counter() < end:
-        second = int(time.perf_counter() - start)
+    for second in range(int(seconds)):
         for i, serial in enumerate(serials):
-            due = start + second + i / count
-            delay = due - time.perf_counter()
+            delay = start + second + i / count - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            if time.perf_counter() >= end:
-                break
             seq += 1
             body = {"print": {"command": "push_status", "sequence_id": str(seq), "msg": 1,
                     "mc_percent": second % 100, "mc_remaining_time": 60 - second % 60,
@@ -143,9 +139,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def publish(
-    port: int, count: int, seconds: float, started: threading.Event
-) -> subprocess.Popen[str]:
+def publisher(port: int, count: int, seconds: float) -> subprocess.Popen[str]:
+    """The publisher process, connected and waiting for :func:`go`."""
     proc = subprocess.Popen(
         [sys.executable, "-c", PUBLISHER, str(port), str(count), str(seconds)],
         stdin=subprocess.PIPE,
@@ -154,10 +149,13 @@ def publish(
     )
     assert proc.stdout is not None and proc.stdin is not None
     proc.stdout.readline()  # "ready"
-    started.wait()
+    return proc
+
+
+def go(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
     proc.stdin.write("go\n")
     proc.stdin.flush()
-    return proc
 
 
 def measure_ours(broker: Mosquitto, count: int, seconds: float) -> dict[str, Any]:
@@ -178,18 +176,20 @@ def measure_ours(broker: Mosquitto, count: int, seconds: float) -> dict[str, Any
         await client.connect()
         for serial in serials(count):  # no pushall answers here: mark the state known
             client.connection.printers[serial].full.set()
-        started = threading.Event()
-        proc = await asyncio.to_thread(publish, broker.plain_port, count, seconds, started)
+        proc = await asyncio.to_thread(publisher, broker.plain_port, count, seconds)
         cpu0 = time.process_time()
-        started.set()
-        deadline = time.monotonic() + seconds + 2
-        async for event in client.events():
-            if isinstance(event, StateChanged):
-                sent = event.state.raw.get("t_sent")
-                if isinstance(sent, float):
-                    latencies.append((time.time() - sent) * 1000)
-            if time.monotonic() > deadline:
-                break
+        go(proc)
+
+        async def consume() -> None:
+            async for event in client.events():
+                if isinstance(event, StateChanged):
+                    sent = event.state.raw.get("t_sent")
+                    if isinstance(sent, float):
+                        latencies.append((time.time() - sent) * 1000)
+
+        consumer = asyncio.ensure_future(consume())
+        await asyncio.sleep(seconds + 1.5)
+        consumer.cancel()
         cpu = time.process_time() - cpu0
         sent_count = int((await asyncio.to_thread(proc.communicate))[0].strip().splitlines()[-1])
         rss = rss_kib() - rss0
@@ -228,10 +228,9 @@ def measure_baseline(broker: Mosquitto, count: int, seconds: float) -> dict[str,
         client.connect()
         client.connection.printers[serial].full.set()
         clients.append(client)
-    started = threading.Event()
-    proc = publish(broker.plain_port, count, seconds, started)
+    proc = publisher(broker.plain_port, count, seconds)
     cpu0 = time.process_time()
-    started.set()
+    go(proc)
     out, _ = proc.communicate()
     time.sleep(1)
     cpu = time.process_time() - cpu0
@@ -270,13 +269,17 @@ def line(name: str, r: dict[str, Any]) -> str:
 
 
 def held(r: dict[str, Any]) -> bool:
-    return r["p99"] < LIMIT_MS and r["received"] > 0.99
+    return bool(r["p99"] < LIMIT_MS and r["received"] >= 0.99)
 
 
 def climb(name: str, measure: Any, broker: Mosquitto, steps: list[int], seconds: float) -> int:
     best = 0
     for count in steps:
-        result = measure(broker, count, seconds)
+        try:
+            result = measure(broker, count, seconds)
+        except BambuError as exc:
+            print(f"{name:8} N={count:5d}  could not run: {exc}", flush=True)
+            break
         print(line(name, result), flush=True)
         if not held(result):
             break

@@ -1,4 +1,10 @@
-"""Live printers through both MQTT faces, over TLS, against the simulated brokers and printers."""
+"""Live printers through both MQTT faces, over TLS, against the simulated brokers and printers.
+
+The module's simulator runs once with the embedded amqtt brokers and once
+with mosquitto; tests that need a feature only the embedded brokers have
+(token checks on the cloud listener, swapping a printer's certificate) ask
+for amqtt alone.
+"""
 
 from __future__ import annotations
 
@@ -40,10 +46,19 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condi
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[Simulator]:
-    with Simulator(unlimited(), time_scale=60, tick_interval=0.2) as sim:
+BROKERS = ["amqtt", "mosquitto"]
+AMQTT_ONLY = pytest.mark.parametrize("live", ["amqtt"], indirect=True)
+
+
+@pytest.fixture(scope="module", params=BROKERS)
+def live(request: pytest.FixtureRequest) -> Iterator[Simulator]:
+    with Simulator(unlimited(), broker=request.param, time_scale=60, tick_interval=0.2) as sim:
         yield sim
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def serials(sim: Simulator) -> list[str]:
@@ -293,6 +308,7 @@ def test_wrong_access_code_fails_fast_without_retrying(live: Simulator, face: st
     client.close()
 
 
+@AMQTT_ONLY  # mosquitto's cloud listener checks user names, not tokens
 def test_wrong_token_fails_fast(live: Simulator) -> None:
     client = BambuMQTT(
         live.user_id,
@@ -376,8 +392,8 @@ def test_reconnect_after_broker_restarts_keeps_state_true_and_sends_nothing_twic
             client.close()
 
 
-def test_watchdog_heals_a_stall(face: str) -> None:
-    with Simulator(unlimited(), time_scale=60, tick_interval=0.2) as sim:
+def test_watchdog_heals_a_stall(face: str, broker: str) -> None:
+    with Simulator(unlimited(), broker=broker, time_scale=60, tick_interval=0.2) as sim:
         serial = next(s for s in online_serials(sim) if s.startswith("00M"))
         client = cloud(sim, face, [serial], stall_timeout=1.0).connect()
         try:

@@ -188,6 +188,11 @@ def test_hms_and_print_error_decoding() -> None:
     assert entry.text == "AMS A Slot 1 filament has run out."
     assert entry.wiki_url.endswith("/0700_2000_0002_0001")
     assert HMSEntry(0x99000000, 0x00090000).severity is Severity.UNKNOWN
+    # every runout the simulator can raise has its text: any unit, any slot, HT, external
+    assert HMSEntry(0x07012200, 0x00020001).text == "AMS B Slot 3 filament has run out."
+    assert HMSEntry(0x07802000, 0x00020001).text == "AMS HT A Slot 1 filament has run out."
+    assert HMSEntry(0x07FF2000, 0x00020001).text == "The external spool has run out of filament."
+    assert "reported HMS" in HMSEntry(0x07092000, 0x00020001).text
     error = PrintError(0x0300400C)
     assert error.code_string == "0300_400C" and "cancelled" in error.text and error
     assert not PrintError(0)

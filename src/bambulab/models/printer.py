@@ -168,10 +168,33 @@ class HMSEntry:
     @property
     def text(self) -> str:
         """An English description (or a generic one for unknown codes)."""
-        return HMS_TEXTS.get(self.code_string, f"{self.module} reported HMS {self.code_string}")
+        known = HMS_TEXTS.get(self.code_string)
+        if known:
+            return known
+        runout = _runout_text(self.attr, self.code)
+        return runout or f"{self.module} reported HMS {self.code_string}"
 
     def __str__(self) -> str:
         return f"HMS_{self.code_string} [{self.severity.name.lower()}] {self.text}"
+
+
+def _unit_name(unit: int) -> str | None:
+    if 0 <= unit <= 3:
+        return f"AMS {'ABCD'[unit]}"
+    if 0x80 <= unit <= 0x87:
+        return f"AMS HT {'ABCDEFGH'[unit - 0x80]}"
+    return None
+
+
+def _runout_text(attr: int, code: int) -> str | None:
+    """Filament runout: attr ``07UU_2S00`` (unit UU, slot S), code ``0002_0001``."""
+    if code != 0x00020001 or attr >> 24 != 0x07 or attr & 0xF0FF != 0x2000:
+        return None
+    unit, slot = attr >> 16 & 0xFF, attr >> 8 & 0x0F
+    if unit == 0xFF:
+        return "The external spool has run out of filament."
+    name = _unit_name(unit)
+    return f"{name} Slot {slot + 1} filament has run out." if name else None
 
 
 def hms_entries(items: Any) -> list[HMSEntry]:

@@ -44,6 +44,7 @@ from ..protocol.events import Tracker
 log = logging.getLogger("bambulab.mqtt")
 
 PUSHALL_MIN_INTERVAL_P1P = 300.0  # the P1P is reported to struggle with more
+SUBSCRIBE_BATCH = 200  # topics per SUBSCRIBE packet when following many printers
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +179,8 @@ class Connection:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
-        client.max_queued_messages_set(1000)
+        # Unbounded: a (re)connect queues a refresh for every followed printer at once.
+        client.max_queued_messages_set(0)
         return client
 
     def start(self) -> None:
@@ -248,7 +250,11 @@ class Connection:
             started = time.monotonic()
             self.last_rx = started
             while not self._stop.is_set():
-                rc = self._client.loop(timeout=0.2)
+                try:
+                    rc = self._client.loop(timeout=0.2)
+                except Exception:  # a bug in a callback: reconnect rather than die
+                    log.exception("%s: the network loop failed; reconnecting", self.endpoint.label)
+                    break
                 if self.fatal is not None:
                     break
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -328,10 +334,14 @@ class Connection:
         self._connected.set()
         self._settled.set()
         log.info("connected to %s (connection #%d)", self.endpoint.label, self.connects)
-        for serial in list(self.printers):
-            client.subscribe(proto.report_topic(serial), qos=0)
+        topics = [(proto.report_topic(serial), 0) for serial in list(self.printers)]
+        for start in range(0, len(topics), SUBSCRIBE_BATCH):
+            client.subscribe(topics[start : start + SUBSCRIBE_BATCH])
         for printer in list(self.printers.values()):
-            self._refresh(printer)
+            try:
+                self._refresh(printer)
+            except BambuError as exc:  # a callback must never kill the network thread
+                log.info("%s: could not ask for a refresh: %s", printer.serial, exc)
 
     def _refresh(self, printer: Printer) -> None:
         """Ask for the full state after a (re)connect, within the P1P's rule."""
