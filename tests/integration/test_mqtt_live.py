@@ -25,6 +25,8 @@ from bambulab.errors import (
 from bambulab.models.events import (
     HMSRaised,
     PrinterOffline,
+    PrintFailed,
+    PrintFinished,
     PrintPaused,
     PrintResumed,
     PrintStarted,
@@ -209,8 +211,103 @@ def test_every_command_takes_effect(fleet: Live, live: Simulator) -> None:
     fleet.stop(serial)
     wait_for(lambda: state.gcode_state == "FAILED" and state.print_error, what="stopped")
     assert "cancelled" in state.print_error.text
+    wait_for(lambda: any(isinstance(e, PrintFailed) for e in fleet.events), what="PrintFailed")
     kinds = {type(e) for e in fleet.events}
-    assert {PrintStarted, PrintPaused, PrintResumed} <= kinds
+    assert {PrintStarted, PrintPaused, PrintResumed, PrintFailed} <= kinds
+
+
+def test_the_remaining_commands_take_effect(fleet: Live, live: Simulator) -> None:
+    serial = next(s for s in online_serials(live) if s.startswith("00M"))
+    state = fleet.get_full_status(serial)
+    fleet.ams_set_filament(
+        0,
+        1,
+        serial,
+        tray_type="PETG",
+        tray_color="#00AA00",
+        nozzle_temp_min=220,
+        nozzle_temp_max=250,
+    )
+    wait_for(
+        lambda: (
+            state.ams_units[0].trays[1].type == "PETG"
+            and state.ams_units[0].trays[1].colour == "00AA00FF"
+        ),
+        what="tray described",
+    )
+    fleet.ams_load(0, 1, serial)
+    wait_for(lambda: state.tray_now == 1, what="tray 1 loaded")
+    fleet.set_timelapse(True, serial)
+    wait_for(lambda: state.get("ipcam", {}).get("timelapse") == "enable", what="timelapse on")
+    fleet.set_camera_recording(False, serial)
+    wait_for(lambda: state.get("ipcam", {}).get("ipcam_record") == "disable", what="recording off")
+    fleet.set_nozzle(0.6, "hardened_steel", serial)
+    wait_for(
+        lambda: state.nozzle_diameter == 0.6 and state.nozzle_type == "hardened_steel",
+        what="nozzle",
+    )
+    fleet.start_print("file:///sdcard/" + live.printers[serial].sdcard_files[0], 1, serial)
+    wait_for(lambda: state.gcode_state in ("PREPARE", "RUNNING"), what="job started")
+    fleet.skip_objects([3, 5], serial)
+    wait_for(lambda: state.skipped_objects == [3, 5], what="objects skipped")
+    for reply in (
+        fleet.set_print_option("sound_enable", False, serial),
+        fleet.set_detector("spaghetti_detector", True, serial),
+        fleet.ams_user_setting(serial),
+        fleet.ams_read_rfid(0, 1, serial),
+        fleet.upgrade_history(serial),
+    ):
+        assert reply.succeeded, reply.body
+    fleet.stop(serial)
+    wait_for(lambda: state.gcode_state == "FAILED", what="stopped")
+
+
+def test_a_finished_print_is_an_event(live: Simulator, face: str) -> None:
+    client = cloud(live, face, [SEED]).connect()
+    try:
+        state = client.get_full_status(SEED)
+        if state.gcode_state not in ("PREPARE", "RUNNING"):
+            client.start_print("file:///sdcard/" + live.printers[SEED].sdcard_files[0], 1, SEED)
+            wait_for(lambda: state.gcode_state in ("PREPARE", "RUNNING"), what="job started")
+        live.advance_clock(6 * 3600)  # the rest of the job, in simulated time
+        wait_for(lambda: state.gcode_state == "FINISH", 15, "FINISH")
+        wait_for(
+            lambda: any(isinstance(e, PrintFinished) for e in client.events), what="PrintFinished"
+        )
+        assert state.percent == 100
+    finally:
+        client.close()
+
+
+def test_reconnect_keeps_the_p1p_pushall_rule(broker: str) -> None:
+    with Simulator(unlimited(), broker=broker, time_scale=60, tick_interval=0.2) as sim:
+        p1s = next(s for s in online_serials(sim) if s.startswith("01P"))
+        client = cloud(sim, "sync", [SEED, p1s]).connect()
+        try:
+            client.get_full_status(SEED)
+            client.get_full_status(p1s)
+            connection = client.client.connection
+            sim.restart_broker(downtime=0.2)
+            wait_for(lambda: connection.connects >= 2 and connection.connected, 15, "reconnect")
+            wait_for(
+                lambda: (
+                    sum(
+                        n == "pushing.pushall"
+                        for n, _ in sim.with_printer(p1s, lambda p: list(p.received))
+                    )
+                    >= 2
+                ),
+                what="the P1S refreshed after the reconnect",
+            )
+
+            def pushalls(serial: str) -> int:
+                received = sim.with_printer(serial, lambda p: list(p.received))
+                return sum(name == "pushing.pushall" for name, _ in received)
+
+            assert pushalls(SEED) == 1, "a P1P gets pushall at most every 5 minutes"
+            assert client.get_full_status(SEED).gcode_state
+        finally:
+            client.close()
 
 
 def test_refusal_is_a_command_error_with_context(fleet: Live, live: Simulator) -> None:

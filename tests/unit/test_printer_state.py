@@ -235,3 +235,18 @@ def test_hms_events() -> None:
     assert [type(e) for e in raised if not isinstance(e, StateChanged)] == [HMSRaised]
     cleared = feed(tracker, raw, {"hms": []})
     assert [type(e) for e in cleared if not isinstance(e, StateChanged)] == [HMSCleared]
+
+
+def test_snapshot_is_frozen_while_the_live_state_moves() -> None:
+    raw: dict[str, Any] = {
+        "gcode_state": "RUNNING",
+        "mc_percent": 10,
+        "ams": {"ams": [{"id": "0", "tray": []}]},
+    }
+    live = PrinterState("01P00A000000001", raw)
+    frozen = live.snapshot()
+    raw["mc_percent"] = 11
+    raw["ams"]["ams"][0]["humidity"] = "2"
+    assert (live.percent, frozen.percent) == (11, 10)
+    assert frozen.ams_units[0].humidity_level is None
+    assert frozen.model.product == "P1S"
