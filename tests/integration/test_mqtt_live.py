@@ -135,6 +135,15 @@ class Live:
                 await drain
 
 
+def ensure_printing(client: Live, sim: Simulator, serial: str) -> PrinterState:
+    """The printer's state once it runs a job (an earlier test may have finished its job)."""
+    state: PrinterState = client.get_full_status(serial)
+    if state.gcode_state not in ("PREPARE", "RUNNING"):
+        client.start_print("file:///sdcard/" + sim.printers[serial].sdcard_files[0], 1, serial)
+        wait_for(lambda: state.gcode_state in ("PREPARE", "RUNNING"), what="job started")
+    return state
+
+
 def cloud(sim: Simulator, face: str, printers: list[str] | None = None, **kw: Any) -> Live:
     cls = BambuMQTT if face == "sync" else AsyncBambuMQTT
     token = sim.issue_token(sim.demo_account.email)
@@ -265,10 +274,7 @@ def test_the_remaining_commands_take_effect(fleet: Live, live: Simulator) -> Non
 def test_a_finished_print_is_an_event(live: Simulator, face: str) -> None:
     client = cloud(live, face, [SEED]).connect()
     try:
-        state = client.get_full_status(SEED)
-        if state.gcode_state not in ("PREPARE", "RUNNING"):
-            client.start_print("file:///sdcard/" + live.printers[SEED].sdcard_files[0], 1, SEED)
-            wait_for(lambda: state.gcode_state in ("PREPARE", "RUNNING"), what="job started")
+        state = ensure_printing(client, live, SEED)
         live.advance_clock(6 * 3600)  # the rest of the job, in simulated time
         wait_for(lambda: state.gcode_state == "FINISH", 15, "FINISH")
         wait_for(
@@ -338,7 +344,7 @@ def test_runout_raises_hms_and_pauses(live: Simulator, face: str) -> None:
     serial = SEED
     client = cloud(live, face, [serial]).connect()
     try:
-        state = client.get_full_status(serial)
+        state = ensure_printing(client, live, serial)
         wait_for(lambda: state.gcode_state == "RUNNING", what="seed printer running")
         live.with_printer(serial, lambda p: p.runout(0, 0))
         wait_for(lambda: state.gcode_state == "PAUSE" and state.hms, what="runout pause")

@@ -415,7 +415,7 @@ class BambuMQTT(_Base, _Commands[proto.Incoming]):
         deadline = time.monotonic() + timeout
         # Reports may already be on their way (connect asks for one): wait a little first.
         if not printer.full.wait(min(2.0, timeout)):
-            if not printer.is_p1p or time.monotonic() - printer.last_pushall > 300:
+            if printer.may_pushall():
                 self.request_full_status(printer.serial)
             if not printer.full.wait(max(0.0, deadline - time.monotonic())):
                 raise CommandTimeoutError(
@@ -532,7 +532,7 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
         printer = self.connection.printers[self._serial(serial)]
         deadline = time.monotonic() + timeout
         if not await asyncio.to_thread(printer.full.wait, min(2.0, timeout)):
-            if not printer.is_p1p or time.monotonic() - printer.last_pushall > 300:
+            if printer.may_pushall():
                 self.connection.send(printer.serial, proto.pushall(), wait=False)
             left = max(0.0, deadline - time.monotonic())
             if not await asyncio.to_thread(printer.full.wait, left):

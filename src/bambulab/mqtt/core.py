@@ -113,6 +113,13 @@ class Printer:
             self.sync_info()
         return incoming, []
 
+    def may_pushall(self, now: float | None = None) -> bool:
+        """Whether a ``pushall`` may go out now (a P1P gets one every 5 min at most)."""
+        if not self.is_p1p or not self.last_pushall:
+            return True
+        moment = time.monotonic() if now is None else now
+        return moment - self.last_pushall >= PUSHALL_MIN_INTERVAL_P1P
+
     @property
     def is_p1p(self) -> bool:
         """Whether ``pushall`` must be rationed."""
@@ -346,11 +353,7 @@ class Connection:
     def _refresh(self, printer: Printer) -> None:
         """Ask for the full state after a (re)connect, within the P1P's rule."""
         now = time.monotonic()
-        if (
-            printer.is_p1p
-            and printer.last_pushall
-            and now - printer.last_pushall < PUSHALL_MIN_INTERVAL_P1P
-        ):
+        if not printer.may_pushall(now):
             log.info("%s: not sending pushall (a P1P gets one every 5 min at most)", printer.serial)
             return
         printer.last_pushall = now
