@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from bambulab.sim import CloudSimulator, SimConfig
+from tests.sim.mqtt_support import Probe
 from tests.sim.simtools import DEMO, UNLIMITED, authed
 
 
@@ -57,3 +58,12 @@ def demo(sim: CloudSimulator) -> Iterator[httpx.Client]:
     """A client authenticated as the demo account."""
     with authed(sim, DEMO) as http:
         yield http
+
+
+@pytest.fixture
+def probes() -> Iterator[list[Probe]]:
+    """Raw MQTT clients made by a test, closed after it."""
+    made: list[Probe] = []
+    yield made
+    for probe in made:
+        probe.close()

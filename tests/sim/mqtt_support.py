@@ -18,6 +18,9 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bambulab.sim import Simulator
+from tests.sim.simtools import DEMO
+
 TIMEOUT = 5.0
 _counter = 0
 
@@ -264,3 +267,24 @@ def presence_event(kind: str) -> Callable[[Message], bool]:
         return body == {"event": {"event": kind}}
 
     return check
+
+
+def cloud_probe(
+    sim: Simulator,
+    probes: list[Probe],
+    login: str = DEMO,
+    password: str | None = None,
+    client_id: str | None = None,
+) -> Probe:
+    """A raw client of the cloud broker as ``login`` (token by default), not yet awaited."""
+    account = sim.world.find_account(login)
+    assert account is not None
+    probe = Probe(
+        (sim.mqtt_host, sim.mqtt_port),
+        f"u_{account.uid}",
+        password if password is not None else sim.issue_token(login),
+        ca_file=sim.ca_file,
+        client_id=client_id,
+    )
+    probes.append(probe)
+    return probe

@@ -17,6 +17,7 @@ from bambulab.sim import Simulator
 from bambulab.sim.live import MALFORMED_KINDS, malformed_payload
 from tests.sim.mqtt_support import (
     Probe,
+    cloud_probe,
     command,
     is_full_report,
     presence_event,
@@ -30,34 +31,6 @@ from tests.sim.simtools import DEMO, PASSWORD_USER, SEED_DEVICE, UNLIMITED
 def sim() -> Iterator[Simulator]:
     with Simulator(UNLIMITED, tick_interval=0.2) as running:
         yield running
-
-
-@pytest.fixture
-def probes() -> Iterator[list[Probe]]:
-    made: list[Probe] = []
-    yield made
-    for probe in made:
-        probe.close()
-
-
-def cloud_probe(
-    sim: Simulator,
-    probes: list[Probe],
-    login: str = DEMO,
-    password: str | None = None,
-    client_id: str | None = None,
-) -> Probe:
-    account = sim.world.find_account(login)
-    assert account is not None
-    probe = Probe(
-        (sim.mqtt_host, sim.mqtt_port),
-        f"u_{account.uid}",
-        password if password is not None else sim.issue_token(login),
-        ca_file=sim.ca_file,
-        client_id=client_id,
-    )
-    probes.append(probe)
-    return probe
 
 
 def owned(sim: Simulator, login: str) -> list[str]:

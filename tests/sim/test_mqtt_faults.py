@@ -12,7 +12,15 @@ import httpx
 import pytest
 
 from bambulab.sim import SimConfig, Simulator
-from tests.sim.mqtt_support import Message, Probe, command, is_full_report, pushall, reply_to
+from tests.sim.mqtt_support import (
+    Message,
+    Probe,
+    cloud_probe,
+    command,
+    is_full_report,
+    pushall,
+    reply_to,
+)
 from tests.sim.simtools import DEMO, SEED_DEVICE, UNLIMITED
 
 
@@ -22,22 +30,8 @@ def sim() -> Iterator[Simulator]:
         yield running
 
 
-@pytest.fixture
-def probes() -> Iterator[list[Probe]]:
-    made: list[Probe] = []
-    yield made
-    for probe in made:
-        probe.close()
-
-
-def cloud_probe(sim: Simulator, probes: list[Probe]) -> Probe:
-    probe = Probe(
-        (sim.mqtt_host, sim.mqtt_port),
-        f"u_{sim.user_id}",
-        sim.issue_token(DEMO),
-        ca_file=sim.ca_file,
-    ).expect_connected()
-    probes.append(probe)
+def seed_watcher(sim: Simulator, probes: list[Probe]) -> Probe:
+    probe = cloud_probe(sim, probes).expect_connected()
     probe.subscribe(f"device/{SEED_DEVICE}/report")
     return probe
 
@@ -75,7 +69,7 @@ def test_start_up_is_under_two_seconds() -> None:
 def test_cloud_broker_restart_keeps_port_and_printer_state(
     sim: Simulator, probes: list[Probe]
 ) -> None:
-    probe = cloud_probe(sim, probes)
+    probe = seed_watcher(sim, probes)
     request = f"device/{SEED_DEVICE}/request"
     probe.publish(request, command("print", "print_speed", "1", param="4"))
     probe.wait_for(reply_to("print", "print_speed", "1"))
@@ -93,7 +87,7 @@ def test_cloud_broker_restart_keeps_port_and_printer_state(
 
 
 def test_dropped_connections_are_seen_and_recovered(sim: Simulator, probes: list[Probe]) -> None:
-    probe = cloud_probe(sim, probes)
+    probe = seed_watcher(sim, probes)
     sim.drop_connections("cloud")
     probe.wait_reconnected()
     mark = probe.mark()
@@ -103,7 +97,7 @@ def test_dropped_connections_are_seen_and_recovered(sim: Simulator, probes: list
 
 def test_lan_broker_restart_and_drop(sim: Simulator, probes: list[Probe]) -> None:
     lan = lan_probe(sim, probes)
-    cloud = cloud_probe(sim, probes)
+    cloud = seed_watcher(sim, probes)
     port = sim.lan_address(SEED_DEVICE)[1]
     sim.restart_broker(SEED_DEVICE)
     assert sim.lan_address(SEED_DEVICE)[1] == port
@@ -118,7 +112,7 @@ def test_lan_broker_restart_and_drop(sim: Simulator, probes: list[Probe]) -> Non
 
 
 def test_http_restart_fault(sim: Simulator, probes: list[Probe]) -> None:
-    probe = cloud_probe(sim, probes)
+    probe = seed_watcher(sim, probes)
     response = httpx.post(
         f"{sim.url}/sim/mqtt/faults", json={"fault": "restart", "broker": "cloud"}, timeout=10
     )

@@ -28,14 +28,6 @@ def sim() -> Iterator[Simulator]:
         yield running
 
 
-@pytest.fixture
-def probes() -> Iterator[list[Probe]]:
-    made: list[Probe] = []
-    yield made
-    for probe in made:
-        probe.close()
-
-
 def lan_probe(
     sim: Simulator,
     probes: list[Probe],

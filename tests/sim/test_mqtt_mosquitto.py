@@ -14,8 +14,8 @@ import pytest
 
 from bambulab.sim import Simulator
 from bambulab.sim.mosquitto import ExternalBroker, password_line
-from tests.sim.mqtt_support import Probe, command, is_full_report, pushall, reply_to
-from tests.sim.simtools import DEMO, PASSWORD_USER, SEED_DEVICE, UNLIMITED
+from tests.sim.mqtt_support import Probe, cloud_probe, command, is_full_report, pushall, reply_to
+from tests.sim.simtools import PASSWORD_USER, SEED_DEVICE, UNLIMITED
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto") is None and shutil.which("/usr/sbin/mosquitto") is None,
@@ -29,30 +29,9 @@ def sim() -> Iterator[Simulator]:
         yield running
 
 
-@pytest.fixture
-def probes() -> Iterator[list[Probe]]:
-    made: list[Probe] = []
-    yield made
-    for probe in made:
-        probe.close()
-
-
-def cloud_probe(sim: Simulator, probes: list[Probe], login: str = DEMO) -> Probe:
-    account = sim.world.find_account(login)
-    assert account is not None
-    probe = Probe(
-        (sim.mqtt_host, sim.mqtt_port),
-        f"u_{account.uid}",
-        sim.issue_token(login),
-        ca_file=sim.ca_file,
-    ).expect_connected()
-    probes.append(probe)
-    return probe
-
-
 def test_status_and_command_over_the_cloud_listener(sim: Simulator, probes: list[Probe]) -> None:
     assert sim.broker_kind == "mosquitto"
-    probe = cloud_probe(sim, probes)
+    probe = cloud_probe(sim, probes).expect_connected()
     probe.subscribe(f"device/{SEED_DEVICE}/report")
     request = f"device/{SEED_DEVICE}/request"
     probe.publish(request, pushall("1"))
@@ -85,9 +64,9 @@ def test_cloud_acl_keeps_accounts_apart(sim: Simulator, probes: list[Probe]) -> 
     account = sim.world.find_account(PASSWORD_USER)
     assert account is not None
     other = sim.world.devices_of(account.uid)[0].dev_id
-    owner = cloud_probe(sim, probes, PASSWORD_USER)
+    owner = cloud_probe(sim, probes, PASSWORD_USER).expect_connected()
     owner.subscribe(f"device/{other}/report")
-    demo = cloud_probe(sim, probes)
+    demo = cloud_probe(sim, probes).expect_connected()
     demo.subscribe(f"device/{other}/report")  # mosquitto 2.0 grants it, then delivers nothing
     demo.publish(f"device/{other}/request", pushall("10"))  # dropped by the ACL
     owner.publish(f"device/{other}/request", command("info", "get_version", "11"))
@@ -97,7 +76,7 @@ def test_cloud_acl_keeps_accounts_apart(sim: Simulator, probes: list[Probe]) -> 
 
 
 def test_restart_keeps_ports(sim: Simulator, probes: list[Probe]) -> None:
-    probe = cloud_probe(sim, probes)
+    probe = cloud_probe(sim, probes).expect_connected()
     probe.subscribe(f"device/{SEED_DEVICE}/report")
     ports = (sim.mqtt_port, sim.lan_address(SEED_DEVICE))
     sim.restart_broker()

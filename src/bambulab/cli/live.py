@@ -382,9 +382,6 @@ def light(
     _control(conn, printer, lambda m, s: m.set_light(mode, node, s), f"{node} {mode}")
 
 
-HEATER_LIMITS = {"nozzle": 320, "bed": 120, "chamber": 65}
-
-
 def temp(
     heater: Annotated[
         Literal["nozzle", "bed", "chamber"],
@@ -404,6 +401,8 @@ def temp(
     cloud: Cloud = False,
 ) -> None:
     """Set a heater's target temperature."""
+    from ..protocol.mqtt import HEATER_LIMITS
+
     limit = HEATER_LIMITS[heater]
     if target > limit:
         raise CliError(f"the {heater} target must be 0-{limit} °C, got {target:g}", exit_code=2)
@@ -446,10 +445,6 @@ def fan(
     )
 
 
-SPEED_LEVELS = {"silent": 1, "standard": 2, "sport": 3, "ludicrous": 4}
-SPEED_NAMES = {v: k for k, v in SPEED_LEVELS.items()}
-
-
 def speed(
     level: Annotated[
         Literal["silent", "standard", "sport", "ludicrous", "1", "2", "3", "4"],
@@ -465,13 +460,16 @@ def speed(
     cloud: Cloud = False,
 ) -> None:
     """Set the print speed level."""
+    from ..protocol.mqtt import SPEED_LEVELS
+
     number = SPEED_LEVELS.get(level) or int(level)
+    name = next(k for k, v in SPEED_LEVELS.items() if v == number)
     conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
     _control(
         conn,
         printer,
         lambda m, s: m.set_print_speed(number, s),
-        f"speed {SPEED_NAMES[number]} ({number})",
+        f"speed {name} ({number})",
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigurationError
+from ..models.state import SPEED_NAMES
 
 Family = Literal["pushing", "print", "info", "system", "camera", "xcam", "upgrade", "security"]
 
@@ -196,7 +197,7 @@ def gcode_line(lines: str | Iterable[str], user_id: str | None = None) -> Comman
     return _cmd("print", "gcode_line", param=text, **extra)
 
 
-SPEED_LEVELS = {"silent": 1, "standard": 2, "sport": 3, "ludicrous": 4}
+SPEED_LEVELS = {name: level for level, name in SPEED_NAMES.items()}
 
 
 def print_speed(level: int | str) -> Command:
@@ -478,6 +479,9 @@ def upgrade_start(url: str, version: str, module: str = "ota") -> Command:
 # --- the seed's named helpers, mapped to what printers accept ----------------------
 
 
+HEATER_LIMITS = {"nozzle": 320, "bed": 120, "chamber": 65}  # highest target accepted, °C
+
+
 def _temp(value: float, limit: int, what: str) -> int:
     t = round(float(value))
     if not 0 <= t <= limit:
@@ -487,19 +491,19 @@ def _temp(value: float, limit: int, what: str) -> int:
 
 def set_nozzle_temp(temp: float, extruder: int | None = None) -> Command:
     """Nozzle target: ``M104 S<t>`` (``T<n>`` selects an extruder on dual-nozzle printers)."""
-    t = _temp(temp, 320, "nozzle")
+    t = _temp(temp, HEATER_LIMITS["nozzle"], "nozzle")
     tool = f" T{int(extruder)}" if extruder is not None else ""
     return gcode_line(f"M104{tool} S{t}")
 
 
 def set_bed_temp(temp: float) -> Command:
     """Bed target: ``M140 S<t>``."""
-    return gcode_line(f"M140 S{_temp(temp, 120, 'bed')}")
+    return gcode_line(f"M140 S{_temp(temp, HEATER_LIMITS['bed'], 'bed')}")
 
 
 def set_chamber_temp(temp: float) -> Command:
     """Chamber target: ``M141 S<t>`` (X1E, H2 families)."""
-    return gcode_line(f"M141 S{_temp(temp, 65, 'chamber')}")
+    return gcode_line(f"M141 S{_temp(temp, HEATER_LIMITS['chamber'], 'chamber')}")
 
 
 FANS = {"part": 1, "aux": 2, "chamber": 3}
@@ -524,7 +528,7 @@ def set_airduct(mode: int) -> Command:
 
 def set_ctt(temp: float) -> Command:
     """Chamber temperature target on newer firmware (``set_ctt{ctt_val}``)."""
-    return _cmd("print", "set_ctt", ctt_val=_temp(temp, 65, "chamber"))
+    return _cmd("print", "set_ctt", ctt_val=_temp(temp, HEATER_LIMITS["chamber"], "chamber"))
 
 
 # --- merging reports -------------------------------------------------------------------
