@@ -124,3 +124,43 @@ def client(sim: CloudSimulator, face: str) -> Iterator[Face]:
         yield Face(aclient, loop)
         loop.run(aclient.aclose())
         loop.close()
+
+
+# --- real servers the tests start (tests/binaries.py) -----------------------------------
+
+_skipped_for: dict[str, int] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(binary): the test runs this system binary")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test whose binary is missing; under CI=true, fail it instead."""
+    from tests import binaries
+
+    for mark in item.iter_markers("needs"):
+        wanted = binaries.binary(mark.args[0])
+        if wanted.path() is not None:
+            continue
+        if binaries.in_ci():
+            pytest.fail(
+                f"{wanted.name} is not installed and CI=true requires it "
+                f"(apt-get install {wanted.package}; make test installs it when run as root)",
+                pytrace=False,
+            )
+        _skipped_for[wanted.name] = _skipped_for.get(wanted.name, 0) + 1
+        pytest.skip(f"{wanted.name} is not installed")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line naming each missing binary and how many tests it cost."""
+    if not _skipped_for:
+        return
+    from tests import binaries
+
+    parts = ", ".join(
+        f"{name} ({count} tests; apt-get install {binaries.binary(name).package})"
+        for name, count in sorted(_skipped_for.items())
+    )
+    terminalreporter.write_line(f"skipped, not installed: {parts}", yellow=True)

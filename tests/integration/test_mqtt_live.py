@@ -33,6 +33,7 @@ from bambulab.models.events import (
 )
 from bambulab.models.state import PrinterState
 from bambulab.sim.live import Simulator
+from tests.binaries import needs
 from tests.conftest import LoopThread, unlimited
 
 SEED = "01234567890ABCD"  # P1P, printing in the default fleet
@@ -48,7 +49,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condi
     raise AssertionError(f"timed out waiting for {what}")
 
 
-BROKERS = ["amqtt", "mosquitto"]
+BROKERS = ["amqtt", pytest.param("mosquitto", marks=needs("mosquitto"))]
 AMQTT_ONLY = pytest.mark.parametrize("live", ["amqtt"], indirect=True)
 
 

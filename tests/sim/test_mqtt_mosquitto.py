@@ -7,20 +7,15 @@ but its ACL gives each ``u_<uid>`` its own printers' topics only.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
 from bambulab.sim import Simulator
 from bambulab.sim.mosquitto import ExternalBroker, password_line
+from tests.binaries import needs
 from tests.sim.mqtt_support import Probe, cloud_probe, command, is_full_report, pushall, reply_to
 from tests.sim.simtools import PASSWORD_USER, SEED_DEVICE, UNLIMITED
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("mosquitto") is None and shutil.which("/usr/sbin/mosquitto") is None,
-    reason="mosquitto is not installed",
-)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +24,7 @@ def sim() -> Iterator[Simulator]:
         yield running
 
 
+@needs("mosquitto")
 def test_status_and_command_over_the_cloud_listener(sim: Simulator, probes: list[Probe]) -> None:
     assert sim.broker_kind == "mosquitto"
     probe = cloud_probe(sim, probes).expect_connected()
@@ -41,6 +37,7 @@ def test_status_and_command_over_the_cloud_listener(sim: Simulator, probes: list
     assert reply["result"] == "success"
 
 
+@needs("mosquitto")
 def test_lan_listener_checks_the_access_code(sim: Simulator, probes: list[Probe]) -> None:
     address = sim.lan_address(SEED_DEVICE)
     good = Probe(
@@ -60,6 +57,7 @@ def test_lan_listener_checks_the_access_code(sim: Simulator, probes: list[Probe]
     assert str(bad.connect()) == "Not authorized"
 
 
+@needs("mosquitto")
 def test_cloud_acl_keeps_accounts_apart(sim: Simulator, probes: list[Probe]) -> None:
     account = sim.world.find_account(PASSWORD_USER)
     assert account is not None
@@ -75,6 +73,7 @@ def test_cloud_acl_keeps_accounts_apart(sim: Simulator, probes: list[Probe]) -> 
     assert not demo.messages
 
 
+@needs("mosquitto")
 def test_restart_keeps_ports(sim: Simulator, probes: list[Probe]) -> None:
     probe = cloud_probe(sim, probes).expect_connected()
     probe.subscribe(f"device/{SEED_DEVICE}/report")
@@ -108,6 +107,7 @@ def test_password_lines_and_broker_urls() -> None:
         ExternalBroker.parse("http://localhost")
 
 
+@needs("mosquitto")
 def test_external_broker_url_is_used_as_the_cloud_broker(
     sim: Simulator, probes: list[Probe]
 ) -> None:

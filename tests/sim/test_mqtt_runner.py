@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bambulab.sim import main
+from tests.binaries import needs
 from tests.sim.mqtt_support import Probe, is_full_report, pushall
 from tests.sim.simtools import SEED_DEVICE
 
@@ -131,7 +131,7 @@ def test_no_mqtt_keeps_the_cloud_lines_only() -> None:
     assert stdout == ""
 
 
-@pytest.mark.skipif(not os.access("/usr/sbin/mosquitto", os.X_OK), reason="no mosquitto")
+@needs("mosquitto")
 def test_mosquitto_broker_option(tmp_path: Path) -> None:
     with running_sim("--broker", "mosquitto", "--fleet", "seed", "--state-dir", str(tmp_path)) as (
         process,

@@ -1,0 +1,128 @@
+"""The real servers and tools the tests start, and how a fresh machine gets them.
+
+One table, two users:
+
+* ``make test`` runs ``python3 tests/binaries.py provision`` before pytest:
+  every missing binary is installed with ``apt-get`` when that is possible
+  (root, Debian/Ubuntu, the package registry reachable); otherwise it says
+  which one is missing and carries on.
+* The test suite marks each test that needs one with
+  ``@pytest.mark.needs("mosquitto")`` (or ``needs("mosquitto")`` as a
+  parameter's mark). ``tests/conftest.py`` skips exactly those tests when the
+  binary is missing and prints one summary line naming it; under ``CI=true``
+  a missing binary fails those tests instead, so CI cannot go green by
+  skipping.
+
+``BAMBU_TEST_HIDE=mosquitto,...`` makes binaries count as missing (and
+``BAMBU_NO_PROVISION=1`` stops the installer), to try the fresh-machine path
+on a machine that has them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    """A program some tests run, and the Debian package that brings it."""
+
+    name: str
+    package: str
+    places: tuple[str, ...] = ()  # where it lives when not on PATH (daemons in /usr/sbin)
+
+    def path(self) -> str | None:
+        """The executable, or ``None`` when missing (or hidden for a test run)."""
+        if self.name in hidden():
+            return None
+        for place in (shutil.which(self.name), *self.places):
+            if place and os.path.isfile(place) and os.access(place, os.X_OK):
+                return place
+        return None
+
+
+# Add a row when a test starts using another real server or tool.
+BINARIES: dict[str, Binary] = {
+    b.name: b for b in (Binary("mosquitto", "mosquitto", ("/usr/sbin/mosquitto",)),)
+}
+
+
+def hidden() -> set[str]:
+    return {n.strip() for n in os.environ.get("BAMBU_TEST_HIDE", "").split(",") if n.strip()}
+
+
+def binary(name: str) -> Binary:
+    try:
+        return BINARIES[name]
+    except KeyError:
+        raise KeyError(f"unknown binary {name!r}: add it to tests/binaries.py") from None
+
+
+def missing() -> list[Binary]:
+    return [b for b in BINARIES.values() if b.path() is None]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def needs(name: str) -> pytest.MarkDecorator:
+    """The mark of a test (or a parameter) that runs ``name``."""
+    binary(name)  # fail at import on a typo, not by skipping forever
+    return pytest.mark.needs(name)
+
+
+def provision() -> int:
+    """Install what is missing when this machine allows it; say what stays missing."""
+    absent = missing()
+    if not absent:
+        return 0
+    names = ", ".join(b.name for b in absent)
+    why_not = _cannot_install()
+    if why_not is None:
+        packages = sorted({b.package for b in absent})
+        print(f"provision: installing {' '.join(packages)} (for {names})", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        steps = (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+        )
+        for step in steps:
+            done = subprocess.run(step, env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                print(f"provision: {' '.join(step[:2])} failed: {last}", flush=True)
+                break
+        absent = missing()
+        if not absent:
+            return 0
+        why_not = "apt-get could not install them"
+    still = ", ".join(b.name for b in absent)
+    consequence = "CI=true: their tests will fail" if in_ci() else "their tests will be skipped"
+    print(f"provision: {still} not installed ({why_not}); {consequence}", flush=True)
+    return 0
+
+
+def _cannot_install() -> str | None:
+    if os.environ.get("BAMBU_NO_PROVISION"):
+        return "BAMBU_NO_PROVISION is set"
+    if hidden():
+        return "BAMBU_TEST_HIDE is set"
+    if os.geteuid() != 0:
+        return "not root"
+    apt = shutil.which("apt-get")
+    if apt is None or not os.access(apt, os.X_OK):
+        return "no apt-get"
+    return None
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["provision"]:
+        sys.exit("usage: python3 tests/binaries.py provision")
+    sys.exit(provision())

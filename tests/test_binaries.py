@@ -1,0 +1,56 @@
+"""The fresh-machine path: a missing server binary skips exactly its tests, or fails under CI.
+
+Runs pytest on one module in a subprocess with ``BAMBU_TEST_HIDE`` making
+mosquitto count as missing, so the path is checked on every machine, with or
+without mosquitto installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE = "tests/sim/test_mqtt_mosquitto.py"
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in {"CI", "BAMBU_TEST_HIDE"}}
+    return subprocess.run(
+        args, cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def pytest_run(**env: str) -> subprocess.CompletedProcess[str]:
+    return run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", MODULE, **env)
+
+
+def test_missing_binary_skips_only_its_tests_with_one_summary_line() -> None:
+    done = pytest_run(BAMBU_TEST_HIDE="mosquitto")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed, 5 skipped" in done.stdout
+    summary = [line for line in done.stdout.splitlines() if "not installed:" in line]
+    assert summary == ["skipped, not installed: mosquitto (5 tests; apt-get install mosquitto)"], (
+        done.stdout
+    )
+
+
+def test_missing_binary_fails_under_ci() -> None:
+    done = pytest_run(BAMBU_TEST_HIDE="mosquitto", CI="true")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "mosquitto is not installed and CI=true requires it" in done.stdout
+    assert "5 error" in done.stdout and "1 passed" in done.stdout
+    assert "skipped, not installed" not in done.stdout
+
+
+def test_provision_says_what_stays_missing_and_never_breaks_make() -> None:
+    script = "tests/binaries.py"
+    done = run(sys.executable, script, "provision", BAMBU_TEST_HIDE="mosquitto")
+    assert done.returncode == 0
+    assert done.stdout.strip() == (
+        "provision: mosquitto not installed (BAMBU_TEST_HIDE is set); their tests will be skipped"
+    )
+    under_ci = run(sys.executable, script, "provision", BAMBU_TEST_HIDE="mosquitto", CI="true")
+    assert "CI=true: their tests will fail" in under_ci.stdout
