@@ -66,6 +66,22 @@ def test_shown_is_what_a_person_reads() -> None:
     assert shown("x") == b"x<\\x1b[2J\\x1b]0;pwned\\x07\\x9b2J\\u202e\\r\\x08\\n>"
 
 
+def test_say_and_note_show_stray_controls(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message that embedded server text without ``esc`` still runs nothing (a backstop)."""
+    from bambulab.cli import output
+
+    monkeypatch.setattr(output, "_consoles", {})
+    output.say(f"[green]ok[/green] {hostile('say')}\nsecond line")
+    output.note(hostile("note"))
+    out, err = capsys.readouterr()
+    # Messages may span lines: newlines stay, everything else shows.
+    assert out == f"ok {visible(hostile('say'), multiline=True)}\nsecond line\n"
+    assert err == visible(hostile("note"), multiline=True) + "\n"
+    assert "\x1b[2J" not in out + err and "\u202e" not in out + err
+
+
 # --- a pseudo-terminal ------------------------------------------------------------------------
 
 
@@ -292,36 +308,69 @@ def test_json_stays_exact(user: LiveBambu, world: World) -> None:
         assert "\\u009b" in result.stdout and "\\u202e" in result.stdout
 
 
-# --- a hostile cloud's error message ----------------------------------------------------------
+# --- a hostile cloud --------------------------------------------------------------------------
 
 
 class _HostileCloud(http.server.BaseHTTPRequestHandler):
+    """Answers every request with hostile text: an error message, or (``errors`` off) data."""
+
     def do_GET(self) -> None:
-        body = json.dumps({"code": 400, "message": hostile("srv"), "error": hostile("srv")})
-        self.send_response(400)
+        if not getattr(self.server, "errors", True):
+            status, answer = 200, {"message": "success", "code": None, "error": None}
+            if self.path.startswith("/v1/iot-service/api/user/device/info"):
+                # An unknown field is kept and shown: its name is server text too.
+                answer.update(device_name=hostile("name"), status=hostile("st"))
+                answer[hostile("key")] = hostile("val")
+            else:
+                answer["devices"] = [HOSTILE_DEVICE]
+        else:
+            status, answer = 400, {"code": 400, "message": hostile("srv"), "error": hostile("srv")}
+        body = json.dumps(answer).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body.encode())
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
+# Fields no simulator would send: a status word, a model, a serial, an access code.
+HOSTILE_DEVICE = {
+    "dev_id": hostile("sn"),
+    "name": hostile("name"),
+    "online": True,
+    "print_status": hostile("st"),
+    "dev_model_name": hostile("mod"),
+    "dev_product_name": hostile("prod"),
+    "dev_access_code": hostile("acc"),
+    "nozzle_diameter": 0.4,
+}
+
+
 @pytest.fixture
-def hostile_cloud() -> Iterator[str]:
+def hostile_cloud() -> Iterator[http.server.ThreadingHTTPServer]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostileCloud)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server
     finally:
         server.shutdown()
         server.server_close()
 
 
-def test_cloud_error_messages_are_shown_not_run(user: LiveBambu, hostile_cloud: str) -> None:
-    env = user.env(BAMBU_API_URL=hostile_cloud, BAMBU_TOKEN="not-a-jwt")
+def cloud_env(user: LiveBambu, server: http.server.ThreadingHTTPServer) -> dict[str, str]:
+    return user.env(
+        BAMBU_API_URL=f"http://127.0.0.1:{server.server_address[1]}", BAMBU_TOKEN="not-a-jwt"
+    )
+
+
+def test_cloud_error_messages_are_shown_not_run(
+    user: LiveBambu, hostile_cloud: http.server.ThreadingHTTPServer
+) -> None:
+    env = cloud_env(user, hostile_cloud)
     screen = on_terminal(env, "devices")
     assert screen.status == 1, screen
     screen.assert_safe()
@@ -336,6 +385,21 @@ def test_cloud_error_messages_are_shown_not_run(user: LiveBambu, hostile_cloud: 
     # A traceback has lines: it keeps newlines (the pty shows them as CR LF), nothing else.
     in_traceback = visible(hostile("srv"), multiline=True).replace("\n", "\r\n")
     assert b"BadRequestError: bad request: " + in_traceback.encode() in screen.data
+
+
+def test_every_device_field_of_a_hostile_cloud_is_shown_not_run(
+    user: LiveBambu, hostile_cloud: http.server.ThreadingHTTPServer
+) -> None:
+    hostile_cloud.errors = False  # type: ignore[attr-defined]
+    env = cloud_env(user, hostile_cloud)
+    screen = on_terminal(env, "devices", "--show-access-code")
+    assert screen.status == 0, screen
+    screen.assert_safe()
+    screen.assert_shows("sn", "name", "st", "mod", "prod", "acc")
+    screen = on_terminal(env, "device", "info", "01S00A000000001")
+    assert screen.status == 0, screen
+    screen.assert_safe()
+    screen.assert_shows("name", "st", "key", "val")
 
 
 def test_the_cli_log_formatter_neutralises(user: LiveBambu) -> None:
