@@ -248,6 +248,7 @@ def test_cloud_tables_show_hostile_text_without_running_it(user: LiveBambu, worl
         ("notifications",): ["ntype", "ntit"],
         ("profile", "set", "--name", hostile("pname"), "--bio", hostile("bio")): ["pname", "bio"],
         ("profile",): ["pname", "bio"],
+        ("whoami",): ["pname"],
     }
     for args, tags in runs.items():
         screen = on_terminal(user.env(), *args)
