@@ -13,7 +13,10 @@ typer parses the command line:
   imports its HTTP client;
 * turns every failure into one ``error: ...`` line on stderr and an exit
   status (1 for a :class:`~bambulab.errors.BambuError`, 2 for bad usage, 130
-  for Ctrl-C), with the traceback only under ``--debug``.
+  for Ctrl-C), with the traceback only under ``--debug``. Error messages
+  quote server text (a printer's name, the cloud's ``message``): they are
+  printed with every control character made visible
+  (:func:`bambulab.safetext.visible`).
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except typer.TyperException as exc:
         # Usage errors: one line like every other error, naming the help page.
-        print(f"error: {_usage_message(exc)}", file=sys.stderr)
+        _error_line(_usage_message(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -134,21 +137,36 @@ def _usage_message(exc: Exception) -> str:
 def _report(exc: Exception, debug: bool, cli_error: type[Exception]) -> int:
     """One ``error:`` line (and the traceback under ``--debug``); the exit status."""
     from ..errors import BambuError
+    from ..safetext import visible
 
     if debug:
         import traceback
 
-        traceback.print_exception(exc, file=sys.stderr)
+        lines = "".join(traceback.format_exception(exc))
+        sys.stderr.write(visible(lines, multiline=True))
     text = str(exc).strip()
-    message = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, (BambuError, cli_error)):
+        # Ours are one line by design: a line break in one came from a name or
+        # a server message, and is shown (as \n) with what follows it.
+        message = text or type(exc).__name__
+    else:
+        # Others may add details on further lines: the first line is enough.
+        message = text.splitlines()[0] if text else type(exc).__name__
     if isinstance(exc, OSError) and not isinstance(exc, BambuError) and exc.strerror:
         message = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     elif not isinstance(exc, (BambuError, cli_error, OSError)):
         # Not one of ours: a bug. Say so, and where to look, still in one line.
         hint = "" if debug else " (run with --debug for the traceback)"
         message = f"internal error: {type(exc).__name__}: {message}{hint}"
-    print(f"error: {message}", file=sys.stderr)
+    _error_line(message)
     return int(getattr(exc, "exit_code", 1)) if isinstance(exc, cli_error) else 1
+
+
+def _error_line(message: str) -> None:
+    """``error: message`` on stderr, as one line with every control character made visible."""
+    from ..safetext import visible
+
+    print(f"error: {visible(message)}", file=sys.stderr)
 
 
 def _silence_stdout() -> None:

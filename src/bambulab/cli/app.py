@@ -88,15 +88,21 @@ def root(
 
 
 def _configure_logging(debug: bool) -> None:
-    """Library warnings as ``warning: ...`` lines on stderr; everything under ``--debug``."""
+    """Library warnings as ``warning: ...`` lines on stderr; everything under ``--debug``.
+
+    Log lines quote names and server messages: the formatter makes their
+    control characters visible.
+    """
     import logging
     import sys
 
+    from ..safetext import VisibleFormatter
+
     handler = logging.StreamHandler(sys.stderr)
     if debug:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(VisibleFormatter("%(levelname)s %(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        handler.setFormatter(VisibleFormatter("warning: %(message)s"))
     top = logging.getLogger()
     top.handlers[:] = [handler]
     top.setLevel(logging.DEBUG if debug else logging.WARNING)

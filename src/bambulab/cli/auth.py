@@ -118,10 +118,10 @@ class CodeAnswer:
                 "without --code to have a new one sent"
             )
         if self.people:
-            from .output import note
+            from .output import esc, note
 
             if step.reason == "initial" and step.kind != "tfa":
-                note(f"A verification code was sent to {step.destination}.")
+                note(f"A verification code was sent to {esc(step.destination)}.")
             return _prompt(step.prompt)
         if step.kind == "tfa":
             raise CodeRequiredError(

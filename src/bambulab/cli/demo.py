@@ -84,7 +84,9 @@ def step_login(run: DemoRun) -> None:
     auth = BambuAuthenticator(base_url=run.sim.url, token_file=run.token_file)
 
     def code_from_outbox(step: AskCode) -> str:
-        _say(f"   the cloud wants a verification code ({step.kind}), sent to {step.destination}")
+        _say(
+            f"   the cloud wants a verification code ({step.kind}), sent to {esc(step.destination)}"
+        )
         code = read_outbox_code(run.sim.url, run.account, step.kind)
         _say(f"   code [bold]{esc(code)}[/bold] read from the simulator's outbox")
         return code

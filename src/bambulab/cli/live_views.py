@@ -3,13 +3,15 @@
 Every function takes a :class:`~bambulab.models.state.PrinterState` (and the
 name the command knows the printer by) and prints, or returns a rich
 renderable for :mod:`rich.live`. Server text always goes into ``Text`` cells,
-never into markup. rich is imported here, and this module only when a live
-command runs.
+never into markup, through :func:`~.output.text` / :func:`~.output.styled`,
+which make control characters visible. rich is imported here, and this module
+only when a live command runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .base import OPTIONS
 from .live_session import PrinterRef, describe
-from .output import Col, console, duration, emit_json, fields, styled, table
+from .output import Col, console, duration, emit_json, fields, styled, table, text
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -38,6 +40,7 @@ STATE_STYLES = {
 }
 SEVERITY_STYLES = {"fatal": "bold red", "serious": "red", "common": "yellow", "info": "dim"}
 SWATCH = "\u2588\u2588"  # two full blocks: a colour chip that reads at any terminal width
+_HEX_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 
 
 # --- small formatters ----------------------------------------------------------------
@@ -93,8 +96,9 @@ def swatch(tray: Tray) -> Text:
     colour = tray.colour_rgb
     cell = Text()
     if colour:
-        cell.append(SWATCH, style=colour)
-        cell.append(f" {colour}")
+        # The printer's string: a style only when it is a colour, shown only made visible.
+        cell.append(SWATCH, style=colour if _HEX_COLOUR.fullmatch(colour) else "")
+        cell.append(f" {text(colour)}")
     else:
         cell.append("?", style="dim")
     return cell
@@ -386,8 +390,8 @@ def watch_table(rows: Iterable[Row], title: str | None = None) -> Table:
         if state is None or not state.gcode_state:
             word = "offline" if row.online is False else "waiting…"
             grid.add_row(
-                Text(ref.name),
-                Text(ref.serial),
+                Text(text(ref.name)),
+                Text(text(ref.serial)),
                 styled(word, "dim"),
                 *(Text("") for _ in range(7)),
             )
@@ -395,10 +399,10 @@ def watch_table(rows: Iterable[Row], title: str | None = None) -> Table:
         gcode_state = "OFFLINE" if row.online is False else state.gcode_state
         hms = len(state.hms)
         grid.add_row(
-            Text(ref.name),
-            Text(ref.serial),
+            Text(text(ref.name)),
+            Text(text(ref.serial)),
             state_cell(gcode_state),
-            Text(state.job_name or "-"),
+            Text(text(state.job_name)),
             Text(percent(state.percent)),
             Text(layers(state)),
             Text(minutes(state.remaining_minutes)),
@@ -450,8 +454,10 @@ class Watcher:
             if self.as_json:
                 import json
 
+                from ..safetext import visible_json
+
                 line = state_line(event.serial, event.changed, event.state)
-                self.lines.put(json.dumps(line, separators=(",", ":"), default=str))
+                self.lines.put(visible_json(json.dumps(line, separators=(",", ":"), default=str)))
         elif isinstance(event, PrinterOnline):
             row.online = True
         elif isinstance(event, PrinterOffline):

@@ -5,6 +5,12 @@ messages for people go to stdout otherwise, prompts and warnings to stderr.
 Every JSON document passes through :func:`bambulab.secrets.redact` unless the
 caller asked for a secret explicitly. rich is imported on first use, never by
 ``--help``.
+
+Server text (names, titles, messages, file names) never reaches the terminal
+raw: every helper here that prints a value passes it through
+:func:`bambulab.safetext.visible` (``ESC`` shows as ``\\x1b``, ``U+202E`` as
+``\\u202e``), and JSON leaves with no raw control or bidi character in it
+(the parsed values are unchanged).
 """
 
 from __future__ import annotations
@@ -58,40 +64,66 @@ def emit_json(data: Any, *, redact: bool = True) -> None:
         from ..secrets import redact as redact_secrets
 
         data = redact_secrets(data)
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    from ..safetext import visible_json
+
+    serialised = json.dumps(data, indent=2, default=str, ensure_ascii=False)
+    sys.stdout.write(visible_json(serialised) + "\n")
     sys.stdout.flush()
 
 
 def say(message: str) -> None:
-    """A line for people on stdout (silent under ``--json``)."""
+    """A line for people on stdout (silent under ``--json``).
+
+    ``message`` is rich markup; values embedded in it go through :func:`esc`.
+    Control characters that slipped in anyway are made visible here.
+    """
     if not OPTIONS.json:
-        console().print(message, markup=True)
+        console().print(_visible(message, multiline=True), markup=True)
 
 
 def note(message: str) -> None:
     """A line for people on stderr (also under ``--json``: it never spoils stdout)."""
-    err_console().print(message, markup=True)
+    err_console().print(_visible(message, multiline=True), markup=True)
 
 
 def esc(value: Any) -> str:
-    """User or server text made safe to embed in a :func:`say` markup string."""
+    """User or server text made safe to embed in a :func:`say` markup string.
+
+    Safe twice: no control character (made visible, one line) and no markup.
+    """
     from rich.markup import escape
 
-    return escape(str(value))
+    return escape(_visible(str(value)))
+
+
+def _visible(value: str, *, multiline: bool = False) -> str:
+    from ..safetext import visible
+
+    return visible(value, multiline=multiline)
+
+
+def _title(title: str | None) -> Any:
+    """A table title as plain text: a printer's name in it is neither markup nor control."""
+    from rich.text import Text
+
+    return None if title is None else Text(_visible(title), style="table.title")
 
 
 def ask(label: str, *, secret: bool = False) -> str:
     """Ask a person on stderr (hidden input when ``secret``); callers check it is a terminal."""
     from rich.prompt import Prompt
+    from rich.text import Text
 
-    return Prompt.ask(label, console=err_console(), password=secret).strip()
+    return Prompt.ask(Text(_visible(label)), console=err_console(), password=secret).strip()
 
 
 def confirm(question: str) -> bool:
     """A yes/no question to a person on stderr."""
     from rich.prompt import Confirm
+    from rich.text import Text
 
-    return bool(Confirm.ask(question, console=err_console()))
+    # Questions name printers and jobs: plain text, never markup.
+    return bool(Confirm.ask(Text(_visible(question)), console=err_console()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +140,7 @@ def table(title: str | None, columns: Sequence[Col | str], rows: Iterable[Sequen
     from rich.table import Table
     from rich.text import Text
 
-    grid = Table(title=title, title_justify="left", header_style="bold")
+    grid = Table(title=_title(title), title_justify="left", header_style="bold")
     for col in columns:
         spec = col if isinstance(col, Col) else Col(col)
         grid.add_column(
@@ -123,7 +155,7 @@ def table(title: str | None, columns: Sequence[Col | str], rows: Iterable[Sequen
         grid.add_row(*(v if isinstance(v, Text) else Text(text(v)) for v in row))
         count += 1
     if count == 0:
-        say(f"[dim]{title or 'nothing'}: none[/dim]")
+        say(f"[dim]{esc(title or 'nothing')}: none[/dim]")
         return
     console().print(grid)
 
@@ -133,19 +165,22 @@ def fields(title: str | None, pairs: Iterable[tuple[str, Any]]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    grid = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2))
+    grid = Table(
+        title=_title(title), title_justify="left", show_header=False, box=None, padding=(0, 2)
+    )
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     for name, value in pairs:
-        grid.add_row(name, value if isinstance(value, Text) else Text(text(value)))
+        # Names are server keys for `device info`: Text, so never markup either.
+        grid.add_row(Text(text(name)), value if isinstance(value, Text) else Text(text(value)))
     console().print(grid)
 
 
 def styled(value: str, style: str) -> Any:
-    """A table cell with a style (``green``, ``red``, ``dim``...)."""
+    """A table cell with a style (``green``, ``red``, ``dim``...), its text made visible."""
     from rich.text import Text
 
-    return Text(value, style=style)
+    return Text(_visible(value), style=style)
 
 
 def yes_no(value: bool | None) -> Any:
@@ -156,14 +191,14 @@ def yes_no(value: bool | None) -> Any:
 
 
 def text(value: Any) -> str:
-    """A cell's text: ``-`` for nothing, plain ``str`` otherwise."""
+    """A cell's text: ``-`` for nothing, one visible line otherwise."""
     if value is None or value == "":
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:g}"
-    return str(value)
+    return _visible(str(value))
 
 
 def when(value: Any) -> str:

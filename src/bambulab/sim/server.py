@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from ..safetext import VisibleFormatter
 from .cloud import create_app
 from .config import ConfigError, RateLimits, SimConfig, load_config, parse_fleet, validate
 from .records import Account
@@ -408,7 +409,8 @@ def _configure_logging(quiet: bool) -> None:
     # Respect a host application (the CLI) that configured logging already.
     if not log.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s sim: %(message)s", "%H:%M:%S"))
+        # Lines quote device names, file names and logins that clients sent.
+        handler.setFormatter(VisibleFormatter("%(asctime)s sim: %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
 
 
