@@ -19,6 +19,7 @@ MAX_DEPTH = 64
 # linear even on an unterminated string full of backslashes.
 _STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_OPENER = bytes(b for b in range(256) if b not in b"[{")
 # Each remaining byte becomes +1 (opener) or -1 (closer); C iterators sum them.
 _STEP = [0] * 256
 for _opener in b"[{":
@@ -33,8 +34,10 @@ def nesting_exceeds(data: bytes, limit: int = MAX_DEPTH) -> bool:
     Brackets inside strings do not count. Malformed input is judged by its
     brackets alone: it fails to parse afterwards anyway.
     """
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False  # cannot nest deeper than it opens: no scan needed
+    if len(data.translate(None, _NOT_OPENER)) <= limit:
+        # Cannot nest deeper than it opens: no scan. (One translate pass is
+        # twice as fast as two counts; this runs on every MQTT report.)
+        return False
     skeleton = _STRING.sub(b"", data).translate(None, _NOT_BRACKET)
     if len(skeleton) <= limit:
         return False
