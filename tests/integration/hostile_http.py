@@ -22,7 +22,7 @@ MODES = (
     "drip_body",  # headers at once, then one body byte per interval
     "drip_headers",  # the status line and headers one byte per interval
     "silent",  # accepts, reads the request, never answers
-    "huge_declared",  # Content-Length 1 GiB, then streams it
+    "huge_declared",  # Content-Length 1 GiB, then streams it at ~1 MiB/s
     "huge_undeclared",  # no Content-Length: up to 1 GiB until the client hangs up
     "deep",  # 100 000 "[" with the right Content-Length
     "truncated",  # Content-Length 1000, sends 10 bytes, closes
@@ -135,15 +135,17 @@ class HostileServer:
     def _silent(self, conn: socket.socket) -> None:
         self._stop.wait(self.give_up)
 
-    def _stream(self, conn: socket.socket, total: int) -> None:
+    def _stream(self, conn: socket.socket, total: int, pause: float = 0.0) -> None:
         block = self.fill * CHUNK
-        while self.sent < total and not self._stop.is_set():
+        while self.sent < total and not self._stop.wait(pause):
             conn.sendall(block)
             self.sent += len(block)
 
     def _huge_declared(self, conn: socket.socket) -> None:
+        # Slow enough that reading up to the cap would outlast any test's
+        # deadline: only a refusal on the Content-Length header is quick.
         conn.sendall(self._head(GIB))
-        self._stream(conn, GIB)
+        self._stream(conn, GIB, pause=0.05)
 
     def _huge_undeclared(self, conn: socket.socket) -> None:
         conn.sendall(self._head(None))

@@ -140,8 +140,7 @@ MEMORY_PROBE = textwrap.dedent(
     import asyncio, resource, sys, tracemalloc
     from bambulab import AsyncBambuClient, BambuClient
     from bambulab.errors import ProtocolError
-    from bambulab.cloud.transport import Download
-from bambulab.protocol.http import NO_RETRY
+    from bambulab.protocol.http import NO_RETRY
     from tests.integration.hostile_http import HostileServer
 
     face, fill = sys.argv[1], sys.argv[2].encode()
