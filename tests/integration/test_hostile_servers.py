@@ -280,3 +280,31 @@ def test_bambu_devices_ends_with_one_error_line(
     assert len(lines) == 1 and lines[0].startswith("error: ") and word in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and TOKEN not in proc.stderr + proc.stdout
     assert elapsed < 8.0 + 3.0, elapsed
+
+
+# --- proxies from the environment ------------------------------------------------------------
+
+
+def test_an_environment_proxy_is_used_and_bounded_by_the_deadline(
+    face: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Through the proxy, the request waits on a silent server until the
+    # deadline; a client ignoring HTTP_PROXY fails at once on the unknown host.
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with HostileServer("silent") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        started = time.monotonic()
+        with pytest.raises(RequestTimeoutError, match=r"bambu-proxy-test\.invalid"):
+            get_devices(face, "http://bambu-proxy-test.invalid", timeout=1.0)
+        assert 1.0 - 0.1 <= time.monotonic() - started <= 1.0 + SLACK
+
+
+def test_no_proxy_sends_a_host_around_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with HostileServer("silent") as proxy, HostileServer("deep") as server:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+        with pytest.raises(ProtocolError, match="nests deeper"):
+            get_devices("sync", server.url)

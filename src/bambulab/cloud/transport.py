@@ -12,7 +12,8 @@ a blocking read, so its sockets come from :class:`_DeadlineBackend`, an
 httpcore network backend that gives every connect, read and write at most the
 time left before the deadline of the request in progress. httpx 0.28 cannot
 be handed a network backend, so :class:`_DeadlineTransport` drives httpcore's
-public ``ConnectionPool`` itself (a few lines of request/response mapping).
+public ``ConnectionPool`` (and ``HTTPProxy``, for proxies named by the
+environment as httpx would use them) itself: a few lines of mapping.
 
 Bodies are read as a stream into :class:`~bambulab.protocol.http.AnswerBody`,
 which refuses an answer over the cap (declared or actual) and names a
@@ -26,7 +27,9 @@ import logging
 import os
 import platform
 import re
+import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -197,16 +200,76 @@ class _CoreBody(httpx.SyncByteStream):
         self._response.close()
 
 
+def _env_proxy(url: httpx.URL) -> str | None:
+    """The proxy the environment names for ``url`` (``*_PROXY``, ``NO_PROXY``), if any."""
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or _bypassed(url.host, proxies.get("no", "")):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` (``*``, hosts, ``.domain`` suffixes, ``host:port``) covers ``host``."""
+    host = host.lower().rstrip(".")
+    for entry in no_proxy.replace(" ", "").lower().split(","):
+        if entry == "*":
+            return True
+        if entry.count(":") == 1:
+            entry = entry.split(":")[0]  # host:port (an IPv6 address has more colons)
+        entry = entry.strip("[]").lstrip(".")
+        if entry and (host == entry or host.endswith("." + entry)):
+            return True
+    return False
+
+
 class _DeadlineTransport(httpx.BaseTransport):
-    """httpx's default transport, minus proxies, over :class:`_DeadlineBackend`."""
+    """httpx's default transport over :class:`_DeadlineBackend`.
+
+    Like httpx, it honours HTTP(S) proxies named by the environment; each
+    proxy (and the direct route) gets its own pool on the same backend.
+    """
 
     def __init__(self) -> None:
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
-            network_backend=_DeadlineBackend(),
+        self._ssl = httpx.create_ssl_context()
+        self._backend = _DeadlineBackend()
+        self._pools: dict[str | None, httpcore.ConnectionPool] = {}
+        self._lock = threading.Lock()
+
+    def _pool_for(self, url: httpx.URL) -> httpcore.ConnectionPool:
+        proxy = _env_proxy(url)
+        with self._lock:
+            pool = self._pools.get(proxy)
+            if pool is None:
+                pool = self._pools[proxy] = self._new_pool(proxy)
+            return pool
+
+    def _new_pool(self, proxy: str | None) -> httpcore.ConnectionPool:
+        limits: dict[str, Any] = {
+            "ssl_context": self._ssl,
+            "max_connections": 100,
+            "max_keepalive_connections": 20,
+            "keepalive_expiry": 5.0,
+            "network_backend": self._backend,
+        }
+        if proxy is None:
+            return httpcore.ConnectionPool(**limits)
+        parsed = httpx.URL(proxy)
+        if parsed.scheme not in ("http", "https"):
+            raise ConfigurationError(
+                f"unsupported proxy scheme {parsed.scheme!r} in the environment: "
+                "only http:// and https:// proxies are supported"
+            )
+        auth = (parsed.username, parsed.password) if parsed.username else None
+        return httpcore.HTTPProxy(
+            proxy_url=httpcore.URL(
+                scheme=parsed.raw_scheme,
+                host=parsed.raw_host,
+                port=parsed.port,
+                target=parsed.raw_path,
+            ),
+            proxy_auth=auth,
+            **limits,
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -223,7 +286,7 @@ class _DeadlineTransport(httpx.BaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
-        answer = self._pool.handle_request(core)
+        answer = self._pool_for(request.url).handle_request(core)
         return httpx.Response(
             status_code=answer.status,
             headers=answer.headers,
@@ -232,7 +295,10 @@ class _DeadlineTransport(httpx.BaseTransport):
         )
 
     def close(self) -> None:
-        self._pool.close()
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
 # --- error translation -----------------------------------------------------------------------
