@@ -27,6 +27,7 @@ MODES = (
     "deep",  # 100 000 "[" with the right Content-Length
     "truncated",  # Content-Length 1000, sends 10 bytes, closes
     "garbage",  # not HTTP at all
+    "bad_gzip",  # Content-Encoding: gzip over bytes that are not gzip
     "big_file",  # a well-formed 20 MiB body of a declared size (a download)
 )
 
@@ -162,6 +163,14 @@ class HostileServer:
     def _garbage(self, conn: socket.socket) -> None:
         conn.sendall(b"SSH-2.0-OpenSSH_9.6 \x00\xff\r\n\r\n")
         conn.shutdown(socket.SHUT_RDWR)
+
+    def _bad_gzip(self, conn: socket.socket) -> None:
+        body = b"\x1f\x8bnot really gzip"
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
 
     def _big_file(self, conn: socket.socket) -> None:
         size = 20 * 1024 * 1024

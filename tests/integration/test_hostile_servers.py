@@ -91,6 +91,7 @@ def test_a_slow_or_silent_server_ends_at_the_deadline(face: str, mode: str) -> N
         ("deep", r"nests deeper than 64 levels", DEADLINE),
         ("truncated", r"truncated: got 10 of 1000 bytes$", DEADLINE),
         ("garbage", r"malformed answer from http://127\.0\.0\.1:\d+", DEADLINE),
+        ("bad_gzip", r"Content-Encoding does not decode", DEADLINE),
     ],
 )
 def test_bad_answers_are_protocol_errors_named_in_one_line(

@@ -338,6 +338,11 @@ def translate(url: str, seconds: float | None = None) -> Iterator[None]:
         raise _timed_out(url, seconds) from exc
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpcore.UnsupportedProtocol) as exc:
         raise TransportError(f"invalid URL for {_origin(url)}", url=_origin(url)) from exc
+    except httpx.DecodingError as exc:
+        raise ProtocolError(
+            f"malformed answer from {_origin(url)}: its Content-Encoding does not decode",
+            url=_origin(url),
+        ) from exc
     except (httpx.RemoteProtocolError, httpcore.RemoteProtocolError) as exc:
         if "without sending" in str(exc):
             # Closed before a byte of answer (a stale pooled connection, a
