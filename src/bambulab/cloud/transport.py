@@ -351,9 +351,10 @@ def translate(url: str, seconds: float | None = None) -> Iterator[None]:
                 f"cannot reach {_origin(url)}: the connection closed without an answer",
                 url=_origin(url),
             ) from exc
-        raise ProtocolError(
-            f"malformed answer from {_origin(url)}: {_reason(exc)}", url=_origin(url)
-        ) from exc
+        # h11 says what broke, then quotes the offending bytes: keep the first part.
+        what = _reason(exc).split(":")[0]
+        origin = _origin(url)
+        raise ProtocolError(f"malformed answer from {origin}: {what}", url=origin) from exc
     except _FAILURES as exc:
         reason = _reason(exc)
         raise TransportError(f"cannot reach {_origin(url)}: {reason}", url=_origin(url)) from exc
