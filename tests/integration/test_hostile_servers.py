@@ -25,7 +25,7 @@ from bambulab.errors import BambuError, ProtocolError, RequestTimeoutError, Tran
 from bambulab.protocol.http import NO_RETRY
 from tests.integration.hostile_http import HostileServer
 
-DEADLINE = 2.0
+DEADLINE = 1.0  # four drip intervals: per-read timeouts never fire
 SLACK = 1.0
 TOKEN = "eyJhbGciOiJub25lIn0.eyJ1aWQiOjQyfQ.not-a-real-token"
 
@@ -110,17 +110,18 @@ def test_the_cap_is_configurable(face: str) -> None:
 
 
 def test_retries_fit_in_max_elapsed_instead_of_multiplying_the_deadline(face: str) -> None:
-    policy = RetryPolicy(max_attempts=4, max_elapsed=3.0, base_delay=0.1, jitter=0)
+    budget = DEADLINE * 1.5
+    policy = RetryPolicy(max_attempts=4, max_elapsed=budget, base_delay=0.1, jitter=0)
     error, elapsed = failure(face, "drip_body", retry=policy)
     assert isinstance(error, RequestTimeoutError)
-    # One full try (2 s) and one squeezed into the remaining second; four
-    # tries of a whole deadline each would take 8 s.
-    assert 3.0 - 0.2 <= elapsed <= 3.0 + SLACK, elapsed
+    # One full try and one squeezed into what is left of max_elapsed; four
+    # tries of a whole deadline each would take four deadlines.
+    assert budget - 0.2 <= elapsed <= budget + SLACK, elapsed
 
 
 @pytest.mark.parametrize("mode", ["drip_headers", "truncated"])
 def test_presigned_url_requests_have_the_same_limits(face: str, mode: str) -> None:
-    timeout = 0.5  # raw requests (uploads) get four deadlines: 2 s
+    timeout = 0.25  # raw requests (uploads) get four deadlines: 1 s
     with HostileServer(mode) as server:
         started = time.monotonic()
         with pytest.raises(BambuError) as info:
@@ -219,8 +220,8 @@ def test_a_download_passes_the_json_cap_but_not_its_declared_size() -> None:
         with HostileServer("drip_body") as server:
             started = time.monotonic()
             with pytest.raises(RequestTimeoutError):
-                drain(transport, server.url, seconds=1.0)
-            assert time.monotonic() - started < 1.0 + SLACK
+                drain(transport, server.url, seconds=DEADLINE)
+            assert time.monotonic() - started < DEADLINE + SLACK
 
 
 def test_an_async_download_has_the_same_bounds() -> None:
@@ -235,8 +236,8 @@ def test_an_async_download_has_the_same_bounds() -> None:
             with HostileServer("drip_body") as server:
                 started = time.monotonic()
                 with pytest.raises(RequestTimeoutError):
-                    await adrain(transport, server.url, seconds=1.0)
-                assert time.monotonic() - started < 1.0 + SLACK
+                    await adrain(transport, server.url, seconds=DEADLINE)
+                assert time.monotonic() - started < DEADLINE + SLACK
 
     asyncio.run(run())
 
@@ -273,9 +274,9 @@ def cli_servers() -> Iterator[dict[str, HostileServer]]:
 def test_bambu_devices_ends_with_one_error_line(
     cli_servers: dict[str, HostileServer], mode: str, word: str
 ) -> None:
-    # The CLI retries a timed-out GET within its 8 s budget: 1 s tries fit
-    # three times (1 + 0.5 + 1 + 1 + 1 s of backoff and tries), then it stops.
-    proc, elapsed = bambu(cli_servers[mode].url, "devices", timeout=1.0)
+    # The CLI retries a timed-out GET within its 8 s budget: 0.5 s tries fit
+    # three times (0.5 + 0.5 + 0.5 + 1 + 0.5 s of tries and backoff), then it stops.
+    proc, elapsed = bambu(cli_servers[mode].url, "devices", timeout=0.5)
     assert proc.returncode == 1, proc
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and word in lines[0], proc.stderr
@@ -297,8 +298,8 @@ def test_an_environment_proxy_is_used_and_bounded_by_the_deadline(
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         started = time.monotonic()
         with pytest.raises(RequestTimeoutError, match=r"bambu-proxy-test\.invalid"):
-            get_devices(face, "http://bambu-proxy-test.invalid", timeout=1.0)
-        assert 1.0 - 0.1 <= time.monotonic() - started <= 1.0 + SLACK
+            get_devices(face, "http://bambu-proxy-test.invalid")
+        assert DEADLINE - 0.1 <= time.monotonic() - started <= DEADLINE + SLACK
 
 
 def test_no_proxy_sends_a_host_around_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
