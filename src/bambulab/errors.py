@@ -5,8 +5,9 @@
     BambuError
     ├── ConfigurationError          bad argument, missing token, unknown region
     ├── TransportError              the server could not be reached or answered nothing
-    │   └── RequestTimeoutError     no answer within the timeout
-    ├── ProtocolError               the answer was not what the protocol says (garbage JSON, ...)
+    │   └── RequestTimeoutError     no complete answer within the request's deadline
+    ├── ProtocolError               the answer broke the protocol or a limit (garbage, truncated,
+    │                               larger than the cap, nested too deeply)
     ├── APIError                    the server answered with an error status or code
     │   ├── BadRequestError         400
     │   ├── AuthenticationError     401, and any refusal of credentials
@@ -82,11 +83,19 @@ class TransportError(BambuError):
 
 
 class RequestTimeoutError(TransportError):
-    """No answer arrived within the request timeout."""
+    """No complete answer arrived within the request's overall deadline."""
 
 
 class ProtocolError(BambuError):
-    """The peer answered something the protocol does not allow (garbage, truncation)."""
+    """The peer answered something the protocol or our limits do not allow.
+
+    Garbage, a truncated body, an answer over the size cap, JSON nested too
+    deeply. ``url`` names the server (scheme, host, port) when known.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class APIError(BambuError):

@@ -21,7 +21,16 @@ from bambulab.errors import (
     TokenInvalidError,
     TransportError,
 )
-from bambulab.protocol.http import ApiRequest, HttpReply, RetryPolicy, interpret, unwrap
+from bambulab.protocol.http import (
+    MAX_ANSWER_BYTES,
+    AnswerBody,
+    ApiRequest,
+    HttpReply,
+    RetryPolicy,
+    interpret,
+    unwrap,
+)
+from bambulab.protocol.json_limits import nesting_exceeds
 
 
 def reply(status: int, body: object, headers: list[tuple[str, str]] | None = None) -> HttpReply:
@@ -115,3 +124,58 @@ def test_retry_is_bounded_in_count_and_time() -> None:
     assert policy.delay(3, ServerError("x"), GET, 0) is None
     assert policy.delay(1, RateLimitError("x", retry_after=30), GET, 0) is None
     assert policy.delay(1, ServerError("x"), GET, 9.9) is None
+
+
+# --- limits: nesting, size, truncation -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "limit", "exceeds"),
+    [
+        (b"[[[]]]", 3, False),
+        (b"[[[[]]]]", 3, True),
+        (b'{"a": {"b": {"c": 1}}}', 3, False),
+        (b'["[[[[[[", "{{{{"]', 2, False),
+        (b'["\\"[[[[", {"x": [[1]]}]', 2, True),
+        (b'"\\\\"[[[[', 3, True),
+        (b"[" * 100_000, 64, True),
+        (b"[]" * 100_000, 1, False),
+    ],
+)
+def test_nesting_is_measured_outside_strings(body: bytes, limit: int, exceeds: bool) -> None:
+    assert nesting_exceeds(body, limit) is exceeds
+
+
+def test_deep_json_is_a_protocol_error_never_a_recursion_error() -> None:
+    with pytest.raises(ProtocolError, match="nests deeper than 64 levels"):
+        interpret(reply(200, b"[" * 100_000), "/x")
+    with pytest.raises(ProtocolError, match="nests deeper than 64 levels"):
+        interpret(reply(200, b"[" * 65 + b"]" * 65), "/x")
+    assert interpret(reply(200, b"[" * 64 + b"]" * 64), "/x") is not None
+    # An error page nested too deeply still maps by its status.
+    with pytest.raises(ServerError):
+        interpret(reply(502, b"[" * 100_000), "/x")
+
+
+def test_answer_body_refuses_a_declared_size_over_the_cap_before_reading() -> None:
+    with pytest.raises(ProtocolError, match=r"larger than 8 MiB \(declares 9000000 bytes\)"):
+        AnswerBody("http://h:1", "9000000", MAX_ANSWER_BYTES)
+    with pytest.raises(ProtocolError, match="malformed Content-Length"):
+        AnswerBody("http://h:1", "lots", MAX_ANSWER_BYTES)
+    with pytest.raises(ProtocolError, match="declares no size"):
+        AnswerBody("http://h:1", None, None)
+
+
+def test_answer_body_stops_at_the_cap_and_names_truncation() -> None:
+    body = AnswerBody("http://h:1", None, 1024)
+    body.feed(b"x" * 1000)
+    with pytest.raises(ProtocolError, match=r"larger than 1 KiB$"):
+        body.feed(b"x" * 25)
+    declared = AnswerBody("http://h:1", "1000", 1024)
+    declared.feed(b"0123456789")
+    assert str(declared.truncated(10)) == "answer from http://h:1 truncated: got 10 of 1000 bytes"
+    assert "after 10 bytes" in str(AnswerBody("http://h:1", None, 99).truncated(10))
+    whole = AnswerBody("http://h:1", "4", 1024)
+    whole.feed(b"[1]")
+    whole.feed(b" ")
+    assert whole.content() == b"[1] "

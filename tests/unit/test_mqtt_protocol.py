@@ -337,3 +337,17 @@ def test_signed_envelope_signs_sorted_compact_json() -> None:
     assert header["sign_string"] == base64.b64encode(b"sig").decode()
     assert header["cert_id"] == "ABCDCN=01P00A000000001.bambulab.com"
     assert header["payload_len"] == len(seen[0]) and envelope["print"]["command"] == "pause"
+
+
+def test_nesting_that_parsers_accept_is_still_refused_before_parsing() -> None:
+    # 200 levels: json and orjson both parse it, but merging it, modelling it
+    # or dumping the state (orjson.dumps stops at 255) would recurse as deep.
+    deep = json.dumps({"print": nested(200)}).encode()
+    stream = proto.ReportStream("00M000000000001")
+    incoming = stream.feed(deep)
+    assert incoming.kind == "ignored" and "nested deeper than 64" in (incoming.problem or "")
+    assert stream.state == {} and stream.problems == 1
+    # Brackets inside strings are text, not nesting; the stream carries on.
+    text = "[" * 500 + "{" * 500
+    fine = stream.feed(json.dumps({"print": {"command": "push_status", "note": text}}).encode())
+    assert fine.kind == "report" and stream.state["note"] == text

@@ -20,7 +20,8 @@ HELP = """Bambu Lab printers from the command line: cloud account, printers, his
 The global options can also be given after the command (bambu devices --json).
 Environment: BAMBU_TOKEN (a token to use instead of the saved one),
 BAMBU_TOKEN_FILE (where the token is saved, default ~/.bambu_token),
-BAMBU_API_URL (another API host, e.g. the simulator: see bambu sim / bambu demo).
+BAMBU_API_URL (another API host, e.g. the simulator: see bambu sim / bambu demo),
+BAMBU_TIMEOUT (seconds one cloud request may take in all, default 15).
 
 Live commands (status, watch, pause, light, temp, ams, ...) reach the printers
 through the cloud's MQTT broker (BAMBU_MQTT_HOST/BAMBU_MQTT_PORT override it),

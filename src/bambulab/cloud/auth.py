@@ -22,7 +22,7 @@ from ..protocol.login import AskCode, Flow, LoginResult, Send, TfaEndpoint, logi
 from ..regions import endpoints
 from .client import ENV_TOKEN
 from .tokens import TokenStore
-from .transport import DEFAULT_TIMEOUT, AsyncTransport, SyncTransport
+from .transport import AsyncTransport, SyncTransport, resolve_timeout
 
 log = logging.getLogger("bambulab.auth")
 
@@ -62,7 +62,7 @@ class _AuthBase:
         *,
         base_url: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         max_code_attempts: int = 3,
         tfa_endpoint: TfaEndpoint = "auto",
     ) -> None:
@@ -71,7 +71,7 @@ class _AuthBase:
         self.store = TokenStore(token_file)
         self.max_code_attempts = max_code_attempts
         self.tfa_endpoint = tfa_endpoint
-        self._timeout = timeout
+        self._timeout = resolve_timeout(timeout)
         self.last_login: LoginResult | None = None
 
     def _flow(self, username: str, password: str | None, code: str | None = None) -> Flow:

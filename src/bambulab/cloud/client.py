@@ -17,10 +17,10 @@ from ..errors import ConfigurationError
 from ..models import Message, Project, Task, UploadResult
 from ..protocol import cloud_api as api
 from ..protocol import upload as upload_plan
-from ..protocol.http import ApiCall, RetryPolicy
+from ..protocol.http import MAX_ANSWER_BYTES, ApiCall, RetryPolicy
 from ..protocol.paging import Pager
 from ..regions import endpoints
-from .transport import DEFAULT_TIMEOUT, AsyncTransport, SyncTransport
+from .transport import AsyncTransport, SyncTransport, resolve_timeout
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -116,20 +116,25 @@ class _ClientBase:
         region: str = "global",
         *,
         base_url: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         retry: RetryPolicy | None = None,
         headers: dict[str, str] | None = None,
         token_file: str | os.PathLike[str] | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
+        # timeout: the overall deadline of one request in seconds (connect,
+        # headers and body); default BAMBU_TIMEOUT, else 15. max_answer_bytes:
+        # larger answers are refused with ProtocolError, never read whole.
         self.endpoints = endpoints(region, base_url)
         self.region = self.endpoints.region
         self._args = (
             self.endpoints,
             _resolve_token(token, token_file),
-            timeout,
+            resolve_timeout(timeout),
             retry or RetryPolicy(),
             headers,
         )
+        self._limits = {"max_answer_bytes": max_answer_bytes}
 
     @property
     def base_url(self) -> str:
@@ -150,7 +155,7 @@ class BambuClient(_ClientBase):
 
     def __init__(self, token: str | None = None, region: str = "global", **kw: Any) -> None:
         super().__init__(token, region, **kw)
-        self._transport = SyncTransport(*self._args)
+        self._transport = SyncTransport(*self._args, **self._limits)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -250,7 +255,7 @@ class AsyncBambuClient(_ClientBase):
 
     def __init__(self, token: str | None = None, region: str = "global", **kw: Any) -> None:
         super().__init__(token, region, **kw)
-        self._transport = AsyncTransport(*self._args)
+        self._transport = AsyncTransport(*self._args, **self._limits)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

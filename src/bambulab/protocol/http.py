@@ -3,7 +3,8 @@
 The sync and async clients only move bytes; everything that decides what a
 response *means* lives here, once: the two success envelopes, the error
 envelope, HTTP status and application codes mapped to the error tree,
-Cloudflare and CSRF blocks recognised, and the retry policy.
+Cloudflare and CSRF blocks recognised, the retry policy, and the limits an
+answer must respect (:class:`AnswerBody`: size cap, truncation; nesting depth).
 """
 
 from __future__ import annotations
@@ -29,8 +30,13 @@ from ..errors import (
     TokenInvalidError,
     TransportError,
 )
+from .json_limits import MAX_DEPTH, nesting_exceeds
 
 T = TypeVar("T")
+
+# No API answer comes near this; a bigger one is a broken or hostile server,
+# and reading it whole would cost memory several times its size.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
 
 Host = Literal["api", "web"]
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -104,9 +110,14 @@ def decode_json(reply: HttpReply, path: str) -> Any:
     """The JSON body, or :class:`ProtocolError` naming what was wrong with it."""
     if not reply.body.strip():
         return None
+    if nesting_exceeds(reply.body):
+        raise ProtocolError(
+            f"the server's answer to {path} nests deeper than {MAX_DEPTH} levels "
+            f"(HTTP {reply.status}, {len(reply.body)} bytes)"
+        )
     try:
         return json.loads(reply.body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         kind = "truncated" if _looks_truncated(reply.body) else "not JSON"
         raise ProtocolError(
             f"the server's answer to {path} was {kind} (HTTP {reply.status}, "
@@ -117,6 +128,78 @@ def decode_json(reply: HttpReply, path: str) -> Any:
 def _looks_truncated(body: bytes) -> bool:
     head = body.lstrip()[:1]
     return head in (b"{", b"[") and not body.rstrip().endswith((b"}", b"]"))
+
+
+def size_text(size: int) -> str:
+    """``8 MiB``, ``512 KiB``, ``300 bytes``: a cap as a person reads it."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size} bytes"
+
+
+class AnswerBody:
+    """Collects an answer's body chunk by chunk, within its limits.
+
+    ``origin`` names the server in messages; ``declared`` is the raw
+    ``Content-Length`` header (``None`` if absent); ``cap`` the most bytes
+    accepted (``None``: only the declared size bounds it, for downloads). A
+    declared size over the cap is refused before a byte of body is read, and
+    the cap is checked on every chunk, so nothing over it is ever held.
+    ``keep=False`` counts without keeping (a download hands chunks on).
+    """
+
+    def __init__(
+        self, origin: str, declared: str | None, cap: int | None, *, keep: bool = True
+    ) -> None:
+        self.origin = origin
+        self.cap = cap
+        self.received = 0
+        self._keep = keep
+        self._chunks: list[bytes] = []
+        self.declared: int | None = None
+        if declared is not None:
+            try:
+                self.declared = int(declared.strip())
+            except ValueError:
+                raise ProtocolError(
+                    f"answer from {origin} has a malformed Content-Length"
+                ) from None
+        if cap is not None and self.declared is not None and self.declared > cap:
+            raise self.too_large()
+        if cap is None and self.declared is None:
+            raise ProtocolError(
+                f"answer from {origin} declares no size and no limit was given for it"
+            )
+
+    def too_large(self) -> ProtocolError:
+        limit = size_text(self.cap) if self.cap is not None else "its declared size"
+        declared = f" (declares {self.declared} bytes)" if self.declared is not None else ""
+        return ProtocolError(f"answer from {self.origin} larger than {limit}{declared}")
+
+    def feed(self, chunk: bytes) -> None:
+        """Take one chunk of the (decoded) body; :class:`ProtocolError` past the cap."""
+        self.received += len(chunk)
+        if self.cap is not None and self.received > self.cap:
+            self._chunks.clear()
+            raise self.too_large()
+        if self._keep and chunk:
+            self._chunks.append(chunk)
+
+    def truncated(self, raw_received: int) -> ProtocolError:
+        """The error for a connection that ended before the body did."""
+        if self.declared is not None:
+            return ProtocolError(
+                f"answer from {self.origin} truncated: got {raw_received} of {self.declared} bytes"
+            )
+        return ProtocolError(
+            f"answer from {self.origin} truncated after {raw_received} bytes "
+            "(the connection closed mid-body)"
+        )
+
+    def content(self) -> bytes:
+        """The whole body (only with ``keep=True``)."""
+        return b"".join(self._chunks)
 
 
 def unwrap(payload: Any) -> Any:
@@ -181,8 +264,9 @@ def error_for(reply: HttpReply, path: str) -> BambuError:
     text_body = reply.body[:4096].decode("utf-8", "replace")
     low = text_body.lower()
     try:
-        payload = json.loads(reply.body) if reply.body.strip() else None
-    except ValueError:
+        deep = nesting_exceeds(reply.body)
+        payload = json.loads(reply.body) if reply.body.strip() and not deep else None
+    except (ValueError, RecursionError):
         payload = None
     code, text = _envelope_error(payload)
     if status == 403 and "cloudflare" in low:
@@ -278,7 +362,9 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
     "NO_RETRY",
+    "AnswerBody",
     "ApiCall",
     "ApiRequest",
     "HttpReply",
@@ -286,5 +372,6 @@ __all__ = [
     "decode_json",
     "error_for",
     "interpret",
+    "size_text",
     "unwrap",
 ]

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigurationError
 from ..models.state import SPEED_NAMES
+from .json_limits import MAX_DEPTH, nesting_exceeds
 
 Family = Literal["pushing", "print", "info", "system", "camera", "xcam", "upgrade", "security"]
 
@@ -646,6 +647,10 @@ def decode(topic: str, payload: bytes, *, loads: Callable[[bytes], Any] = json.l
     serial = serial_of(topic)
     if len(payload) > MAX_PAYLOAD:
         return Incoming("ignored", serial, problem=f"payload of {len(payload)} bytes is too large")
+    if nesting_exceeds(payload):
+        # Parsers may accept it (orjson up to 1024 levels), but the merge, the
+        # models and any later dump of the state would recurse that deep too.
+        return Incoming("ignored", serial, problem=f"nested deeper than {MAX_DEPTH} levels")
     try:
         data = loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
