@@ -35,6 +35,9 @@ messages are built from status, code and the server's short message only.
 
 from __future__ import annotations
 
+# How much of a value someone typed an error message may quote.
+EXCERPT_LIMIT = 40
+
 __all__ = [
     "APIError",
     "AuthenticationError",
@@ -62,7 +65,21 @@ __all__ = [
     "TokenInvalidError",
     "TransportError",
     "VerificationCodeError",
+    "excerpt",
 ]
+
+
+def excerpt(value: object, limit: int = EXCERPT_LIMIT) -> str:
+    """``value`` quoted for an error message: at most ``limit`` characters, then ``…``.
+
+    Messages quote what the user typed so they can see what was refused, but
+    a pasted megabyte must not become a megabyte of error; ``repr`` escapes
+    control characters, so the quote cannot drive the terminal either.
+    """
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit])[:-1] + "…" + repr(text[:limit])[-1]
 
 
 class BambuError(Exception):
