@@ -104,7 +104,7 @@ def _configure_logging(debug: bool) -> None:
 
 def build_app() -> typer.Typer:
     """The root command with every group attached."""
-    app = new_typer(name="bambu", help=HELP, no_args_is_help=True)
+    app = new_typer(name="bambu", help=HELP, no_args_is_help=True, add_completion=True)
     app.callback()(root)
     app.command("login")(auth.login)
     app.command("logout")(auth.logout)
