@@ -155,7 +155,9 @@ def clip_quotes(message: str) -> str:
 
     from ..errors import EXCERPT_LIMIT
 
-    pattern = re.compile(r"(['\"])([^'\"]{" + str(EXCERPT_LIMIT + 1) + r",})\1")
+    # A quoted value starts and ends at a word boundary: the text between the
+    # closing quote of one value and the opening quote of the next is not one.
+    pattern = re.compile(r"(?<!\w)(['\"])([^'\"]{" + str(EXCERPT_LIMIT + 1) + r",})\1(?!\w)")
     clipped = pattern.sub(lambda m: f"{m[1]}{m[2][:EXCERPT_LIMIT]}…{m[1]}", message)
     if len(clipped) > MAX_ERROR_LINE:
         clipped = clipped[:MAX_ERROR_LINE] + "…"

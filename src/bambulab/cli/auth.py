@@ -108,10 +108,17 @@ class CodeAnswer:
         if self.code:
             # The code from --code was refused; asking a person now would wait
             # for a code nobody sent (we did not request a new one).
-            if step.reason == "expired":
+            if step.reason in ("expired", "too_many"):
+                what = (
+                    f"too many attempts with that {step.kind} code"
+                    if step.reason == "too_many"
+                    else f"that {step.kind} code has expired"
+                )
+                if step.kind == "tfa":
+                    raise LoginError(f"{what}: run `bambu login` again with a fresh --code")
                 raise LoginError(
-                    f"that {step.kind} code has expired; a new one was sent to "
-                    f"{step.destination}: run `bambu login` again with the new --code"
+                    f"{what}; a new one was sent to {step.destination}: "
+                    "run `bambu login` again with the new --code"
                 )
             raise LoginError(
                 f"that {step.kind} code was {step.reason}: check it, or run `bambu login` "

@@ -53,6 +53,43 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+def not_empty(value: str | None) -> str | None:
+    """Option callback: an empty (or blank) value is a usage error, not "no value".
+
+    ``bambu device info ''`` or ``--serial ''`` (often an unset shell variable)
+    would otherwise reach the server as a request for nothing, or silently
+    fall back to a default printer.
+    """
+    if value is not None and not value.strip():
+        raise typer.BadParameter("must not be empty")
+    return value
+
+
+def check_region(value: str | None) -> str | None:
+    """Option callback of ``--region``: unknown regions are usage errors (exit 2)."""
+    if value is None:
+        return None
+    from ..errors import ConfigurationError
+    from ..regions import normalize_region
+
+    try:
+        return normalize_region(value)
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def check_api_url(value: str | None) -> str | None:
+    """Option callback of ``--api-url``: it must be an http(s) URL (exit 2 otherwise)."""
+    if value is None:
+        return None
+    from ..errors import excerpt
+
+    url = value.strip()
+    if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+        raise typer.BadParameter(f"expected an http:// or https:// URL, got {excerpt(value)}")
+    return url
+
+
 def new_typer(**kw: Any) -> typer.Typer:
     """A Typer configured the same way everywhere.
 
