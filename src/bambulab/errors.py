@@ -4,6 +4,7 @@
 
     BambuError
     ├── ConfigurationError          bad argument, missing token, unknown region
+    │   └── TokenFileError          the saved token file is corrupt or unreadable
     ├── TransportError              the server could not be reached or answered nothing
     │   └── RequestTimeoutError     no answer within the timeout
     ├── ProtocolError               the answer was not what the protocol says (garbage JSON, ...)
@@ -62,6 +63,7 @@ __all__ = [
     "RequestTimeoutError",
     "ServerError",
     "TokenExpiredError",
+    "TokenFileError",
     "TokenInvalidError",
     "TransportError",
     "VerificationCodeError",
@@ -88,6 +90,17 @@ class BambuError(Exception):
 
 class ConfigurationError(BambuError):
     """A bad argument or missing setting, found before anything was sent."""
+
+
+class TokenFileError(ConfigurationError):
+    """The token file exists but holds no usable token (corrupt, unreadable); ``path`` says which.
+
+    Not "not logged in": the person did log in, and something damaged the file.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class TransportError(BambuError):
