@@ -129,3 +129,54 @@ def test_a_corrupt_token_file_is_reported_as_corrupt(fresh: Bambu, content: str,
     assert line.startswith(f"error: token file {fresh.token_file} is corrupt: {why}"), line
     assert line.endswith("; run `bambu login`")
     assert "not logged in" not in line and len(result.stderr.splitlines()) == 1
+
+
+# Imports of the simulator's extra fail in this interpreter, as if it was never installed.
+WITHOUT_SIM_EXTRA = """
+import sys
+from importlib.abc import MetaPathFinder
+
+BLOCKED = {"fastapi", "starlette", "uvicorn", "amqtt", "cryptography"}
+
+class NotInstalled(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+from bambulab.cli import main
+sys.argv[0] = "bambu"
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("args", [("sim", "--port", "0"), ("demo",), ("sim", "--help")])
+def test_sim_and_demo_name_the_extra_when_it_is_missing(
+    fresh: Bambu, args: tuple[str, ...]
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SIM_EXTRA, *args],
+        env=fresh.env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: `bambu {args[0]}` needs the simulator's extra ("), lines
+    assert lines[0].endswith("is not installed): pip install 'bambulab[sim]'"), lines
+
+
+def test_other_commands_work_without_the_sim_extra(fresh: Bambu) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SIM_EXTRA, "--version"],
+        env=fresh.env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("bambu "), proc.stderr

@@ -7,8 +7,10 @@ by the functions that return its objects, i.e. only when a command runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,8 @@ CLI_RETRY_ATTEMPTS = 3
 CLI_RETRY_ELAPSED = 8.0
 # Warn this long before the token expires (tokens live ~90 days).
 EXPIRY_WARNING = 7 * 86400.0
+# What the simulator's extra (``bambulab[sim]``) installs, and what they pull in.
+SIM_EXTRA_MODULES = frozenset({"fastapi", "starlette", "uvicorn", "cryptography", "amqtt"})
 
 
 @dataclass(slots=True)
@@ -102,6 +106,25 @@ def new_typer(**kw: Any) -> typer.Typer:
     kw.setdefault("no_args_is_help", False)
     kw.setdefault("add_completion", False)
     return typer.Typer(**kw)
+
+
+@contextlib.contextmanager
+def sim_extra(command: str) -> Iterator[None]:
+    """Turn the import of a missing simulator dependency into one line naming the extra.
+
+    ``pip install bambulab[cli]`` gives ``bambu`` without the simulator; ``bambu
+    sim`` and ``bambu demo`` then say what to install instead of a traceback.
+    """
+    try:
+        yield
+    except ImportError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in SIM_EXTRA_MODULES:
+            raise
+        raise CliError(
+            f"`bambu {command}` needs the simulator's extra ({missing} is not installed): "
+            "pip install 'bambulab[sim]'"
+        ) from exc
 
 
 def interactive() -> bool:

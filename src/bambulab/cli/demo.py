@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .base import OPTIONS, CliError
+from .base import OPTIONS, CliError, sim_extra
 
 if TYPE_CHECKING:
     from ..cloud.client import BambuClient
@@ -240,7 +240,8 @@ def demo(
     """Tour the toolkit against the embedded simulator (no account or printer needed)."""
     if OPTIONS.json:
         raise CliError("the demo is for people and has no --json output", exit_code=2)
-    from ..sim import SimConfig, Simulator
+    with sim_extra("demo"):
+        from ..sim import SimConfig, Simulator
 
     started = time.monotonic()
     config = SimConfig()
