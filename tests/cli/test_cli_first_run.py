@@ -180,3 +180,26 @@ def test_other_commands_work_without_the_sim_extra(fresh: Bambu) -> None:
         timeout=RUN_TIMEOUT,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("bambu "), proc.stderr
+
+
+def test_after_make_demo_the_next_steps_name_the_venv(tmp_path: Path) -> None:
+    from bambulab.cli.demo import how_to_run_bambu, next_steps
+
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    script = bin_dir / "bambu"
+    script.write_text("")
+    (bin_dir / "activate").write_text("")
+    # make demo: .venv/bin/bambu, not on PATH.
+    how = how_to_run_bambu(".venv/bin/bambu", None, tmp_path)
+    assert how == (".venv/bin/bambu", ".venv/bin/activate")
+    text = next_steps(how, under_make=True)
+    assert "make serve" in text and ".venv/bin/bambu --help" in text
+    assert ". .venv/bin/activate" in text
+    # Once it is on PATH (activated, or installed), plain bambu.
+    assert how_to_run_bambu(str(script), str(script), tmp_path) == ("bambu", None)
+    assert "bambu demo --serve" in next_steps(("bambu", None))
+    # From elsewhere: the absolute path.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert how_to_run_bambu(str(script), None, elsewhere)[0] == str(script.resolve())
