@@ -32,6 +32,8 @@ GLOBAL_VALUES = frozenset({"--api-url", "--region", "--token-file"})
 PASSTHROUGH_COMMANDS = frozenset({"sim"})
 # No error line is longer than this, whatever was typed or answered.
 MAX_ERROR_LINE = 400
+# Quoted values in other errors (paths among them) keep more before the cut.
+REPORT_QUOTE_LIMIT = 120
 
 
 def hoist_global_options(argv: Sequence[str]) -> list[str]:
@@ -144,7 +146,7 @@ def _usage_message(exc: Exception) -> str:
     return f"{message} (see '{path} --help')"
 
 
-def clip_quotes(message: str) -> str:
+def clip_quotes(message: str, limit: int | None = None) -> str:
     """``message`` with every long quoted value cut to a short prefix.
 
     Usage errors quote what was typed (``No such command '...'``); a pasted
@@ -155,10 +157,11 @@ def clip_quotes(message: str) -> str:
 
     from ..errors import EXCERPT_LIMIT
 
+    keep = limit or EXCERPT_LIMIT
     # A quoted value starts and ends at a word boundary: the text between the
     # closing quote of one value and the opening quote of the next is not one.
-    pattern = re.compile(r"(?<!\w)(['\"])([^'\"]{" + str(EXCERPT_LIMIT + 1) + r",})\1(?!\w)")
-    clipped = pattern.sub(lambda m: f"{m[1]}{m[2][:EXCERPT_LIMIT]}…{m[1]}", message)
+    pattern = re.compile(r"(?<!\w)(['\"])([^'\"]{" + str(keep + 1) + r",})\1(?!\w)")
+    clipped = pattern.sub(lambda m: f"{m[1]}{m[2][:keep]}…{m[1]}", message)
     if len(clipped) > MAX_ERROR_LINE:
         clipped = clipped[:MAX_ERROR_LINE] + "…"
     return clipped
@@ -180,7 +183,7 @@ def _report(exc: Exception, debug: bool, cli_error: type[Exception]) -> int:
         # Not one of ours: a bug. Say so, and where to look, still in one line.
         hint = "" if debug else " (run with --debug for the traceback)"
         message = f"internal error: {type(exc).__name__}: {message}{hint}"
-    print(f"error: {clip_quotes(message)}", file=sys.stderr)
+    print(f"error: {clip_quotes(message, REPORT_QUOTE_LIMIT)}", file=sys.stderr)
     return int(getattr(exc, "exit_code", 1)) if isinstance(exc, cli_error) else 1
 
 
