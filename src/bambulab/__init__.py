@@ -50,6 +50,7 @@ _ERRORS = (
     "RequestTimeoutError",
     "ServerError",
     "TokenExpiredError",
+    "TokenFileError",
     "TokenInvalidError",
     "TransportError",
     "VerificationCodeError",

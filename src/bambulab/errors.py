@@ -4,6 +4,7 @@
 
     BambuError
     ├── ConfigurationError          bad argument, missing token, unknown region
+    │   └── TokenFileError          the saved token file is corrupt or unreadable
     ├── TransportError              the server could not be reached or answered nothing
     │   └── RequestTimeoutError     no complete answer within the request's deadline
     ├── ProtocolError               the answer broke the protocol or a limit (garbage, truncated,
@@ -36,6 +37,9 @@ messages are built from status, code and the server's short message only.
 
 from __future__ import annotations
 
+# How much of a value someone typed an error message may quote.
+EXCERPT_LIMIT = 40
+
 __all__ = [
     "APIError",
     "AuthenticationError",
@@ -60,10 +64,25 @@ __all__ = [
     "RequestTimeoutError",
     "ServerError",
     "TokenExpiredError",
+    "TokenFileError",
     "TokenInvalidError",
     "TransportError",
     "VerificationCodeError",
+    "excerpt",
 ]
+
+
+def excerpt(value: object, limit: int = EXCERPT_LIMIT) -> str:
+    """``value`` quoted for an error message: at most ``limit`` characters, then ``…``.
+
+    Messages quote what the user typed so they can see what was refused, but
+    a pasted megabyte must not become a megabyte of error; ``repr`` escapes
+    control characters, so the quote cannot drive the terminal either.
+    """
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit])[:-1] + "…" + repr(text[:limit])[-1]
 
 
 class BambuError(Exception):
@@ -72,6 +91,17 @@ class BambuError(Exception):
 
 class ConfigurationError(BambuError):
     """A bad argument or missing setting, found before anything was sent."""
+
+
+class TokenFileError(ConfigurationError):
+    """The token file exists but holds no usable token (corrupt, unreadable); ``path`` says which.
+
+    Not "not logged in": the person did log in, and something damaged the file.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class TransportError(BambuError):

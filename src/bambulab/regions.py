@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, excerpt
 
 Region = Literal["global", "china"]
 
@@ -57,7 +57,9 @@ def normalize_region(region: str | None) -> str:
     try:
         return _ALIASES[key]
     except KeyError:
-        raise ConfigurationError(f"unknown region {region!r}: use 'global' or 'china'") from None
+        raise ConfigurationError(
+            f"unknown region {excerpt(region)}: use 'global' or 'china'"
+        ) from None
 
 
 def endpoints(region: str | None = None, base_url: str | None = None) -> Endpoints:
@@ -68,7 +70,9 @@ def endpoints(region: str | None = None, base_url: str | None = None) -> Endpoin
         return REGIONS[name]
     override = override.strip().rstrip("/")
     if not override.startswith(("http://", "https://")):
-        raise ConfigurationError(f"API URL must start with http:// or https://: {override!r}")
+        raise ConfigurationError(
+            f"API URL must start with http:// or https://: {excerpt(override)}"
+        )
     base = REGIONS[name]
     return Endpoints(
         region=name,

@@ -41,6 +41,9 @@ def test_demo_logs_in_and_lists_devices_and_tasks(bambu: Bambu) -> None:
     assert "Printers" in out and "Serial" in out
     assert "5 most recent tasks" in out
     assert "Demo finished" in out
+    # It ends with what to type next (run as python -m: plain "bambu").
+    assert out.rstrip().splitlines()[-3].startswith("Next")
+    assert "  bambu --help " in out
     assert elapsed < DEMO_BUDGET
     # The user's own token file (here: the runner's) is never written.
     assert not bambu.token_file.exists()

@@ -118,6 +118,27 @@ def test_wrong_code_is_asked_again_then_bounded(auth: Auth, sim: CloudSimulator)
         auth.login(email, PASSWORD, code_callback=lambda: "000000")
 
 
+def test_five_wrong_codes_say_too_many_attempts_not_expired(
+    sim: CloudSimulator, face: str, tmp_path: Path
+) -> None:
+    """The server stops taking guesses after five; the flow says so, then gets a new code."""
+    email = sim.demo_account.email
+    patient = Auth(face, sim, tmp_path / "token", max_code_attempts=8)
+    prompts: list[tuple[str, str]] = []
+
+    def code(step: AskCode) -> str:
+        prompts.append((step.reason, step.prompt))
+        return outbox_code(sim, email) if step.reason == "too_many" else "000000"
+
+    try:
+        assert patient.login(email, PASSWORD, code_callback=code)
+    finally:
+        patient.close()
+    assert [reason for reason, _ in prompts] == ["initial"] + ["incorrect"] * 5 + ["too_many"]
+    assert prompts[-1][1].startswith("Too many attempts with that code; a new one was sent.")
+    assert "expired" not in prompts[-1][1]
+
+
 def test_code_without_callback_is_a_clear_error(auth: Auth, sim: CloudSimulator) -> None:
     with pytest.raises(CodeRequiredError, match="code_callback"):
         auth.login(sim.demo_account.email, PASSWORD)

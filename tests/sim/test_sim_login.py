@@ -176,8 +176,32 @@ def test_five_wrong_codes_kill_the_code(make_sim: Callable[..., CloudSimulator])
         wrong = f"{(int(code) + 1) % 1_000_000:06d}"
         for _ in range(5):
             assert_error(http.post(LOGIN, json={"account": DEMO, "code": wrong}), 400, 2)
-        # Even the right code is refused now, as expired.
-        assert_error(http.post(LOGIN, json={"account": DEMO, "code": code}), 400, 1)
+        # Even the right code is refused now: code 1 (send for a new one), and
+        # the message says why, which is not that it expired.
+        for guess in (code, wrong):
+            body = assert_error(http.post(LOGIN, json={"account": DEMO, "code": guess}), 400, 1)
+            assert body["message"] == "Too many attempts, please request a new code"
+        # Once its time is up it is just expired; a new code works.
+        sim.advance_clock(301)
+        body = assert_error(http.post(LOGIN, json={"account": DEMO, "code": code}), 400, 1)
+        assert body["message"] == "Code expired"
+        http.post(SEND_EMAIL, json={"email": DEMO, "type": "codeLogin"})
+        fresh = latest_code(http, DEMO)
+        assert http.post(LOGIN, json={"account": DEMO, "code": fresh}).status_code == 200
+
+
+def test_five_wrong_authenticator_codes_kill_the_tfa_key(
+    make_sim: Callable[..., CloudSimulator],
+) -> None:
+    sim = make_sim()
+    with httpx.Client(base_url=sim.url) as http:
+        key = tfa_key(http)
+        code = latest_code(http, TFA_USER, kind="tfa")
+        wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+        for _ in range(5):
+            assert_error(http.post(TFA_FIELD, json={"tfaKey": key, "tfaCode": wrong}), 400, 2)
+        body = assert_error(http.post(TFA_FIELD, json={"tfaKey": key, "tfaCode": code}), 400, 1)
+        assert body["message"] == "Too many attempts, please request a new code"
 
 
 def test_code_login_without_any_code_sent_is_expired(client: httpx.Client) -> None:

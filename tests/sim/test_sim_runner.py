@@ -124,7 +124,8 @@ def test_main_prints_exports_and_stops_on_signal(sig: signal.Signals, tmp_path: 
         assert next(d["dev_id"] for d in devices["devices"]) == SEED_DEVICE
         assert len(devices["devices"]) == 2
 
-        written = env_file.read_text().splitlines()
+        # The export lines, between a comment header and the function undoing them.
+        written = [x for x in env_file.read_text().splitlines() if x.startswith("export ")]
         # The cloud's lines come first; MQTT and printer lines follow (test_mqtt_runner).
         assert written[: len(EXPORTS)] == [
             f"export {name}={value}" for name, value in exports.items()

@@ -84,6 +84,34 @@ def test_code_attempts_are_bounded() -> None:
         drive(flow, [j(200, {}), "1", j(400, {"code": 2}), "2", j(400, {"code": 2})])
 
 
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("Too many attempts, please request a new code", "too_many"),
+        ("Code expired", "expired"),
+        ("", "expired"),
+    ],
+)
+def test_code_1_is_too_many_attempts_only_when_the_server_says_so(
+    message: str, reason: str
+) -> None:
+    flow = login_flow("a@b.c", None, max_code_attempts=2)
+    dead = j(400, {"code": 1, "message": message})
+    with pytest.raises(VerificationCodeError) as info:
+        drive(flow, [j(200, {}), "1", dead, j(200, {}), "2", dead])
+    assert info.value.reason == reason
+    words = "too many attempts with the email code" if reason == "too_many" else "expired 2"
+    assert words in str(info.value)
+    flow = login_flow("a@b.c", None, max_code_attempts=2)
+    flow.send(None)  # the code is sent
+    flow.send(j(200, {}))  # ... and asked for
+    flow.send("1")  # ... and tried
+    again = flow.send(dead)  # a new one is requested, whichever the reason
+    assert isinstance(again, Send) and again.request.path.endswith("/sendemail/code")
+    ask = flow.send(j(200, {}))
+    assert isinstance(ask, AskCode) and ask.reason == reason
+
+
 def test_wrong_password_is_invalid_credentials_without_the_password() -> None:
     flow = login_flow("a@b.c", "hunter2")
     with pytest.raises(InvalidCredentialsError) as info:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import stat
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bambulab.cloud.tokens import TokenStore
+from bambulab.errors import TokenFileError
 from bambulab.models import CameraCredentials, Device, Task
 from bambulab.protocol.jwt import decode_claims
 from bambulab.secrets import redact
@@ -44,12 +46,65 @@ def test_token_file_replaces_a_world_readable_one(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
-def test_token_file_tolerates_garbage_and_plain_tokens(tmp_path: Path) -> None:
+def test_token_file_takes_plain_tokens_and_calls_garbage_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "tok"
-    path.write_text("[1, 2]")
-    assert TokenStore(path).load() is None
     path.write_text("plain-token\n")
     assert TokenStore(path).load().token == "plain-token"  # type: ignore[union-attr]
+    path.write_text('{"token": "abc.def.ghi"}')
+    assert TokenStore(path).load().token == "abc.def.ghi"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("", "it is empty"),
+        ("\n  \n", "it is empty"),
+        ("[1, 2]", "expected a JSON object, found a list"),
+        ("null", "expected a JSON object, found null"),
+        ('{"region": "global"}', 'no "token" string in it'),
+        ('{"token": ""}', 'no "token" string in it'),
+        ('{"token": "secret-abc", "region"', "not JSON (Expecting ':' delimiter at line 1"),
+        ("secret token with spaces", "not JSON (Expecting value at line 1 column 1)"),
+        ("[" * 70_000, "it is larger than 64 KiB"),
+    ],
+)
+def test_a_corrupt_token_file_says_so_with_its_path(tmp_path: Path, content: str, why: str) -> None:
+    path = tmp_path / "tok"
+    path.write_text(content)
+    path.chmod(0o600)
+    with pytest.raises(TokenFileError) as info:
+        TokenStore(path).load()
+    message = str(info.value)
+    assert message.startswith(f"token file {path} is corrupt: {why}"), message
+    assert message.endswith("; run `bambu login`")
+    assert info.value.path == str(path)
+    assert "secret" not in message  # the file's text is never quoted
+
+
+def test_a_token_file_others_can_read_is_made_private_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tok"
+    path.write_text('{"region": "global", "token": "abc"}')
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="bambulab.auth"):
+        assert TokenStore(path).load().token == "abc"  # type: ignore[union-attr]
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        TokenStore(path).load()  # already private: no second warning
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the token file {path} was open to others (mode 644); changed it to 600"
+    ]
+
+
+def test_saving_a_token_makes_missing_directories_private(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        path = TokenStore(tmp_path / "a" / "b" / "tok").save("t")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "a").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 def test_claims_from_new_and_old_tokens() -> None:

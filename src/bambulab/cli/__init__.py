@@ -33,6 +33,10 @@ GLOBAL_VALUES = frozenset({"--api-url", "--region", "--token-file"})
 # Commands whose arguments belong to someone else (``bambu sim`` hands its
 # whole command line to the simulator's own parser): nothing after them is hoisted.
 PASSTHROUGH_COMMANDS = frozenset({"sim"})
+# No error line is longer than this, whatever was typed or answered.
+MAX_ERROR_LINE = 400
+# Quoted values in other errors (paths among them) keep more before the cut.
+REPORT_QUOTE_LIMIT = 120
 
 
 def hoist_global_options(argv: Sequence[str]) -> list[str]:
@@ -88,11 +92,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from typer.core import TyperGroup
     from typer.main import get_command
 
+    from . import completion
     from .app import build_app, help_text
     from .base import CliError
 
     command = get_command(build_app())
     assert isinstance(command, TyperGroup)  # the root has subcommands
+    if os.environ.get(completion.COMPLETE_VAR):
+        # The shell asks for candidates: typer answers and exits.
+        try:
+            command.main(args=args, prog_name="bambu")
+        except SystemExit as done:
+            return done.code if isinstance(done.code, int) else 0
+        return 0
+    asked = completion.request(args)
+    if asked is not None:
+        return completion.run(*asked)
     try:
         page = help_text(command, args)
         if page is not None:
@@ -126,12 +141,33 @@ def _usage_message(exc: Exception) -> str:
     """Typer's message for a usage error, made one line, with where to find help."""
     format_message = getattr(exc, "format_message", None)
     text = format_message() if callable(format_message) else str(exc)
-    message = " ".join(str(text).split())
+    message = clip_quotes(" ".join(str(text).split()))
     if message:
         message = message[0].lower() + message[1:]
     ctx = getattr(exc, "ctx", None)
     path = getattr(ctx, "command_path", None) or "bambu"
     return f"{message} (see '{path} --help')"
+
+
+def clip_quotes(message: str, limit: int | None = None) -> str:
+    """``message`` with every long quoted value cut to a short prefix.
+
+    Usage errors quote what was typed (``No such command '...'``); a pasted
+    megabyte stays a one-line error. Messages of our own quote through
+    :func:`bambulab.errors.excerpt` already.
+    """
+    import re
+
+    from ..errors import EXCERPT_LIMIT
+
+    keep = limit or EXCERPT_LIMIT
+    # A quoted value starts and ends at a word boundary: the text between the
+    # closing quote of one value and the opening quote of the next is not one.
+    pattern = re.compile(r"(?<!\w)(['\"])([^'\"]{" + str(keep + 1) + r",})\1(?!\w)")
+    clipped = pattern.sub(lambda m: f"{m[1]}{m[2][:keep]}…{m[1]}", message)
+    if len(clipped) > MAX_ERROR_LINE:
+        clipped = clipped[:MAX_ERROR_LINE] + "…"
+    return clipped
 
 
 def _report(exc: Exception, debug: bool, cli_error: type[Exception]) -> int:
@@ -158,7 +194,7 @@ def _report(exc: Exception, debug: bool, cli_error: type[Exception]) -> int:
         # Not one of ours: a bug. Say so, and where to look, still in one line.
         hint = "" if debug else " (run with --debug for the traceback)"
         message = f"internal error: {type(exc).__name__}: {message}{hint}"
-    _error_line(message)
+    _error_line(clip_quotes(message, REPORT_QUOTE_LIMIT))
     return int(getattr(exc, "exit_code", 1)) if isinstance(exc, cli_error) else 1
 
 

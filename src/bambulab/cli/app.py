@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from . import auth, demo, devices, live, messages, notifications, profile, projects, sim, tasks
-from .base import OPTIONS, new_typer
+from .base import OPTIONS, check_api_url, check_region, new_typer
 
 HELP = """Bambu Lab printers from the command line: cloud account, printers, history.
 
@@ -45,6 +45,7 @@ def root(
         typer.Option(
             "--api-url",
             metavar="URL",
+            callback=check_api_url,
             help="API host to use instead of the region's (default: BAMBU_API_URL).",
         ),
     ] = None,
@@ -54,6 +55,7 @@ def root(
             "--region",
             metavar="REGION",
             envvar="BAMBU_REGION",
+            callback=check_region,
             help="global or china (default: the region saved with the token, else global).",
         ),
     ] = None,
@@ -111,7 +113,7 @@ def _configure_logging(debug: bool) -> None:
 
 def build_app() -> typer.Typer:
     """The root command with every group attached."""
-    app = new_typer(name="bambu", help=HELP, no_args_is_help=True)
+    app = new_typer(name="bambu", help=HELP, no_args_is_help=True, add_completion=True)
     app.callback()(root)
     app.command("login")(auth.login)
     app.command("logout")(auth.logout)

@@ -5,7 +5,11 @@ ways: at a terminal (prompts for whatever is missing, password and code
 hidden or plain as appropriate), from flags/environment in one go (accounts
 without a code, or with an authenticator code), and in two steps for emailed
 or texted codes in scripts: the first run sends the code and stops, the second
-passes it with ``--code`` and does not send another one.
+passes it with ``--code`` and does not send another one. Scripts give the
+password on standard input (``--password-stdin``) or in ``BAMBU_PASSWORD``,
+where ``ps`` does not show it. When the API host is not the region's own
+(``BAMBU_API_URL``, as the simulator's env file sets it), login says where
+the password is going before it sends it.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ if TYPE_CHECKING:
 ENV_ACCOUNT = "BAMBU_ACCOUNT"
 ENV_PASSWORD = "BAMBU_PASSWORD"
 ENV_CODE = "BAMBU_CODE"
+# A password longer than this on standard input is not a password.
+MAX_STDIN_PASSWORD = 4096
 
 
 def login(
+    ctx: typer.Context,
     account: Annotated[
         str | None,
         typer.Option(
@@ -44,9 +51,19 @@ def login(
             envvar=ENV_PASSWORD,
             show_envvar=True,
             help="Password (prompted, hidden, when missing at a terminal). "
-            "Leave it out to log in with an emailed code alone.",
+            "Leave it out to log in with an emailed code alone. On the command line "
+            "it is visible to other users (ps): scripts use --password-stdin or the "
+            "environment variable.",
         ),
     ] = None,
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the password from standard input (its first line), e.g. "
+            "`pass show bambu | bambu login -a ME --password-stdin`.",
+        ),
+    ] = False,
     code: Annotated[
         str | None,
         typer.Option(
@@ -59,6 +76,8 @@ def login(
     ] = None,
 ) -> None:
     """Log in to the Bambu cloud and save the access token."""
+    if password_stdin:
+        password = read_password_stdin(given=_typed(ctx, "password"))
     people = interactive()
     account = (account or "").strip() or None
     if account is None:
@@ -68,6 +87,7 @@ def login(
     if password is None and people:
         password = _prompt("Password (leave empty to log in with an emailed code)", secret=True)
     auth = authenticator()
+    _say_where(auth)
     callback = CodeAnswer(code=(code or "").strip() or None, people=people)
     # A known emailed/SMS code is handed to the flow, which then tries it
     # without having a new one sent (a new one would replace it).
@@ -75,6 +95,59 @@ def login(
     result = _last_login(auth)
     path = auth.save_token(result.access_token, refresh_token=result.refresh_token)
     _report_login(auth, account, result, str(path))
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Whether the parameter ``name`` was typed on the command line (not from the environment)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def read_password_stdin(*, given: bool) -> str:
+    """The password from the first line of standard input (``--password-stdin``)."""
+    import sys
+
+    if given:
+        raise CliError("--password and --password-stdin exclude each other", exit_code=2)
+    stdin = sys.stdin
+    if stdin is None or stdin.closed:
+        raise CliError("--password-stdin: there is no standard input", exit_code=2)
+    if stdin.isatty():
+        # Typed at a terminal it would echo; the prompt hides it instead.
+        raise CliError(
+            "--password-stdin reads a pipe or file, not a terminal: leave it out to be "
+            "prompted (hidden)",
+            exit_code=2,
+        )
+    line = stdin.readline(MAX_STDIN_PASSWORD + 1)
+    if len(line.rstrip("\r\n")) > MAX_STDIN_PASSWORD:
+        raise CliError(
+            f"--password-stdin: the first line is longer than {MAX_STDIN_PASSWORD} characters",
+            exit_code=2,
+        )
+    # Only the line end goes: spaces can be part of a password.
+    password = line.rstrip("\r\n")
+    if not password:
+        raise CliError("--password-stdin: standard input has no password", exit_code=2)
+    return password
+
+
+def _say_where(auth: BambuAuthenticator) -> None:
+    """One note on stderr when the password goes somewhere other than the region's cloud.
+
+    Sourcing the simulator's env file exports ``BAMBU_API_URL``; a real account's
+    login in that shell would go to the simulator. Saying so before anything is
+    sent gives the person the chance to stop it.
+    """
+    from ..regions import ENV_API_URL, REGIONS
+    from .output import esc, note
+
+    host = auth.endpoints.api
+    if host == REGIONS[auth.region].api:
+        return
+    source = "--api-url" if OPTIONS.api_url else ENV_API_URL
+    undo = "" if OPTIONS.api_url else f"; unset {ENV_API_URL} for the Bambu cloud"
+    note(f"note: logging in at {esc(host)} (from {source}), not the Bambu cloud{undo}")
 
 
 def _prompt(label: str, *, secret: bool = False) -> str:
@@ -108,10 +181,17 @@ class CodeAnswer:
         if self.code:
             # The code from --code was refused; asking a person now would wait
             # for a code nobody sent (we did not request a new one).
-            if step.reason == "expired":
+            if step.reason in ("expired", "too_many"):
+                what = (
+                    f"too many attempts with that {step.kind} code"
+                    if step.reason == "too_many"
+                    else f"that {step.kind} code has expired"
+                )
+                if step.kind == "tfa":
+                    raise LoginError(f"{what}: run `bambu login` again with a fresh --code")
                 raise LoginError(
-                    f"that {step.kind} code has expired; a new one was sent to "
-                    f"{step.destination}: run `bambu login` again with the new --code"
+                    f"{what}; a new one was sent to {step.destination}: "
+                    "run `bambu login` again with the new --code"
                 )
             raise LoginError(
                 f"that {step.kind} code was {step.reason}: check it, or run `bambu login` "

@@ -7,8 +7,10 @@ by the functions that return its objects, i.e. only when a command runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,8 @@ CLI_RETRY_ATTEMPTS = 3
 CLI_RETRY_ELAPSED = 8.0
 # Warn this long before the token expires (tokens live ~90 days).
 EXPIRY_WARNING = 7 * 86400.0
+# What the simulator's extra (``bambulab[sim]``) installs, and what they pull in.
+SIM_EXTRA_MODULES = frozenset({"fastapi", "starlette", "uvicorn", "cryptography", "amqtt"})
 
 
 @dataclass(slots=True)
@@ -53,6 +57,43 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+def not_empty(value: str | None) -> str | None:
+    """Option callback: an empty (or blank) value is a usage error, not "no value".
+
+    ``bambu device info ''`` or ``--serial ''`` (often an unset shell variable)
+    would otherwise reach the server as a request for nothing, or silently
+    fall back to a default printer.
+    """
+    if value is not None and not value.strip():
+        raise typer.BadParameter("must not be empty")
+    return value
+
+
+def check_region(value: str | None) -> str | None:
+    """Option callback of ``--region``: unknown regions are usage errors (exit 2)."""
+    if value is None:
+        return None
+    from ..errors import ConfigurationError
+    from ..regions import normalize_region
+
+    try:
+        return normalize_region(value)
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def check_api_url(value: str | None) -> str | None:
+    """Option callback of ``--api-url``: it must be an http(s) URL (exit 2 otherwise)."""
+    if value is None:
+        return None
+    from ..errors import excerpt
+
+    url = value.strip()
+    if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+        raise typer.BadParameter(f"expected an http:// or https:// URL, got {excerpt(value)}")
+    return url
+
+
 def new_typer(**kw: Any) -> typer.Typer:
     """A Typer configured the same way everywhere.
 
@@ -65,6 +106,25 @@ def new_typer(**kw: Any) -> typer.Typer:
     kw.setdefault("no_args_is_help", False)
     kw.setdefault("add_completion", False)
     return typer.Typer(**kw)
+
+
+@contextlib.contextmanager
+def sim_extra(command: str) -> Iterator[None]:
+    """Turn the import of a missing simulator dependency into one line naming the extra.
+
+    ``pip install bambulab[cli]`` gives ``bambu`` without the simulator; ``bambu
+    sim`` and ``bambu demo`` then say what to install instead of a traceback.
+    """
+    try:
+        yield
+    except ImportError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in SIM_EXTRA_MODULES:
+            raise
+        raise CliError(
+            f"`bambu {command}` needs the simulator's extra ({missing} is not installed): "
+            "pip install 'bambulab[sim]'"
+        ) from exc
 
 
 def interactive() -> bool:

@@ -10,6 +10,10 @@ few seconds of watching show a print move.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .base import OPTIONS, CliError
+from .base import OPTIONS, CliError, sim_extra
 
 if TYPE_CHECKING:
     from ..cloud.client import BambuClient
@@ -242,7 +246,8 @@ def demo(
     """Tour the toolkit against the embedded simulator (no account or printer needed)."""
     if OPTIONS.json:
         raise CliError("the demo is for people and has no --json output", exit_code=2)
-    from ..sim import SimConfig, Simulator
+    with sim_extra("demo"):
+        from ..sim import SimConfig, Simulator
 
     started = time.monotonic()
     config = SimConfig()
@@ -264,9 +269,60 @@ def demo(
             _say(f"\n[green]Demo finished[/green] in {time.monotonic() - started:.1f} s.")
             if serve:
                 _serve(run)
+            else:
+                _say(next_steps(how_to_run_bambu(), under_make=bool(os.environ.get("MAKELEVEL"))))
         finally:
             if run.client is not None:
                 run.client.close()
+
+
+def how_to_run_bambu(
+    argv0: str | None = None, found: str | None = None, cwd: Path | None = None
+) -> tuple[str, str | None]:
+    """How to type ``bambu`` in this shell, and the venv's activate script if that helps.
+
+    After ``make demo`` the command lives in ``.venv/bin``, which is not on
+    PATH: telling the person to type ``bambu`` would be the first thing that
+    fails. ``argv0``/``found``/``cwd`` default to this process's script, the
+    ``bambu`` on PATH and the working directory.
+    """
+    import shutil
+
+    here = cwd or Path.cwd()
+    script = Path(argv0 if argv0 is not None else sys.argv[0])
+    if script.name != "bambu":  # python -m bambulab.cli: nothing better to say
+        return "bambu", None
+    script = script if script.is_absolute() else here / script
+    found = found if found is not None else shutil.which("bambu")
+    with contextlib.suppress(OSError):
+        if found and Path(found).resolve() == script.resolve():
+            return "bambu", None
+    activate = script.parent / "activate"
+
+    def shown(path: Path) -> str:
+        try:
+            relative = path.resolve().relative_to(here.resolve())
+        except ValueError:
+            return shlex.quote(str(path.resolve()))
+        return shlex.quote(str(relative) if relative.parent != Path(".") else f"./{relative}")
+
+    return shown(script), (shown(activate) if activate.is_file() else None)
+
+
+def next_steps(how: tuple[str, str | None], *, under_make: bool = False) -> str:
+    """What to try after the demo, as the person has to type it."""
+    from .output import esc
+
+    bambu, activate = how
+    serve = "make serve" if under_make else f"{bambu} demo --serve"
+    lines = [
+        "\n[bold]Next[/bold]:",
+        f"  {esc(serve):<28} the same tour, then the simulator stays up for your own commands",
+        f"  {esc(bambu + ' --help'):<28} every command (bambu login for your real account)",
+    ]
+    if activate:
+        lines.append(f"  {esc('. ' + activate):<28} puts bambu on PATH in this shell")
+    return "\n".join(lines)
 
 
 def _serve(run: DemoRun) -> None:
@@ -285,6 +341,8 @@ def _serve(run: DemoRun) -> None:
         "  unset BAMBU_TOKEN BAMBU_PRINTER_HOST\n"
         "  bambu devices\n"
         "  bambu watch\n\n"
+        "When done, before `bambu login` to a real account (it would go to the simulator):\n\n"
+        "  unset BAMBU_API_URL BAMBU_TOKEN_FILE BAMBU_MQTT_HOST BAMBU_MQTT_PORT BAMBU_CA_FILE\n\n"
         "Press Ctrl-C to stop."
     )
     from .output import console

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .base import OPTIONS, CliError, interactive, new_typer, open_client
+from .base import OPTIONS, CliError, interactive, new_typer, not_empty, open_client
 
 if TYPE_CHECKING:
     from ..models import Device
@@ -21,7 +21,10 @@ device_app = new_typer(
     no_args_is_help=True,
 )
 
-Serial = Annotated[str, typer.Argument(metavar="SERIAL", help="The printer's serial (dev_id).")]
+Serial = Annotated[
+    str,
+    typer.Argument(metavar="SERIAL", callback=not_empty, help="The printer's serial (dev_id)."),
+]
 
 
 def devices(
@@ -97,7 +100,9 @@ def _status(status: str) -> Any:
 
 
 def _not_found(serial: str, exc: Exception) -> CliError:
-    return CliError(f"no printer {serial!r} on this account ({exc})")
+    from ..errors import excerpt
+
+    return CliError(f"no printer {excerpt(serial)} on this account ({exc})")
 
 
 @device_app.command("info")
@@ -218,7 +223,7 @@ def unbind(
 @device_app.command("rename")
 def rename(
     serial: Serial,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The new name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", callback=not_empty, help="The new name.")],
 ) -> None:
     """Give a printer a new name."""
     from ..errors import NotFoundError

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from .base import OPTIONS, CliError
+from .base import OPTIONS, CliError, not_empty
 
 if TYPE_CHECKING:
     from ..models.state import PrinterState
@@ -45,6 +45,7 @@ SerialOpt = Annotated[
         "--serial",
         metavar="SERIAL",
         envvar="BAMBU_SERIAL",
+        callback=not_empty,
         help="The printer's serial (LAN mode); in cloud mode, the default printer.",
     ),
 ]
@@ -94,6 +95,7 @@ Printer = Annotated[
     str | None,
     typer.Argument(
         metavar="PRINTER",
+        callback=not_empty,
         help="Serial or name of the printer (default: the only, else the first online, one).",
         show_default=False,
     ),
@@ -104,6 +106,7 @@ PrinterOpt = Annotated[
         "--printer",
         "-p",
         metavar="PRINTER",
+        callback=not_empty,
         help="Serial or name of the printer (default: the only, else the first online, one).",
     ),
 ]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .base import OPTIONS, CliError, new_typer, open_client
+from .base import OPTIONS, CliError, new_typer, not_empty, open_client
 
 notifications_app = new_typer(
     name="notifications", help="Device and account notifications: list, mark read."
@@ -44,11 +44,13 @@ def notifications(
 
 @notifications_app.command("read")
 def read(
-    notification_id: Annotated[str, typer.Argument(metavar="ID", help="The notification id.")],
+    notification_id: Annotated[
+        str, typer.Argument(metavar="ID", callback=not_empty, help="The notification id.")
+    ],
     unread: Annotated[bool, typer.Option("--unread", help="Mark it unread instead.")] = False,
 ) -> None:
     """Mark one notification read."""
-    from ..errors import NotFoundError
+    from ..errors import NotFoundError, excerpt
     from .output import emit_json, esc, say
 
     # Ids are numbers on the wire; send them as numbers when they look like one.
@@ -57,7 +59,7 @@ def read(
         try:
             client.mark_notification_read(wire_id, read=not unread)
         except NotFoundError as exc:
-            raise CliError(f"no notification {notification_id!r} ({exc})") from exc
+            raise CliError(f"no notification {excerpt(notification_id)} ({exc})") from exc
     if OPTIONS.json:
         emit_json({"id": wire_id, "read": not unread})
         return

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .base import OPTIONS, CliError, new_typer, open_client
+from .base import OPTIONS, CliError, new_typer, not_empty, open_client
 
 projects_app = new_typer(name="projects", help="Cloud projects: list them, or show one.")
 
@@ -53,16 +53,20 @@ def projects(
 
 
 @projects_app.command("show")
-def show(project_id: Annotated[str, typer.Argument(metavar="ID", help="The project id.")]) -> None:
+def show(
+    project_id: Annotated[
+        str, typer.Argument(metavar="ID", callback=not_empty, help="The project id.")
+    ],
+) -> None:
     """One project and its files."""
-    from ..errors import NotFoundError
+    from ..errors import NotFoundError, excerpt
     from .output import Col, emit_json, fields, table, when
 
     with open_client() as client:
         try:
             project = client.get_project(project_id)
         except NotFoundError as exc:
-            raise CliError(f"no project {project_id!r} on this account ({exc})") from exc
+            raise CliError(f"no project {excerpt(project_id)} on this account ({exc})") from exc
     if OPTIONS.json:
         emit_json(project.to_dict())
         return

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import typer
 
+from .base import sim_extra
+
 SIM_CONTEXT = {
     "allow_extra_args": True,
     "ignore_unknown_options": True,
@@ -19,6 +21,7 @@ SIM_CONTEXT = {
 
 def sim(ctx: typer.Context) -> None:
     """Run the simulated Bambu cloud (see `bambu sim --help` for its options)."""
-    from ..sim import main as sim_main
+    with sim_extra("sim"):
+        from ..sim import main as sim_main
 
     raise typer.Exit(sim_main(list(ctx.args)))

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .base import OPTIONS, open_client
+from .base import OPTIONS, not_empty, open_client
 
 if TYPE_CHECKING:
     from ..models import Task
@@ -18,7 +18,13 @@ MAX_PAGE = 100
 def tasks(
     device: Annotated[
         str | None,
-        typer.Option("--device", "-d", metavar="SERIAL", help="Only this printer's tasks."),
+        typer.Option(
+            "--device",
+            "-d",
+            metavar="SERIAL",
+            callback=not_empty,
+            help="Only this printer's tasks.",
+        ),
     ] = None,
     limit: Annotated[
         int, typer.Option("--limit", "-n", min=1, help="How many of the most recent tasks.")

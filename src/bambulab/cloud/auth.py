@@ -14,7 +14,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import CodeRequiredError, ConfigurationError, TokenExpiredError, TokenInvalidError
+from ..errors import (
+    CodeRequiredError,
+    ConfigurationError,
+    TokenExpiredError,
+    TokenFileError,
+    TokenInvalidError,
+)
 from ..protocol import cloud_api as api
 from ..protocol.http import NO_RETRY, HttpReply, interpret
 from ..protocol.jwt import TokenClaims, decode_claims
@@ -126,6 +132,16 @@ class _AuthBase:
             )
         return claims
 
+    def _reusable(self, username: str | None) -> str | None:
+        """``_env_or_saved``, for a caller that can log in again: a corrupt file is replaced."""
+        try:
+            return self._env_or_saved()
+        except TokenFileError as exc:
+            if not username:
+                raise
+            log.warning("%s; logging in again", str(exc).partition("; run")[0])
+            return None
+
     def _env_or_saved(self) -> str | None:
         env = os.environ.get(ENV_TOKEN, "").strip()
         if env:
@@ -194,7 +210,7 @@ class BambuAuthenticator(_AuthBase):
         code_callback: CodeCallback | None = None,
     ) -> str:
         """``BAMBU_TOKEN``, else the saved token if still valid, else log in and save."""
-        token = self._env_or_saved()
+        token = self._reusable(username)
         if token:
             return token
         if not username:
@@ -280,7 +296,7 @@ class AsyncBambuAuthenticator(_AuthBase):
         code_callback: CodeCallback | None = None,
     ) -> str:
         """``BAMBU_TOKEN``, else the saved token if still valid, else log in and save."""
-        token = self._env_or_saved()
+        token = self._reusable(username)
         if token:
             return token
         if not username:

@@ -4,6 +4,12 @@ Written with mode 0600 from the first byte and replaced atomically, so a
 crash never leaves a half-written or world-readable token behind.
 ``BAMBU_TOKEN_FILE`` moves the file; ``BAMBU_TOKEN`` (read by the clients)
 overrides it altogether.
+
+Reading is strict where leniency would mislead: a file that others can read
+is fixed to 0600 with a warning (in the spirit of ssh, but repairing rather
+than refusing: the token may already have leaked, and the person should know),
+and a file that holds no token raises :class:`~bambulab.errors.TokenFileError`
+naming the file, rather than passing for "not logged in".
 """
 
 from __future__ import annotations
@@ -12,17 +18,25 @@ import contextlib
 import json
 import logging
 import os
+import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, TokenFileError
+from ..paths import PRIVATE_FILE, private_dir
 from ..regions import normalize_region
 
 log = logging.getLogger("bambulab.auth")
 
 ENV_TOKEN_FILE = "BAMBU_TOKEN_FILE"
 DEFAULT_TOKEN_FILE = "~/.bambu_token"
+# The seed's tools also accept a file holding just the token (JWT or opaque).
+_RAW_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+")
+_JSON_WORDS = frozenset({"null", "true", "false"})
+# Larger than any token file: a bigger one is not ours.
+MAX_TOKEN_FILE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,30 +59,80 @@ class TokenStore:
         self.path = Path(chosen).expanduser()
 
     def load(self) -> SavedToken | None:
-        """The saved token, or ``None`` when there is none (or it is unreadable)."""
+        """The saved token, or ``None`` when there is no token file.
+
+        Raises :class:`~bambulab.errors.TokenFileError` when the file exists
+        but cannot be read or holds no token.
+        """
         try:
-            text = self.path.read_text(encoding="utf-8")
+            with open(self.path, "rb") as handle:
+                self._make_private(os.fstat(handle.fileno()))
+                data = handle.read(MAX_TOKEN_FILE + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            log.warning("cannot read the token file %s: %s", self.path, exc.strerror)
-            return None
+            raise TokenFileError(
+                f"cannot read the token file {self.path}: {exc.strerror}", path=str(self.path)
+            ) from None
+        if len(data) > MAX_TOKEN_FILE:
+            raise self._corrupt(f"it is larger than {MAX_TOKEN_FILE // 1024} KiB")
         try:
-            data = json.loads(text)
-        except ValueError:
-            # The seed's tools also accept a file holding just the token.
-            raw = text.strip()
-            return SavedToken(raw) if raw and " " not in raw else None
-        if not isinstance(data, dict) or not isinstance(data.get("token"), str):
-            log.warning("the token file %s has no token; ignoring it", self.path)
-            return None
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._corrupt("it is not UTF-8 text") from None
+        return self._parse(text)
+
+    def _parse(self, text: str) -> SavedToken:
+        raw = text.strip()
+        if not raw:
+            raise self._corrupt("it is empty")
+        if _RAW_TOKEN.fullmatch(raw) and raw not in _JSON_WORDS and raw[0] not in "-0123456789":
+            return SavedToken(raw)
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            # The decoder's message says where, never what: no token text leaks.
+            where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            raise self._corrupt(f"not JSON ({where})") from None
+        except RecursionError:
+            raise self._corrupt("not JSON (nested too deeply)") from None
+        if not isinstance(data, dict):
+            raise self._corrupt(f"expected a JSON object, found {_json_kind(data)}")
+        token = data.get("token")
+        if not isinstance(token, str) or not token.strip():
+            raise self._corrupt('no "token" string in it')
         try:
             region = normalize_region(data.get("region"))
         except ConfigurationError:
             region = "global"
         refresh = data.get("refresh_token")
-        return SavedToken(
-            data["token"].strip(), region, refresh if isinstance(refresh, str) else None
+        return SavedToken(token.strip(), region, refresh if isinstance(refresh, str) else None)
+
+    def _corrupt(self, why: str) -> TokenFileError:
+        return TokenFileError(
+            f"token file {self.path} is corrupt: {why}; run `bambu login`", path=str(self.path)
+        )
+
+    def _make_private(self, info: os.stat_result) -> None:
+        """Fix a token file that group or others can read to 0600, saying so once."""
+        loose = stat.S_IMODE(info.st_mode) & 0o077
+        if not loose or os.name != "posix" or not stat.S_ISREG(info.st_mode):
+            return
+        try:
+            os.chmod(self.path, PRIVATE_FILE)
+        except OSError as exc:
+            log.warning(
+                "the token file %s is readable by others (mode %03o) and could not be "
+                "made private: %s",
+                self.path,
+                stat.S_IMODE(info.st_mode),
+                exc.strerror,
+            )
+            return
+        log.warning(
+            "the token file %s was open to others (mode %03o); changed it to 600",
+            self.path,
+            stat.S_IMODE(info.st_mode),
         )
 
     def save(self, token: str, region: str = "global", refresh_token: str | None = None) -> Path:
@@ -78,7 +142,7 @@ class TokenStore:
         data: dict[str, str] = {"region": normalize_region(region), "token": token}
         if refresh_token and refresh_token != token:
             data["refresh_token"] = refresh_token
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)  # any directory made for it is 0700
         # mkstemp creates the file 0600 before a byte is written.
         fd, tmp = tempfile.mkstemp(prefix=".bambu_token.", dir=self.path.parent)
         try:
@@ -101,3 +165,8 @@ class TokenStore:
         except FileNotFoundError:
             return False
         return True
+
+
+def _json_kind(value: object) -> str:
+    kinds = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)

@@ -8,8 +8,9 @@ authenticators drive the very same generator.
 Flows: password; password then emailed code (or SMS code for phone-number
 accounts); password then authenticator code (TFA) on the API host, falling
 back to the seed's web-host endpoint that returns the token in a cookie; and a
-code-only login when no password is given. An expired code is replaced by a
-fresh one; an incorrect one is asked for again; both are bounded.
+code-only login when no password is given. An expired code (or one used up by
+too many wrong guesses) is replaced by a fresh one; an incorrect one is asked
+for again; both are bounded.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ..secrets import mask
 from .http import ApiRequest, HttpReply, interpret
 
 CodeKind = Literal["email", "sms", "tfa"]
-CodeReason = Literal["initial", "expired", "incorrect"]
+CodeReason = Literal["initial", "expired", "incorrect", "too_many"]
 TfaEndpoint = Literal["auto", "api", "web"]
 
 LOGIN = "/v1/user-service/user/login"
@@ -50,6 +51,22 @@ REFRESH = "/v1/user-service/user/refreshtoken"
 # Application codes of a refused verification code.
 CODE_EXPIRED = 1
 CODE_INCORRECT = 2
+# Code 1 also answers a code that took too many wrong guesses (request a new
+# one either way); only the server's message tells the two apart.
+TOO_MANY_WORDS = ("too many", "attempts", "tries")
+
+
+def dead_code_reason(server_message: str | None) -> CodeReason:
+    """Why a code was refused with code 1: ``too_many`` when the server says so, else expired."""
+    text = (server_message or "").lower()
+    return "too_many" if any(word in text for word in TOO_MANY_WORDS) else "expired"
+
+
+def refusal_text(kind: str, reason: str, times: int) -> str:
+    """One line on a code refused ``times`` times in a row, the last time for ``reason``."""
+    if reason == "too_many":
+        return f"too many attempts with the {kind} code"
+    return f"the {kind} code was {reason} {times} times"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +82,9 @@ class AskCode:
 
     ``kind`` is where it comes from (``email``, ``sms``, ``tfa`` authenticator
     app), ``reason`` why it is asked (``initial``, ``expired`` - a new one was
-    sent, ``incorrect`` - the last one was wrong), ``destination`` a masked hint
-    of the address it was sent to.
+    sent, ``incorrect`` - the last one was wrong, ``too_many`` - the server
+    stopped taking guesses at the last one and a new one was sent),
+    ``destination`` a masked hint of the address it was sent to.
     """
 
     kind: CodeKind
@@ -82,10 +100,12 @@ class AskCode:
             "sms": f"the code texted to {self.destination}",
             "tfa": "the code from your authenticator app",
         }[self.kind]
+        sent = "" if self.kind == "tfa" else "; a new one was sent"
         why = {
             "initial": "",
-            "expired": "That code expired; a new one was sent. ",
+            "expired": f"That code expired{sent}. ",
             "incorrect": "That code was incorrect. ",
+            "too_many": f"Too many attempts with that code{sent}. ",
         }[self.reason]
         return f"{why}Enter {where}"
 
@@ -228,7 +248,7 @@ def _code_login(account: str, max_attempts: int, known: str | None = None) -> Fl
             payload = interpret(reply, LOGIN)
         except BadRequestError as exc:
             if exc.code == CODE_EXPIRED:
-                reason = "expired"
+                reason = dead_code_reason(exc.server_message)
                 if attempt < max_attempts:
                     yield from _send_code(account)
                 continue
@@ -241,7 +261,7 @@ def _code_login(account: str, max_attempts: int, known: str | None = None) -> Fl
             raise ProtocolError("the code login succeeded but the answer carried no token")
         return result
     raise VerificationCodeError(
-        f"the {kind} code was {reason} {max_attempts} times; log in again",
+        f"{refusal_text(kind, reason, max_attempts)}; log in again",
         kind=kind,
         reason=reason,
     )
@@ -268,8 +288,9 @@ def _tfa_login(
                 reason = "incorrect"
                 continue
             if exc.code == CODE_EXPIRED:
-                # The tfaKey lapsed: a fresh password step gives a new one.
-                reason = "expired"
+                # The tfaKey lapsed (or took too many guesses): a fresh
+                # password step gives a new one.
+                reason = dead_code_reason(exc.server_message)
                 fresh, _ = yield from _password_step(account, password)
                 tfa_key = TokenResponse.from_wire(fresh if isinstance(fresh, dict) else {}).tfa_key
                 if not tfa_key:
@@ -281,7 +302,7 @@ def _tfa_login(
             raise ProtocolError("the authenticator login succeeded but no token came back")
         return result
     raise VerificationCodeError(
-        f"the authenticator code was {reason} {max_attempts} times; log in again",
+        f"{refusal_text('authenticator', reason, max_attempts)}; log in again",
         kind="tfa",
         reason=reason,
     )

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import shutil
 import tempfile
 import threading
@@ -38,6 +37,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ..paths import PRIVATE_FILE, PUBLIC_FILE, private_dir, write_file
 
 CA_NAME = "BBL Simulator CA"
 _CA_CERT = "ca.crt"
@@ -65,9 +66,7 @@ def _now() -> datetime.datetime:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
+    write_file(path, data, PRIVATE_FILE)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -132,7 +131,8 @@ class CertificateAuthority:
     @classmethod
     def load_or_create(cls, directory: Path) -> CertificateAuthority:
         """The CA stored in ``directory``; made and stored there when absent."""
-        directory.mkdir(parents=True, exist_ok=True)
+        # 0700 whatever the umask: it holds the key that every simulated broker trusts.
+        private_dir(directory)
         cert_path, key_path = directory / _CA_CERT, directory / _CA_KEY
         if cert_path.exists() and key_path.exists():
             certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
@@ -140,7 +140,8 @@ class CertificateAuthority:
             if isinstance(key, ec.EllipticCurvePrivateKey):
                 return cls(key, certificate)
         authority = cls.generate()
-        cert_path.write_bytes(authority.certificate_pem())
+        # Public, but nobody else may swap it: not world-writable under umask 000.
+        write_file(cert_path, authority.certificate_pem(), PUBLIC_FILE)
         _write_private(key_path, _key_pem(authority.key))
         return authority
 
@@ -212,7 +213,7 @@ class SimCertificates:
         else:
             self.authority = CertificateAuthority.generate()
         self.ca_file = self._tmp / _CA_CERT
-        self.ca_file.write_bytes(self.authority.certificate_pem())
+        write_file(self.ca_file, self.authority.certificate_pem(), PUBLIC_FILE)
         self._issued: dict[str, CertFiles] = {}
         self._lock = threading.Lock()
 
@@ -238,7 +239,7 @@ class SimCertificates:
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
             cert_file = self._tmp / f"{safe}.crt"
             key_file = self._tmp / f"{safe}.key"
-            cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+            write_file(cert_file, certificate.public_bytes(serialization.Encoding.PEM), PUBLIC_FILE)
             _write_private(key_file, _key_pem(key))
             files = CertFiles(cert_file, key_file, common_name)
             self._issued[label] = files

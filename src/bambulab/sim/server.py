@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from ..paths import PRIVATE_FILE, private_dir, write_file
 from ..safetext import VisibleFormatter
 from .cloud import create_app
 from .config import ConfigError, RateLimits, SimConfig, load_config, parse_fleet, validate
@@ -47,6 +48,19 @@ log = logging.getLogger("bambulab.sim")
 
 DEFAULT_PORT = 8080
 START_TIMEOUT = 10.0
+# ``--env-file`` without a path: this name in the state directory, outside any
+# checkout (the file holds a token; nobody should commit it by accident).
+ENV_FILE_NAME = "sim.env"
+# argparse's value for a bare ``--env-file``; told apart from a path by identity.
+_ENV_FILE_IN_STATE_DIR = Path(ENV_FILE_NAME)
+UNSET_FUNCTION = "bambu_sim_unset"
+
+
+def default_state_dir() -> Path:
+    """Where ``bambu sim`` keeps its files unless told: ``$XDG_STATE_HOME/bambulab/sim``."""
+    base = os.environ.get("XDG_STATE_HOME", "").strip()
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "bambulab" / "sim"
 
 
 class _Server(uvicorn.Server):
@@ -262,7 +276,16 @@ def build_parser(prog: str = "bambu sim") -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=None, help="loopback address (default 127.0.0.1)")
     parser.add_argument("--config", type=Path, help="TOML file (see docs/simulator.md)")
-    parser.add_argument("--env-file", type=Path, help="also write the export lines to this file")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        nargs="?",
+        const=_ENV_FILE_IN_STATE_DIR,
+        metavar="PATH",
+        help="also write the export lines, and a function undoing them, to PATH "
+        f"(default: {ENV_FILE_NAME} in the state directory, "
+        "~/.local/state/bambulab/sim or --state-dir)",
+    )
     parser.add_argument("--code-ttl", type=float, metavar="SECONDS", help="login code lifetime")
     parser.add_argument("--token-ttl", type=int, metavar="SECONDS", help="access token lifetime")
     parser.add_argument("--no-rate-limits", action="store_true", help="disable all rate limits")
@@ -294,7 +317,9 @@ def build_parser(prog: str = "bambu sim") -> argparse.ArgumentParser:
         help="simulated printer seconds per real second (default 1)",
     )
     mqtt.add_argument(
-        "--state-dir", type=Path, help="keep the simulator CA here across runs (BAMBU_CA_FILE)"
+        "--state-dir",
+        type=Path,
+        help="keep the simulator CA here across runs (BAMBU_CA_FILE); made 0700",
     )
     return parser
 
@@ -387,7 +412,13 @@ def _serve(
         lines = sim.export_lines()
         # The file first: whoever reads the printed lines may open it at once.
         if args.env_file is not None:
-            _write_env_file(args.env_file, lines)
+            path = _write_env_file(env_file_path(args), lines, sim.url)
+            log.info(
+                "exports written to %s: `. %s` to use them, `%s` to undo that",
+                path,
+                shlex.quote(str(path)),
+                UNSET_FUNCTION,
+            )
         print("\n".join(lines), flush=True)
         _wait_for(stop)
     finally:
@@ -414,12 +445,43 @@ def _configure_logging(quiet: bool) -> None:
         log.addHandler(handler)
 
 
-def _write_env_file(path: Path, lines: list[str]) -> None:
-    # 0600: the file holds a token and the demo password.
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.chmod(path, 0o600)
+def env_file_path(args: argparse.Namespace) -> Path:
+    """Where ``--env-file`` writes: the path given, else the state directory's ``sim.env``."""
+    given: Path = args.env_file
+    if given is not _ENV_FILE_IN_STATE_DIR:
+        return given.expanduser()
+    return Path(args.state_dir or default_state_dir()).expanduser() / ENV_FILE_NAME
+
+
+def env_file_text(lines: list[str], url: str, path: Path) -> str:
+    """The env file: a header, the export lines, and a shell function that undoes them.
+
+    Sourcing it points every ``bambu`` command of that shell at the simulator,
+    ``bambu login`` included; ``bambu_sim_unset`` (or the ``unset`` line in the
+    header) takes exactly these variables away again, so a real login does not
+    go to the simulator by mistake.
+    """
+    names = [line.removeprefix("export ").partition("=")[0] for line in lines]
+    unset = "unset " + " ".join(names)
+    # A comment ends at a newline: a path with one must not become a command.
+    where = "this file" if any(c in str(path) for c in "\r\n") else shlex.quote(str(path))
+    return (
+        "\n".join(
+            [
+                f"# bambu sim: the simulator at {url} (holds a token: keep it private).",
+                f"# Use: . {where}   Undo: {UNSET_FUNCTION}   (or: {unset})",
+                *lines,
+                f"{UNSET_FUNCTION}() {{ {unset}; unset -f {UNSET_FUNCTION}; }}",
+            ]
+        )
+        + "\n"
+    )
+
+
+def _write_env_file(path: Path, lines: list[str], url: str) -> Path:
+    # 0600 (whatever the umask): the file holds a token and the demo password.
+    private_dir(path.parent)
+    return write_file(path, env_file_text(lines, url, path).encode("utf-8"), PRIVATE_FILE)
 
 
 @contextlib.contextmanager

@@ -37,6 +37,9 @@ from ..world import World, normalize_login
 from .deps import WorldDep
 
 log = logging.getLogger("bambulab.sim")
+# The answer to a code (or tfaKey) that took too many wrong guesses, until it
+# expires or a new one replaces it.
+TOO_MANY_TRIES = "Too many attempts, please request a new code"
 router = APIRouter(tags=["login"])
 
 
@@ -197,10 +200,14 @@ def _issue_code(world: World, account: Account, kind: Literal["email", "sms"]) -
 
 def _code_login(world: World, account: Account | None, code: str) -> dict[str, Any]:
     pending = world.codes.get(account.uid) if account else None
-    if account is None or pending is None or not _alive(world, pending.expires_at, pending):
+    if account is None or pending is None or world.clock.now() >= pending.expires_at:
         if account is not None:
             world.codes.pop(account.uid, None)
         raise SimError(400, CODE_EXPIRED, "Code expired")
+    if pending.tries_left <= 0:
+        # Dead for the same reason a good client sends for a new one (code 1), but
+        # the message tells the person why: a timed-out code is not their fault.
+        raise SimError(400, CODE_EXPIRED, TOO_MANY_TRIES)
     if not hmac.compare_digest(pending.code, code):
         pending.tries_left -= 1
         log.info("login: wrong code for %s (%d tries left)", account.login, pending.tries_left)
@@ -212,10 +219,13 @@ def _code_login(world: World, account: Account | None, code: str) -> dict[str, A
 
 def _complete_tfa(world: World, body: TfaBody) -> Account:
     ticket = world.tfa_tickets.get(body.tfa_key)
-    if ticket is None or not _alive(world, ticket.expires_at, ticket):
+    if ticket is None or world.clock.now() >= ticket.expires_at:
         world.tfa_tickets.pop(body.tfa_key, None)
         _limit(world, None, f"tfa:{body.tfa_key}")
         raise SimError(400, CODE_EXPIRED, "Verification expired, please log in again")
+    if ticket.tries_left <= 0:
+        _limit(world, None, f"tfa:{body.tfa_key}")
+        raise SimError(400, CODE_EXPIRED, TOO_MANY_TRIES)
     account = world.accounts[ticket.uid]
     _limit(world, account, account.login)
     secret = account.tfa_secret or ""
@@ -226,10 +236,6 @@ def _complete_tfa(world: World, body: TfaBody) -> Account:
     del world.tfa_tickets[ticket.key]
     log.info("login: %s signed in with an authenticator code", account.login)
     return account
-
-
-def _alive(world: World, expires_at: float, holder: PendingCode | TfaTicket) -> bool:
-    return holder.tries_left > 0 and world.clock.now() < expires_at
 
 
 def _token_body(world: World, token: str) -> dict[str, Any]:
