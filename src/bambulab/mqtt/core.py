@@ -73,6 +73,8 @@ class Endpoint:
     tls: ssl.SSLContext | None = field(default=None, repr=False)
     client_id: str = ""
     label: str = ""  # for messages: "printer 01P... at 192.168.1.5" or "the Bambu cloud"
+    # Asked once a certificate is refused: a clearer error (a pinned certificate that changed).
+    diagnose: Callable[[], BambuError | None] | None = field(default=None, repr=False)
 
 
 class Printer:
@@ -237,8 +239,11 @@ class Connection:
                     self._client.reconnect()
                 first = False
             except ssl.SSLCertVerificationError as exc:
+                diagnose = self.endpoint.diagnose
+                explained = diagnose() if diagnose is not None else None
                 self._give_up(
-                    CertificateError(
+                    explained
+                    or CertificateError(
                         f"TLS certificate of {self.endpoint.label} refused: {exc.verify_message}"
                     )
                 )
