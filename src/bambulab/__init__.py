@@ -29,11 +29,13 @@ _EXPORTS = {
 _ERRORS = (
     "APIError",
     "CertificateError",
+    "CertificatePinMismatchError",
     "CommandError",
     "CommandTimeoutError",
     "MQTTAuthenticationError",
     "MQTTError",
     "NotConnectedError",
+    "UnsupportedCommandError",
     "AuthenticationError",
     "BadRequestError",
     "BambuError",

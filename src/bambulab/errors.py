@@ -21,6 +21,7 @@
     │   ├── NotFoundError           404 (also 1003 device not found)
     │   ├── RateLimitError          429, carries ``retry_after`` seconds
     │   └── ServerError             5xx
+    ├── UnsupportedCommandError     the printer's model cannot do this (refused before sending)
     ├── LoginError                  a login flow could not be completed
     │   ├── VerificationCodeError   the emailed/SMS/authenticator code was refused too often
     │   └── CodeRequiredError       a code is needed but no ``code_callback`` was given
@@ -28,6 +29,7 @@
         ├── NotConnectedError       the connection is down and the call needs it
         ├── MQTTAuthenticationError wrong access code or token (also an AuthenticationError)
         ├── CertificateError        TLS verification failed (CA, pin, or CN != serial)
+        │   └── CertificatePinMismatchError  the printer's certificate is not the pinned one
         └── CommandError            a printer refused a command (command, sequence_id, reason)
             └── CommandTimeoutError no reply within the timeout
 
@@ -47,6 +49,7 @@ __all__ = [
     "BambuError",
     "CSRFBlockedError",
     "CertificateError",
+    "CertificatePinMismatchError",
     "CloudflareBlockedError",
     "CodeRequiredError",
     "CommandError",
@@ -67,6 +70,7 @@ __all__ = [
     "TokenFileError",
     "TokenInvalidError",
     "TransportError",
+    "UnsupportedCommandError",
     "VerificationCodeError",
     "excerpt",
 ]
@@ -239,6 +243,41 @@ class MQTTAuthenticationError(MQTTError, AuthenticationError):
 
 class CertificateError(MQTTError):
     """The printer's or broker's TLS certificate failed verification."""
+
+
+class CertificatePinMismatchError(CertificateError):
+    """The printer offered another certificate than the one pinned for its serial.
+
+    ``pinned`` and ``offered`` are SHA-256 fingerprints (hex with colons),
+    ``pin_file`` the file holding the pin. Either the printer's certificate
+    changed legitimately (a reset, new firmware), and the pin must be
+    forgotten, or something else answers at the printer's address.
+    """
+
+    def __init__(
+        self, message: str, *, serial: str, pinned: str, offered: str, pin_file: str
+    ) -> None:
+        super().__init__(message, serial=serial)
+        self.pinned = pinned
+        self.offered = offered
+        self.pin_file = pin_file
+
+
+class UnsupportedCommandError(BambuError):
+    """The printer's model lacks what a command needs; nothing was sent.
+
+    ``command`` names the command (``set_chamber_temp``...), ``model`` the
+    printer's product name, ``reason`` says what is missing.
+    """
+
+    def __init__(
+        self, message: str, *, serial: str | None, command: str, model: str, reason: str
+    ) -> None:
+        super().__init__(message)
+        self.serial = serial
+        self.command = command
+        self.model = model
+        self.reason = reason
 
 
 class CommandError(MQTTError):

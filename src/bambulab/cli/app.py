@@ -137,6 +137,9 @@ def build_app() -> typer.Typer:
     app.command("gcode")(live.gcode)
     app.command("ams")(live.ams)
     app.command("hms")(live.hms)
+    from .pins import pin_app  # here, not above: keeps this edit apart from the import list
+
+    app.add_typer(pin_app, name="pin")
     app.command(
         "sim",
         context_settings=sim.SIM_CONTEXT,

@@ -6,25 +6,39 @@ from typing import Annotated
 
 import typer
 
-from .base import OPTIONS, open_client
+from .base import OPTIONS, CliError, open_client
 
 MAX_PAGE = 100
 
 
 def messages(
     type_: Annotated[
-        str | None, typer.Option("--type", "-t", help="Only messages of this type.")
+        str | None,
+        typer.Option(
+            "--type",
+            "-t",
+            metavar="TYPE",
+            help="Only messages of this type: system, printing, community or makerworld "
+            "(or its number, 1-4).",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many messages.")] = 20,
     all_: Annotated[bool, typer.Option("--all", help="Every message, paging through.")] = False,
 ) -> None:
     """The account's messages."""
+    from ..models.cloud import MESSAGE_TYPES, message_type
     from .output import Col, emit_json, table, when, yes_no
 
+    wanted: int | None = None
+    if type_ is not None:
+        wanted = message_type(type_)
+        if wanted is None:
+            valid = ", ".join(f"{name} ({number})" for number, name in MESSAGE_TYPES.items())
+            raise CliError(f"unknown message type {type_!r}: one of {valid}", exit_code=2)
     with open_client() as client:
         found = list(
             client.iter_messages(
-                type_,
+                str(wanted) if wanted is not None else None,
                 page_size=MAX_PAGE if all_ else min(limit, MAX_PAGE),
                 max_items=None if all_ else limit,
             )
@@ -41,5 +55,8 @@ def messages(
             Col("Date (UTC)", wrap=False),
             Col("Read"),
         ],
-        ([m.id, m.type, m.title or m.content, when(m.create_time), yes_no(m.read)] for m in found),
+        (
+            [m.id, m.type_name, m.title or m.content, when(m.create_time), yes_no(m.read)]
+            for m in found
+        ),
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from .base import OPTIONS, not_empty, open_client
+from .base import OPTIONS, CliError, not_empty, open_client
 
 if TYPE_CHECKING:
     from ..models import Task
@@ -21,9 +21,9 @@ def tasks(
         typer.Option(
             "--device",
             "-d",
-            metavar="SERIAL",
+            metavar="PRINTER",
             callback=not_empty,
-            help="Only this printer's tasks.",
+            help="Only this printer's tasks (serial or name).",
         ),
     ] = None,
     limit: Annotated[
@@ -35,6 +35,10 @@ def tasks(
 ) -> None:
     """Recent print tasks (print history)."""
     with open_client() as client:
+        known: dict[str, str] | None = None
+        if device is not None:
+            known = {d.serial: d.name for d in client.get_devices()}
+            device = _serial_of(device, known)
         found = list(
             client.iter_tasks(
                 device,
@@ -42,7 +46,30 @@ def tasks(
                 max_items=None if all_ else limit,
             )
         )
+        if device is not None and known is not None and not found and device not in known:
+            _unknown_device(device, known)
     show_tasks(found, title=f"{len(found)} task{'s' if len(found) != 1 else ''}")
+
+
+def _serial_of(wanted: str, known: dict[str, str]) -> str:
+    """The serial a ``--device`` value names: a bound printer's serial or name (any case)."""
+    text = wanted.strip()
+    if text in known:
+        return text
+    by_name = [serial for serial, name in known.items() if name.lower() == text.lower()]
+    return by_name[0] if len(by_name) == 1 else text
+
+
+def _unknown_device(wanted: str, known: dict[str, str]) -> NoReturn:
+    """A typo gives an empty history; say so, naming the account's printers.
+
+    Only when nothing was found: a printer unbound since still has its history.
+    """
+    listed = ", ".join(f"{name} ({serial})" if name else serial for serial, name in known.items())
+    raise CliError(
+        f"no printer {wanted!r} on this account and no tasks for it (printers: {listed or 'none'})",
+        exit_code=2,
+    )
 
 
 def show_tasks(found: list[Task], *, title: str) -> None:

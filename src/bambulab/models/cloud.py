@@ -204,6 +204,18 @@ class Notification(WireModel):
     create_time: str = ""
 
 
+# ``my/messages`` types: the inbox's tabs (the ``type`` query parameter takes the number).
+MESSAGE_TYPES: dict[int, str] = {1: "system", 2: "printing", 3: "community", 4: "makerworld"}
+
+
+def message_type(value: str | int) -> int | None:
+    """The number of a message type given by name (any case) or number; ``None`` if unknown."""
+    text = str(value).strip().lower()
+    if text.isdigit() and int(text) in MESSAGE_TYPES:
+        return int(text)
+    return next((number for number, name in MESSAGE_TYPES.items() if name == text), None)
+
+
 class Message(WireModel):
     """A message of the account's inbox."""
 
@@ -213,6 +225,12 @@ class Message(WireModel):
     content: str = ""
     create_time: str = Field("", alias="createTime")
     read: bool | None = None
+
+    @property
+    def type_name(self) -> str:
+        """``system``, ``printing``, ``community``, ``makerworld``; else the type as sent."""
+        number = message_type(self.type)
+        return MESSAGE_TYPES[number] if number is not None else str(self.type)
 
 
 class Profile(WireModel):

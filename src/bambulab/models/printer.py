@@ -16,9 +16,24 @@ from typing import Any
 ReportStyle = str  # "full" (X1) or "delta" (P1/A1, newer)
 
 
+# Light nodes per family (``system.ledctrl`` / ``lights_report``): every model
+# has the chamber light; the X1 adds the toolhead's work light, H2 and X2 a
+# second chamber light as well (field reports of ``lights_report``).
+_ONE_LIGHT = ("chamber_light",)
+_X1_LIGHTS = ("chamber_light", "work_light")
+_TWO_CHAMBER_LIGHTS = ("chamber_light", "chamber_light2", "work_light")
+
+
 @dataclass(frozen=True, slots=True)
 class PrinterModel:
-    """One printer model."""
+    """One printer model, and what it can do (the capability table is :data:`MODELS`).
+
+    Capabilities follow Bambu Studio's per-model printer descriptions
+    (``resources/printers/<model>.json``: ``support_chamber_temp_edit``,
+    ``support_aux_fan``, ``support_chamber_fan``). Only a chamber *heater*
+    counts for ``chamber_heater``: the X1 Carbon, X1 and P2S measure their
+    chamber but cannot heat it.
+    """
 
     code: str  # dev_model_name
     product: str
@@ -28,32 +43,66 @@ class PrinterModel:
     report_style: ReportStyle
     dual_nozzle: bool = False
     chamber_heater: bool = False
+    aux_fan: bool = True
+    chamber_fan: bool = True
+    lights: tuple[str, ...] = _ONE_LIGHT
+
+    @property
+    def known(self) -> bool:
+        """Whether this is a real model (an unknown one is allowed everything)."""
+        return bool(self.code)
+
+
+def _open_frame(code: str, product: str, family: str, prefix: str) -> PrinterModel:
+    """A-series: open frame, part fan only, JPEG camera, delta reports."""
+    return PrinterModel(
+        code, product, family, prefix, "jpeg", "delta", aux_fan=False, chamber_fan=False
+    )
+
+
+def _h2(code: str, product: str, prefix: str, *, dual: bool = True) -> PrinterModel:
+    """H2 family: chamber heater, two chamber lights; all but the H2S have two nozzles."""
+    return PrinterModel(
+        code,
+        product,
+        "H2",
+        prefix,
+        "rtsps",
+        "delta",
+        dual_nozzle=dual,
+        chamber_heater=True,
+        lights=_TWO_CHAMBER_LIGHTS,
+    )
 
 
 MODELS: tuple[PrinterModel, ...] = (
-    PrinterModel("BL-P001", "X1 Carbon", "X1", "00M", "rtsps", "full"),
-    PrinterModel("BL-P002", "X1", "X1", "00W", "rtsps", "full"),
-    PrinterModel("C13", "X1E", "X1", "03W", "rtsps", "full", chamber_heater=True),
+    PrinterModel("BL-P001", "X1 Carbon", "X1", "00M", "rtsps", "full", lights=_X1_LIGHTS),
+    PrinterModel("BL-P002", "X1", "X1", "00W", "rtsps", "full", lights=_X1_LIGHTS),
+    PrinterModel(
+        "C13", "X1E", "X1", "03W", "rtsps", "full", chamber_heater=True, lights=_X1_LIGHTS
+    ),
     PrinterModel("C11", "P1P", "P1", "01S", "jpeg", "delta"),
     PrinterModel("C12", "P1S", "P1", "01P", "jpeg", "delta"),
-    PrinterModel("N1", "A1 mini", "A1", "030", "jpeg", "delta"),
-    PrinterModel("N2S", "A1", "A1", "039", "jpeg", "delta"),
-    PrinterModel("N9", "A2L", "A2", "26A", "jpeg", "delta"),
+    _open_frame("N1", "A1 mini", "A1", "030"),
+    _open_frame("N2S", "A1", "A1", "039"),
+    _open_frame("N9", "A2L", "A2", "26A"),
     PrinterModel("N7", "P2S", "P2", "22E", "rtsps", "delta"),
-    PrinterModel("N6", "X2D", "X2", "20P", "rtsps", "delta", dual_nozzle=True),
     PrinterModel(
-        "O1D", "H2D", "H2", "094", "rtsps", "delta", dual_nozzle=True, chamber_heater=True
+        "N6",
+        "X2D",
+        "X2",
+        "20P",
+        "rtsps",
+        "delta",
+        dual_nozzle=True,
+        chamber_heater=True,
+        lights=_TWO_CHAMBER_LIGHTS,
     ),
-    PrinterModel(
-        "O1E", "H2D Pro", "H2", "", "rtsps", "delta", dual_nozzle=True, chamber_heater=True
-    ),
-    PrinterModel("O1S", "H2S", "H2", "093", "rtsps", "delta", chamber_heater=True),
-    PrinterModel(
-        "O1C", "H2C", "H2", "31B", "rtsps", "delta", dual_nozzle=True, chamber_heater=True
-    ),
-    PrinterModel(
-        "O1C2", "H2C", "H2", "31B", "rtsps", "delta", dual_nozzle=True, chamber_heater=True
-    ),
+    _h2("O1D", "H2D", "094"),
+    _h2("O1E", "H2D Pro", ""),
+    _h2("O1S", "H2S", "093", dual=False),
+    _h2("O1C", "H2C", "31B"),
+    _h2("O1C2", "H2C", "31B"),
 )
 
 UNKNOWN_MODEL = PrinterModel("", "unknown", "unknown", "", "jpeg", "delta")

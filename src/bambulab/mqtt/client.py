@@ -29,7 +29,7 @@ from ..protocol import mqtt as proto
 from ..protocol.jwt import decode_claims
 from ..regions import endpoints
 from .core import Backoff, Connection, Endpoint
-from .tls import PinStore, cloud_context, lan_context
+from .tls import PinStore, cloud_context, lan_context, pin_diagnosis
 
 log = logging.getLogger("bambulab.mqtt")
 
@@ -100,6 +100,7 @@ def lan_endpoint(
         tls=context,
         client_id=f"bambulab-py-{uuid.uuid4().hex[:12]}",
         label=f"printer {serial} at {host}:{port}",
+        diagnose=pin_diagnosis(context, host, port),
     )
 
 

@@ -34,6 +34,7 @@ from ..errors import (
     MQTTAuthenticationError,
     NotConnectedError,
     TransportError,
+    UnsupportedCommandError,
 )
 from ..models.events import Event
 from ..models.printer import detect_model
@@ -73,6 +74,8 @@ class Endpoint:
     tls: ssl.SSLContext | None = field(default=None, repr=False)
     client_id: str = ""
     label: str = ""  # for messages: "printer 01P... at 192.168.1.5" or "the Bambu cloud"
+    # Asked once a certificate is refused: a clearer error (a pinned certificate that changed).
+    diagnose: Callable[[], BambuError | None] | None = field(default=None, repr=False)
 
 
 class Printer:
@@ -237,8 +240,11 @@ class Connection:
                     self._client.reconnect()
                 first = False
             except ssl.SSLCertVerificationError as exc:
+                diagnose = self.endpoint.diagnose
+                explained = diagnose() if diagnose is not None else None
                 self._give_up(
-                    CertificateError(
+                    explained
+                    or CertificateError(
                         f"TLS certificate of {self.endpoint.label} refused: {exc.verify_message}"
                     )
                 )
@@ -427,8 +433,10 @@ class Connection:
         self, serial: str, command: proto.Command, *, wait: bool = True
     ) -> concurrent.futures.Future[proto.Incoming]:
         """Publish ``command``; the future resolves with the reply (or at once if not ``wait``)."""
-        if serial not in self.printers:
+        printer = self.printers.get(serial)
+        if printer is None:
             raise NotConnectedError(f"printer {serial} is not on this connection", serial=serial)
+        self.check_supported(printer, command)
         if self.fatal is not None:
             raise self.fatal
         if not self._connected.is_set():
@@ -448,6 +456,22 @@ class Connection:
         if not wait:
             future.set_result(proto.Incoming("reply", serial, cmd.family, cmd.command, seq, {}))
         return future
+
+    @staticmethod
+    def check_supported(printer: Printer, command: proto.Command) -> None:
+        """Refuse, before anything is sent, what the printer's model cannot do."""
+        model = printer.state.model
+        refused = proto.refusal(model, command)
+        if refused is None:
+            return
+        raise UnsupportedCommandError(
+            f"printer {printer.serial} cannot {refused.command}: {refused.reason} "
+            "(nothing was sent)",
+            serial=printer.serial,
+            command=refused.command,
+            model=model.product,
+            reason=refused.reason,
+        )
 
     def forget(self, serial: str, future: concurrent.futures.Future[proto.Incoming]) -> None:
         """Stop waiting for a reply (after a timeout)."""

@@ -19,10 +19,19 @@ import os
 import socket
 import ssl
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CertificateError, ConfigurationError, TransportError
+from ..errors import (
+    BambuError,
+    CertificateError,
+    CertificatePinMismatchError,
+    ConfigurationError,
+    TransportError,
+)
 
 log = logging.getLogger("bambulab.mqtt")
 
@@ -30,10 +39,27 @@ ENV_CA_FILE = "BAMBU_CA_FILE"
 DEFAULT_PIN_FILE = "~/.config/bambulab/printer_certs.json"
 
 
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """One pinned printer certificate."""
+
+    serial: str
+    pem: str = ""
+    pinned_at: float | None = None  # epoch seconds; None for pins written before it was kept
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the certificate, hex with colons."""
+        return fingerprint(self.pem)
+
+
 class _NamedContext(ssl.SSLContext):
     """An SSLContext that checks the peer against a fixed name, whatever was dialled."""
 
     expected_name: str | None = None
+    # The pin this context trusts (LAN, no CA file): explains a later verification failure.
+    pin: Pin | None = None
+    pin_file: Path | None = None
 
     def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         if self.expected_name:
@@ -86,18 +112,44 @@ def insecure_context() -> ssl.SSLContext:
 
 
 class PinStore:
-    """Printer certificates pinned on first use: serial → PEM, in a 0600 JSON file."""
+    """Printer certificates pinned on first use, in a 0600 JSON file.
+
+    Each serial maps to ``{"pem": ..., "pinned_at": <epoch seconds>}``; the
+    older form (serial → PEM string) is still read.
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path or DEFAULT_PIN_FILE).expanduser()
 
-    def load(self) -> dict[str, str]:
-        """Every pinned certificate."""
+    def _read(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return {}
-        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+        return data if isinstance(data, dict) else {}
+
+    def entries(self) -> list[Pin]:
+        """Every pin, sorted by serial; malformed entries are skipped."""
+        found: list[Pin] = []
+        for serial, value in self._read().items():
+            if isinstance(value, str):
+                pem, when = value, None
+            elif isinstance(value, dict) and isinstance(value.get("pem"), str):
+                pem = value["pem"]
+                raw = value.get("pinned_at")
+                when = float(raw) if isinstance(raw, (int, float)) else None
+            else:
+                continue
+            try:
+                ssl.PEM_cert_to_DER_cert(pem)
+            except ValueError:
+                continue
+            found.append(Pin(serial, pem, when))
+        return sorted(found, key=lambda pin: pin.serial)
+
+    def load(self) -> dict[str, str]:
+        """Every pinned certificate: serial → PEM."""
+        return {pin.serial: pin.pem for pin in self.entries()}
 
     def get(self, serial: str) -> str | None:
         """The pinned PEM of ``serial``, if any."""
@@ -105,8 +157,19 @@ class PinStore:
 
     def pin(self, serial: str, pem: str) -> None:
         """Remember ``serial``'s certificate (atomic replace, mode 0600)."""
-        data = self.load()
-        data[serial] = pem
+        data = self._read()
+        data[serial] = {"pem": pem, "pinned_at": time.time()}
+        self._write(data)
+
+    def forget(self, serial: str) -> bool:
+        """Drop a pin (after a legitimate certificate change); whether there was one."""
+        data = self._read()
+        if data.pop(serial, None) is None:
+            return False
+        self._write(data)
+        return True
+
+    def _write(self, data: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".pins.", dir=self.path.parent)
         try:
@@ -117,14 +180,6 @@ class PinStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-
-    def forget(self, serial: str) -> bool:
-        """Drop a pin (after a legitimate certificate change); whether there was one."""
-        data = self.load()
-        if data.pop(serial, None) is None:
-            return False
-        self.path.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        return True
 
 
 def fetch_certificate(host: str, port: int, timeout: float = 10.0) -> str:
@@ -190,7 +245,47 @@ def lan_context(
     # The printer's own leaf is the trust anchor: partial-chain verification.
     ctx.load_verify_locations(cadata=pem)
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.pin = Pin(serial, pem)
+    ctx.pin_file = store.path
     return ctx
+
+
+def pin_diagnosis(
+    context: ssl.SSLContext, host: str, port: int, timeout: float = 5.0
+) -> Callable[[], BambuError | None] | None:
+    """For a pinned context: what explains a refused handshake, asked only after one.
+
+    OpenSSL only says "unable to get local issuer certificate" when the
+    printer's certificate is not the pinned one. This looks at what the
+    printer offers now (one unverified handshake) and, when it is another
+    certificate, names both fingerprints, the pin file and the way out.
+    """
+    pin = getattr(context, "pin", None)
+    pin_file = getattr(context, "pin_file", None)
+    if not isinstance(pin, Pin) or pin_file is None:
+        return None
+
+    def diagnose() -> BambuError | None:
+        try:
+            offered = fingerprint(fetch_certificate(host, port, timeout))
+        except (BambuError, ValueError):
+            return None
+        pinned = pin.fingerprint
+        if offered == pinned:
+            return None
+        return CertificatePinMismatchError(
+            f"printer {pin.serial} at {host}:{port} offers another certificate than the one "
+            f"pinned in {pin_file} (pinned SHA-256 {pinned}, offered SHA-256 {offered}): "
+            f"if the printer's certificate changed on purpose (a reset, new firmware), accept "
+            f"the new one with `bambu pin forget {pin.serial}` (see `bambu pin list`); "
+            "otherwise something else answers at that address",
+            serial=pin.serial,
+            pinned=pinned,
+            offered=offered,
+            pin_file=str(pin_file),
+        )
+
+    return diagnose
 
 
 def _check_first_use(pem: str, serial: str, host: str, port: int) -> None:

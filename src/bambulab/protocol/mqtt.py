@@ -12,12 +12,14 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigurationError
+from ..models.printer import PrinterModel
 from ..models.state import SPEED_NAMES
 from .json_limits import MAX_DEPTH, nesting_exceeds
 
@@ -530,6 +532,66 @@ def set_airduct(mode: int) -> Command:
 def set_ctt(temp: float) -> Command:
     """Chamber temperature target on newer firmware (``set_ctt{ctt_val}``)."""
     return _cmd("print", "set_ctt", ctt_val=_temp(temp, HEATER_LIMITS["chamber"], "chamber"))
+
+
+# --- what a model cannot do ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a command cannot work on a model: ``command`` by the library's name, and ``reason``."""
+
+    command: str
+    reason: str
+
+
+_GCODE_WORD = re.compile(r"([A-Z])\s*(-?\d+(?:\.\d*)?)")
+_GCODE_HEAD = re.compile(r"[GMT]\d+")
+_FAN_NAMES = {value: name for name, value in FANS.items()}
+
+
+def refusal(model: PrinterModel, command: Command) -> Refusal | None:
+    """Why ``model`` cannot do ``command``, from the model table; ``None`` when it can.
+
+    A printer without the hardware answers "success" and does nothing (the
+    firmware ignores ``M141`` without a chamber heater), so the client must
+    refuse first. An unknown model is allowed everything: it may be newer
+    than this table.
+    """
+    if not model.known:
+        return None
+    name = model.product
+    if command.family == "print" and command.command == "set_ctt" and not model.chamber_heater:
+        return Refusal("set_ctt", f"the {name} has no chamber heater")
+    if command.family == "system" and command.command == "ledctrl":
+        node = str(command.fields.get("led_node", ""))
+        if node not in model.lights:
+            return Refusal(
+                "set_light", f"the {name} has no {node} (its lights: {', '.join(model.lights)})"
+            )
+    if command.family == "print" and command.command == "gcode_line":
+        return _gcode_refusal(model, str(command.fields.get("param", "")))
+    return None
+
+
+def _gcode_refusal(model: PrinterModel, text: str) -> Refusal | None:
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip().upper()
+        head = _GCODE_HEAD.match(line)
+        if head is None:
+            continue
+        word = head.group(0)
+        args = dict(_GCODE_WORD.findall(line[head.end() :]))
+        if word in ("M141", "M191") and not model.chamber_heater:
+            return Refusal("set_chamber_temp", f"the {model.product} has no chamber heater")
+        if word in ("M106", "M107"):
+            try:
+                fan = _FAN_NAMES.get(int(float(args.get("P", "1"))))
+            except ValueError:
+                continue
+            if (fan == "aux" and not model.aux_fan) or (fan == "chamber" and not model.chamber_fan):
+                return Refusal("set_fan_speed", f"the {model.product} has no {fan} fan")
+    return None
 
 
 # --- merging reports -------------------------------------------------------------------

@@ -11,7 +11,9 @@ with its own CA, so the client's verification code runs unchanged:
 * :meth:`SimCertificates.cloud` – SAN ``DNS:localhost`` and ``IP:127.0.0.1``,
   like any public broker certificate;
 * :meth:`SimCertificates.wrong_cn` – a genuine leaf for the wrong name, for
-  the client's "the CN must equal the serial" test.
+  the client's "the CN must equal the serial" test;
+* :meth:`SimCertificates.renewed` – a new leaf (new key) for the same serial,
+  as a printer gets after a reset: a pinned client must notice the change.
 
 Keys are ECDSA P-256: generating one takes well under a millisecond, against
 ~50 ms for RSA-2048, which matters with one certificate per printer and a
@@ -216,6 +218,7 @@ class SimCertificates:
         write_file(self.ca_file, self.authority.certificate_pem(), PUBLIC_FILE)
         self._issued: dict[str, CertFiles] = {}
         self._lock = threading.Lock()
+        self._renewals = 0
 
     @property
     def directory(self) -> Path:
@@ -258,6 +261,13 @@ class SimCertificates:
         if common_name == serial:
             common_name = common_name[::-1]
         return self._issue(f"wrong-{serial}-{common_name}", common_name)
+
+    def renewed(self, serial: str) -> CertFiles:
+        """A fresh certificate for ``serial`` (new key, CN = serial), unlike any issued before."""
+        with self._lock:
+            self._renewals += 1
+            generation = self._renewals
+        return self._issue(f"printer-{serial}-renewed-{generation}", serial)
 
     def cleanup(self) -> None:
         """Remove the temporary directory (the state directory is kept)."""

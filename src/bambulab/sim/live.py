@@ -539,6 +539,21 @@ class Simulator:
         broker.cert = self.certs.wrong_cn(serial) if wrong else self.certs.printer(serial)
         self.restart_broker(serial)
 
+    def renew_certificate(self, serial: str) -> None:
+        """Serve a new, legitimate LAN certificate for ``serial`` (as after a printer reset).
+
+        A client that pinned the old one must refuse it and say why; the
+        original comes back with ``use_wrong_certificate(serial, False)``.
+        The broker restarts on the same port. amqtt only.
+        """
+        if self.certs is None:
+            raise RuntimeError("MQTT is not running")
+        broker = self._lan_brokers.get(serial)
+        if broker is None:
+            raise RuntimeError("new certificates need the embedded (amqtt) LAN brokers")
+        broker.cert = self.certs.renewed(serial)
+        self.restart_broker(serial)
+
     def refresh_acl(self) -> None:
         """mosquitto: rewrite the cloud ACL after binding changes (amqtt needs nothing)."""
         if self._mosquitto is not None:

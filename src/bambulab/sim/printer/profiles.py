@@ -27,7 +27,7 @@ _ALIASES = {"O1E": ("h2d", "H2D Pro"), "O1C2": ("h2c", "H2C")}
 # (§2.3) and the X1E/H2 chamber heaters (§2.4); the rest follows the
 # project's model table (bambulab.models.printer), kept in step by hand.
 _DUAL = frozenset({"O1D", "O1E", "O1C", "O1C2", "N6"})
-_CHAMBER_HEATER = frozenset({"C13", "O1D", "O1E", "O1S", "O1C", "O1C2"})
+_CHAMBER_HEATER = frozenset({"C13", "N6", "O1D", "O1E", "O1S", "O1C", "O1C2"})
 # Open-frame printers have no chamber to warm up.
 _OPEN_FRAME = frozenset({"N1", "N2S", "N9", "C11"})
 # Families whose reports carry the packed ``device`` block besides the plain fields.
