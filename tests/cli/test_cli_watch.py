@@ -174,10 +174,12 @@ def test_watch_off_a_terminal_logs_an_outage_as_it_happens(
     user: LiveBambu, live_sim: Simulator, serials: dict[str, str]
 ) -> None:
     x1 = f"X1 Carbon 1 ({serials['X1 Carbon 1']}): "
+    env = user.env()
+    env.pop("PYTHONUNBUFFERED")  # a pipe is block-buffered: the watch must flush each line
     proc = subprocess.Popen(
         [sys.executable, "-m", "bambulab.cli", "watch", "P1S 1", "X1 Carbon 1",
          "--stale-after", STALE_AFTER],
-        env=user.env(),
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -259,6 +261,11 @@ def test_watch_at_an_80x24_terminal(
         assert "\x1b[2m" in row_of(frame, "P1S 1")  # nothing is current while it is down
         thread.join(15)
         screen.wait_for(lambda f: "(connection #2)" in f and "printers, live" in f, 10)
+        # The client marks every printer offline when the connection drops; that is
+        # not news about the printers, so the rows kept their last known state.
+        down = [f for f in screen.frames() if "RECONNECTING" in f]
+        assert all("RUNNING" in plain(row_of(f, "P1S 1")) for f in down)
+        assert not any("OFFLINE" in plain(f) for f in down)
 
         took = stop_with_sigterm(screen.proc)
         assert took < 3.0
