@@ -212,8 +212,8 @@ def test_watch_off_a_terminal_logs_an_outage_as_it_happens(
         # ...and the printers' lines go on.
         lines.wait_for(lambda line: " P1S 1 (" in line and "layer " in line, back_at)
         print(
-            f"\nbroker killed -> outage line {lost_at - times['killed']:.2f} s; "
-            f"broker back -> reconnected line {back_at - times['back']:.2f} s"
+            f"\nbroker killed -> outage line {lost_at - times['killed']:.3f} s; "
+            f"broker back -> reconnected line {back_at - times['back']:.3f} s"
         )
         assert lost_at - times["killed"] < 2.0
         assert back_at - times["back"] < 6.0
@@ -251,6 +251,12 @@ def test_watch_at_an_80x24_terminal(
         assert "\x1b[2m" in row  # dim
         assert re.search(r"│ +\d+s stale │", plain(row)), plain(row)
         assert "\x1b[2m" not in row_of(frame, "P1S 1")
+        # Every printer silent (as when a broker dies without closing the socket and
+        # still looks connected): the status line says so before the keepalive does.
+        for name in ("X1 Carbon 1", "P1S 1", "P1S 2", "A1 mini 1"):
+            live_sim.stall(serials[name], 5)
+        frame = screen.wait_for(lambda f: "connected, but no printer reported for" in f, 6)
+        assert "connected since" in plain(frame).split("\r\n")[0]
 
         # The broker goes: the status line says so, with the attempt and the next try.
         thread, _ = outage(live_sim)

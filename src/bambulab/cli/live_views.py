@@ -798,11 +798,20 @@ class Watcher:
             title = f"{printers}, live" + (f" ({hint})" if hint else "")
         else:
             title = f"{printers}, NOT live: last known state" + (f" ({hint})" if hint else "")
+        views = self.views()
+        said = connection_text(status, time.time())
         style = CONNECTION_STYLES.get(status.state if status else "", "bold yellow")
-        line = Text(connection_text(status, time.time()), style=style)
+        heard = [v for v in views if v.age is not None]
+        if self.connected and heard and all(v.stale for v in heard):
+            # A broker that died without closing the socket looks connected until the
+            # keepalive runs out; silence from every printer is the earlier sign.
+            quiet = min(v.age or 0.0 for v in heard)
+            said = f"connected, but no printer reported for {age_text(quiet)} · {said}"
+            style = "bold yellow"
+        line = Text(said, style=style)
         line.no_wrap = True
         line.overflow = "ellipsis"
-        return Group(line, watch_table(self.views(), title, width))
+        return Group(line, watch_table(views, title, width))
 
     def flush_lines(self) -> None:
         """Print the lines gathered so far (main thread)."""
@@ -887,6 +896,8 @@ def run_watch(
                 watcher.dirty.clear()
                 write()
                 check()
+                # Reports of many printers come in bursts: one pass over them per tick.
+                time.sleep(min(REDRAW_INTERVAL, max(0.0, left())))
             write()
             return
         from rich.live import Live
