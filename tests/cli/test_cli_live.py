@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -38,6 +39,7 @@ from tests.cli.test_cli_startup import probe
 TIME_SCALE = 20.0
 TICK = 0.5
 BOUNDED = 14.0  # seconds: a failing live command gives up within ~10 s
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d ")  # a watch log line
 
 
 @dataclass
@@ -313,20 +315,24 @@ def test_stop_at_a_terminal_asks_first(user: LiveBambu, live_sim: Simulator) -> 
 # --- watch ---------------------------------------------------------------------------------------
 
 
-def test_watch_for_two_seconds(user: LiveBambu, serials: dict[str, str]) -> None:
+def test_watch_for_two_seconds_off_a_terminal(user: LiveBambu, serials: dict[str, str]) -> None:
     started = time.monotonic()
     result = user("watch", "--duration", "2")
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result
     assert 2.0 <= elapsed < 10.0
     out = result.stdout
-    assert "printers, live" in out
-    for name in ("P1S 1", "X1 Carbon 1", "P1S 2", "A1 mini 1", "A1 1"):
-        assert name in out and serials[name] in out
-    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if "│" in line}
-    assert "offline" in rows["A1 1"]
-    assert "RUNNING" in rows["P1S 1"] or "PREPARE" in rows["P1S 1"]
-    assert "°C" in rows["P1S 1"]
+    lines = out.splitlines()
+    # A pipe gets a log, not a table: one timestamped line per change.
+    assert all(STAMP.match(line) for line in lines), out
+    assert "│" not in out
+    assert "connected to the Bambu cloud broker" in lines[0]
+    said = {name: [line for line in lines if f" {name} ({serials[name]}): " in line]
+            for name in ("P1S 1", "X1 Carbon 1", "P1S 2", "A1 mini 1", "A1 1")}  # fmt: skip
+    assert all(said.values()), out
+    assert said["A1 1"][0].endswith(": offline")
+    assert "RUNNING" in said["P1S 1"][0] or "PREPARE" in said["P1S 1"][0]
+    assert "°C" in said["P1S 1"][0] and "layer " in said["P1S 1"][0]
     assert out.endswith("\n")
 
 
@@ -334,6 +340,10 @@ def test_watch_json_lines(user: LiveBambu, serials: dict[str, str]) -> None:
     result = user("watch", "P1S 1", "--duration", "2", "--json")
     assert result.returncode == 0, result
     lines = [json.loads(line) for line in result.stdout.splitlines()]
+    connected = lines.pop(0)  # the connection's own events are lines too
+    assert connected["event"] == "Connected"
+    assert connected["connection"]["state"] == "connected"
+    assert connected["connection"]["connects"] == 1
     assert len(lines) >= 2  # the full report, then at least one tick
     for line in lines:
         assert line["event"] == "StateChanged"

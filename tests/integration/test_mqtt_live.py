@@ -8,6 +8,8 @@ for amqtt alone.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,15 +25,22 @@ from bambulab.errors import (
     MQTTAuthenticationError,
 )
 from bambulab.models.events import (
+    Connected,
+    ConnectionEvent,
+    ConnectionLost,
     HMSRaised,
     PrinterOffline,
+    PrinterOnline,
     PrintFailed,
     PrintFinished,
     PrintPaused,
     PrintResumed,
     PrintStarted,
+    Reconnected,
+    RetryScheduled,
 )
 from bambulab.models.state import PrinterState
+from bambulab.mqtt import Backoff
 from bambulab.sim.live import Simulator
 from tests.binaries import needs
 from tests.conftest import LoopThread, unlimited
@@ -494,6 +503,63 @@ def test_reconnect_after_broker_restarts_keeps_state_true_and_sends_nothing_twic
                 assert len(received) == len(set(received)), "no command arrived twice"
         finally:
             client.close()
+
+
+def test_connection_status_and_events_through_an_outage(face: str) -> None:
+    """Both faces say what the connection does: a snapshot to read, events as it happens."""
+    with Simulator(unlimited(), time_scale=60, tick_interval=0.2) as sim:
+        serial = next(s for s in online_serials(sim) if s.startswith("00M"))
+        backoff = Backoff(initial=0.2, maximum=0.8)
+        client = cloud(sim, face, [serial], backoff=backoff).connect()
+        try:
+            up = client.connection_status
+            assert (up.state, up.connects, up.attempt, up.next_retry) == ("connected", 1, 0, None)
+            assert up.broker.startswith("the Bambu cloud broker")
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                up.state = "failed"  # type: ignore[misc]
+            client.get_full_status(serial)
+            wait_for(lambda: (client.report_age(serial) or 99.0) < 1.0, what="a fresh report")
+            assert abs(client.last_report(serial) - time.time()) < 1.5
+
+            killed = time.time()
+            broker = threading.Thread(
+                target=sim.restart_broker, kwargs={"downtime": 1.5, "wait": False}
+            )
+            broker.start()
+            down = wait_for(
+                lambda: (now := client.connection_status).state == "reconnecting" and now,
+                5,
+                "reconnecting",
+            )
+            assert down.attempt >= 1 and down.last_error and down.since >= killed - 0.1
+            assert up.state == "connected"  # a snapshot never changes under its reader
+            broker.join()
+            wait_for(lambda: client.connection_status.connected, 10, "reconnected")
+            again = client.connection_status
+            assert again.connects == 2 and again.attempt == 0 and again.since > down.since
+            wait_for(
+                lambda: any(isinstance(e, Reconnected) for e in client.events), what="Reconnected"
+            )
+            news = [e for e in client.events if isinstance(e, ConnectionEvent)]
+            kinds = [type(e) for e in news]
+            assert kinds[0] is Connected and kinds[1] is ConnectionLost and kinds[-1] is Reconnected
+            assert set(kinds[2:-1]) <= {RetryScheduled}
+            lost = news[1].status
+            assert lost.state == "reconnecting" and lost.attempt == 1
+            assert lost.next_retry is not None and 0 < lost.next_retry - lost.since < 1.0
+            # Every failed retry names the next attempt and when it starts.
+            attempts = [e.status.attempt for e in news[2:-1]]
+            assert attempts == list(range(2, 2 + len(attempts)))
+            assert all(e.status.next_retry and e.status.last_error for e in news[2:-1])
+            # The outage marked the printer offline; its first report after it, online.
+            after = next(i for i, e in enumerate(client.events) if isinstance(e, Reconnected))
+            wait_for(
+                lambda: any(isinstance(e, PrinterOnline) for e in client.events[after:]),
+                what="the printer online again",
+            )
+        finally:
+            client.close()
+        assert client.connection_status.state == "closed"
 
 
 def test_watchdog_heals_a_stall(face: str, broker: str) -> None:

@@ -219,7 +219,18 @@ def watch(
             "--duration",
             metavar="SECONDS",
             min=0,
-            help="Stop by itself after SECONDS (default: until Ctrl-C).",
+            help="Stop by itself after SECONDS (default: until Ctrl-C or SIGTERM).",
+        ),
+    ] = None,
+    stale_after: Annotated[
+        float | None,
+        typer.Option(
+            "--stale-after",
+            metavar="SECONDS",
+            min=0.1,
+            help="Call a printer stale when its last report is older than SECONDS "
+            "(default: 10 s for X1 printers, which report every second or two; "
+            "60 s for P1/A1 and newer, which report only changes).",
         ),
     ] = None,
     lan: Lan = None,
@@ -230,27 +241,32 @@ def watch(
     insecure: Insecure = False,
     cloud: Cloud = False,
 ) -> None:
-    """A live table of the printers, redrawn as they report (--json: one line per change)."""
+    """A live table of the printers, redrawn as they report.
+
+    A status line tells whether the connection is up (or which reconnect
+    attempt comes when); each row tells how old the printer's last report is,
+    and rows that are not current (connection down, report overdue, printer
+    offline) are dimmed. Off a terminal (a pipe or a file): one timestamped
+    line per change, connection changes included. --json: one JSON line per
+    event. Ctrl-C or SIGTERM ends it with status 0.
+    """
     from .live_session import connected, plan
-    from .live_views import Watcher, run_watch
+    from .live_views import Watcher, run_watch, sigterm_ends_watch
 
     conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
     try:
-        chosen = plan(conn, printers or [], every=True)
-        watcher = Watcher(chosen.printers, as_json=OPTIONS.json)
-        count = len(chosen.printers)
-        title = f"{count} printer{'s' if count != 1 else ''}, live" + (
-            "" if duration is not None else " (Ctrl-C to stop)"
-        )
-        with connected(conn, chosen, watcher.on_event) as mqtt:
-            run_watch(
-                watcher,
-                duration=duration,
-                title=title,
-                fatal=lambda: mqtt.connection.fatal,
-            )
+        with sigterm_ends_watch():
+            chosen = plan(conn, printers or [], every=True)
+            watcher = Watcher(chosen.printers, as_json=OPTIONS.json, stale_after=stale_after)
+            with connected(conn, chosen, watcher.on_event) as mqtt:
+                run_watch(
+                    watcher,
+                    duration=duration,
+                    hint=None if duration is not None else "Ctrl-C to stop",
+                    fatal=lambda: mqtt.connection.fatal,
+                )
     except KeyboardInterrupt:
-        return  # Ctrl-C is how a watch ends: not a failure
+        return  # Ctrl-C (or SIGTERM) is how a watch ends: not a failure
 
 
 # --- control -----------------------------------------------------------------------------------

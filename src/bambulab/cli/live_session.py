@@ -23,7 +23,7 @@ from .base import CliError
 
 if TYPE_CHECKING:
     from ..models import Device
-    from ..models.events import Event
+    from ..models.events import LiveEvent
     from ..models.state import PrinterState
     from ..mqtt.client import BambuMQTT
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 10.0
 REPORT_TIMEOUT = 8.0  # after the client's own 2 s wait: ~10 s for the first full report
+# A person watches the reconnects (``watch``): after an outage the next try is
+# at most this far away, rather than the library's 30 s meant for services.
+RECONNECT_MAX = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,7 @@ def refs_from_devices(devices: Sequence[Device]) -> list[PrinterRef]:
 def client_for(conn: Connect, chosen: Plan) -> BambuMQTT:
     """An unconnected client for the plan (cloud broker, or the printer's own)."""
     from ..mqtt.client import BambuMQTT
+    from ..mqtt.core import Backoff
 
     serials = [p.serial for p in chosen.printers]
     if chosen.lan:
@@ -183,6 +187,7 @@ def client_for(conn: Connect, chosen: Plan) -> BambuMQTT:
             insecure=conn.insecure,
             connect_timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT,
+            backoff=Backoff(maximum=RECONNECT_MAX),
         )
     return BambuMQTT(
         chosen.uid,
@@ -192,6 +197,7 @@ def client_for(conn: Connect, chosen: Plan) -> BambuMQTT:
         ca_file=conn.ca_file or None,
         connect_timeout=CONNECT_TIMEOUT,
         command_timeout=COMMAND_TIMEOUT,
+        backoff=Backoff(maximum=RECONNECT_MAX),
         models={p.serial: p.model for p in chosen.printers if p.model},
     )
 
@@ -215,7 +221,7 @@ def _access_code(conn: Connect) -> str:
 
 @contextmanager
 def connected(
-    conn: Connect, chosen: Plan, on_event: Callable[[Event], object] | None = None
+    conn: Connect, chosen: Plan, on_event: Callable[[LiveEvent], object] | None = None
 ) -> Iterator[BambuMQTT]:
     """A connected client (``on_event`` set before the first report); always closed after."""
     mqtt = client_for(conn, chosen)

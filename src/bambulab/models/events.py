@@ -1,13 +1,16 @@
 """Events a live connection emits, named in the past tense.
 
-Every event carries the printer's ``serial`` and the :class:`PrinterState`
-as it was right after the change.
+Every printer event (:class:`Event`) carries the printer's ``serial`` and the
+:class:`PrinterState` as it was right after the change. The connection's own
+events (:class:`ConnectionEvent`: connected, lost, retrying, failed) carry a
+:class:`ConnectionStatus` snapshot instead; :data:`LiveEvent` is either kind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from .printer import HMSEntry, PrintError
 from .state import PrinterState
@@ -85,3 +88,86 @@ class PrinterOnline(Event):
 @dataclass(frozen=True, slots=True)
 class PrinterOffline(Event):
     """The printer went away (presence event, or its connection dropped)."""
+
+
+# --- the connection itself --------------------------------------------------------------
+#
+# Not about one printer: these carry no serial and no state, only a snapshot of
+# the connection. They travel on the same callback / async iterator as the
+# printer events, so a live view learns of an outage the moment the client does.
+
+CONNECTING = "connecting"
+CONNECTED = "connected"
+RECONNECTING = "reconnecting"
+FAILED = "failed"
+CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatus:
+    """What a connection is doing right now; an immutable snapshot (a new one per change).
+
+    Times are wall-clock seconds (``time.time()``), so they can be shown and logged.
+
+    * ``state``: ``connecting`` (the first connection), ``connected``,
+      ``reconnecting`` (a session that was up dropped, or a retry failed),
+      ``failed`` (given up for good: wrong credentials, refused certificate,
+      never reachable) or ``closed`` (by the caller).
+    * ``since``: when that state began (for ``reconnecting``: when the
+      connection went down, across every retry).
+    * ``attempt``: the number of the (re)connect attempt under way or next
+      (1-based; 0 while connected).
+    * ``next_retry``: when that attempt starts, while waiting for it; else ``None``.
+    * ``last_error``: why the last attempt failed or the session dropped (kept
+      after a reconnect, as history).
+    * ``connects``: sessions established so far; ``broker``: who we talk to.
+    """
+
+    state: str = CONNECTING
+    since: float = 0.0
+    attempt: int = 0
+    next_retry: float | None = None
+    last_error: str | None = None
+    connects: int = 0
+    broker: str = ""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the session is up (reports flow)."""
+        return self.state == CONNECTED
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    """Base of the events about the connection (not about one printer)."""
+
+    status: ConnectionStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Connected(ConnectionEvent):
+    """A session is up (the first one; :class:`Reconnected` for the later ones)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnected(Connected):
+    """A session is up again after the connection was lost (reports flow again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost(ConnectionEvent):
+    """A session that was up dropped; ``status`` says which retry comes next, and when."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled(ConnectionEvent):
+    """A (re)connect attempt failed; ``status`` says which retry comes next, and when."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionFailed(ConnectionEvent):
+    """The client gave up for good (``status.last_error`` says why): no more retries."""
+
+
+LiveEvent: TypeAlias = Event | ConnectionEvent
+"""Anything a live connection emits: a printer's event or the connection's."""

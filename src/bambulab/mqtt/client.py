@@ -6,7 +6,10 @@ broker, any number of printers on one connection. LAN mode: user ``bblp``
 with the printer's access code, its own broker, TLS verified against the CA
 file or a pinned certificate, and the certificate's CN checked against the
 serial. Both faces share one command vocabulary (:class:`_Commands`); only
-the lifecycle and the way they wait differ.
+the lifecycle and the way they wait differ. Both tell what the connection is
+doing (``connection_status``, and ``Connected``/``ConnectionLost``/
+``RetryScheduled``/``Reconnected``/``ConnectionFailed`` among the events) and
+how old each printer's last report is (``report_age``, ``last_report``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from ..errors import CommandTimeoutError, ConfigurationError, NotConnectedError
-from ..models.events import Event, StateChanged
+from ..models.events import CLOSED, ConnectionStatus, LiveEvent, StateChanged
 from ..models.state import PrinterState
 from ..protocol import mqtt as proto
 from ..protocol.jwt import decode_claims
@@ -323,7 +326,7 @@ class _Base:
             return lan_endpoint(**self._endpoint_args)
         return cloud_endpoint(**self._endpoint_args)
 
-    def _new_connection(self, on_event: Callable[[Event], None]) -> Connection:
+    def _new_connection(self, on_event: Callable[[LiveEvent], None]) -> Connection:
         conn = Connection(self._endpoint(), self.serials, on_event=on_event, **self._conn_args)
         self._conn = conn
         return conn
@@ -353,6 +356,29 @@ class _Base:
         """Whether the broker session is up."""
         return self._conn is not None and self._conn.connected
 
+    @property
+    def connection_status(self) -> ConnectionStatus:
+        """What the connection is doing (connected, reconnecting with attempt and next try...).
+
+        An immutable snapshot; the same one the connection events carry. Before
+        ``connect()`` the state is ``closed``.
+        """
+        if self._conn is None:
+            return ConnectionStatus(CLOSED)
+        return self._conn.status
+
+    def report_age(self, serial: str | None = None) -> float | None:
+        """Seconds since the printer's last report (``None``: none yet). Immune to clock changes."""
+        if self._conn is None:
+            return None
+        printer = self._conn.printers.get(self._serial(serial))
+        return None if printer is None else printer.report_age()
+
+    def last_report(self, serial: str | None = None) -> float | None:
+        """When the printer last reported, as ``time.time()`` seconds (``None``: not yet)."""
+        age = self.report_age(serial)
+        return None if age is None else time.time() - age
+
     def __repr__(self) -> str:
         mode = "LAN" if self.lan_mode else "cloud"
         return (
@@ -372,14 +398,15 @@ class BambuMQTT(_Base, _Commands[proto.Incoming]):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.on_message: Callable[[PrinterState], Any] | None = None
-        self.on_event: Callable[[Event], Any] | None = None
+        # Printer events and the connection's own (Connected, ConnectionLost, ...).
+        self.on_event: Callable[[LiveEvent], Any] | None = None
 
     @classmethod
     def lan(cls, host: str, serial: str, access_code: str, **kw: Any) -> BambuMQTT:
         """A client for one printer's own broker."""
         return cls(None, serial, access_code, host=host, lan=True, **kw)
 
-    def _dispatch(self, event: Event) -> None:
+    def _dispatch(self, event: LiveEvent) -> None:
         if self.on_event is not None:
             self.on_event(event)
         if isinstance(event, StateChanged) and self.on_message is not None:
@@ -488,7 +515,7 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
 
     def __init__(self, *args: Any, queue_size: int = 10000, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self._queue: asyncio.Queue[Event] | None = None
+        self._queue: asyncio.Queue[LiveEvent] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue_size = queue_size
         self.dropped_events = 0
@@ -498,14 +525,14 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
         """A client for one printer's own broker."""
         return cls(None, serial, access_code, host=host, lan=True, **kw)
 
-    def _dispatch(self, event: Event) -> None:
+    def _dispatch(self, event: LiveEvent) -> None:
         # Called on the network thread: hand over to the event loop.
         loop, queue = self._loop, self._queue
         if loop is None or queue is None or loop.is_closed():
             return
         loop.call_soon_threadsafe(self._put, queue, event)
 
-    def _put(self, queue: asyncio.Queue[Event], event: Event) -> None:
+    def _put(self, queue: asyncio.Queue[LiveEvent], event: LiveEvent) -> None:
         try:
             queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -561,8 +588,13 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
             conn.forget(target, future)
             raise conn.timeout_error(target, command.command, self.command_timeout) from None
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event, as it happens, until the connection is closed."""
+    async def events(self) -> AsyncIterator[LiveEvent]:
+        """Every event, as it happens, until the connection is closed.
+
+        The printers' events and the connection's own (``ConnectionLost``,
+        ``RetryScheduled``, ``Reconnected``...): tell them apart with
+        ``isinstance(event, ConnectionEvent)``.
+        """
         if self._queue is None:
             raise NotConnectedError("not connected: use 'async with' or await connect()")
         queue = self._queue
@@ -576,7 +608,7 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
                         raise conn.fatal from None
                     return
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[LiveEvent]:
         return self.events()
 
     async def aclose(self) -> None:

@@ -3,7 +3,11 @@
 The thread owns the socket: it connects, reconnects with exponential backoff
 and jitter, resubscribes and refreshes state after a reconnect (keeping the
 P1P's five-minute ``pushall`` rule), and runs a watchdog that notices a
-silent stall and heals it by reconnecting. Incoming payloads go through the
+silent stall and heals it by reconnecting. What it is doing is kept as an
+immutable :class:`~bambulab.models.events.ConnectionStatus` (``status``) and
+announced as connection events (``Connected``, ``ConnectionLost``,
+``RetryScheduled``, ``Reconnected``, ``ConnectionFailed``) on the same
+callback as the printers' events, so callers never have to guess. Incoming payloads go through the
 sans-IO :class:`~bambulab.protocol.mqtt.ReportStream` (one per printer) and
 the event :class:`~bambulab.protocol.events.Tracker`; replies resolve the
 futures of the commands that asked for them. Wrong credentials stop the
@@ -36,11 +40,11 @@ from ..errors import (
     TransportError,
     UnsupportedCommandError,
 )
-from ..models.events import Event
+from ..models.events import ConnectionEvent, ConnectionStatus, Event, LiveEvent
 from ..models.printer import detect_model
 from ..models.state import PrinterState
 from ..protocol import mqtt as proto
-from ..protocol.events import Tracker
+from ..protocol.events import ConnectionTracker, Tracker
 
 log = logging.getLogger("bambulab.mqtt")
 
@@ -88,7 +92,7 @@ class Printer:
         self.stream = proto.ReportStream(serial, loads=orjson.loads, full_reports=style == "full")
         self.state = PrinterState(serial, self.stream.state, dev_model_name=dev_model_name)
         self.tracker = Tracker(serial)
-        self.last_report = 0.0
+        self.last_report = 0.0  # time.monotonic() of the last print report; 0: none yet
         self.last_pushall = 0.0
         self.full = threading.Event()
 
@@ -116,6 +120,12 @@ class Printer:
             self.sync_info()
         return incoming, []
 
+    def report_age(self, now: float | None = None) -> float | None:
+        """Seconds since the last print report (``None`` before the first)."""
+        if not self.last_report:
+            return None
+        return max(0.0, (time.monotonic() if now is None else now) - self.last_report)
+
     def may_pushall(self, now: float | None = None) -> bool:
         """Whether a ``pushall`` may go out now (a P1P gets one every 5 min at most)."""
         if not self.is_p1p or not self.last_pushall:
@@ -139,7 +149,7 @@ class Connection:
         endpoint: Endpoint,
         serials: Iterable[str],
         *,
-        on_event: Callable[[Event], None],
+        on_event: Callable[[LiveEvent], None],
         keepalive: int = 30,
         stall_timeout: float = 60.0,
         connect_timeout: float = 15.0,
@@ -170,6 +180,8 @@ class Connection:
         self.last_error: BambuError | None = None
         self.connects = 0
         self.last_rx = 0.0
+        self._tracker = ConnectionTracker(endpoint.label, time.time())
+        self._attempt_error: str | None = None  # why the broker refused this attempt
         self._thread: threading.Thread | None = None
         self._client = self._make_client()
 
@@ -219,12 +231,18 @@ class Connection:
         """Whether the broker session is up right now."""
         return self._connected.is_set()
 
+    @property
+    def status(self) -> ConnectionStatus:
+        """What the connection is doing now: an immutable snapshot, safe from any thread."""
+        return self._tracker.status
+
     def close(self) -> None:
         """Stop the thread and disconnect; idempotent."""
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(5)
+        self._tracker.closed(time.time())
         self._fail_pending(NotConnectedError("the connection was closed"))
 
     # --- the network thread -----------------------------------------------------------
@@ -233,6 +251,8 @@ class Connection:
         attempt = 0
         first = True
         while not self._stop.is_set():
+            self._attempt_error = None
+            self._tracker.trying()
             try:
                 if first:
                     self._client.connect(self.endpoint.host, self.endpoint.port, self.keepalive)
@@ -257,42 +277,56 @@ class Connection:
                     # Never reached it at all: say so now rather than at the timeout.
                     self._give_up(error)
                     break
-                if not self._sleep(self.backoff.delay(attempt, self._rng)):
+                delay = self.backoff.delay(attempt, self._rng)
+                self._emit_all(self._tracker.retry(_reason(exc), time.time(), delay))
+                if not self._sleep(delay):
                     break
                 continue
             started = time.monotonic()
             self.last_rx = started
+            sessions = self.connects
+            reason = "connection lost"
             while not self._stop.is_set():
                 try:
                     rc = self._client.loop(timeout=0.2)
                 except Exception:  # a bug in a callback: reconnect rather than die
                     log.exception("%s: the network loop failed; reconnecting", self.endpoint.label)
+                    reason = "the network loop failed"
                     break
                 if self.fatal is not None:
                     break
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    reason = _rc_reason(rc)
                     break
                 now = time.monotonic()
                 if not self._connected.is_set() and now - started > self.connect_timeout:
-                    self._note(TransportError(f"{self.endpoint.label} did not answer CONNECT"))
+                    reason = "did not answer CONNECT"
+                    self._note(TransportError(f"{self.endpoint.label} {reason}"))
                     break
                 if self._connected.is_set() and now - self.last_rx > self.stall_timeout:
-                    log.warning(
-                        "%s: nothing received for %.0f s; reconnecting",
-                        self.endpoint.label,
-                        now - self.last_rx,
-                    )
+                    reason = f"nothing received for {now - self.last_rx:.0f} s"
+                    log.warning("%s: %s; reconnecting", self.endpoint.label, reason)
                     break
-            was_up = self._connected.is_set()
+            # Whether this attempt's session came up: paho's on_disconnect has
+            # already cleared ``_connected`` when the loop reports the loss.
+            was_up = self.connects > sessions
             self._connected.clear()
             self._safe_disconnect()
             if self.fatal is not None or self._stop.is_set():
                 break
             if was_up:
                 attempt = 0
-                self._offline_all()
             attempt += 1
-            if not self._sleep(self.backoff.delay(attempt, self._rng)):
+            delay = self.backoff.delay(attempt, self._rng)
+            if was_up:
+                # The connection's news first: a view then knows the printers'
+                # offline events below come from the outage, not from them.
+                self._emit_all(self._tracker.lost(reason, time.time(), delay))
+                self._offline_all()
+            else:
+                error_text = self._attempt_error or reason
+                self._emit_all(self._tracker.retry(error_text, time.time(), delay))
+            if not self._sleep(delay):
                 break
         self._connected.clear()
         self._safe_disconnect()
@@ -319,6 +353,7 @@ class Connection:
         # Raised to the caller (wait_connected, commands): logging it too would say it twice.
         log.debug("giving up: %s", error)
         self._stop.set()
+        self._emit_all(self._tracker.failed(str(error), time.time()))
         self._settled.set()
         self._fail_pending(error)
 
@@ -341,10 +376,12 @@ class Connection:
                     )
                 )
             else:
-                self._note(TransportError(f"{self.endpoint.label} refused the connection: {text}"))
+                self._attempt_error = f"refused the connection: {text}"
+                self._note(TransportError(f"{self.endpoint.label} {self._attempt_error}"))
             return
         self.connects += 1
         self._connected.set()
+        self._emit_all(self._tracker.connected(time.time()))
         self._settled.set()
         log.info("connected to %s (connection #%d)", self.endpoint.label, self.connects)
         topics = [(proto.report_topic(serial), 0) for serial in list(self.printers)]
@@ -397,11 +434,15 @@ class Connection:
         for event in events:
             self._emit(event)
 
-    def _emit(self, event: Event) -> None:
+    def _emit(self, event: LiveEvent) -> None:
         try:
             self._on_event(event)
         except Exception:
             log.exception("an event callback failed on %s", type(event).__name__)
+
+    def _emit_all(self, events: list[ConnectionEvent]) -> None:
+        for event in events:
+            self._emit(event)
 
     def _offline_all(self) -> None:
         for printer in self.printers.values():
@@ -526,6 +567,14 @@ class Connection:
             serial=serial,
             command=command,
         )
+
+
+def _rc_reason(rc: MQTTErrorCode) -> str:
+    """paho's words for why the loop stopped, as the middle of a sentence."""
+    if rc == MQTTErrorCode.MQTT_ERR_CONN_LOST:
+        return "connection lost"
+    text = paho.error_string(rc).strip().rstrip(".")
+    return text[:1].lower() + text[1:] if text else f"error {int(rc)}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,14 +1,27 @@
-"""Sans-IO derivation of events from consecutive printer states.
+"""Sans-IO derivation of events from consecutive printer states, and of the connection's.
 
 :class:`Tracker` remembers the little it needs about the last state
 (gcode_state, job name, HMS set, online) and turns each update into events.
+:class:`ConnectionTracker` does the same for the connection: what the network
+thread saw in, a :class:`ConnectionStatus` snapshot and connection events out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
+from dataclasses import replace
 
 from ..models.events import (
+    CLOSED,
+    CONNECTED,
+    CONNECTING,
+    FAILED,
+    RECONNECTING,
+    Connected,
+    ConnectionEvent,
+    ConnectionFailed,
+    ConnectionLost,
+    ConnectionStatus,
     Event,
     HMSCleared,
     HMSRaised,
@@ -19,6 +32,8 @@ from ..models.events import (
     PrintPaused,
     PrintResumed,
     PrintStarted,
+    Reconnected,
+    RetryScheduled,
     StateChanged,
 )
 from ..models.printer import HMSEntry
@@ -89,3 +104,69 @@ class Tracker:
         cleared = [HMSCleared(self.serial, state, e) for e in sorted(self.hms - now, key=str)]
         self.hms = now
         return [*raised, *cleared]
+
+
+class ConnectionTracker:
+    """The connection's :class:`ConnectionStatus` as a small state machine.
+
+    The network thread reports what happened (connected, lost, an attempt
+    failed, gave up, closed) with the time; each call updates the snapshot
+    and returns the events to emit. Attempts are counted here: ``attempt``
+    is the number of the connect (or, once a session has been up, reconnect)
+    attempt under way or next, so a person reads "attempt 3, next try at ...".
+    """
+
+    def __init__(self, broker: str, now: float) -> None:
+        self.status = ConnectionStatus(CONNECTING, since=now, attempt=1, broker=broker)
+
+    def connected(self, now: float) -> list[ConnectionEvent]:
+        """A session is up."""
+        connects = self.status.connects + 1
+        self.status = replace(
+            self.status, state=CONNECTED, since=now, attempt=0, next_retry=None, connects=connects
+        )
+        return [Connected(self.status) if connects == 1 else Reconnected(self.status)]
+
+    def lost(self, error: str, now: float, delay: float) -> list[ConnectionEvent]:
+        """The session that was up dropped; the first retry comes after ``delay`` seconds."""
+        self.status = replace(
+            self.status,
+            state=RECONNECTING,
+            since=now,
+            attempt=1,
+            next_retry=now + max(0.0, delay),
+            last_error=error,
+        )
+        return [ConnectionLost(self.status)]
+
+    def retry(self, error: str, now: float, delay: float) -> list[ConnectionEvent]:
+        """An attempt failed; the next comes after ``delay`` seconds."""
+        if self.status.state in (FAILED, CLOSED):
+            return []
+        self.status = replace(
+            self.status,
+            state=RECONNECTING if self.status.connects else CONNECTING,
+            attempt=self.status.attempt + 1,
+            next_retry=now + max(0.0, delay),
+            last_error=error,
+        )
+        return [RetryScheduled(self.status)]
+
+    def trying(self) -> None:
+        """The waited-for attempt starts now (no event: its outcome will be one)."""
+        if self.status.next_retry is not None:
+            self.status = replace(self.status, next_retry=None)
+
+    def failed(self, error: str, now: float) -> list[ConnectionEvent]:
+        """The client gave up for good."""
+        if self.status.state in (FAILED, CLOSED):
+            return []
+        self.status = replace(
+            self.status, state=FAILED, since=now, next_retry=None, last_error=error
+        )
+        return [ConnectionFailed(self.status)]
+
+    def closed(self, now: float) -> None:
+        """Closed by the caller (no event: the caller knows)."""
+        if self.status.state != FAILED:
+            self.status = replace(self.status, state=CLOSED, since=now, next_retry=None)

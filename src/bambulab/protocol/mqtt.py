@@ -703,6 +703,20 @@ def _nonzero(value: Any) -> bool:
 
 REPORT_COMMANDS = frozenset({"push_status"})
 
+# How old a printer's last report may get before it is no longer current
+# (PROTOCOL.md §2.3), by report style. X1 printers ("full") send the whole
+# state every second or two whatever happens: ten seconds is several missed
+# reports. P1/A1 and newer ("delta") send only what changed: while printing
+# that is still every few seconds (temperatures, progress), but an idle one
+# may legitimately say nothing for tens of seconds, so only a minute of
+# silence means something is wrong.
+STALE_AFTER = {"full": 10.0, "delta": 60.0}
+
+
+def stale_after(report_style: str) -> float:
+    """Seconds without a report after which a printer of ``report_style`` counts as stale."""
+    return STALE_AFTER.get(report_style, STALE_AFTER["delta"])
+
 
 def decode(topic: str, payload: bytes, *, loads: Callable[[bytes], Any] = json.loads) -> Incoming:
     """Classify one message; never raises (a bad payload is ``ignored`` with a ``problem``)."""
