@@ -36,9 +36,10 @@ Invariants, each a ``FAIL:`` line and exit status 1 when broken:
   (5xx and 429 are retried by the client's policy);
 * RSS, open file descriptors and threads are flat: sampled every
   ``--sample-seconds``; after the warm-up (the baseline phase and one fault of
-  each kind, or ``--warmup-seconds`` of the fault phase) the median of the last third may exceed the median of
-  the first third by at most ``--rss-tolerance-mib`` MiB plus
-  ``--rss-tolerance-pct`` %, by ``--fd-tolerance`` descriptors and by no thread.
+  each kind, or ``--warmup-seconds`` of the fault phase) the median of the last
+  third may exceed the median of the first third by at most
+  ``--rss-tolerance-mib`` MiB plus ``--rss-tolerance-pct`` %, by
+  ``--fd-tolerance`` descriptors and by no thread.
 
 Ratios against the baseline of the same run: command round trip and
 report-to-state lag (p50, p95) under faults over fault-free.

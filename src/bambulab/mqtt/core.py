@@ -173,13 +173,29 @@ class Connection:
     # --- lifecycle ----------------------------------------------------------------
 
     def _make_client(self) -> paho.Client:
-        ep = self.endpoint
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=ep.client_id,
+            client_id=self.endpoint.client_id,
             protocol=paho.MQTTv311,
-            clean_session=True,  # no replay of old commands after a reconnect
+            clean_session=True,  # the broker keeps nothing for us between connections
         )
+        self._configure(client)
+        return client
+
+    def _fresh_session(self) -> None:
+        """Forget everything the last connection left queued, before connecting again.
+
+        paho sends every QoS 1 publish that was not acknowledged again after a
+        reconnect (with DUP set), whatever ``clean_session`` says. A command
+        the broker had already passed on when the connection died would reach
+        the printer twice (same ``sequence_id``), long after its caller gave up
+        waiting: a replayed ``pause`` could stop a print resumed since.
+        """
+        self._client.reinitialise(self.endpoint.client_id, clean_session=True)
+        self._configure(self._client)
+
+    def _configure(self, client: paho.Client) -> None:
+        ep = self.endpoint
         client.username_pw_set(ep.username, ep.password)
         if ep.tls is not None:
             client.tls_set_context(ep.tls)
@@ -188,7 +204,6 @@ class Connection:
         client.on_disconnect = self._on_disconnect
         # Unbounded: a (re)connect queues a refresh for every followed printer at once.
         client.max_queued_messages_set(0)
-        return client
 
     def start(self) -> None:
         """Start the network thread (returns at once)."""
@@ -231,11 +246,10 @@ class Connection:
         first = True
         while not self._stop.is_set():
             try:
-                if first:
-                    self._client.connect(self.endpoint.host, self.endpoint.port, self.keepalive)
-                else:
-                    self._client.reconnect()
+                if not first:
+                    self._fresh_session()
                 first = False
+                self._client.connect(self.endpoint.host, self.endpoint.port, self.keepalive)
             except ssl.SSLCertVerificationError as exc:
                 self._give_up(
                     CertificateError(
