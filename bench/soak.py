@@ -835,6 +835,10 @@ class Soak:
         result["client_errors_logged"] = stats.errors_logged[:10]
         connects = self.mqtt.connection.connects
         result["mqtt_connects"] = connects
+        # One connection at the start and one after each restart or cut: any
+        # other reconnect is the client losing a connection nobody took away.
+        caused = stats.survived["broker_restart"] + stats.survived["drop_connections"]
+        result["unprovoked_reconnects"] = connects - 1 - caused
         if not self.mqtt.connected:
             fail("the MQTT client is not connected at the end")
         result["failures"] = list(self.failures)
@@ -884,7 +888,8 @@ def print_report(args: argparse.Namespace, result: dict[str, Any]) -> None:
     )
     print(
         f"  phases: baseline {secs['baseline']:.0f} s, faults {secs['faults']:.0f} s, "
-        f"total {secs['total']:.0f} s; MQTT connections made: {result['mqtt_connects']}"
+        f"total {secs['total']:.0f} s; MQTT connections made: {result['mqtt_connects']} "
+        f"({result['unprovoked_reconnects']} not caused by a fault)"
     )
     print("  faults (injected / survived):")
     for kind, entry in result["faults"].items():

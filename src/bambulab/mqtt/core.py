@@ -202,6 +202,12 @@ class Connection:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
+        # Without this, paho writes a publish straight to the socket from the
+        # calling thread while this connection's thread may be reading it: two
+        # threads in one TLS connection corrupt its records (the broker sees
+        # "bad record mac" and hangs up). With the hook set, paho only queues
+        # the packet and wakes the network thread, the socket's only user.
+        client.on_socket_register_write = _network_thread_writes
         # Unbounded: a (re)connect queues a refresh for every followed printer at once.
         client.max_queued_messages_set(0)
 
@@ -516,6 +522,10 @@ class Connection:
             serial=serial,
             command=command,
         )
+
+
+def _network_thread_writes(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """Nothing to do: the network thread's ``loop()`` sends what is queued."""
 
 
 def _reason(exc: BaseException) -> str:
