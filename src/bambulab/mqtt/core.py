@@ -276,6 +276,7 @@ class Connection:
                 continue
             started = time.monotonic()
             self.last_rx = started
+            connects = self.connects
             while not self._stop.is_set():
                 try:
                     rc = self._client.loop(timeout=0.2)
@@ -297,7 +298,10 @@ class Connection:
                         now - self.last_rx,
                     )
                     break
-            was_up = self._connected.is_set()
+            # Whether this session got as far as CONNACK. Not _connected: paho's
+            # on_disconnect has usually cleared it by now, and then the backoff
+            # never reset, so the Nth reconnect waited 0.5 * 2**N s (up to 30 s).
+            was_up = self.connects > connects
             self._connected.clear()
             self._safe_disconnect()
             if self.fatal is not None or self._stop.is_set():
