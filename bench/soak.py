@@ -817,6 +817,8 @@ class Soak:
                 "peak": round(max(s[1] for s in stats.samples) / 2**20, 1),
             }
             del resources["rss"]
+            # The whole curve, to tell a step from a slope.
+            resources["rss_mib_series"] = [round(s[1] / 2**20, 1) for s in stats.samples]
             if rss_b - rss_a > allowed:
                 fail(
                     f"RSS grew {(rss_b - rss_a) / 2**20:.1f} MiB (median of the last third vs "
