@@ -662,6 +662,23 @@ def test_offline_printer_is_silent() -> None:
     assert rig.run(6)  # the keep-alive delta at the latest
 
 
+def test_a_command_executed_twice_is_counted() -> None:
+    rig = Rig()
+    pause = json.dumps({"print": {"command": "pause", "sequence_id": "41", "param": ""}}).encode()
+    light = {"led_node": "chamber_light", "led_mode": "off", **LED}
+    rig.ok("system", "ledctrl", **light)
+    rig.raw(pause)
+    assert (rig.printer.executed, rig.printer.duplicates) == (2, 0)
+    rig.raw(pause)  # the same request again: a replay
+    rig.raw(json.dumps({"print": {"command": "resume", "sequence_id": "41"}}).encode())
+    rig.raw(json.dumps({"print": {"command": "pause"}}).encode())  # no sequence_id
+    rig.raw(json.dumps({"print": {"command": "pause"}}).encode())
+    assert rig.printer.executed == 6
+    assert rig.printer.duplicates == 1
+    assert list(rig.printer.duplicated) == [("print.pause", "41")]
+    assert rig.printer.received_sequence_ids()[-4:] == ["41", "41", "", ""]
+
+
 # --- signatures (PROTOCOL.md §2.7, §2.8) ------------------------------------------------
 
 

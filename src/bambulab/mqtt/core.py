@@ -188,22 +188,43 @@ class Connection:
     # --- lifecycle ----------------------------------------------------------------
 
     def _make_client(self) -> paho.Client:
-        ep = self.endpoint
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=ep.client_id,
+            client_id=self.endpoint.client_id,
             protocol=paho.MQTTv311,
-            clean_session=True,  # no replay of old commands after a reconnect
+            clean_session=True,  # the broker keeps nothing for us between connections
         )
+        self._configure(client)
+        return client
+
+    def _fresh_session(self) -> None:
+        """Forget everything the last connection left queued, before connecting again.
+
+        paho sends every QoS 1 publish that was not acknowledged again after a
+        reconnect (with DUP set), whatever ``clean_session`` says. A command
+        the broker had already passed on when the connection died would reach
+        the printer twice (same ``sequence_id``), long after its caller gave up
+        waiting: a replayed ``pause`` could stop a print resumed since.
+        """
+        self._client.reinitialise(self.endpoint.client_id, clean_session=True)
+        self._configure(self._client)
+
+    def _configure(self, client: paho.Client) -> None:
+        ep = self.endpoint
         client.username_pw_set(ep.username, ep.password)
         if ep.tls is not None:
             client.tls_set_context(ep.tls)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
+        # Without this, paho writes a publish straight to the socket from the
+        # calling thread while this connection's thread may be reading it: two
+        # threads in one TLS connection corrupt its records (the broker sees
+        # "bad record mac" and hangs up). With the hook set, paho only queues
+        # the packet and wakes the network thread, the socket's only user.
+        client.on_socket_register_write = _network_thread_writes
         # Unbounded: a (re)connect queues a refresh for every followed printer at once.
         client.max_queued_messages_set(0)
-        return client
 
     def start(self) -> None:
         """Start the network thread (returns at once)."""
@@ -254,11 +275,10 @@ class Connection:
             self._attempt_error = None
             self._tracker.trying()
             try:
-                if first:
-                    self._client.connect(self.endpoint.host, self.endpoint.port, self.keepalive)
-                else:
-                    self._client.reconnect()
+                if not first:
+                    self._fresh_session()
                 first = False
+                self._client.connect(self.endpoint.host, self.endpoint.port, self.keepalive)
             except ssl.SSLCertVerificationError as exc:
                 diagnose = self.endpoint.diagnose
                 explained = diagnose() if diagnose is not None else None
@@ -307,8 +327,9 @@ class Connection:
                     reason = f"nothing received for {now - self.last_rx:.0f} s"
                     log.warning("%s: %s; reconnecting", self.endpoint.label, reason)
                     break
-            # Whether this attempt's session came up: paho's on_disconnect has
-            # already cleared ``_connected`` when the loop reports the loss.
+            # Whether this session got as far as CONNACK. Not _connected: paho's
+            # on_disconnect has usually cleared it by now, and then the backoff
+            # never reset, so the Nth reconnect waited 0.5 * 2**N s (up to 30 s).
             was_up = self.connects > sessions
             self._connected.clear()
             self._safe_disconnect()
@@ -575,6 +596,10 @@ def _rc_reason(rc: MQTTErrorCode) -> str:
         return "connection lost"
     text = paho.error_string(rc).strip().rstrip(".")
     return text[:1].lower() + text[1:] if text else f"error {int(rc)}"
+
+
+def _network_thread_writes(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """Nothing to do: the network thread's ``loop()`` sends what is queued."""
 
 
 def _reason(exc: BaseException) -> str:

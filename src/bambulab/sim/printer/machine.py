@@ -54,6 +54,11 @@ READ_COMMANDS = frozenset(
     }
 )
 KEEPALIVE_SECONDS = 5.0
+# How many executed requests a printer remembers to recognise a replay. A
+# client that delivers a command twice (an unacknowledged QoS 1 publish sent
+# again after a reconnect) does so within seconds, so a window is enough and
+# a printer that runs for days does not grow.
+EXECUTED_WINDOW = 10_000
 
 # (signed bytes, signature, cert_id) → valid? Supplied by tests that sign with their own key.
 SignatureVerifier = Callable[[bytes, bytes, str], bool]
@@ -96,6 +101,13 @@ class SimPrinter:
         self.time_scale = time_scale
         self.online = online
         self.received: collections.deque[tuple[str, str]] = collections.deque(maxlen=2000)
+        # Requests acted on, and those that came again with a (command,
+        # sequence_id) already executed: a client must never make a printer
+        # do one command twice.
+        self.executed = 0
+        self.duplicates = 0
+        self.duplicated: collections.deque[tuple[str, str]] = collections.deque(maxlen=100)
+        self._executed_ids: dict[tuple[str, str], None] = {}
         self.signature_verifier = signature_verifier
         self._clock = clock
         self._last = clock()
@@ -237,7 +249,9 @@ class SimPrinter:
         family, body, header = parsed
         command = body["command"]
         # What arrived, for tests that check a client never sends a command twice.
-        self.received.append((f"{family}.{command}", str(body.get("sequence_id", ""))))
+        key = (f"{family}.{command}", str(body.get("sequence_id", "")))
+        self.received.append(key)
+        self._note_executed(key)
         self._advance()
         if family == "pushing":
             return self._pushing_command(command, body)
@@ -265,6 +279,23 @@ class SimPrinter:
         if outcome.changed and self._pushing:
             messages.extend(self._report_now(keepalive=False))
         return messages
+
+    def _note_executed(self, key: tuple[str, str]) -> None:
+        self.executed += 1
+        if not key[1]:
+            return  # no sequence_id: nothing to recognise it by
+        if key in self._executed_ids:
+            self.duplicates += 1
+            self.duplicated.append(key)
+            log.warning("%s: executed %s with sequence_id %s again", self.serial, *key)
+            return
+        self._executed_ids[key] = None
+        if len(self._executed_ids) > EXECUTED_WINDOW:
+            del self._executed_ids[next(iter(self._executed_ids))]  # the oldest
+
+    def received_sequence_ids(self) -> list[str]:
+        """The ``sequence_id`` of every recent request, in arrival order."""
+        return [sequence for _, sequence in self.received]
 
     def tick(self) -> list[dict[str, Any]]:
         """Advance to the clock's now; the periodic report due, if any."""
