@@ -114,7 +114,8 @@ def test_exports_reach_a_printer_and_sigterm_exits_cleanly(tmp_path: Path) -> No
         env["BAMBU_ACCESS_CODE"],
         env["BAMBU_PRINTER_2_ACCESS_CODE"],
     ):
-        assert secret not in stderr
+        # The seed printer's access code is a prefix of its serial, which logs may name.
+        assert secret not in stderr.replace(SEED_DEVICE, "<serial>")
     assert not Path(env["BAMBU_CA_FILE"]).exists()  # temporary files are removed
 
 

@@ -34,7 +34,7 @@ GLOBAL_VALUES = frozenset({"--api-url", "--region", "--token-file"})
 # whole command line to the simulator's own parser): nothing after them is hoisted.
 PASSTHROUGH_COMMANDS = frozenset({"sim"})
 # No error line is longer than this, whatever was typed or answered.
-MAX_ERROR_LINE = 400
+MAX_ERROR_LINE = 1000
 # Quoted values in other errors (paths among them) keep more before the cut.
 REPORT_QUOTE_LIMIT = 120
 
