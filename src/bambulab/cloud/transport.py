@@ -568,18 +568,7 @@ class SyncTransport(_Policy):
                 built = self._http.build_request(method, url, headers=headers)
                 response = self._http.send(built, stream=True)
                 try:
-                    body = AnswerBody(
-                        _origin(url),
-                        response.headers.get("content-length"),
-                        max_bytes,
-                        keep=False,
-                    )
-                    head = Download(
-                        response.status_code,
-                        list(response.headers.multi_items()),
-                        body.declared,
-                        body,
-                    )
+                    body, head = _download_head(response, url, max_bytes)
 
                     def chunks() -> Iterator[bytes]:
                         try:
@@ -597,6 +586,15 @@ class SyncTransport(_Policy):
 
     def close(self) -> None:
         self._http.close()
+
+
+def _download_head(
+    response: httpx.Response, url: str, max_bytes: int | None
+) -> tuple[AnswerBody, Download]:
+    """The body counter of a download (bounded by its declared size) and its head."""
+    body = AnswerBody(_origin(url), response.headers.get("content-length"), max_bytes, keep=False)
+    head = Download(response.status_code, list(response.headers.multi_items()), body.declared, body)
+    return body, head
 
 
 class AsyncTransport(_Policy):
@@ -666,18 +664,7 @@ class AsyncTransport(_Policy):
                 built = self._http.build_request(method, url, headers=headers)
                 response = await self._http.send(built, stream=True)
                 try:
-                    body = AnswerBody(
-                        _origin(url),
-                        response.headers.get("content-length"),
-                        max_bytes,
-                        keep=False,
-                    )
-                    head = Download(
-                        response.status_code,
-                        list(response.headers.multi_items()),
-                        body.declared,
-                        body,
-                    )
+                    body, head = _download_head(response, url, max_bytes)
 
                     async def chunks() -> AsyncIterator[bytes]:
                         try:
