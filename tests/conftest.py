@@ -71,6 +71,21 @@ def unlimited() -> SimConfig:
     return SimConfig(rate_limits=RateLimits(enabled=False))
 
 
+def cloud_mqtt(sim: Any, serials: list[str], **options: Any) -> Any:
+    """A sync MQTT client of ``sim``'s cloud broker for the demo account (not connected)."""
+    from bambulab import BambuMQTT
+
+    return BambuMQTT(
+        sim.user_id,
+        serials,
+        token=sim.issue_token(sim.demo_account.email),
+        host=sim.mqtt_host,
+        port=sim.mqtt_port,
+        ca_file=sim.ca_file,
+        **options,
+    )
+
+
 @pytest.fixture(scope="session")
 def sim() -> Iterator[CloudSimulator]:
     with CloudSimulator(unlimited()) as simulator:

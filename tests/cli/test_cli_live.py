@@ -54,6 +54,22 @@ class LiveBambu(Bambu):
         env.update(extra)
         return env
 
+    @classmethod
+    def logged_in(cls, sim: Simulator, home: Path) -> LiveBambu:
+        """A runner logged in to ``sim``'s demo account, its cloud broker in the environment."""
+        assert sim.ca_file is not None
+        runner = cls(
+            home=home,
+            api_url=sim.url,
+            mqtt_env={
+                "BAMBU_MQTT_HOST": sim.mqtt_host,
+                "BAMBU_MQTT_PORT": str(sim.mqtt_port),
+                "BAMBU_CA_FILE": sim.ca_file,
+            },
+        )
+        login(runner, sim.cloud)
+        return runner
+
 
 @pytest.fixture(scope="module")
 def live_sim() -> Iterator[Simulator]:
@@ -70,17 +86,7 @@ def serials(live_sim: Simulator) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def user(live_sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> LiveBambu:
     """A logged-in runner for the demo account, cloud broker in its environment."""
-    assert live_sim.ca_file is not None
-    runner = LiveBambu(
-        home=tmp_path_factory.mktemp("live-home"),
-        api_url=live_sim.url,
-        mqtt_env={
-            "BAMBU_MQTT_HOST": live_sim.mqtt_host,
-            "BAMBU_MQTT_PORT": str(live_sim.mqtt_port),
-            "BAMBU_CA_FILE": live_sim.ca_file,
-        },
-    )
-    login(runner, live_sim.cloud)
+    runner = LiveBambu.logged_in(live_sim, tmp_path_factory.mktemp("live-home"))
     all_serials = [e.serial for e in live_sim.endpoints()]
     for endpoint in live_sim.endpoints():
         # A code that is part of a serial (the seed printer's) would flag every table.

@@ -39,7 +39,7 @@ import pytest
 
 from bambulab.safetext import visible
 from bambulab.sim import Simulator
-from tests.cli.conftest import login, unlimited_config
+from tests.cli.conftest import unlimited_config
 from tests.cli.test_cli_live import LiveBambu
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
@@ -163,18 +163,7 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture(scope="module")
 def user(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> LiveBambu:
-    assert sim.ca_file is not None
-    runner = LiveBambu(
-        home=tmp_path_factory.mktemp("term-home"),
-        api_url=sim.url,
-        mqtt_env={
-            "BAMBU_MQTT_HOST": sim.mqtt_host,
-            "BAMBU_MQTT_PORT": str(sim.mqtt_port),
-            "BAMBU_CA_FILE": sim.ca_file,
-        },
-    )
-    login(runner, sim.cloud)
-    return runner
+    return LiveBambu.logged_in(sim, tmp_path_factory.mktemp("term-home"))
 
 
 @dataclass

@@ -12,20 +12,13 @@ import time
 from bambulab import BambuMQTT
 from bambulab.models.events import Event, PrinterOffline
 from bambulab.sim.live import Simulator
-from tests.conftest import unlimited
+from tests.conftest import cloud_mqtt, unlimited
 
 
 def test_the_backoff_starts_over_after_each_session() -> None:
     with Simulator(unlimited(), lan=False, time_scale=60, tick_interval=0.2) as sim:
         serials = [e.serial for e in sim.endpoints() if sim.printers[e.serial].online]
-        client = BambuMQTT(
-            sim.user_id,
-            serials,
-            token=sim.issue_token(sim.demo_account.email),
-            host=sim.mqtt_host,
-            port=sim.mqtt_port,
-            ca_file=sim.ca_file,
-        )
+        client: BambuMQTT = cloud_mqtt(sim, serials)
         events: list[Event] = []
         client.on_event = events.append
         client.connect()

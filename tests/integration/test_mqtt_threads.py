@@ -16,7 +16,7 @@ from bambulab import BambuMQTT
 from bambulab.errors import BambuError
 from bambulab.sim.config import parse_fleet
 from bambulab.sim.live import Simulator
-from tests.conftest import unlimited
+from tests.conftest import cloud_mqtt, unlimited
 
 
 def test_commands_from_many_threads_keep_the_connection() -> None:
@@ -24,15 +24,7 @@ def test_commands_from_many_threads_keep_the_connection() -> None:
     # X1 printers send their whole report, here 20 times a second each.
     with Simulator(config, lan=False, time_scale=60, tick_interval=0.05) as sim:
         serials = [e.serial for e in sim.endpoints()]
-        client = BambuMQTT(
-            sim.user_id,
-            serials,
-            token=sim.issue_token(sim.demo_account.email),
-            host=sim.mqtt_host,
-            port=sim.mqtt_port,
-            ca_file=sim.ca_file,
-            command_timeout=3,
-        )
+        client: BambuMQTT = cloud_mqtt(sim, serials, command_timeout=3)
         client.connect()
         stop = threading.Event()
         answered: list[int] = []
