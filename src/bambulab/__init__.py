@@ -31,6 +31,7 @@ _ERRORS = (
     "CertificateError",
     "CertificatePinMismatchError",
     "CommandError",
+    "CommandInterruptedError",
     "CommandTimeoutError",
     "MQTTAuthenticationError",
     "MQTTError",

@@ -31,7 +31,8 @@
         ├── CertificateError        TLS verification failed (CA, pin, or CN != serial)
         │   └── CertificatePinMismatchError  the printer's certificate is not the pinned one
         └── CommandError            a printer refused a command (command, sequence_id, reason)
-            └── CommandTimeoutError no reply within the timeout
+            ├── CommandTimeoutError no reply within the timeout
+            └── CommandInterruptedError  the connection dropped before the reply (never re-sent)
 
 Every error has a one-line human ``str()`` and never carries a secret: the
 messages are built from status, code and the server's short message only.
@@ -53,6 +54,7 @@ __all__ = [
     "CloudflareBlockedError",
     "CodeRequiredError",
     "CommandError",
+    "CommandInterruptedError",
     "CommandTimeoutError",
     "ConfigurationError",
     "ForbiddenError",
@@ -305,3 +307,11 @@ class CommandError(MQTTError):
 
 class CommandTimeoutError(CommandError):
     """No reply to a command arrived within the timeout."""
+
+
+class CommandInterruptedError(CommandError):
+    """The connection dropped while a command waited for its reply.
+
+    The command may or may not have reached the printer: check its state
+    before sending it again. It is never re-sent by the connection itself.
+    """

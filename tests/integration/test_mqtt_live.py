@@ -562,20 +562,34 @@ def test_connection_status_and_events_through_an_outage(face: str) -> None:
         assert client.connection_status.state == "closed"
 
 
-def test_watchdog_heals_a_stall(face: str, broker: str) -> None:
+def test_a_silent_printer_is_asked_to_report_and_the_link_is_kept(face: str, broker: str) -> None:
+    """A printer silent past its period gets a ``pushall``; nobody is reconnected for it."""
     with Simulator(unlimited(), broker=broker, time_scale=60, tick_interval=0.2) as sim:
         serial = next(s for s in online_serials(sim) if s.startswith("00M"))
         client = cloud(sim, face, [serial], stall_timeout=1.0).connect()
         try:
             client.get_full_status(serial)
             connection = client.client.connection
+
+            def pushalls() -> int:
+                received = sim.with_printer(serial, lambda p: list(p.received))
+                return sum(1 for name, _ in received if name == "pushing.pushall")
+
+            before = pushalls()
+            stalled = time.monotonic()
             sim.stall(serial, 2.5)
-            wait_for(lambda: connection.connects >= 2, 10, "watchdog reconnect")
+            wait_for(lambda: pushalls() > before, 10, "a pushall for the silent printer")
+            asked = time.monotonic() - stalled
             wait_for(
-                lambda: time.monotonic() - connection.printers[serial].last_report < 1,
+                lambda: (
+                    time.monotonic() - connection.printers[serial].last_report < 0.5
+                    and time.monotonic() - stalled > 2.5
+                ),
                 10,
                 "reports again",
             )
+            assert connection.connects == 1, "a silent printer must not reconnect everyone"
+            assert asked >= 0.9, f"asked after {asked:.2f} s, before its 1 s period"
         finally:
             client.close()
 

@@ -135,6 +135,10 @@ class _ClientBase:
             headers,
         )
         self._limits = {"max_answer_bytes": max_answer_bytes}
+        self._open()
+
+    def _open(self) -> None:
+        raise NotImplementedError
 
     @property
     def base_url(self) -> str:
@@ -153,8 +157,7 @@ class BambuClient(_ClientBase):
     (or ``base_url=``) points it at another host, such as the simulator.
     """
 
-    def __init__(self, token: str | None = None, region: str = "global", **kw: Any) -> None:
-        super().__init__(token, region, **kw)
+    def _open(self) -> None:
         self._transport = SyncTransport(*self._args, **self._limits)
 
     def close(self) -> None:
@@ -253,8 +256,7 @@ class BambuClient(_ClientBase):
 class AsyncBambuClient(_ClientBase):
     """Non-blocking twin of :class:`BambuClient`: same methods, awaited."""
 
-    def __init__(self, token: str | None = None, region: str = "global", **kw: Any) -> None:
-        super().__init__(token, region, **kw)
+    def _open(self) -> None:
         self._transport = AsyncTransport(*self._args, **self._limits)
 
     async def aclose(self) -> None:

@@ -15,36 +15,36 @@ how old each printer's last report is (``report_age``, ``last_report``).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
 import os
+import queue
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
 import orjson
 
-from ..errors import CommandTimeoutError, ConfigurationError, NotConnectedError
+from ..errors import ConfigurationError, NotConnectedError, TransportError
 from ..models.events import CLOSED, ConnectionStatus, LiveEvent, StateChanged
 from ..models.state import PrinterState
 from ..protocol import mqtt as proto
 from ..protocol.jwt import decode_claims
 from ..regions import endpoints
-from .core import Backoff, Connection, Endpoint
+from .core import BACKSTOP, Backoff, Connection, Endpoint, result_of
 from .tls import PinStore, cloud_context, lan_context, pin_diagnosis
 
 log = logging.getLogger("bambulab.mqtt")
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 ENV_MQTT_HOST = "BAMBU_MQTT_HOST"
 ENV_MQTT_PORT = "BAMBU_MQTT_PORT"
 LAN_PORT = 8883
-
-
-def _looks_like_token(secret: str) -> bool:
-    return secret.count(".") == 2 and len(secret) > 40
 
 
 def cloud_endpoint(
@@ -260,8 +260,65 @@ class _Commands(Generic[R]):
         return self._run(serial, command)
 
 
+class _Dispatcher:
+    """The sync face's event thread: callbacks run here, never on the network thread.
+
+    A callback may block, or send a command and wait for its reply: the
+    connection keeps reading meanwhile. Events wait in a bounded queue; if
+    callbacks fall ``size`` events behind, newer events are dropped and
+    counted (``dropped``) rather than growing memory without end.
+    """
+
+    def __init__(self, handle: Callable[[LiveEvent], None], size: int, name: str) -> None:
+        self._handle = handle
+        self._queue: queue.Queue[LiveEvent | None] = queue.Queue(size)
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name=f"bambu-events-{name}", daemon=True)
+        self._thread.start()
+
+    def put(self, event: LiveEvent) -> None:
+        """Hand one event over (network thread; never blocks)."""
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("event callbacks are behind; %d events dropped", self.dropped)
+
+    def _run(self) -> None:
+        while (event := self._queue.get()) is not None:
+            try:
+                self._handle(event)
+            except Exception:
+                log.exception("an event callback failed on %s", type(event).__name__)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued, then stop (not waiting when called from a callback)."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+
 class _Base:
-    """Configuration shared by both faces."""
+    """Configuration, printer table and waiting rules shared by both faces.
+
+    Parameters (the same on both faces):
+
+    ``user_id``, ``device_serial`` (one serial or several), ``access_code``:
+    the seed's positional form. ``token``: the cloud access token (the cloud
+    broker's password; ``access_code`` is accepted there too). ``host``/``port``:
+    the broker (cloud: ``BAMBU_MQTT_HOST``/``_PORT``, else the region's; LAN: the
+    printer's address). ``region``: ``global`` or ``china``. ``lan``: talk to one
+    printer's own broker. ``ca_file``/``pin_file``/``insecure``: how the TLS
+    certificate is checked. ``keepalive``: seconds between MQTT pings (a link
+    that stops answering them is reconnected). ``stall_timeout``: a printer
+    silent this long is asked for a full report. ``connect_timeout``: give up
+    connecting after this long. ``command_timeout``: how long a command waits
+    for its reply. ``backoff``: reconnect delays. ``models``: serial ->
+    ``dev_model_name`` when known. ``queue_size``: events buffered for a slow
+    consumer before newer ones are dropped (``dropped_events``).
+    """
 
     def __init__(
         self,
@@ -283,6 +340,7 @@ class _Base:
         command_timeout: float = 10.0,
         backoff: Backoff | None = None,
         models: dict[str, str] | None = None,
+        queue_size: int = 10000,
     ) -> None:
         if isinstance(device_serial, str):
             serials = [device_serial] if device_serial else []
@@ -291,6 +349,8 @@ class _Base:
         self.serials = [s.strip() for s in serials if s and s.strip()]
         self.lan_mode = lan
         self.command_timeout = command_timeout
+        self.connect_timeout = connect_timeout
+        self.queue_size = queue_size
         self._conn_args: dict[str, Any] = {
             "keepalive": keepalive,
             "stall_timeout": stall_timeout,
@@ -326,9 +386,15 @@ class _Base:
             return lan_endpoint(**self._endpoint_args)
         return cloud_endpoint(**self._endpoint_args)
 
-    def _new_connection(self, on_event: Callable[[LiveEvent], None]) -> Connection:
+    def _usable(self) -> Connection | None:
+        """The connection if it is running (not closed, not given up)."""
+        conn = self._conn
+        return conn if conn is not None and not conn.stopped else None
+
+    def _open(self, on_event: Callable[[LiveEvent], None], timeout: float | None) -> Connection:
         conn = Connection(self._endpoint(), self.serials, on_event=on_event, **self._conn_args)
         self._conn = conn
+        conn.start(self.connect_timeout if timeout is None else timeout)
         return conn
 
     @property
@@ -347,9 +413,15 @@ class _Base:
             raise ConfigurationError("no printer given: pass its serial")
         raise ConfigurationError("several printers on this connection: pass serial=")
 
+    def _follow(self, serial: str, dev_model_name: str | None = None) -> None:
+        if serial not in self.serials:
+            self.serials.append(serial)
+        if self._conn is not None:
+            self._conn.add(serial, dev_model_name)
+
     def state(self, serial: str | None = None) -> PrinterState:
-        """The merged state of one printer (updates in place as reports arrive)."""
-        return self.connection.printers[self._serial(serial)].state
+        """The printer's latest state: an immutable snapshot, replaced (not changed) by reports."""
+        return self.connection.printer(self._serial(serial)).state
 
     @property
     def connected(self) -> bool:
@@ -379,6 +451,19 @@ class _Base:
         age = self.report_age(serial)
         return None if age is None else time.time() - age
 
+    def _send(self, serial: str | None, command: proto.Command) -> Future[proto.Incoming]:
+        return self.connection.send(self._serial(serial), command, timeout=self.command_timeout)
+
+    def _publish(
+        self, payload: dict[str, Any] | bytes | str, serial: str | None, qos: int
+    ) -> Future[None]:
+        data = (
+            payload
+            if isinstance(payload, bytes)
+            else (payload.encode() if isinstance(payload, str) else orjson.dumps(payload))
+        )
+        return self.connection.publish(self._serial(serial), data, qos)
+
     def __repr__(self) -> str:
         mode = "LAN" if self.lan_mode else "cloud"
         return (
@@ -391,40 +476,55 @@ class BambuMQTT(_Base, _Commands[proto.Incoming]):
 
     ``BambuMQTT(user_id, device_serial, access_code)`` for the cloud broker;
     ``BambuMQTT.lan(host, serial, access_code)`` for a printer on the LAN.
-    ``on_message`` is called with the printer's merged state after every
-    report (once a full state has arrived); ``on_event`` with every event.
+    ``on_message`` is called with the printer's state after every report
+    (once a full state has arrived); ``on_event`` with every event. Both run
+    on this client's event thread (``bambu-events-...``), one at a time and in
+    order, never on the network thread: they may block or send commands.
     """
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.on_message: Callable[[PrinterState], Any] | None = None
-        # Printer events and the connection's own (Connected, ConnectionLost, ...).
-        self.on_event: Callable[[LiveEvent], Any] | None = None
+    on_message: Callable[[PrinterState], Any] | None = None
+    # Printer events and the connection's own (Connected, ConnectionLost, ...).
+    on_event: Callable[[LiveEvent], Any] | None = None
+    _dispatcher: _Dispatcher | None = None
 
     @classmethod
     def lan(cls, host: str, serial: str, access_code: str, **kw: Any) -> BambuMQTT:
-        """A client for one printer's own broker."""
+        """A client for one printer's own broker (keywords as :class:`BambuMQTT`)."""
         return cls(None, serial, access_code, host=host, lan=True, **kw)
 
-    def _dispatch(self, event: LiveEvent) -> None:
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped because the callbacks fell ``queue_size`` behind."""
+        return self._dispatcher.dropped if self._dispatcher is not None else 0
+
+    def _deliver(self, event: LiveEvent) -> None:
         if self.on_event is not None:
             self.on_event(event)
         if isinstance(event, StateChanged) and self.on_message is not None:
-            printer = self.connection.printers.get(event.serial)
+            conn = self._conn
+            printer = conn.printers.get(event.serial) if conn is not None else None
             if printer is not None and printer.full.is_set():
                 self.on_message(event.state)
 
     def connect(self, device_id: str | None = None, timeout: float | None = None) -> BambuMQTT:
-        """Connect (and follow ``device_id`` too); raises if the broker cannot be used."""
-        if device_id and device_id not in self.serials:
-            self.serials.append(device_id)
-            if self._conn is not None:
-                self._conn.add(device_id)
-        if self._conn is None or self._conn.fatal is not None:
-            conn = self._new_connection(self._dispatch)
-            conn.start()
-            conn.wait_connected(timeout)
+        """Connect (and follow ``device_id`` too); raises if the broker cannot be used.
+
+        Calling it again while connected only adds ``device_id``.
+        """
+        if device_id:
+            self._follow(device_id)
+        if self._usable() is None:
+            if self._dispatcher is not None:
+                self._dispatcher.close()
+            dispatcher = _Dispatcher(self._deliver, self.queue_size, f"{id(self):x}")
+            self._dispatcher = dispatcher
+            self._open(dispatcher.put, timeout)
+        self.connection.wait_connected(self.connect_timeout if timeout is None else timeout)
         return self
+
+    def add_printer(self, serial: str, dev_model_name: str | None = None) -> None:
+        """Follow one more printer on this (cloud) connection (now, or once connected)."""
+        self._follow(serial, dev_model_name)
 
     def subscribe_status(self, serial: str | None = None) -> None:
         """Follow a printer's reports (the seed's step; connecting already subscribes)."""
@@ -433,65 +533,44 @@ class BambuMQTT(_Base, _Commands[proto.Incoming]):
 
     def request_full_status(self, serial: str | None = None) -> None:
         """Ask for a full report (``pushall``); a P1P gets one every 5 min at most."""
-        self.connection.send(self._serial(serial), proto.pushall(), wait=False)
+        result_of(self.connection.send(self._serial(serial), proto.pushall(), wait=False), 0)
 
     def get_full_status(self, serial: str | None = None, timeout: float = 15.0) -> PrinterState:
-        """The printer's full state, waiting (with ``pushall`` if needed) until it is known."""
-        if self._conn is None:
+        """The printer's full state, waiting (with ``pushall`` if needed) until it is known.
+
+        Connects first if needed.
+        """
+        if self._usable() is None:
             self.connect()
-        printer = self.connection.printers[self._serial(serial)]
-        deadline = time.monotonic() + timeout
-        # Reports may already be on their way (connect asks for one): wait a little first.
-        if not printer.full.wait(min(2.0, timeout)):
-            if printer.may_pushall():
-                self.request_full_status(printer.serial)
-            if not printer.full.wait(max(0.0, deadline - time.monotonic())):
-                raise CommandTimeoutError(
-                    f"printer {printer.serial} sent no full report within {timeout:g} s",
-                    serial=printer.serial,
-                    command="pushall",
-                )
-        return printer.state
+        return result_of(self.connection.full_state(self._serial(serial), timeout), timeout)
 
     def _run(self, serial: str | None, command: proto.Command) -> proto.Incoming:
-        target = self._serial(serial)
-        conn = self.connection
-        future = conn.send(target, command)
-        try:
-            return future.result(self.command_timeout)
-        except concurrent.futures.TimeoutError:
-            conn.forget(target, future)
-            raise conn.timeout_error(target, command.command, self.command_timeout) from None
+        return result_of(self._send(serial, command), self.command_timeout)
 
     def publish(
         self, payload: dict[str, Any] | bytes | str, serial: str | None = None, qos: int = 0
     ) -> None:
         """Publish a raw payload on the printer's request topic (no reply awaited)."""
-        data = (
-            payload
-            if isinstance(payload, bytes)
-            else (payload.encode() if isinstance(payload, str) else orjson.dumps(payload))
-        )
-        client = self.connection._client
-        client.publish(proto.request_topic(self._serial(serial)), data, qos=qos)
+        result_of(self._publish(payload, serial, qos), 0)
 
     def loop_forever(self) -> None:
         """Block, delivering callbacks, until :meth:`disconnect` (or Ctrl-C)."""
-        if self._conn is None:
+        if self._usable() is None:
             self.connect()
         conn = self.connection
         try:
-            while not conn._stop.wait(0.5):
+            while not conn.wait_stopped(0.5):
                 pass
         except KeyboardInterrupt:
             self.disconnect()
-        if conn.fatal is not None:
-            raise conn.fatal
+        conn.raise_if_failed()
 
     def disconnect(self) -> None:
-        """Close the connection."""
+        """Close the connection (events already queued are still delivered)."""
         if self._conn is not None:
             self._conn.close()
+        if self._dispatcher is not None:
+            self._dispatcher.close()
 
     close = disconnect
 
@@ -507,86 +586,87 @@ MQTTClient = BambuMQTT
 
 
 class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
-    """Non-blocking twin of :class:`BambuMQTT`.
+    """Non-blocking twin of :class:`BambuMQTT` (same parameters, same methods, awaited).
 
     ``async with AsyncBambuMQTT(...) as mqtt: async for event in mqtt: ...``;
-    commands are awaited (``await mqtt.pause(serial)``).
+    commands are awaited (``await mqtt.pause(serial)``). Events are handed to
+    the event loop that connected; nothing here blocks it or ties up threads.
     """
 
-    def __init__(self, *args: Any, queue_size: int = 10000, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self._queue: asyncio.Queue[LiveEvent] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue_size = queue_size
-        self.dropped_events = 0
+    _queue: asyncio.Queue[LiveEvent | None] | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    dropped_events = 0
 
     @classmethod
     def lan(cls, host: str, serial: str, access_code: str, **kw: Any) -> AsyncBambuMQTT:
-        """A client for one printer's own broker."""
+        """A client for one printer's own broker (keywords as :class:`AsyncBambuMQTT`)."""
         return cls(None, serial, access_code, host=host, lan=True, **kw)
 
-    def _dispatch(self, event: LiveEvent) -> None:
+    def _hand_over(self, event: LiveEvent) -> None:
         # Called on the network thread: hand over to the event loop.
-        loop, queue = self._loop, self._queue
-        if loop is None or queue is None or loop.is_closed():
+        loop, queue_ = self._loop, self._queue
+        if loop is None or queue_ is None:
             return
-        loop.call_soon_threadsafe(self._put, queue, event)
+        with contextlib.suppress(RuntimeError):  # the loop was closed
+            loop.call_soon_threadsafe(self._put, queue_, event)
 
-    def _put(self, queue: asyncio.Queue[LiveEvent], event: LiveEvent) -> None:
+    def _put(self, queue_: asyncio.Queue[LiveEvent | None], event: LiveEvent) -> None:
         try:
-            queue.put_nowait(event)
+            queue_.put_nowait(event)
         except asyncio.QueueFull:
             self.dropped_events += 1  # a consumer that stopped reading must not grow memory
 
-    async def connect(self, timeout: float | None = None) -> AsyncBambuMQTT:
-        """Connect; raises if the broker cannot be used."""
-        self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(self._queue_size)
-        conn = await asyncio.to_thread(self._new_connection, self._dispatch)
-        conn.start()
-        await asyncio.to_thread(conn.wait_connected, timeout)
+    async def connect(
+        self, device_id: str | None = None, timeout: float | None = None
+    ) -> AsyncBambuMQTT:
+        """Connect (and follow ``device_id`` too); raises if the broker cannot be used.
+
+        Calling it again while connected only adds ``device_id``.
+        """
+        if device_id:
+            self._follow(device_id)
+        if self._usable() is None:
+            self._loop = asyncio.get_running_loop()
+            self._queue = asyncio.Queue(self.queue_size)
+            self._open(self._hand_over, timeout)
+        conn = self.connection
+        await _awaited(conn.ready, self.connect_timeout if timeout is None else timeout)
+        conn.raise_if_failed()
         return self
 
     async def add_printer(self, serial: str, dev_model_name: str | None = None) -> None:
-        """Follow one more printer on this (cloud) connection."""
-        if serial not in self.serials:
-            self.serials.append(serial)
-        self.connection.add(serial, dev_model_name)
+        """Follow one more printer on this (cloud) connection (now, or once connected)."""
+        self._follow(serial, dev_model_name)
+
+    async def subscribe_status(self, serial: str | None = None) -> None:
+        """Follow a printer's reports (connecting already subscribes)."""
+        if serial:
+            await self.connect(serial)
 
     async def get_full_status(
         self, serial: str | None = None, timeout: float = 15.0
     ) -> PrinterState:
-        """The printer's full state, waiting (with ``pushall`` if needed) until it is known."""
-        printer = self.connection.printers[self._serial(serial)]
-        deadline = time.monotonic() + timeout
-        if not await asyncio.to_thread(printer.full.wait, min(2.0, timeout)):
-            if printer.may_pushall():
-                self.connection.send(printer.serial, proto.pushall(), wait=False)
-            left = max(0.0, deadline - time.monotonic())
-            if not await asyncio.to_thread(printer.full.wait, left):
-                raise CommandTimeoutError(
-                    f"printer {printer.serial} sent no full report within {timeout:g} s",
-                    serial=printer.serial,
-                    command="pushall",
-                )
-        return printer.state
+        """The printer's full state, waiting (with ``pushall`` if needed) until it is known.
+
+        Connects first if needed.
+        """
+        if self._usable() is None:
+            await self.connect()
+        return await _awaited(self.connection.full_state(self._serial(serial), timeout), timeout)
 
     async def request_full_status(self, serial: str | None = None) -> None:
-        """Ask for a full report (``pushall``)."""
-        self.connection.send(self._serial(serial), proto.pushall(), wait=False)
+        """Ask for a full report (``pushall``); a P1P gets one every 5 min at most."""
+        future = self.connection.send(self._serial(serial), proto.pushall(), wait=False)
+        await _awaited(future, 0)
 
     def _run(self, serial: str | None, command: proto.Command) -> Awaitable[proto.Incoming]:
-        return self._await(serial, command)
+        return _awaited(self._send(serial, command), self.command_timeout)
 
-    async def _await(self, serial: str | None, command: proto.Command) -> proto.Incoming:
-        target = self._serial(serial)
-        conn = self.connection
-        future = conn.send(target, command)
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.command_timeout)
-        except TimeoutError:
-            conn.forget(target, future)
-            raise conn.timeout_error(target, command.command, self.command_timeout) from None
+    async def publish(
+        self, payload: dict[str, Any] | bytes | str, serial: str | None = None, qos: int = 0
+    ) -> None:
+        """Publish a raw payload on the printer's request topic (no reply awaited)."""
+        await _awaited(self._publish(payload, serial, qos), 0)
 
     async def events(self) -> AsyncIterator[LiveEvent]:
         """Every event, as it happens, until the connection is closed.
@@ -597,30 +677,66 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
         """
         if self._queue is None:
             raise NotConnectedError("not connected: use 'async with' or await connect()")
-        queue = self._queue
+        queue_ = self._queue
         conn = self.connection
         while True:
             try:
-                yield await asyncio.wait_for(queue.get(), 0.5)
+                event = await asyncio.wait_for(queue_.get(), 0.5)
             except TimeoutError:
-                if conn._stop.is_set():
-                    if conn.fatal is not None:
-                        raise conn.fatal from None
+                if conn.stopped and queue_.empty():
+                    conn.raise_if_failed()
                     return
+                continue
+            if event is not None:
+                yield event
 
     def __aiter__(self) -> AsyncIterator[LiveEvent]:
         return self.events()
 
     async def aclose(self) -> None:
         """Close the connection."""
-        if self._conn is not None:
-            await asyncio.to_thread(self._conn.close)
+        conn = self._conn
+        if conn is not None:
+            conn.close_soon()
+            await _awaited(conn.closed, 6.0)
+
+    close = aclose
+    disconnect = aclose
 
     async def __aenter__(self) -> AsyncBambuMQTT:
         return await self.connect()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _awaited(future: Future[T], timeout: float) -> T:
+    """Await a future the network thread settles by its own deadline.
+
+    A fresh asyncio future per waiter: cancelling one waiter never cancels
+    the shared future. ``timeout`` is a backstop only.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[T] = loop.create_future()
+
+    def settle(done: Future[T]) -> None:
+        def copy() -> None:
+            if waiter.done():
+                return
+            error = done.exception()
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(done.result())
+
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(copy)
+
+    future.add_done_callback(settle)
+    try:
+        return await asyncio.wait_for(waiter, timeout + BACKSTOP)
+    except TimeoutError:
+        raise TransportError("the MQTT connection stopped answering") from None
 
 
 __all__ = ["AsyncBambuMQTT", "BambuMQTT", "MQTTClient", "cloud_endpoint", "lan_endpoint"]

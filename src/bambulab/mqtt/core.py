@@ -16,15 +16,21 @@ thread at once: no retry storm.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import contextlib
+import heapq
+import itertools
 import logging
 import random
+import selectors
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import paho.mqtt.client as paho
@@ -34,6 +40,7 @@ from ..errors import (
     BambuError,
     CertificateError,
     CommandError,
+    CommandInterruptedError,
     CommandTimeoutError,
     MQTTAuthenticationError,
     NotConnectedError,
@@ -50,6 +57,10 @@ log = logging.getLogger("bambulab.mqtt")
 
 PUSHALL_MIN_INTERVAL_P1P = 300.0  # the P1P is reported to struggle with more
 SUBSCRIBE_BATCH = 200  # topics per SUBSCRIBE packet when following many printers
+# Waiting callers give up this long after the connection's own deadline would have fired.
+BACKSTOP = 5.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,9 @@ class Backoff:
     maximum: float = 30.0
     factor: float = 2.0
     jitter: float = 0.3
+    # A session that lasted this long was healthy: the next outage starts from ``initial``.
+    # Shorter ones (a broker that accepts, then drops us) keep growing the delay.
+    stable_after: float = 5.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before reconnect ``attempt`` (1-based)."""
@@ -141,8 +155,28 @@ class Printer:
         )
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A command waiting for its reply (owned by the network thread)."""
+
+    command: str
+    future: concurrent.futures.Future[proto.Incoming]
+    session: int
+
+
 class Connection:
-    """A paho client plus everything both faces need; runs in its own thread."""
+    """A paho client plus everything both faces need, driven by one thread that owns the socket.
+
+    Threads: the network thread (``bambu-mqtt-...``) is the only one that
+    touches the paho client and its socket. Every other thread hands work over
+    through :meth:`_call` (commands, ``add``, raw publishes) and gets a
+    :class:`concurrent.futures.Future` back; timeouts are timers of the network
+    thread, so both faces wait the same way. ``on_event`` is called on the
+    network thread and must only hand the event over (to a dispatcher thread or
+    an event loop): it must never block or call back into the connection and
+    wait. What callers read (``printers``, each printer's ``state``,
+    ``status``) is replaced whole, never changed in place.
+    """
 
     def __init__(
         self,
@@ -165,23 +199,36 @@ class Connection:
         self.backoff = backoff or Backoff()
         self._rng = random.Random()
         self._on_event = on_event
-        self.printers: dict[str, Printer] = {}
-        for serial in serials:
-            self.printers[serial] = Printer(serial, (models or {}).get(serial))
+        # Replaced whole by add() (under _table_lock), so iterating it is always safe.
+        self.printers: Mapping[str, Printer] = {
+            serial: Printer(serial, (models or {}).get(serial)) for serial in serials
+        }
+        self._table_lock = threading.Lock()
+        # --- owned by the network thread --------------------------------------------------
         self._sequence = proto.SequenceCounter()
-        self._pending: dict[
-            tuple[str, str], tuple[str, concurrent.futures.Future[proto.Incoming]]
-        ] = {}
-        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_ids = itertools.count()
+        self._full_waiters: dict[str, list[concurrent.futures.Future[PrinterState]]] = {}
+        self._nudged: dict[str, float] = {}
+        self._session_started = 0.0
+        self._attempt_error: str | None = None  # why the broker refused this attempt
+        # --- shared ---------------------------------------------------------------------
+        self._calls: collections.deque[Callable[[], None]] = collections.deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._stop = threading.Event()
+        self._finished = threading.Event()
         self._connected = threading.Event()
-        self._settled = threading.Event()  # first connect succeeded or failed for good
+        self.session = 0  # number of the session up now (or last up); written by the network thread
+        self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.closed: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.fatal: BambuError | None = None
         self.last_error: BambuError | None = None
         self.connects = 0
         self.last_rx = 0.0
         self._tracker = ConnectionTracker(endpoint.label, time.time())
-        self._attempt_error: str | None = None  # why the broker refused this attempt
         self._thread: threading.Thread | None = None
         self._client = self._make_client()
 
@@ -203,8 +250,8 @@ class Connection:
         paho sends every QoS 1 publish that was not acknowledged again after a
         reconnect (with DUP set), whatever ``clean_session`` says. A command
         the broker had already passed on when the connection died would reach
-        the printer twice (same ``sequence_id``), long after its caller gave up
-        waiting: a replayed ``pause`` could stop a print resumed since.
+        the printer twice (same ``sequence_id``), long after its caller was
+        told it failed: a replayed ``pause`` could stop a print resumed since.
         """
         self._client.reinitialise(self.endpoint.client_id, clean_session=True)
         self._configure(self._client)
@@ -217,35 +264,46 @@ class Connection:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
-        # Without this, paho writes a publish straight to the socket from the
-        # calling thread while this connection's thread may be reading it: two
-        # threads in one TLS connection corrupt its records (the broker sees
-        # "bad record mac" and hangs up). With the hook set, paho only queues
-        # the packet and wakes the network thread, the socket's only user.
+        # With this hook set (and no paho thread), paho only queues a packet;
+        # the network thread's own loop writes it. Only that thread calls paho.
         client.on_socket_register_write = _network_thread_writes
         # Unbounded: a (re)connect queues a refresh for every followed printer at once.
         client.max_queued_messages_set(0)
 
-    def start(self) -> None:
-        """Start the network thread (returns at once)."""
+    def start(self, timeout: float | None = None) -> None:
+        """Start the network thread (returns at once); give up if not connected within ``timeout``.
+
+        ``ready`` resolves at the first CONNACK, or fails with why it could not be had.
+        """
         if self._thread is not None:
             return
+        limit = self.connect_timeout if timeout is None else timeout
+        self._call(
+            lambda: self._at(time.monotonic() + limit, lambda: self._connect_deadline(limit))
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"bambu-mqtt-{self.endpoint.label}", daemon=True
         )
         self._thread.start()
 
+    def _connect_deadline(self, limit: float) -> None:
+        if self.ready.done():
+            return
+        reason = f": {self.last_error}" if self.last_error else ""
+        self._give_up(
+            TransportError(f"could not connect to {self.endpoint.label} within {limit:g} s{reason}")
+        )
+
     def wait_connected(self, timeout: float | None = None) -> None:
-        """Block until the first connection is up; raise why it could not be."""
-        limit = self.connect_timeout if timeout is None else timeout
-        if not self._settled.wait(limit):
-            self.close()
-            reason = f": {self.last_error}" if self.last_error else ""
-            raise TransportError(
-                f"could not connect to {self.endpoint.label} within {limit:g} s{reason}"
-            )
+        """Block until the first connection is up; raise (a fresh copy of) why it could not be."""
+        self.start(timeout)
+        result_of(self.ready, self.connect_timeout if timeout is None else timeout)
+        self.raise_if_failed()
+
+    def raise_if_failed(self) -> None:
+        """Raise a fresh copy of the error that stopped this connection for good, if any."""
         if self.fatal is not None:
-            raise self.fatal
+            raise fresh(self.fatal) from self.fatal
 
     @property
     def connected(self) -> bool:
@@ -253,27 +311,109 @@ class Connection:
         return self._connected.is_set()
 
     @property
+    def stopped(self) -> bool:
+        """Whether the connection was closed or gave up."""
+        return self._stop.is_set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until the connection was closed or gave up; whether it did."""
+        return self._stop.wait(timeout)
+
+    @property
     def status(self) -> ConnectionStatus:
         """What the connection is doing now: an immutable snapshot, safe from any thread."""
         return self._tracker.status
 
-    def close(self) -> None:
-        """Stop the thread and disconnect; idempotent."""
+    def close_soon(self) -> None:
+        """Ask the thread to disconnect and stop (returns at once; ``closed`` resolves after)."""
         self._stop.set()
+        self._tracker.closed(time.time())
+        if self._thread is None:
+            self._finish()  # never started: nothing else will
+        else:
+            self._wake()
+
+    def close(self) -> None:
+        """Stop the thread and disconnect; idempotent. Pending commands fail at once."""
+        self.close_soon()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(5)
-        self._tracker.closed(time.time())
-        self._fail_pending(NotConnectedError("the connection was closed"))
+
+    # --- work handed to the network thread ------------------------------------------------
+
+    def _call(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the network thread (soon); after it ended, right here."""
+        self._calls.append(work)
+        if self._finished.is_set():
+            self._run_calls()
+        else:
+            self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (already woken) or closed (finished)
+            self._wake_w.send(b"\0")
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                work = self._calls.popleft()
+            except IndexError:
+                return
+            try:
+                work()
+            except Exception:  # a bug must not kill the network thread
+                log.exception("%s: queued work failed", self.endpoint.label)
+
+    def _at(self, when: float, work: Callable[[], None]) -> None:
+        """Run ``work`` on the network thread at ``when`` (time.monotonic)."""
+        heapq.heappush(self._timers, (when, next(self._timer_ids), work))
+
+    def _run_timers(self, now: float) -> float:
+        """Run the timers due; seconds until the next one."""
+        while self._timers and self._timers[0][0] <= now:
+            _, _, work = heapq.heappop(self._timers)
+            try:
+                work()
+            except Exception:
+                log.exception("%s: a timer failed", self.endpoint.label)
+        return self._timers[0][0] - now if self._timers else 1.0
 
     # --- the network thread -----------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._every_second()
+            self._connect_loop()
+        finally:
+            self._connected.clear()
+            self._safe_disconnect()
+            self._finish()
+
+    def _finish(self) -> None:
+        """Fail whatever still waits; later work runs in its caller (and fails there)."""
+        self._finished.set()
+        error = self.fatal or NotConnectedError("the connection was closed")
+        if not self.ready.done():
+            self.ready.set_exception(fresh(error))
+        self._fail_pending(error)
+        self._run_calls()
+        for waiters in self._full_waiters.values():
+            for future in waiters:
+                _fail(future, fresh(error))
+        self._full_waiters.clear()
+        with contextlib.suppress(OSError):
+            self._wake_r.close()
+            self._wake_w.close()
+        _succeed(self.closed, None)
+
+    def _connect_loop(self) -> None:
         attempt = 0
         first = True
         while not self._stop.is_set():
             self._attempt_error = None
             self._tracker.trying()
+            self._run_calls()
             try:
                 if not first:
                     self._fresh_session()
@@ -299,47 +439,23 @@ class Connection:
                     break
                 delay = self.backoff.delay(attempt, self._rng)
                 self._emit_all(self._tracker.retry(_reason(exc), time.time(), delay))
-                if not self._sleep(delay):
+                if not self._idle(delay):
                     break
                 continue
-            started = time.monotonic()
-            self.last_rx = started
             sessions = self.connects
-            reason = "connection lost"
-            while not self._stop.is_set():
-                try:
-                    rc = self._client.loop(timeout=0.2)
-                except Exception:  # a bug in a callback: reconnect rather than die
-                    log.exception("%s: the network loop failed; reconnecting", self.endpoint.label)
-                    reason = "the network loop failed"
-                    break
-                if self.fatal is not None:
-                    break
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    reason = _rc_reason(rc)
-                    break
-                now = time.monotonic()
-                if not self._connected.is_set() and now - started > self.connect_timeout:
-                    reason = "did not answer CONNECT"
-                    self._note(TransportError(f"{self.endpoint.label} {reason}"))
-                    break
-                if self._connected.is_set() and now - self.last_rx > self.stall_timeout:
-                    reason = f"nothing received for {now - self.last_rx:.0f} s"
-                    log.warning("%s: %s; reconnecting", self.endpoint.label, reason)
-                    break
-            # Whether this session got as far as CONNACK. Not _connected: paho's
-            # on_disconnect has usually cleared it by now, and then the backoff
-            # never reset, so the Nth reconnect waited 0.5 * 2**N s (up to 30 s).
-            was_up = self.connects > sessions
+            reason = self._serve()
+            up = self.connects > sessions  # this attempt reached CONNACK
+            uptime = time.monotonic() - self._session_started if up else 0.0
             self._connected.clear()
             self._safe_disconnect()
+            self._end_session(reason)
             if self.fatal is not None or self._stop.is_set():
                 break
-            if was_up:
-                attempt = 0
+            if up and uptime >= self.backoff.stable_after:
+                attempt = 0  # a healthy session: the next outage starts the backoff afresh
             attempt += 1
             delay = self.backoff.delay(attempt, self._rng)
-            if was_up:
+            if up:
                 # The connection's news first: a view then knows the printers'
                 # offline events below come from the outage, not from them.
                 self._emit_all(self._tracker.lost(reason, time.time(), delay))
@@ -347,15 +463,114 @@ class Connection:
             else:
                 error_text = self._attempt_error or reason
                 self._emit_all(self._tracker.retry(error_text, time.time(), delay))
-            if not self._sleep(delay):
+            if not self._idle(delay):
                 break
-        self._connected.clear()
-        self._safe_disconnect()
-        self._settled.set()
 
-    def _sleep(self, seconds: float) -> bool:
-        """Wait unless asked to stop; whether to go on."""
-        return not self._stop.wait(seconds)
+    def _serve(self) -> str:
+        """Drive one session's socket until it ends; why it ended."""
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            return "connection lost"
+        started = time.monotonic()
+        self.last_rx = started
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            selector.register(sock, selectors.EVENT_READ)
+            writing = False
+            while not self._stop.is_set():
+                self._run_calls()
+                wait_for = self._run_timers(time.monotonic())
+                if client.want_write() != writing:
+                    writing = not writing
+                    mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0)
+                    selector.modify(sock, mask)
+                # Bytes TLS already decrypted are not seen by select: read them first.
+                buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+                ready = selector.select(0 if buffered or self._calls else min(wait_for, 1.0))
+                readable = buffered
+                for key, events in ready:
+                    if key.fileobj is self._wake_r:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
+                    elif events & selectors.EVENT_READ:
+                        readable = True
+                self._run_calls()
+                rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+                if readable:
+                    rc = client.loop_read()
+                if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
+                    rc = client.loop_write()
+                if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    rc = client.loop_misc()  # keepalive: a link that stopped answering pings dies
+                if self.fatal is not None:
+                    return "gave up"
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is not sock:
+                    return _rc_reason(rc)
+                if (
+                    not self._connected.is_set()
+                    and time.monotonic() - started > self.connect_timeout
+                ):
+                    reason = "did not answer CONNECT"
+                    self._note(TransportError(f"{self.endpoint.label} {reason}"))
+                    return reason
+        return "closed"
+
+    def _idle(self, seconds: float) -> bool:
+        """Wait between attempts, still running queued work and timers; whether to go on."""
+        until = time.monotonic() + seconds
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                self._run_calls()
+                now = time.monotonic()
+                if now >= until:
+                    return True
+                next_timer = self._run_timers(now)
+                if selector.select(max(0.0, min(until - now, next_timer))):
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(4096)
+        return False
+
+    def _every_second(self) -> None:
+        """Per-printer staleness: a printer silent past its period is asked to report again."""
+        self._at(time.monotonic() + 1.0, self._every_second)
+        if not self._connected.is_set():
+            return
+        now = time.monotonic()
+        for printer in self.printers.values():
+            heard = max(
+                printer.last_report, self._session_started, self._nudged.get(printer.serial, 0)
+            )
+            if now - heard < self.stall_timeout:
+                continue
+            self._nudged[printer.serial] = now
+            if not printer.may_pushall(now):
+                continue
+            log.info("%s: no report for %.0f s; asking for a full one", printer.serial, now - heard)
+            printer.last_pushall = now
+            self._publish(printer.serial, proto.pushall().with_sequence(self._sequence()))
+
+    def _end_session(self, reason: str) -> None:
+        """The session ended: every command still waiting fails now, saying what is unknown."""
+        label = self.endpoint.label
+        for key, pending in list(self._pending.items()):
+            if pending.session != self.session:
+                continue
+            del self._pending[key]
+            serial, seq = key
+            _fail(
+                pending.future,
+                CommandInterruptedError(
+                    f"the connection to {label} was lost ({reason}) before printer {serial} "
+                    f"answered {pending.command} (sequence {seq}): it may or may not have "
+                    "been delivered",
+                    serial=serial,
+                    command=pending.command,
+                    sequence_id=seq,
+                    reason=reason,
+                ),
+            )
 
     def _safe_disconnect(self) -> None:
         try:
@@ -369,13 +584,16 @@ class Connection:
         self.last_error = error
 
     def _give_up(self, error: BambuError) -> None:
+        if self.fatal is not None:
+            return
         self.fatal = error
         self.last_error = error
         # Raised to the caller (wait_connected, commands): logging it too would say it twice.
         log.debug("giving up: %s", error)
         self._stop.set()
         self._emit_all(self._tracker.failed(str(error), time.time()))
-        self._settled.set()
+        if not self.ready.done():
+            self.ready.set_exception(fresh(error))
         self._fail_pending(error)
 
     # --- paho callbacks (network thread) ------------------------------------------------
@@ -401,18 +619,19 @@ class Connection:
                 self._note(TransportError(f"{self.endpoint.label} {self._attempt_error}"))
             return
         self.connects += 1
+        self.session = self.connects
+        self._session_started = time.monotonic()
+        self._nudged.clear()
         self._connected.set()
         self._emit_all(self._tracker.connected(time.time()))
-        self._settled.set()
+        if not self.ready.done():
+            self.ready.set_result(None)
         log.info("connected to %s (connection #%d)", self.endpoint.label, self.connects)
-        topics = [(proto.report_topic(serial), 0) for serial in list(self.printers)]
+        topics = [(proto.report_topic(serial), 0) for serial in self.printers]
         for start in range(0, len(topics), SUBSCRIBE_BATCH):
             client.subscribe(topics[start : start + SUBSCRIBE_BATCH])
-        for printer in list(self.printers.values()):
-            try:
-                self._refresh(printer)
-            except BambuError as exc:  # a callback must never kill the network thread
-                log.info("%s: could not ask for a refresh: %s", printer.serial, exc)
+        for printer in self.printers.values():
+            self._refresh(printer)
 
     def _refresh(self, printer: Printer) -> None:
         """Ask for the full state after a (re)connect, within the P1P's rule."""
@@ -454,12 +673,17 @@ class Connection:
             self._resolve(printer.serial, incoming)
         for event in events:
             self._emit(event)
+        waiters = self._full_waiters.get(printer.serial)
+        if waiters and printer.full.is_set():
+            del self._full_waiters[printer.serial]
+            for future in waiters:
+                _succeed(future, printer.state)
 
     def _emit(self, event: LiveEvent) -> None:
         try:
             self._on_event(event)
         except Exception:
-            log.exception("an event callback failed on %s", type(event).__name__)
+            log.exception("handing over %s failed", type(event).__name__)
 
     def _emit_all(self, events: list[ConnectionEvent]) -> None:
         for event in events:
@@ -470,53 +694,191 @@ class Connection:
             for event in printer.tracker.presence(printer.state, False):
                 self._emit(event)
 
+    # --- the printer table ----------------------------------------------------------------
+
     def add(self, serial: str, dev_model_name: str | None = None) -> Printer:
-        """Follow one more printer on this connection (subscribes at once when connected)."""
-        printer = self.printers.get(serial)
-        if printer is not None:
-            return printer
-        printer = Printer(serial, dev_model_name)
-        self.printers[serial] = printer
-        if self._connected.is_set():
-            self._client.subscribe(proto.report_topic(serial), qos=0)
-            self._refresh(printer)
+        """Follow one more printer (from any thread; subscribed now, or at the next connection)."""
+        with self._table_lock:
+            printer = self.printers.get(serial)
+            if printer is not None:
+                return printer
+            printer = Printer(serial, dev_model_name)
+            self.printers = {**self.printers, serial: printer}
+        self._call(lambda: self._follow(printer))
         return printer
 
-    # --- commands -------------------------------------------------------------------------
+    def _follow(self, printer: Printer) -> None:
+        if self._connected.is_set():
+            self._client.subscribe(proto.report_topic(printer.serial), qos=0)
+            self._refresh(printer)
 
-    def _publish(self, serial: str, command: proto.Command) -> None:
-        info = self._client.publish(proto.request_topic(serial), command.encode(), qos=command.qos)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise NotConnectedError(
-                f"could not send {command.command} to {serial}: not connected", serial=serial
-            )
-
-    def send(
-        self, serial: str, command: proto.Command, *, wait: bool = True
-    ) -> concurrent.futures.Future[proto.Incoming]:
-        """Publish ``command``; the future resolves with the reply (or at once if not ``wait``)."""
+    def printer(self, serial: str) -> Printer:
+        """The printer ``serial`` (``NotConnectedError`` if it is not followed here)."""
         printer = self.printers.get(serial)
         if printer is None:
             raise NotConnectedError(f"printer {serial} is not on this connection", serial=serial)
+        return printer
+
+    def full_state(self, serial: str, timeout: float) -> concurrent.futures.Future[PrinterState]:
+        """The state once a full report came (``pushall`` is sent if none comes soon)."""
+        printer = self.printer(serial)
+        future: concurrent.futures.Future[PrinterState] = concurrent.futures.Future()
+        if printer.full.is_set():
+            future.set_result(printer.state)
+            return future
+        self._call(lambda: self._await_full(printer, future, timeout))
+        return future
+
+    def _await_full(
+        self, printer: Printer, future: concurrent.futures.Future[PrinterState], timeout: float
+    ) -> None:
+        if printer.full.is_set():
+            _succeed(future, printer.state)
+            return
+        self._full_waiters.setdefault(printer.serial, []).append(future)
+        now = time.monotonic()
+
+        def nudge() -> None:
+            # Reports may already be on their way (connecting asks for one): ask only if not.
+            if not future.done() and self._connected.is_set() and printer.may_pushall():
+                printer.last_pushall = time.monotonic()
+                self._publish(printer.serial, proto.pushall().with_sequence(self._sequence()))
+
+        def expire() -> None:
+            waiters = self._full_waiters.get(printer.serial, [])
+            if future in waiters:
+                waiters.remove(future)
+            _fail(
+                future,
+                CommandTimeoutError(
+                    f"printer {printer.serial} sent no full report within {timeout:g} s",
+                    serial=printer.serial,
+                    command="pushall",
+                ),
+            )
+
+        self._at(now + min(2.0, timeout), nudge)
+        self._at(now + timeout, expire)
+
+    # --- commands -------------------------------------------------------------------------
+
+    def _publish(self, serial: str, command: proto.Command) -> bool:
+        """Hand one command to paho (network thread only); whether it was accepted."""
+        info = self._client.publish(proto.request_topic(serial), command.encode(), qos=command.qos)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def send(
+        self,
+        serial: str,
+        command: proto.Command,
+        *,
+        wait: bool = True,
+        timeout: float = 10.0,
+    ) -> concurrent.futures.Future[proto.Incoming]:
+        """Send ``command`` on the session up now; the future resolves with the reply.
+
+        From any thread. Fails at once (nothing sent) when the connection is
+        down or gave up, or the model cannot do it. The command is sent on this
+        session or not at all: never later, on another one. The future fails
+        with :class:`CommandTimeoutError` after ``timeout`` seconds, or with
+        :class:`CommandInterruptedError` if the session ends first. Without
+        ``wait`` it resolves once the command is handed to the socket.
+        """
+        printer = self.printer(serial)
         self.check_supported(printer, command)
-        if self.fatal is not None:
-            raise self.fatal
+        self.raise_if_failed()
         if not self._connected.is_set():
             raise NotConnectedError(
                 f"not connected to {self.endpoint.label}; {command.command} was not sent",
                 serial=serial,
             )
+        future: concurrent.futures.Future[proto.Incoming] = concurrent.futures.Future()
+        session = self.session
+        self._call(lambda: self._send_now(serial, command, future, session, wait, timeout))
+        return future
+
+    def _send_now(
+        self,
+        serial: str,
+        command: proto.Command,
+        future: concurrent.futures.Future[proto.Incoming],
+        session: int,
+        wait: bool,
+        timeout: float,
+    ) -> None:
+        if future.done():  # cancelled meanwhile
+            return
+        if self._stop.is_set() or not self._connected.is_set() or session != self.session:
+            _fail(
+                future,
+                NotConnectedError(
+                    f"the connection to {self.endpoint.label} dropped; "
+                    f"{command.command} was not sent",
+                    serial=serial,
+                ),
+            )
+            return
         seq = self._sequence()
         cmd = command.with_sequence(seq)
-        future: concurrent.futures.Future[proto.Incoming] = concurrent.futures.Future()
+        key = (serial, seq)
         if wait:
-            with self._lock:
-                self._pending[(serial, seq)] = (cmd.command, future)
+            self._pending[key] = _Pending(cmd.command, future, session)
         if cmd.family == "pushing" and cmd.command == "pushall":
             self.printers[serial].last_pushall = time.monotonic()
-        self._publish(serial, cmd)
+        if not self._publish(serial, cmd):
+            self._pending.pop(key, None)
+            _fail(
+                future,
+                NotConnectedError(f"could not send {cmd.command} to {serial}", serial=serial),
+            )
+            return
         if not wait:
-            future.set_result(proto.Incoming("reply", serial, cmd.family, cmd.command, seq, {}))
+            _succeed(future, proto.Incoming("reply", serial, cmd.family, cmd.command, seq, {}))
+            return
+        self._at(time.monotonic() + timeout, lambda: self._expire(key, future, timeout))
+
+    def _expire(
+        self,
+        key: tuple[str, str],
+        future: concurrent.futures.Future[proto.Incoming],
+        timeout: float,
+    ) -> None:
+        pending = self._pending.get(key)
+        if pending is None or pending.future is not future:
+            return
+        del self._pending[key]
+        serial, seq = key
+        _fail(
+            future,
+            CommandTimeoutError(
+                f"printer {serial} did not answer {pending.command} within {timeout:g} s",
+                serial=serial,
+                command=pending.command,
+                sequence_id=seq,
+            ),
+        )
+
+    def publish(self, serial: str, payload: bytes, qos: int = 0) -> concurrent.futures.Future[None]:
+        """Publish raw bytes on the printer's request topic (no reply awaited)."""
+        self.raise_if_failed()
+        if not self._connected.is_set():
+            raise NotConnectedError(
+                f"not connected to {self.endpoint.label}; nothing was sent", serial=serial
+            )
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        session = self.session
+
+        def now() -> None:
+            if not self._connected.is_set() or session != self.session:
+                _fail(future, NotConnectedError("the connection dropped; nothing was sent"))
+                return
+            info = self._client.publish(proto.request_topic(serial), payload, qos=qos)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                _succeed(future, None)
+            else:
+                _fail(future, NotConnectedError(f"could not publish to {serial}", serial=serial))
+
+        self._call(now)
         return future
 
     @staticmethod
@@ -535,25 +897,19 @@ class Connection:
             reason=refused.reason,
         )
 
-    def forget(self, serial: str, future: concurrent.futures.Future[proto.Incoming]) -> None:
-        """Stop waiting for a reply (after a timeout)."""
-        with self._lock:
-            for key, (_, pending) in list(self._pending.items()):
-                if pending is future:
-                    del self._pending[key]
-
     def _resolve(self, serial: str, incoming: proto.Incoming) -> None:
+        """A reply: settle the command it answers (a late or foreign reply settles nothing)."""
         if incoming.sequence_id is None:
             return
-        with self._lock:
-            entry = self._pending.pop((serial, incoming.sequence_id), None)
-        if entry is None:
+        pending = self._pending.pop((serial, incoming.sequence_id), None)
+        if pending is None:
             return
-        name, future = entry
-        if future.done():
+        if incoming.command and pending.command and incoming.command != pending.command:
+            # Another client's command with the same number: not ours.
+            self._pending[(serial, incoming.sequence_id)] = pending
             return
         if incoming.succeeded:
-            future.set_result(incoming)
+            _succeed(pending.future, incoming)
             return
         err = incoming.body.get("err_code")
         code = int(err) if isinstance(err, int) else None
@@ -561,33 +917,56 @@ class Connection:
         hint = ""
         if code == 0x05024007:
             hint = " (this firmware needs signed commands; enable LAN-only developer mode)"
-        future.set_exception(
+        _fail(
+            pending.future,
             CommandError(
-                f"printer {serial} refused {name} "
+                f"printer {serial} refused {pending.command} "
                 f"(sequence {incoming.sequence_id}): {reason}{hint}",
                 serial=serial,
-                command=name,
+                command=pending.command,
                 sequence_id=incoming.sequence_id,
                 reason=reason,
                 err_code=code,
-            )
+            ),
         )
 
     def _fail_pending(self, error: BambuError) -> None:
-        with self._lock:
-            pending = list(self._pending.values())
-            self._pending.clear()
-        for _, future in pending:
-            if not future.done():
-                future.set_exception(error)
+        pending = list(self._pending.values())
+        self._pending.clear()
+        for entry in pending:
+            _fail(entry.future, fresh(error))
 
-    def timeout_error(self, serial: str, command: str, timeout: float) -> CommandTimeoutError:
-        """The error for a command whose reply did not come."""
-        return CommandTimeoutError(
-            f"printer {serial} did not answer {command} within {timeout:g} s",
-            serial=serial,
-            command=command,
-        )
+
+def result_of(future: concurrent.futures.Future[T], timeout: float) -> T:
+    """The result of a future the network thread settles by its own deadline.
+
+    ``timeout`` is only a backstop (the connection's timers fire first); waiting
+    on the network thread itself would wait forever, so it is refused.
+    """
+    if threading.current_thread().name.startswith("bambu-mqtt-"):
+        raise RuntimeError("do not wait for a command on the MQTT network thread")
+    try:
+        return future.result(timeout + BACKSTOP)
+    except concurrent.futures.TimeoutError:
+        raise TransportError("the MQTT connection stopped answering") from None
+
+
+def fresh(error: BambuError) -> BambuError:
+    """A new exception equal to ``error`` (raising one stored object twice chains tracebacks)."""
+    copy = type(error).__new__(type(error))
+    copy.args = error.args
+    copy.__dict__.update(error.__dict__)
+    return copy
+
+
+def _succeed(future: concurrent.futures.Future[T], value: T) -> None:
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_result(value)
+
+
+def _fail(future: concurrent.futures.Future[Any], error: BaseException) -> None:
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_exception(error)
 
 
 def _rc_reason(rc: MQTTErrorCode) -> str:
@@ -599,7 +978,7 @@ def _rc_reason(rc: MQTTErrorCode) -> str:
 
 
 def _network_thread_writes(client: paho.Client, userdata: Any, sock: Any) -> None:
-    """Nothing to do: the network thread's ``loop()`` sends what is queued."""
+    """Nothing to do: the network thread writes what paho queued, on its next turn."""
 
 
 def _reason(exc: BaseException) -> str:
