@@ -150,13 +150,16 @@ def ensure_printing(client: Live, sim: Simulator, serial: str) -> PrinterState:
     state: PrinterState = client.get_full_status(serial)
     if state.gcode_state not in ("PREPARE", "RUNNING"):
         client.start_print("file:///sdcard/" + sim.printers[serial].sdcard_files[0], 1, serial)
-        wait_for(lambda: state.gcode_state in ("PREPARE", "RUNNING"), what="job started")
-    return state
+        wait_for(
+            lambda: client.state(serial).gcode_state in ("PREPARE", "RUNNING"), what="job started"
+        )
+    return client.state(serial)  # type: ignore[no-any-return]
 
 
 def cloud(sim: Simulator, face: str, printers: list[str] | None = None, **kw: Any) -> Live:
     cls = BambuMQTT if face == "sync" else AsyncBambuMQTT
     token = sim.issue_token(sim.demo_account.email)
+    kw.setdefault("command_timeout", 5)
     client = cls(
         sim.user_id,
         printers or online_serials(sim),
@@ -164,7 +167,6 @@ def cloud(sim: Simulator, face: str, printers: list[str] | None = None, **kw: An
         host=sim.mqtt_host,
         port=sim.mqtt_port,
         ca_file=sim.ca_file,
-        command_timeout=5,
         **kw,
     )
     return Live(face, client)
