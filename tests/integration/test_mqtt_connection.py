@@ -374,3 +374,32 @@ def test_the_async_face_uses_no_threads_and_connects_once(broker: ScriptBroker) 
     assert answered == 30
     assert threads == 1
     assert len(broker.connects) == 1
+
+
+def test_the_printer_table_can_be_read_while_printers_are_added(broker: ScriptBroker) -> None:
+    client = client_of(broker, "sync").connect()
+    connection = client.client.connection
+    problems: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                for printer in connection.printers.values():
+                    printer.report_age()
+            except RuntimeError as exc:  # "dictionary changed size during iteration"
+                problems.append(str(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for number in range(500):
+            client.add_printer(f"01P00B{number:09d}")
+    finally:
+        done.set()
+        reader.join(5)
+    try:
+        assert not problems, problems[:1]
+        broker.wait_for(lambda: len(broker.subscribed) >= 501, 20)
+    finally:
+        client.close()
