@@ -472,6 +472,11 @@ class Connection:
         sock = client.socket()
         if sock is None:
             return "connection lost"
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                # A command is one small write: sent now, not held back by Nagle
+                # until the broker's delayed ACK of the previous one (~40 ms).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         started = time.monotonic()
         self.last_rx = started
         with selectors.DefaultSelector() as selector:

@@ -115,6 +115,10 @@ class Link:
     # --- paho callbacks (all on the host thread) -------------------------------------------
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            # A reply and the report after it are two small writes: without this
+            # the second waits for the broker's delayed ACK (~40 ms a command).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._host._selector.register(sock, selectors.EVENT_READ, self)
 
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
