@@ -403,3 +403,31 @@ def test_the_printer_table_can_be_read_while_printers_are_added(broker: ScriptBr
         broker.wait_for(lambda: len(broker.subscribed) >= 501, 20)
     finally:
         client.close()
+
+
+def test_a_publish_paho_refuses_fails_its_command_and_leaves_nothing_waiting(
+    broker: ScriptBroker, face: str
+) -> None:
+    from paho.mqtt.client import MQTTMessageInfo
+    from paho.mqtt.enums import MQTTErrorCode
+
+    answering(broker)
+    client = client_of(broker, face).connect()
+    connection = client.client.connection
+    try:
+
+        def refuse(*args: Any, **kwargs: Any) -> MQTTMessageInfo:
+            info = MQTTMessageInfo(0)
+            info.rc = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+            return info
+
+        connection._client.publish = refuse  # type: ignore[method-assign]
+        started = time.monotonic()
+        with pytest.raises(NotConnectedError, match="could not send ledctrl"):
+            client.set_light(True)
+        assert time.monotonic() - started < 1.0
+        assert connection._pending == {}
+        del connection._client.publish  # paho's own again
+        assert client.set_light(False).succeeded
+    finally:
+        client.close()

@@ -830,11 +830,18 @@ class Connection:
             self._pending[key] = _Pending(cmd.command, future, session)
         if cmd.family == "pushing" and cmd.command == "pushall":
             self.printers[serial].last_pushall = time.monotonic()
-        if not self._publish(serial, cmd):
+        try:
+            accepted = self._publish(serial, cmd)
+        except (ValueError, OSError) as exc:  # paho refused the packet (too large...)
+            log.info("%s: could not send %s: %s", serial, cmd.command, exc)
+            accepted = False
+        if not accepted:
             self._pending.pop(key, None)
             _fail(
                 future,
-                NotConnectedError(f"could not send {cmd.command} to {serial}", serial=serial),
+                NotConnectedError(
+                    f"could not send {cmd.command} to {serial}; nothing was sent", serial=serial
+                ),
             )
             return
         if not wait:
