@@ -698,7 +698,8 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
         conn = self._conn
         if conn is not None:
             conn.close_soon()
-            await _awaited(conn.closed, 6.0)
+            with contextlib.suppress(TransportError):  # a thread stuck connecting: it is a daemon
+                await _awaited(conn.closed, 6.0)
 
     close = aclose
     disconnect = aclose
