@@ -7,7 +7,21 @@ from pathlib import Path
 
 import bambulab
 
-FORBIDDEN = {"asyncio", "socket", "ssl", "ftplib", "httpx", "paho", "uvicorn", "fastapi", "anyio"}
+FORBIDDEN = {
+    "asyncio",
+    "socket",
+    "ssl",
+    "ftplib",
+    "httpx",
+    "paho",
+    "uvicorn",
+    "fastapi",
+    "anyio",
+    # Sans-IO code is driven by one owner thread; it neither locks nor spawns.
+    "threading",
+    "concurrent",
+    "_thread",
+}
 ROOT = Path(bambulab.__file__).parent
 
 

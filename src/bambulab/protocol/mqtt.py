@@ -13,7 +13,6 @@ import base64
 import itertools
 import json
 import re
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,15 +46,18 @@ def serial_of(topic: str) -> str | None:
 
 
 class SequenceCounter:
-    """Decimal-string ``sequence_id`` values from one thread-safe counter."""
+    """Decimal-string ``sequence_id`` values from one counter.
+
+    Not thread-safe by contract: the connection that owns it numbers its
+    commands on its own thread, so there is nothing to lock (this layer
+    holds no locks and starts no threads).
+    """
 
     def __init__(self, start: int = 1) -> None:
         self._next = itertools.count(start)
-        self._lock = threading.Lock()
 
     def __call__(self) -> str:
-        with self._lock:
-            return str(next(self._next))
+        return str(next(self._next))
 
 
 @dataclass(frozen=True, slots=True)
