@@ -22,8 +22,6 @@ from ..models.printer import PrinterModel
 from ..models.state import SPEED_NAMES
 from .json_limits import MAX_DEPTH, nesting_exceeds
 
-Family = Literal["pushing", "print", "info", "system", "camera", "xcam", "upgrade", "security"]
-
 MAX_PAYLOAD = 4 * 1024 * 1024
 
 

@@ -14,7 +14,7 @@ import hashlib
 import logging
 from typing import Literal
 
-from .clock import SimClock, iso
+from .clock import SimClock
 from .config import SimConfig
 from .errors import device_not_found, rate_limited, unauthorized
 from .faults import FaultBook
@@ -163,10 +163,6 @@ class World:
         """A URL valid for ``config.url_ttl`` seconds of simulated time."""
         expires = int(self.clock.now()) + self.config.url_ttl
         return self.presigner.url(base, method, key, expires)
-
-    def now_iso(self) -> str:
-        """Simulated now, ISO-8601."""
-        return iso(self.clock.now())
 
 
 def normalize_login(login: str) -> str:
