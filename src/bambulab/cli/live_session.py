@@ -45,6 +45,7 @@ class Connect:
     access_code: str | None = field(default=None, repr=False)
     port: int | None = None
     ca_file: str | None = None
+    pin_file: str | None = None
     insecure: bool = False
     cloud: bool = False
 
@@ -184,6 +185,7 @@ def client_for(conn: Connect, chosen: Plan) -> BambuMQTT:
             _access_code(conn),
             port=conn.port or None,
             ca_file=conn.ca_file or None,
+            pin_file=conn.pin_file or None,
             insecure=conn.insecure,
             connect_timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT,

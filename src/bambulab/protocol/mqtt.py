@@ -19,7 +19,10 @@ from typing import Any, Literal
 
 from ..errors import ConfigurationError
 from ..models.printer import PrinterModel
-from ..models.state import SPEED_NAMES
+from ..vocabulary import FANS as FANS
+from ..vocabulary import HEATER_LIMITS as HEATER_LIMITS
+from ..vocabulary import LIGHT_MODES, LIGHT_NODES
+from ..vocabulary import SPEED_LEVELS as SPEED_LEVELS
 from .json_limits import MAX_DEPTH, nesting_exceeds
 
 MAX_PAYLOAD = 4 * 1024 * 1024
@@ -200,9 +203,6 @@ def gcode_line(lines: str | Iterable[str], user_id: str | None = None) -> Comman
     return _cmd("print", "gcode_line", param=text, **extra)
 
 
-SPEED_LEVELS = {name: level for level, name in SPEED_NAMES.items()}
-
-
 def print_speed(level: int | str) -> Command:
     """Speed level 1 silent, 2 standard, 3 sport, 4 ludicrous (or those names)."""
     value = SPEED_LEVELS.get(str(level).lower(), level)
@@ -363,8 +363,8 @@ def unload_filament() -> Command:
 
 # --- system, camera, xcam, upgrade ----------------------------------------------------
 
-LED_NODES = ("chamber_light", "work_light", "chamber_light2", "heatbed_light")
-LED_MODES = ("on", "off", "flashing")
+LED_NODES = LIGHT_NODES
+LED_MODES = LIGHT_MODES
 
 
 def ledctrl(
@@ -482,9 +482,6 @@ def upgrade_start(url: str, version: str, module: str = "ota") -> Command:
 # --- the seed's named helpers, mapped to what printers accept ----------------------
 
 
-HEATER_LIMITS = {"nozzle": 320, "bed": 120, "chamber": 65}  # highest target accepted, °C
-
-
 def _temp(value: float, limit: int, what: str) -> int:
     t = round(float(value))
     if not 0 <= t <= limit:
@@ -507,9 +504,6 @@ def set_bed_temp(temp: float) -> Command:
 def set_chamber_temp(temp: float) -> Command:
     """Chamber target: ``M141 S<t>`` (X1E, H2 families)."""
     return gcode_line(f"M141 S{_temp(temp, HEATER_LIMITS['chamber'], 'chamber')}")
-
-
-FANS = {"part": 1, "aux": 2, "chamber": 3}
 
 
 def set_fan_speed(fan: str | int, percent: float) -> Command:

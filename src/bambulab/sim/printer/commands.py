@@ -257,9 +257,10 @@ def project_file(state: PrinterState, body: Body) -> Outcome:
         scheme, _, path = url.partition("://")
         if scheme not in ("file", "ftp") or not path:
             return fail(f"unsupported url {url!r}")
-        wanted = state.profile.lan_scheme
-        if wanted != "any" and scheme != wanted:
-            return fail(f"{state.profile.product} prints LAN files from {wanted}:/// URLs")
+        accepted = state.profile.url_schemes
+        if scheme not in accepted:
+            shown = " or ".join(f"{a}:///" for a in accepted)
+            return fail(f"{state.profile.product} prints LAN files from {shown} URLs")
         if not state.sdcard:
             return fail("no SD card")
         found = _on_card(state, path)
