@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Literal
 
 from .clock import SimClock
@@ -68,8 +69,17 @@ class World:
         self.codes: dict[int, PendingCode] = {}
         self.tfa_tickets: dict[str, TfaTicket] = {}
         self.outbox: list[OutboxMessage] = []
+        # Told after a printer is bound or unbound: brokers that keep their own
+        # access lists (mosquitto's ACL file) rewrite them at once.
+        self.binding_listeners: list[Callable[[], None]] = []
         self._serial = 0
         populate(self)
+
+    def set_owner(self, device: Device, uid: int | None) -> None:
+        """Bind ``device`` to ``uid`` (``None``: unbind it), and tell the brokers."""
+        device.owner = uid
+        for listener in list(self.binding_listeners):
+            listener()
 
     # --- accounts and tokens ------------------------------------------------
 
