@@ -24,13 +24,12 @@ import typer
 
 from ..vocabulary import HEATER_LIMITS, HEATERS, LIGHT_MODES, LIGHT_NODES, SPEED_LEVELS
 from .base import OPTIONS, CliError, not_empty
-from .live_session import Connect  # standard library only: the shared options' object
 
 if TYPE_CHECKING:
     from ..models.state import PrinterState
     from ..mqtt.client import BambuMQTT
     from ..protocol.mqtt import Incoming
-    from .live_session import PrinterRef
+    from .live_session import Connect, PrinterRef
 
     # The choices below are the protocol's own words (bambulab.vocabulary);
     # typer reads them as Literal types at run time, mypy sees plain strings.
@@ -166,8 +165,11 @@ def live_command(function: F) -> F:
     ``--pin-file``), so they are declared once and appear on every live
     command, after its name like any option.
     """
-    own = inspect.signature(function, eval_str=True)
-    params = [p for name, p in own.parameters.items() if name != "conn"]
+    own = inspect.signature(function)
+    # The command's own annotations, evaluated as typer would; ``conn`` is not
+    # typer's to see (and Connect is not imported before a command runs).
+    scope = function.__globals__
+    params = [_evaluated(p, scope) for name, p in own.parameters.items() if name != "conn"]
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
         for name, kind, default in _SHARED
@@ -178,14 +180,23 @@ def live_command(function: F) -> F:
         values = {name: kwargs.pop(name, default) for name, _, default in _SHARED}
         return function(*args, conn=_conn(**values), **kwargs)
 
-    command.__signature__ = own.replace(parameters=[*params, *shared])  # type: ignore[attr-defined]
+    command.__signature__ = own.replace(  # type: ignore[attr-defined]
+        parameters=[*params, *shared], return_annotation=None
+    )
     command.__annotations__ = {
         **{p.name: p.annotation for p in params},
         **{name: kind for name, kind, _ in _SHARED},
-        "return": own.return_annotation,
+        "return": None,
     }
     del command.__wrapped__  # typer must see this signature, not the function's
     return command  # type: ignore[return-value]
+
+
+def _evaluated(param: inspect.Parameter, scope: dict[str, Any]) -> inspect.Parameter:
+    """``param`` with its annotation evaluated (this module postpones annotations)."""
+    if not isinstance(param.annotation, str):
+        return param
+    return param.replace(annotation=eval(param.annotation, scope))  # noqa: S307
 
 
 def _conn(
@@ -198,6 +209,8 @@ def _conn(
     insecure: bool,
     cloud: bool,
 ) -> Connect:
+    from .live_session import Connect
+
     return Connect(
         lan=(lan or "").strip() or None,
         serial=(serial or "").strip() or None,
