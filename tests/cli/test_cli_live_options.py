@@ -122,6 +122,12 @@ def test_pin_file_decides_where_the_certificate_is_pinned(
     # And the environment variable is the same option.
     again = bambu("hms", *options, BAMBU_PIN_FILE=str(pins))
     assert str(pins) in one_error_line(again)
+    # bambu pin list/forget read the same file.
+    assert [
+        p["serial"] for p in bambu("pin", "list", "--json", "--pin-file", str(pins)).json()
+    ] == [serial]
+    assert bambu("pin", "forget", serial, BAMBU_PIN_FILE=str(pins)).returncode == 0
+    assert json.loads(pins.read_text(encoding="utf-8")) == {}
 
 
 def _other_pem(sim: Simulator) -> str:

@@ -251,8 +251,7 @@ def full_state(mqtt: BambuMQTT, ref: PrinterRef) -> PrinterState:
         return mqtt.get_full_status(ref.serial, timeout=REPORT_TIMEOUT)
     except CommandTimeoutError as exc:
         raise CliError(
-            f"printer {describe(ref)} sent no report within {REPORT_TIMEOUT:g} s: "
-            "is it offline?"
+            f"printer {describe(ref)} sent no report within {REPORT_TIMEOUT:g} s: is it offline?"
         ) from exc
 
 
