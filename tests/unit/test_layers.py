@@ -62,3 +62,9 @@ def test_the_simulator_classes_do_not_know_their_command_line() -> None:
     assert not relative_imports(sim / "server.py") & {"live", "command"}
     assert "command" not in relative_imports(sim / "live.py")
     assert {"live", "server"} <= relative_imports(sim / "command.py")
+
+
+def test_the_vocabulary_imports_nothing() -> None:
+    """The CLI offers its words at start-up: importing it must cost nothing (no pydantic)."""
+    assert imported_modules(ROOT / "vocabulary.py") <= {"__future__"}
+    assert not relative_imports(ROOT / "vocabulary.py")
