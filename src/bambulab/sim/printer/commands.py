@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...vocabulary import FANS
 from ..catalog import FILAMENTS
 from . import job as stages
 from .ams import EXTERNAL, NO_TRAY
@@ -27,6 +28,9 @@ from .job import Job, file_info
 from .state import PrinterState, Upgrade
 
 Body = Mapping[str, Any]
+
+# M106/M107 P<n>: which fan.
+_FAN_OF_INDEX = {index: name for name, index in FANS.items()}
 
 
 class BadField(ValueError):
@@ -416,11 +420,11 @@ def run_gcode(state: PrinterState, text: str) -> None:
             if state.profile.chamber_heater:  # others have nothing to heat the chamber with
                 state.chamber.target = _clamp(words["S"], state.profile.chamber_max)
         elif command == "M106":
-            fan = {1: "part", 2: "aux", 3: "chamber"}.get(int(words.get("P", 1)))
+            fan = _FAN_OF_INDEX.get(int(words.get("P", 1)))
             if fan is not None:
                 state.fans[fan] = int(_clamp(words.get("S", 255), 255))
         elif command == "M107":
-            fan = {1: "part", 2: "aux", 3: "chamber"}.get(int(words.get("P", 1)))
+            fan = _FAN_OF_INDEX.get(int(words.get("P", 1)))
             if fan is not None:
                 state.fans[fan] = 0
 
