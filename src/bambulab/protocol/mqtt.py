@@ -153,8 +153,9 @@ def project_file(
 ) -> Command:
     """Print a sliced 3MF.
 
-    ``url`` is ``file:///sdcard/...`` (or ``ftp:///...`` on H2 printers) on
-    LAN, the HTTPS URL of the uploaded file for cloud prints.
+    ``url`` is a file on the printer's storage on LAN, in the form its model
+    takes (``PrinterModel.lan_url``: ``file:///sdcard/...`` on X1/P1/A1,
+    ``ftp:///...`` on H2), the HTTPS URL of the uploaded file for cloud prints.
     """
     if plate < 1:
         raise ConfigurationError(f"plate numbers start at 1, got {plate}")
