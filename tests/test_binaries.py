@@ -30,9 +30,9 @@ def pytest_run(**env: str) -> subprocess.CompletedProcess[str]:
 def test_missing_binary_skips_only_its_tests_with_one_summary_line() -> None:
     done = pytest_run(BAMBU_TEST_HIDE="mosquitto")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 passed, 5 skipped" in done.stdout
+    assert "1 passed, 6 skipped" in done.stdout
     summary = [line for line in done.stdout.splitlines() if "not installed:" in line]
-    assert summary == ["skipped, not installed: mosquitto (5 tests; apt-get install mosquitto)"], (
+    assert summary == ["skipped, not installed: mosquitto (6 tests; apt-get install mosquitto)"], (
         done.stdout
     )
 
@@ -41,7 +41,7 @@ def test_missing_binary_fails_under_ci() -> None:
     done = pytest_run(BAMBU_TEST_HIDE="mosquitto", CI="true")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "mosquitto is not installed and CI=true requires it" in done.stdout
-    assert "5 error" in done.stdout and "1 passed" in done.stdout
+    assert "6 error" in done.stdout and "1 passed" in done.stdout
     assert "skipped, not installed" not in done.stdout
 
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
 
 from .errors import ConfigurationError, excerpt
-
-Region = Literal["global", "china"]
 
 ENV_API_URL = "BAMBU_API_URL"
 

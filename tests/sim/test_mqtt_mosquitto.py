@@ -7,15 +7,19 @@ but its ACL gives each ``u_<uid>`` its own printers' topics only.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from bambulab.sim import Simulator
 from bambulab.sim.mosquitto import ExternalBroker, password_line
 from tests.binaries import needs
 from tests.sim.mqtt_support import Probe, cloud_probe, command, is_full_report, pushall, reply_to
-from tests.sim.simtools import PASSWORD_USER, SEED_DEVICE, UNLIMITED
+from tests.sim.simtools import DEMO, PASSWORD_USER, SEED_DEVICE, UNLIMITED
+
+BIND = "/v1/iot-service/api/user/bind"
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +75,46 @@ def test_cloud_acl_keeps_accounts_apart(sim: Simulator, probes: list[Probe]) -> 
     owner.wait_for(reply_to("info", "get_version", "11"))
     assert not any(is_full_report(m) for m in owner.messages)
     assert not demo.messages
+
+
+def _full_report_arrives(probe: Probe, serial: str, seconds: float) -> bool:
+    """Ask for a full report every half second; whether one arrives within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    n = 100
+    while time.monotonic() < deadline:
+        n += 1
+        mark = probe.mark()
+        probe.publish(f"device/{serial}/request", pushall(str(n)))
+        try:
+            probe.wait_for(is_full_report, timeout=0.5, after=mark)
+        except AssertionError:
+            continue
+        return True
+    return False
+
+
+@needs("mosquitto")
+def test_a_printer_bound_at_run_time_is_followed_without_a_restart(
+    sim: Simulator, probes: list[Probe]
+) -> None:
+    serial, code = next(
+        (d.dev_id, d.bind_code) for d in sim.world.devices.values() if d.owner is None
+    )
+    headers = {"Authorization": f"Bearer {sim.issue_token(DEMO)}"}
+    probe = cloud_probe(sim, probes).expect_connected()
+    probe.subscribe(f"device/{serial}/report")
+    assert not _full_report_arrives(probe, serial, 1.0)  # not ours yet: the ACL drops it
+    bound = httpx.post(
+        sim.url + BIND, json={"device_id": serial, "bind_code": code}, headers=headers
+    )
+    assert bound.status_code == 200, bound.text
+    try:
+        assert _full_report_arrives(probe, serial, 5.0)
+    finally:
+        gone = httpx.delete(sim.url + BIND, params={"dev_id": serial}, headers=headers)
+    assert gone.status_code == 200, gone.text
+    time.sleep(0.3)  # mosquitto rereads its ACL on SIGHUP, a moment later
+    assert not _full_report_arrives(probe, serial, 1.5)  # unbound: followed no more
 
 
 @needs("mosquitto")

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from bambulab.sim import CloudSimulator, ConfigError, SimConfig, load_config, main
+from bambulab.sim.command import build_parser, config_from_args
 from bambulab.sim.config import parse_fleet
-from bambulab.sim.server import build_parser, config_from_args
 from tests.sim.simtools import DEMO, DEMO_PASSWORD, SEED_DEVICE
 
 EXPORTS = ("BAMBU_API_URL", "BAMBU_TOKEN", "BAMBU_SIM_EMAIL", "BAMBU_SIM_PASSWORD")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bambulab.paths import private_dir
-from bambulab.sim.server import UNSET_FUNCTION, env_file_text
+from bambulab.sim.command import UNSET_FUNCTION, env_file_text
 
 
 def mode(path: Path) -> int:

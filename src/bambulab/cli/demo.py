@@ -224,9 +224,8 @@ def start_sample_print(run: DemoRun, mqtt: BambuMQTT, serial: str) -> str:
     options: dict[str, Any] = {}
     if loaded:
         options = {"use_ams": True, "ams_mapping": [loaded[0].global_id]}
-    mqtt.start_print(
-        f"file:///sdcard/{chosen.lstrip('/')}", serial=serial, subtask_name=name, **options
-    )
+    # The model table knows the URL form the printer takes (file:///sdcard/ or ftp:///).
+    mqtt.start_print(state.model.lan_url(chosen), serial=serial, subtask_name=name, **options)
     return name
 
 

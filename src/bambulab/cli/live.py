@@ -15,11 +15,14 @@ the MQTT client, rich and the models arrive when a command runs.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 
+from ..vocabulary import HEATER_LIMITS, HEATERS, LIGHT_MODES, LIGHT_NODES, SPEED_LEVELS
 from .base import OPTIONS, CliError, not_empty
 
 if TYPE_CHECKING:
@@ -27,6 +30,24 @@ if TYPE_CHECKING:
     from ..mqtt.client import BambuMQTT
     from ..protocol.mqtt import Incoming
     from .live_session import Connect, PrinterRef
+
+    # The choices below are the protocol's own words (bambulab.vocabulary);
+    # typer reads them as Literal types at run time, mypy sees plain strings.
+    LightNode = str
+    LightMode = str
+    Heater = str
+    Fan = str
+    SpeedLevel = str
+else:
+    from ..vocabulary import FANS, SPEED_NAMES
+
+    LightNode = Literal[LIGHT_NODES]
+    LightMode = Literal[LIGHT_MODES]
+    Heater = Literal[HEATERS]
+    Fan = Literal[tuple(FANS)]
+    SpeedLevel = Literal[(*SPEED_LEVELS, *(str(level) for level in SPEED_NAMES))]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # --- the options every live command takes ------------------------------------------------
 
@@ -91,6 +112,16 @@ Cloud = Annotated[
     bool,
     typer.Option("--cloud", help="Use the cloud broker even when BAMBU_PRINTER_HOST is set."),
 ]
+PinFile = Annotated[
+    str | None,
+    typer.Option(
+        "--pin-file",
+        metavar="PATH",
+        envvar="BAMBU_PIN_FILE",
+        help="Where certificates pinned on first use are kept (LAN mode without --ca-file; "
+        "default ~/.config/bambulab/printer_certs.json).",
+    ),
+]
 Printer = Annotated[
     str | None,
     typer.Argument(
@@ -112,12 +143,69 @@ PrinterOpt = Annotated[
 ]
 
 
+# (name, annotation, default) of every shared option, in the order --help lists them.
+_SHARED: tuple[tuple[str, Any, Any], ...] = (
+    ("lan", Lan, None),
+    ("serial", SerialOpt, None),
+    ("access_code", AccessCode, None),
+    ("port", Port, None),
+    ("ca_file", CaFile, None),
+    ("pin_file", PinFile, None),
+    ("insecure", Insecure, False),
+    ("cloud", Cloud, False),
+)
+SHARED_OPTIONS = tuple("--" + name.replace("_", "-") for name, _, _ in _SHARED)
+
+
+def live_command(function: F) -> F:
+    """Give a live command the shared options: it declares ``conn: Connect`` and gets them.
+
+    typer reads the returned function's signature: the command's own
+    parameters, then every shared option (``--lan``, ``--serial``, ...
+    ``--pin-file``), so they are declared once and appear on every live
+    command, after its name like any option.
+    """
+    own = inspect.signature(function)
+    # The command's own annotations, evaluated as typer would; ``conn`` is not
+    # typer's to see (and Connect is not imported before a command runs).
+    scope = function.__globals__
+    params = [_evaluated(p, scope) for name, p in own.parameters.items() if name != "conn"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, kind, default in _SHARED
+    ]
+
+    @functools.wraps(function)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name, default) for name, _, default in _SHARED}
+        return function(*args, conn=_conn(**values), **kwargs)
+
+    command.__signature__ = own.replace(  # type: ignore[attr-defined]
+        parameters=[*params, *shared], return_annotation=None
+    )
+    command.__annotations__ = {
+        **{p.name: p.annotation for p in params},
+        **{name: kind for name, kind, _ in _SHARED},
+        "return": None,
+    }
+    del command.__wrapped__  # typer must see this signature, not the function's
+    return command  # type: ignore[return-value]
+
+
+def _evaluated(param: inspect.Parameter, scope: dict[str, Any]) -> inspect.Parameter:
+    """``param`` with its annotation evaluated (this module postpones annotations)."""
+    if not isinstance(param.annotation, str):
+        return param
+    return param.replace(annotation=eval(param.annotation, scope))  # noqa: S307
+
+
 def _conn(
     lan: str | None,
     serial: str | None,
     access_code: str | None,
     port: int | None,
     ca_file: str | None,
+    pin_file: str | None,
     insecure: bool,
     cloud: bool,
 ) -> Connect:
@@ -129,6 +217,7 @@ def _conn(
         access_code=access_code,
         port=port,
         ca_file=(ca_file or "").strip() or None,
+        pin_file=(pin_file or "").strip() or None,
         insecure=insecure,
         cloud=cloud,
     )
@@ -153,57 +242,46 @@ def _snapshot(conn: Connect, printer: str | None) -> tuple[PrinterRef, PrinterSt
     return ref, state
 
 
+@live_command
 def status(
     printer: Printer = None,
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    *,
+    conn: Connect,
 ) -> None:
     """A printer's live state: job, progress, temperatures, fans, lights, HMS."""
     from .live_views import show_status
 
-    ref, state = _snapshot(_conn(lan, serial, access_code, port, ca_file, insecure, cloud), printer)
+    ref, state = _snapshot(conn, printer)
     show_status(ref, state)
 
 
+@live_command
 def ams(
     printer: Printer = None,
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    *,
+    conn: Connect,
 ) -> None:
     """AMS units and their trays: colour, type, remaining, humidity; the external spool."""
     from .live_views import show_ams
 
-    ref, state = _snapshot(_conn(lan, serial, access_code, port, ca_file, insecure, cloud), printer)
+    ref, state = _snapshot(conn, printer)
     show_ams(ref, state)
 
 
+@live_command
 def hms(
     printer: Printer = None,
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    *,
+    conn: Connect,
 ) -> None:
     """Active HMS (health) entries, decoded, with their wiki pages."""
     from .live_views import show_hms
 
-    ref, state = _snapshot(_conn(lan, serial, access_code, port, ca_file, insecure, cloud), printer)
+    ref, state = _snapshot(conn, printer)
     show_hms(ref, state)
 
 
+@live_command
 def watch(
     printers: Annotated[
         list[str] | None,
@@ -233,13 +311,8 @@ def watch(
             "60 s for P1/A1 and newer, which report only changes).",
         ),
     ] = None,
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    *,
+    conn: Connect,
 ) -> None:
     """A live table of the printers, redrawn as they report.
 
@@ -253,7 +326,6 @@ def watch(
     from .live_session import connected, plan
     from .live_views import Watcher, run_watch, sigterm_ends_watch
 
-    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
     try:
         with sigterm_ends_watch():
             chosen = plan(conn, printers or [], every=True)
@@ -311,53 +383,38 @@ def _confirmed(ref: PrinterRef, reply: Incoming, done: str) -> None:
     say(f"{esc(ref.label)}: {esc(done)}{esc(extra)}")
 
 
+@live_command
 def pause(
     printer: Printer = None,
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    *,
+    conn: Connect,
 ) -> None:
     """Pause the running print."""
-    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
     _control(conn, printer, lambda m, s: m.pause(s), "paused")
 
 
+@live_command
 def resume(
     printer: Printer = None,
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    *,
+    conn: Connect,
 ) -> None:
     """Resume a paused print."""
-    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
     _control(conn, printer, lambda m, s: m.resume(s), "resumed")
 
 
+@live_command
 def stop(
     printer: Printer = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    *,
+    conn: Connect,
 ) -> None:
     """Stop (cancel) the running print; it cannot be resumed."""
     from .base import interactive
 
     if not yes and not interactive():
         raise CliError("stopping a print needs confirmation: pass --yes", exit_code=2)
-    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
     _control(
         conn,
         printer,
@@ -378,32 +435,28 @@ def _stop_question(ref: PrinterRef, state: PrinterState) -> str:
     )
 
 
+@live_command
 def light(
     mode: Annotated[
-        Literal["on", "off", "flashing"],
+        LightMode,
         typer.Argument(metavar="MODE", help="What the light should do."),
     ],
     printer: Printer = None,
     node: Annotated[
-        Literal["chamber_light", "work_light", "chamber_light2", "heatbed_light"],
+        LightNode,
         typer.Option("--node", help="Which light."),
-    ] = "chamber_light",
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    ] = LIGHT_NODES[0],
+    *,
+    conn: Connect,
 ) -> None:
     """Switch a light on, off or flashing."""
-    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
     _control(conn, printer, lambda m, s: m.set_light(mode, node, s), f"{node} {mode}")
 
 
+@live_command
 def temp(
     heater: Annotated[
-        Literal["nozzle", "bed", "chamber"],
+        Heater,
         typer.Argument(metavar="HEATER", help="Which heater."),
     ],
     target: Annotated[
@@ -411,21 +464,13 @@ def temp(
         typer.Argument(metavar="TEMP", min=0, help="Target in °C (0 switches the heater off)."),
     ],
     printer: Printer = None,
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    *,
+    conn: Connect,
 ) -> None:
     """Set a heater's target temperature."""
-    from ..protocol.mqtt import HEATER_LIMITS
-
     limit = HEATER_LIMITS[heater]
     if target > limit:
         raise CliError(f"the {heater} target must be 0-{limit} °C, got {target:g}", exit_code=2)
-    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
 
     def send(mqtt: BambuMQTT, s: str) -> Incoming:
         if heater == "nozzle":
@@ -437,25 +482,20 @@ def temp(
     _control(conn, printer, send, f"{heater} target {target:g} °C")
 
 
+@live_command
 def fan(
     which: Annotated[
-        Literal["part", "aux", "chamber"],
+        Fan,
         typer.Argument(metavar="FAN", help="Which fan."),
     ],
     speed_percent: Annotated[
         int, typer.Argument(metavar="PERCENT", min=0, max=100, help="Speed, 0-100 %.")
     ],
     printer: Printer = None,
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    *,
+    conn: Connect,
 ) -> None:
     """Set a fan's speed."""
-    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
     _control(
         conn,
         printer,
@@ -464,26 +504,19 @@ def fan(
     )
 
 
+@live_command
 def speed(
     level: Annotated[
-        Literal["silent", "standard", "sport", "ludicrous", "1", "2", "3", "4"],
+        SpeedLevel,
         typer.Argument(metavar="LEVEL", help="Speed level."),
     ],
     printer: Printer = None,
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    *,
+    conn: Connect,
 ) -> None:
     """Set the print speed level."""
-    from ..protocol.mqtt import SPEED_LEVELS
-
     number = SPEED_LEVELS.get(level) or int(level)
     name = next(k for k, v in SPEED_LEVELS.items() if v == number)
-    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
     _control(
         conn,
         printer,
@@ -492,24 +525,19 @@ def speed(
     )
 
 
+@live_command
 def gcode(
     lines: Annotated[
         list[str],
         typer.Argument(metavar="LINE...", help='G-code lines, e.g. "M104 S200" "G28".'),
     ],
     printer: PrinterOpt = None,
-    lan: Lan = None,
-    serial: SerialOpt = None,
-    access_code: AccessCode = None,
-    port: Port = None,
-    ca_file: CaFile = None,
-    insecure: Insecure = False,
-    cloud: Cloud = False,
+    *,
+    conn: Connect,
 ) -> None:
     """Send G-code lines to the printer."""
     sent = [part.strip() for line in lines for part in line.splitlines() if part.strip()]
     if not sent:
         raise CliError("no G-code to send", exit_code=2)
-    conn = _conn(lan, serial, access_code, port, ca_file, insecure, cloud)
     shown = "; ".join(sent) if len(sent) <= 3 else f"{len(sent)} lines"
     _control(conn, printer, lambda m, s: m.send_gcode(sent, s), f"G-code sent ({shown})")

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..vocabulary import AMS_HT_IDS, FANS, TRAY_EXTERNAL
 from .base import OPTIONS
 from .live_session import PrinterRef, describe
 from .output import Col, console, duration, emit_json, fields, styled, table, text
@@ -106,15 +107,8 @@ def swatch(tray: Tray) -> Text:
 
 
 def fans(state: PrinterState) -> str:
-    parts = [
-        f"{name} {value}%"
-        for name, value in (
-            ("part", state.part_fan),
-            ("aux", state.aux_fan),
-            ("chamber", state.chamber_fan),
-        )
-        if value is not None
-    ]
+    speeds = ((name, getattr(state, f"{name}_fan")) for name in FANS)
+    parts = [f"{name} {value}%" for name, value in speeds if value is not None]
     return ", ".join(parts) or "-"
 
 
@@ -131,9 +125,9 @@ def lights(state: PrinterState) -> str:
 
 def tray_place(tray: Tray) -> str:
     """``AMS 1 slot 2``, ``AMS HT 128`` or ``external``."""
-    if tray.ams_id == 254:
-        return "external spool" if tray.id in (254, -1) else f"external spool {tray.id}"
-    if tray.ams_id >= 128:
+    if tray.ams_id == TRAY_EXTERNAL:
+        return "external spool" if tray.id in (TRAY_EXTERNAL, -1) else f"external spool {tray.id}"
+    if tray.ams_id in AMS_HT_IDS:
         return f"AMS HT {tray.ams_id}"
     return f"AMS {tray.ams_id + 1} slot {tray.id + 1}"
 
@@ -277,7 +271,9 @@ def ams_dict(ref: PrinterRef, state: PrinterState) -> dict[str, Any]:
             }
             for unit in state.ams_units
         ],
-        "external": [dict(_tray_dict(t, None), active=now == 254) for t in state.external_spools],
+        "external": [
+            dict(_tray_dict(t, None), active=now == TRAY_EXTERNAL) for t in state.external_spools
+        ],
     }
 
 
@@ -304,8 +300,8 @@ def show_ams(ref: PrinterRef, state: PrinterState) -> None:
         for index, tray in enumerate(unit.trays):
             rows.append(
                 [
-                    f"{unit.kind} {unit.id + 1}" if unit.id < 128 else f"{unit.kind} {unit.id}",
-                    str(tray.id + 1) if unit.id < 128 else "1",
+                    f"{unit.kind} {unit.id if unit.id in AMS_HT_IDS else unit.id + 1}",
+                    "1" if unit.id in AMS_HT_IDS else str(tray.id + 1),
                     swatch(tray),
                     tray.type or None,
                     percent(tray.remain),
@@ -324,7 +320,7 @@ def show_ams(ref: PrinterRef, state: PrinterState) -> None:
                 percent(tray.remain),
                 "",
                 "",
-                _loaded(now == 254),
+                _loaded(now == TRAY_EXTERNAL),
             ]
         )
     if not rows:

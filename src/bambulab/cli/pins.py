@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from .base import OPTIONS, CliError, new_typer
+from .live import PinFile
 
 pin_app = new_typer(
     name="pin",
@@ -24,12 +25,12 @@ pin_app = new_typer(
 
 
 @pin_app.command("list")
-def list_pins() -> None:
+def list_pins(pin_file: PinFile = None) -> None:
     """Every pinned printer certificate: serial, SHA-256 fingerprint, when it was pinned."""
     from ..mqtt.tls import PinStore
     from .output import Col, emit_json, esc, note, table, when
 
-    store = PinStore()
+    store = PinStore((pin_file or "").strip() or None)
     pins = store.entries()
     if OPTIONS.json:
         emit_json(
@@ -49,6 +50,7 @@ def list_pins() -> None:
 @pin_app.command("forget")
 def forget(
     serial: Annotated[str, typer.Argument(metavar="SERIAL", help="The printer's serial.")],
+    pin_file: PinFile = None,
 ) -> None:
     """Forget a printer's pinned certificate; the next LAN connection pins the one it offers."""
     from ..mqtt.tls import PinStore
@@ -57,7 +59,7 @@ def forget(
     wanted = serial.strip()
     if not wanted:
         raise CliError("give the serial of the printer whose pin to forget", exit_code=2)
-    store = PinStore()
+    store = PinStore((pin_file or "").strip() or None)
     known = [p.serial for p in store.entries()]
     if not store.forget(wanted):
         listed = ", ".join(known) if known else "none"

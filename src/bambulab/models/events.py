@@ -87,7 +87,18 @@ class PrinterOnline(Event):
 
 @dataclass(frozen=True, slots=True)
 class PrinterOffline(Event):
-    """The printer went away (presence event, or its connection dropped)."""
+    """The client can no longer hear the printer; not proof that the printer is off.
+
+    Sent once per change, for one of two reasons: the cloud's presence event
+    says the printer left the broker (``client.disconnected``; the cloud
+    notices a powered-off printer only ~3.5 minutes later), or the client's
+    own connection to the broker dropped, in which case every printer on it
+    goes offline together and a :class:`ConnectionEvent` tells of the outage
+    (the printers may be printing on). A printer that merely stays quiet is
+    not offline: staleness is the age of its last report. ``state`` is the
+    last state known. :class:`PrinterOnline` follows with the next report or
+    presence event.
+    """
 
 
 # --- the connection itself --------------------------------------------------------------

@@ -11,52 +11,94 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, Literal
 
-ReportStyle = str  # "full" (X1) or "delta" (P1/A1, newer)
+from ..vocabulary import CHAMBER_LIGHT, CHAMBER_LIGHT2, WORK_LIGHT
 
+ReportStyle = Literal["full", "delta"]
+Camera = Literal["rtsps", "jpeg"]
+UrlScheme = Literal["file", "ftp"]
 
 # Light nodes per family (``system.ledctrl`` / ``lights_report``): every model
 # has the chamber light; the X1 adds the toolhead's work light, H2 and X2 a
 # second chamber light as well (field reports of ``lights_report``).
-_ONE_LIGHT = ("chamber_light",)
-_X1_LIGHTS = ("chamber_light", "work_light")
-_TWO_CHAMBER_LIGHTS = ("chamber_light", "chamber_light2", "work_light")
+_ONE_LIGHT = (CHAMBER_LIGHT,)
+_X1_LIGHTS = (CHAMBER_LIGHT, WORK_LIGHT)
+_TWO_CHAMBER_LIGHTS = (CHAMBER_LIGHT, CHAMBER_LIGHT2, WORK_LIGHT)
+
+# ``project_file`` URL schemes for a file on the printer's storage (PROTOCOL.md
+# §2.4, §2.6.1): X1/P1/A1 take ``file:///sdcard/<path>``, the H2 family
+# ``ftp:///<path>``. Newer families (P2, X2, A2) are not documented either
+# way; ``ftp:///`` is what a widely used LAN library sends to every model, so
+# the client sends that and accepts that either may work.
+_FILE_URL: tuple[UrlScheme, ...] = ("file",)
+_FTP_URL: tuple[UrlScheme, ...] = ("ftp",)
+_EITHER_URL: tuple[UrlScheme, ...] = ("ftp", "file")
 
 
 @dataclass(frozen=True, slots=True)
 class PrinterModel:
-    """One printer model, and what it can do (the capability table is :data:`MODELS`).
+    """One printer model, and what it can do: one row of :data:`MODELS`.
 
-    Capabilities follow Bambu Studio's per-model printer descriptions
+    The only model table of the project: the client, the CLI and the
+    simulator all read it. Names, serial prefixes, camera kind and report
+    style are PROTOCOL.md §2.6; the report style is "full" for the X1 series
+    only (§2.3), every other model is treated as "delta" (reports carry what
+    changed and must be merged; Bambu Studio decides per message, from
+    ``print.msg``, not per model, so a client that merges is right either
+    way). Capabilities follow Bambu Studio's per-model printer descriptions
     (``resources/printers/<model>.json``: ``support_chamber_temp_edit``,
-    ``support_aux_fan``, ``support_chamber_fan``). Only a chamber *heater*
-    counts for ``chamber_heater``: the X1 Carbon, X1 and P2S measure their
-    chamber but cannot heat it.
+    ``support_aux_fan``, ``support_chamber_fan``, ``printer_is_enclosed``).
+    Only a chamber *heater* counts for ``chamber_heater``: the X1 Carbon, X1
+    and P2S measure their chamber but cannot heat it.
     """
 
     code: str  # dev_model_name
     product: str
     family: str
     serial_prefix: str
-    camera: str  # "rtsps" or "jpeg"
+    camera: Camera  # "rtsps" (port 322) or "jpeg" (TLS port 6000)
     report_style: ReportStyle
     dual_nozzle: bool = False
     chamber_heater: bool = False
     aux_fan: bool = True
     chamber_fan: bool = True
+    enclosed: bool = True
     lights: tuple[str, ...] = _ONE_LIGHT
+    # project_file URL schemes for a file on the printer; the first is what to send.
+    url_schemes: tuple[UrlScheme, ...] = _FILE_URL
+    # The RTSPS stream must be switched on on the printer first (H2D: "LAN stream off by default").
+    camera_off_by_default: bool = False
 
     @property
     def known(self) -> bool:
         """Whether this is a real model (an unknown one is allowed everything)."""
         return bool(self.code)
 
+    def lan_url(self, path: str) -> str:
+        """The ``project_file`` URL of ``path`` on this printer's storage (SD card)."""
+        clean = path.strip().lstrip("/")
+        for prefix in ("sdcard/", "mnt/sdcard/"):
+            if clean.startswith(prefix):
+                clean = clean[len(prefix) :]
+        if self.url_schemes[0] == "ftp":
+            return f"ftp:///{clean}"
+        return f"file:///sdcard/{clean}"
+
 
 def _open_frame(code: str, product: str, family: str, prefix: str) -> PrinterModel:
     """A-series: open frame, part fan only, JPEG camera, delta reports."""
     return PrinterModel(
-        code, product, family, prefix, "jpeg", "delta", aux_fan=False, chamber_fan=False
+        code,
+        product,
+        family,
+        prefix,
+        "jpeg",
+        "delta",
+        aux_fan=False,
+        chamber_fan=False,
+        enclosed=False,
+        url_schemes=_FILE_URL if family == "A1" else _EITHER_URL,
     )
 
 
@@ -72,6 +114,8 @@ def _h2(code: str, product: str, prefix: str, *, dual: bool = True) -> PrinterMo
         dual_nozzle=dual,
         chamber_heater=True,
         lights=_TWO_CHAMBER_LIGHTS,
+        url_schemes=_FTP_URL,
+        camera_off_by_default=True,
     )
 
 
@@ -81,12 +125,13 @@ MODELS: tuple[PrinterModel, ...] = (
     PrinterModel(
         "C13", "X1E", "X1", "03W", "rtsps", "full", chamber_heater=True, lights=_X1_LIGHTS
     ),
-    PrinterModel("C11", "P1P", "P1", "01S", "jpeg", "delta"),
+    # Bambu Studio: the P1P has both fan ports but no enclosure.
+    PrinterModel("C11", "P1P", "P1", "01S", "jpeg", "delta", enclosed=False),
     PrinterModel("C12", "P1S", "P1", "01P", "jpeg", "delta"),
     _open_frame("N1", "A1 mini", "A1", "030"),
     _open_frame("N2S", "A1", "A1", "039"),
     _open_frame("N9", "A2L", "A2", "26A"),
-    PrinterModel("N7", "P2S", "P2", "22E", "rtsps", "delta"),
+    PrinterModel("N7", "P2S", "P2", "22E", "rtsps", "delta", url_schemes=_EITHER_URL),
     PrinterModel(
         "N6",
         "X2D",
@@ -97,6 +142,7 @@ MODELS: tuple[PrinterModel, ...] = (
         dual_nozzle=True,
         chamber_heater=True,
         lights=_TWO_CHAMBER_LIGHTS,
+        url_schemes=_EITHER_URL,
     ),
     _h2("O1D", "H2D", "094"),
     _h2("O1E", "H2D Pro", ""),
@@ -105,12 +151,23 @@ MODELS: tuple[PrinterModel, ...] = (
     _h2("O1C2", "H2C", "31B"),
 )
 
-UNKNOWN_MODEL = PrinterModel("", "unknown", "unknown", "", "jpeg", "delta")
+UNKNOWN_MODEL = PrinterModel("", "unknown", "unknown", "", "jpeg", "delta", url_schemes=_EITHER_URL)
 _BY_CODE = {m.code: m for m in MODELS}
-_BY_PRODUCT = {m.product.lower(): m for m in MODELS}
-_BY_PREFIX = {m.serial_prefix: m for m in MODELS if m.serial_prefix}
+# The first row wins where two codes share a product or a prefix (H2C: O1C, O1C2).
+_BY_PRODUCT: dict[str, PrinterModel] = {}
+_BY_PREFIX: dict[str, PrinterModel] = {}
+for _m in MODELS:
+    _BY_PRODUCT.setdefault(_m.product.lower(), _m)
+    if _m.serial_prefix:
+        _BY_PREFIX.setdefault(_m.serial_prefix, _m)
+del _m
 # get_version's product_name / project_name for the ota module (field observations).
 _BY_PROJECT = {"BL-P001": "X1 Carbon", "C11": "P1P", "C12": "P1S", "N1": "A1 mini", "N2S": "A1"}
+
+
+def model_of(code: str) -> PrinterModel | None:
+    """The row of a ``dev_model_name`` (``BL-P001``, ``O1D``), or ``None``."""
+    return _BY_CODE.get(code.strip())
 
 
 def detect_model(

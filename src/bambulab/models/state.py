@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..vocabulary import SPEED_NAMES, TRAY_EXTERNAL, TRAY_NONE
 from .printer import (
     UNKNOWN_MODEL,
     HMSEntry,
@@ -28,9 +29,6 @@ GCODE_STATES = frozenset(
 )
 # AMS kinds by firmware module prefix (``get_version`` module names like ``n3f/0``).
 AMS_KINDS = {"ams": "AMS", "ams_f1": "AMS Lite", "n3f": "AMS 2 Pro", "n3s": "AMS HT"}
-SPEED_NAMES = {1: "silent", 2: "standard", 3: "sport", 4: "ludicrous"}
-TRAY_NONE = 255
-TRAY_EXTERNAL = 254
 
 
 def _float(value: Any) -> float | None:

@@ -13,17 +13,17 @@ import base64
 import itertools
 import json
 import re
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigurationError
 from ..models.printer import PrinterModel
-from ..models.state import SPEED_NAMES
+from ..vocabulary import FANS as FANS
+from ..vocabulary import HEATER_LIMITS as HEATER_LIMITS
+from ..vocabulary import LIGHT_MODES, LIGHT_NODES
+from ..vocabulary import SPEED_LEVELS as SPEED_LEVELS
 from .json_limits import MAX_DEPTH, nesting_exceeds
-
-Family = Literal["pushing", "print", "info", "system", "camera", "xcam", "upgrade", "security"]
 
 MAX_PAYLOAD = 4 * 1024 * 1024
 
@@ -47,15 +47,18 @@ def serial_of(topic: str) -> str | None:
 
 
 class SequenceCounter:
-    """Decimal-string ``sequence_id`` values from one thread-safe counter."""
+    """Decimal-string ``sequence_id`` values from one counter.
+
+    Not thread-safe by contract: the connection that owns it numbers its
+    commands on its own thread, so there is nothing to lock (this layer
+    holds no locks and starts no threads).
+    """
 
     def __init__(self, start: int = 1) -> None:
         self._next = itertools.count(start)
-        self._lock = threading.Lock()
 
     def __call__(self) -> str:
-        with self._lock:
-            return str(next(self._next))
+        return str(next(self._next))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +153,9 @@ def project_file(
 ) -> Command:
     """Print a sliced 3MF.
 
-    ``url`` is ``file:///sdcard/...`` (or ``ftp:///...`` on H2 printers) on
-    LAN, the HTTPS URL of the uploaded file for cloud prints.
+    ``url`` is a file on the printer's storage on LAN, in the form its model
+    takes (``PrinterModel.lan_url``: ``file:///sdcard/...`` on X1/P1/A1,
+    ``ftp:///...`` on H2), the HTTPS URL of the uploaded file for cloud prints.
     """
     if plate < 1:
         raise ConfigurationError(f"plate numbers start at 1, got {plate}")
@@ -198,9 +202,6 @@ def gcode_line(lines: str | Iterable[str], user_id: str | None = None) -> Comman
         text += "\n"
     extra = {"user_id": user_id} if user_id else {}
     return _cmd("print", "gcode_line", param=text, **extra)
-
-
-SPEED_LEVELS = {name: level for level, name in SPEED_NAMES.items()}
 
 
 def print_speed(level: int | str) -> Command:
@@ -363,8 +364,8 @@ def unload_filament() -> Command:
 
 # --- system, camera, xcam, upgrade ----------------------------------------------------
 
-LED_NODES = ("chamber_light", "work_light", "chamber_light2", "heatbed_light")
-LED_MODES = ("on", "off", "flashing")
+LED_NODES = LIGHT_NODES
+LED_MODES = LIGHT_MODES
 
 
 def ledctrl(
@@ -482,9 +483,6 @@ def upgrade_start(url: str, version: str, module: str = "ota") -> Command:
 # --- the seed's named helpers, mapped to what printers accept ----------------------
 
 
-HEATER_LIMITS = {"nozzle": 320, "bed": 120, "chamber": 65}  # highest target accepted, °C
-
-
 def _temp(value: float, limit: int, what: str) -> int:
     t = round(float(value))
     if not 0 <= t <= limit:
@@ -507,9 +505,6 @@ def set_bed_temp(temp: float) -> Command:
 def set_chamber_temp(temp: float) -> Command:
     """Chamber target: ``M141 S<t>`` (X1E, H2 families)."""
     return gcode_line(f"M141 S{_temp(temp, HEATER_LIMITS['chamber'], 'chamber')}")
-
-
-FANS = {"part": 1, "aux": 2, "chamber": 3}
 
 
 def set_fan_speed(fan: str | int, percent: float) -> Command:

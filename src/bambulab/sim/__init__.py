@@ -21,6 +21,7 @@ From a shell: ``bambu sim`` or ``python -m bambulab.sim`` (see ``docs/simulator.
 from __future__ import annotations
 
 from .cloud import create_app
+from .command import main
 from .config import (
     AccountConfig,
     ConfigError,
@@ -31,7 +32,7 @@ from .config import (
     load_config,
 )
 from .live import Simulator
-from .server import CloudSimulator, main
+from .server import CloudSimulator
 from .world import World
 
 __all__ = [

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .server import main
+from .command import main
 
 raise SystemExit(main())

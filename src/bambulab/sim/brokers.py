@@ -54,6 +54,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.utils import gen_client_id
 
+from ..protocol.mqtt import report_topic, request_topic, serial_of
 from .certs import CertFiles
 from .tokens import TokenError
 
@@ -87,16 +88,6 @@ class Credential:
             and hmac.compare_digest(username.encode(), self.username.encode())
             and hmac.compare_digest(password.encode(), self.password.encode())
         )
-
-
-def report_topic(serial: str) -> str:
-    """Printer to clients (PROTOCOL.md §2.2)."""
-    return f"device/{serial}/report"
-
-
-def request_topic(serial: str) -> str:
-    """Clients to printer."""
-    return f"device/{serial}/request"
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -177,13 +168,13 @@ class CloudPolicy:
         uid = self._uid(username)
         if uid is None or "+" in topic or "#" in topic:
             return False
-        parts = topic.split("/")
-        if len(parts) != 3 or parts[0] != "device":
+        serial = serial_of(topic)
+        if serial is None:
             return False
-        wanted = "request" if action == "publish" else "report"
-        if parts[2] != wanted:
+        wanted = request_topic(serial) if action == "publish" else report_topic(serial)
+        if topic != wanted:
             return False
-        device = self._world.devices.get(parts[1])
+        device = self._world.devices.get(serial)
         return device is not None and device.owner == uid
 
 

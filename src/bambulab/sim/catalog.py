@@ -1,15 +1,23 @@
-"""Static facts about the printers and filaments the simulator can play.
+"""What the simulator adds to the model table: hardware, firmware, filaments.
 
-Model names, product names and serial prefixes come from PROTOCOL.md §2.6;
-AMS module prefixes from §2.3. Firmware versions are plausible values chosen
-for the simulator (the real ones move every month); what matters is their
-format ``XX.XX.XX.XX`` and that one device can lag behind ``latest``.
+Every protocol fact about a model (``dev_model_name``, product, serial
+prefix, camera, report style, capabilities) is a row of the library's table,
+:data:`bambulab.models.printer.MODELS`; an entry here points at its row and
+adds only what a simulated printer needs besides: a short key for configs,
+its frame structure (the cloud's ``dev_structure``), the AMS units fitted by
+default (module prefixes from PROTOCOL.md §2.3) and its boards. Firmware
+versions are plausible values chosen for the simulator (the real ones move
+every month); what matters is their format ``XX.XX.XX.XX`` and that one
+device can lag behind ``latest``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from ..models.printer import PrinterModel as ModelRow
+from ..models.printer import model_of
 
 Structure = Literal["CoreXY", "I3"]
 # Firmware module prefix of the AMS kind: "ams" AMS, "ams_f1" AMS Lite,
@@ -19,51 +27,49 @@ AmsKind = Literal["ams", "ams_f1", "n3f", "n3s"]
 
 @dataclass(frozen=True, slots=True)
 class PrinterModel:
-    """One printer model as the cloud describes it."""
+    """One model the simulator can play: a row of the model table plus its hardware."""
 
     key: str  # short name used in configs and on the command line
-    model_name: str  # ``dev_model_name`` on the wire
-    product: str  # ``dev_product_name`` on the wire
-    serial_prefix: str
+    row: ModelRow  # the model table's row: every protocol fact about the model
     structure: Structure
     ams_kinds: tuple[AmsKind, ...]  # AMS units fitted by default, in id order
     firmware: str  # latest ``ota`` version the simulated cloud offers
     previous_firmware: str  # what an "outdated" device runs
-    camera: Literal["rtsps", "jpeg"]
-    report_style: Literal["full", "delta"]
     board_modules: tuple[tuple[str, str], ...]  # (module name, hw_ver) besides ota
 
     @property
+    def model_name(self) -> str:
+        """``dev_model_name`` on the wire (the table's ``code``)."""
+        return self.row.code
+
+    @property
+    def product(self) -> str:
+        """``dev_product_name`` on the wire."""
+        return self.row.product
+
+    @property
+    def serial_prefix(self) -> str:
+        """The first three characters of this model's serials."""
+        return self.row.serial_prefix
+
+    @property
     def family(self) -> str:
-        """``X1``, ``P1``, ``A1``, ``H2``... (the first two letters of the product)."""
-        return self.product[:2]
+        """``X1``, ``P1``, ``A1``, ``H2``..."""
+        return self.row.family
 
 
 def _model(
     key: str,
-    model_name: str,
-    product: str,
-    prefix: str,
+    code: str,
     structure: Structure,
     ams: tuple[AmsKind, ...],
     firmware: tuple[str, str],
-    camera: Literal["rtsps", "jpeg"],
-    style: Literal["full", "delta"],
     boards: tuple[tuple[str, str], ...],
 ) -> PrinterModel:
-    return PrinterModel(
-        key=key,
-        model_name=model_name,
-        product=product,
-        serial_prefix=prefix,
-        structure=structure,
-        ams_kinds=ams,
-        firmware=firmware[0],
-        previous_firmware=firmware[1],
-        camera=camera,
-        report_style=style,
-        board_modules=boards,
-    )
+    row = model_of(code)
+    if row is None:  # pragma: no cover - a typo in the table below
+        raise ValueError(f"{code!r} is not in the model table")
+    return PrinterModel(key, row, structure, ams, firmware[0], firmware[1], boards)
 
 
 _X1_BOARDS = (("rv1126", "AP05"), ("mc", "MC07"), ("th", "TH09"))
@@ -74,58 +80,19 @@ _H2_BOARDS = (("ap", "AP08"), ("mc", "MC09"), ("th", "TH11"))
 MODELS: dict[str, PrinterModel] = {
     m.key: m
     for m in (
-        _model(
-            "x1c", "BL-P001", "X1 Carbon", "00M", "CoreXY", ("ams",),
-            ("01.08.02.00", "01.07.02.00"), "rtsps", "full", _X1_BOARDS,
-        ),
-        _model(
-            "x1", "BL-P002", "X1", "00W", "CoreXY", ("ams",),
-            ("01.08.02.00", "01.07.02.00"), "rtsps", "full", _X1_BOARDS,
-        ),
-        _model(
-            "x1e", "C13", "X1E", "03W", "CoreXY", ("ams",),
-            ("01.01.03.00", "01.01.02.00"), "rtsps", "full", _X1_BOARDS,
-        ),
-        _model(
-            "p1p", "C11", "P1P", "01S", "CoreXY", ("ams",),
-            ("01.08.00.00", "01.07.00.00"), "jpeg", "delta", _P1_BOARDS,
-        ),
-        _model(
-            "p1s", "C12", "P1S", "01P", "CoreXY", ("ams",),
-            ("01.08.00.00", "01.07.00.00"), "jpeg", "delta", _P1_BOARDS,
-        ),
-        _model(
-            "a1mini", "N1", "A1 mini", "030", "I3", ("ams_f1",),
-            ("01.05.00.00", "01.04.00.00"), "jpeg", "delta", _A1_BOARDS,
-        ),
-        _model(
-            "a1", "N2S", "A1", "039", "I3", ("ams_f1",),
-            ("01.05.00.00", "01.04.00.00"), "jpeg", "delta", _A1_BOARDS,
-        ),
-        _model(
-            "a2l", "N9", "A2L", "26A", "I3", ("ams_f1",),
-            ("01.00.01.00", "01.00.00.00"), "jpeg", "delta", _A1_BOARDS,
-        ),
-        _model(
-            "p2s", "N7", "P2S", "22E", "CoreXY", ("n3f",),
-            ("01.01.00.00", "01.00.00.00"), "rtsps", "delta", _H2_BOARDS,
-        ),
-        _model(
-            "x2d", "N6", "X2D", "20P", "CoreXY", ("n3f",),
-            ("01.00.01.00", "01.00.00.00"), "rtsps", "full", _H2_BOARDS,
-        ),
-        _model(
-            "h2d", "O1D", "H2D", "094", "CoreXY", ("n3f", "n3s"),
-            ("01.02.00.00", "01.01.00.00"), "rtsps", "full", _H2_BOARDS,
-        ),
-        _model(
-            "h2s", "O1S", "H2S", "093", "CoreXY", ("n3f",),
-            ("01.01.00.00", "01.00.00.00"), "rtsps", "full", _H2_BOARDS,
-        ),
-        _model(
-            "h2c", "O1C", "H2C", "31B", "CoreXY", ("n3f",),
-            ("01.00.00.00", "00.09.00.00"), "rtsps", "full", _H2_BOARDS,
-        ),
+        _model("x1c", "BL-P001", "CoreXY", ("ams",), ("01.08.02.00", "01.07.02.00"), _X1_BOARDS),
+        _model("x1", "BL-P002", "CoreXY", ("ams",), ("01.08.02.00", "01.07.02.00"), _X1_BOARDS),
+        _model("x1e", "C13", "CoreXY", ("ams",), ("01.01.03.00", "01.01.02.00"), _X1_BOARDS),
+        _model("p1p", "C11", "CoreXY", ("ams",), ("01.08.00.00", "01.07.00.00"), _P1_BOARDS),
+        _model("p1s", "C12", "CoreXY", ("ams",), ("01.08.00.00", "01.07.00.00"), _P1_BOARDS),
+        _model("a1mini", "N1", "I3", ("ams_f1",), ("01.05.00.00", "01.04.00.00"), _A1_BOARDS),
+        _model("a1", "N2S", "I3", ("ams_f1",), ("01.05.00.00", "01.04.00.00"), _A1_BOARDS),
+        _model("a2l", "N9", "I3", ("ams_f1",), ("01.00.01.00", "01.00.00.00"), _A1_BOARDS),
+        _model("p2s", "N7", "CoreXY", ("n3f",), ("01.01.00.00", "01.00.00.00"), _H2_BOARDS),
+        _model("x2d", "N6", "CoreXY", ("n3f",), ("01.00.01.00", "01.00.00.00"), _H2_BOARDS),
+        _model("h2d", "O1D", "CoreXY", ("n3f", "n3s"), ("01.02.00.00", "01.01.00.00"), _H2_BOARDS),
+        _model("h2s", "O1S", "CoreXY", ("n3f",), ("01.01.00.00", "01.00.00.00"), _H2_BOARDS),
+        _model("h2c", "O1C", "CoreXY", ("n3f",), ("01.00.00.00", "00.09.00.00"), _H2_BOARDS),
     )
 }  # fmt: skip
 
@@ -181,12 +148,3 @@ BED_TYPES: tuple[str, ...] = (
     "hot_plate",
     "eng_plate",
 )
-
-
-def parse_model_key(key: str) -> PrinterModel:
-    """Look a model up by its short key, with a message naming the valid ones."""
-    try:
-        return MODELS[key.strip().lower()]
-    except KeyError:
-        known = ", ".join(sorted(MODELS))
-        raise ValueError(f"unknown printer model {key!r} (known: {known})") from None

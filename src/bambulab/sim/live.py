@@ -22,6 +22,7 @@ offline and back, and serve a LAN certificate with the wrong CN.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -221,6 +222,8 @@ class Simulator:
                 binary=self._mosquitto_binary,
             )
             self._mosquitto.start()
+            # A printer bound at run time (the cloud bind API) is followable at once.
+            self.world.binding_listeners.append(self.refresh_acl)
         self.host = self._build_host()
         self.host.start()
 
@@ -268,6 +271,8 @@ class Simulator:
         self._cloud_broker = None
         self._lan_brokers = {}
         if self._mosquitto is not None:
+            with contextlib.suppress(ValueError):
+                self.world.binding_listeners.remove(self.refresh_acl)
             self._mosquitto.cleanup()
             self._mosquitto = None
         if self.certs is not None:
@@ -555,7 +560,12 @@ class Simulator:
         self.restart_broker(serial)
 
     def refresh_acl(self) -> None:
-        """mosquitto: rewrite the cloud ACL after binding changes (amqtt needs nothing)."""
+        """mosquitto: rewrite the cloud ACL from the bindings (amqtt needs nothing).
+
+        Called by the world after every bind and unbind (``POST``/``DELETE
+        /user/bind``), so a printer bound at run time can be followed, and an
+        unbound one no longer, without a restart.
+        """
         if self._mosquitto is not None:
             self._mosquitto.reload_acl()
 

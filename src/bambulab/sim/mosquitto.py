@@ -49,7 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .brokers import LAN_USER, LOOPBACK, Credential, report_topic, request_topic
+from ..protocol.mqtt import report_topic, request_topic
+from .brokers import LAN_USER, LOOPBACK, Credential
 from .certs import SimCertificates
 
 log = logging.getLogger("bambulab.sim.mqtt")

@@ -39,7 +39,8 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .brokers import Credential, report_topic, request_topic
+from ..protocol.mqtt import report_topic, request_topic
+from .brokers import Credential
 
 log = logging.getLogger("bambulab.sim.mqtt")
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Literal
 
-from .clock import SimClock, iso
+from .clock import SimClock
 from .config import SimConfig
 from .errors import device_not_found, rate_limited, unauthorized
 from .faults import FaultBook
@@ -68,8 +69,17 @@ class World:
         self.codes: dict[int, PendingCode] = {}
         self.tfa_tickets: dict[str, TfaTicket] = {}
         self.outbox: list[OutboxMessage] = []
+        # Told after a printer is bound or unbound: brokers that keep their own
+        # access lists (mosquitto's ACL file) rewrite them at once.
+        self.binding_listeners: list[Callable[[], None]] = []
         self._serial = 0
         populate(self)
+
+    def set_owner(self, device: Device, uid: int | None) -> None:
+        """Bind ``device`` to ``uid`` (``None``: unbind it), and tell the brokers."""
+        device.owner = uid
+        for listener in list(self.binding_listeners):
+            listener()
 
     # --- accounts and tokens ------------------------------------------------
 
@@ -163,10 +173,6 @@ class World:
         """A URL valid for ``config.url_ttl`` seconds of simulated time."""
         expires = int(self.clock.now()) + self.config.url_ttl
         return self.presigner.url(base, method, key, expires)
-
-    def now_iso(self) -> str:
-        """Simulated now, ISO-8601."""
-        return iso(self.clock.now())
 
 
 def normalize_login(login: str) -> str:

@@ -72,7 +72,7 @@ async def bind(body: BindBody, account: AccountDep, world: WorldDep) -> JSONResp
     if device.owner is None:
         if body.bind_code.strip().upper() != device.bind_code.upper():
             raise SimError(400, 1, "Bind code incorrect")
-        device.owner = account.uid
+        world.set_owner(device, account.uid)
         log.info("bind: %s bound to %s", device.dev_id, account.login)
     if body.device_name is not None:
         device.name = _valid_name(body.device_name)
@@ -83,7 +83,7 @@ async def bind(body: BindBody, account: AccountDep, world: WorldDep) -> JSONResp
 async def unbind(dev_id: str, account: AccountDep, world: WorldDep) -> JSONResponse:
     """Release a printer; it returns to the bindable pool."""
     device = world.owned_device(account.uid, dev_id)
-    device.owner = None
+    world.set_owner(device, None)
     log.info("bind: %s unbound from %s", device.dev_id, account.login)
     return old()
 

@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...vocabulary import TRAY_EXTERNAL, TRAY_NONE
 from ..catalog import AMS_HARDWARE, COLOURS, FILAMENTS, AmsKind
 from ..records import AmsUnit
 
-NO_TRAY = 255
-EXTERNAL = 254
+NO_TRAY = TRAY_NONE
+EXTERNAL = TRAY_EXTERNAL
 EMPTY_TAG = "0" * 16
 EMPTY_UUID = "0" * 32
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...vocabulary import FANS
 from ..catalog import FILAMENTS
 from . import job as stages
 from .ams import EXTERNAL, NO_TRAY
@@ -27,6 +28,9 @@ from .job import Job, file_info
 from .state import PrinterState, Upgrade
 
 Body = Mapping[str, Any]
+
+# M106/M107 P<n>: which fan.
+_FAN_OF_INDEX = {index: name for name, index in FANS.items()}
 
 
 class BadField(ValueError):
@@ -257,9 +261,10 @@ def project_file(state: PrinterState, body: Body) -> Outcome:
         scheme, _, path = url.partition("://")
         if scheme not in ("file", "ftp") or not path:
             return fail(f"unsupported url {url!r}")
-        wanted = state.profile.lan_scheme
-        if wanted != "any" and scheme != wanted:
-            return fail(f"{state.profile.product} prints LAN files from {wanted}:/// URLs")
+        accepted = state.profile.url_schemes
+        if scheme not in accepted:
+            shown = " or ".join(f"{a}:///" for a in accepted)
+            return fail(f"{state.profile.product} prints LAN files from {shown} URLs")
         if not state.sdcard:
             return fail("no SD card")
         found = _on_card(state, path)
@@ -415,11 +420,11 @@ def run_gcode(state: PrinterState, text: str) -> None:
             if state.profile.chamber_heater:  # others have nothing to heat the chamber with
                 state.chamber.target = _clamp(words["S"], state.profile.chamber_max)
         elif command == "M106":
-            fan = {1: "part", 2: "aux", 3: "chamber"}.get(int(words.get("P", 1)))
+            fan = _FAN_OF_INDEX.get(int(words.get("P", 1)))
             if fan is not None:
                 state.fans[fan] = int(_clamp(words.get("S", 255), 255))
         elif command == "M107":
-            fan = {1: "part", 2: "aux", 3: "chamber"}.get(int(words.get("P", 1)))
+            fan = _FAN_OF_INDEX.get(int(words.get("P", 1)))
             if fan is not None:
                 state.fans[fan] = 0
 

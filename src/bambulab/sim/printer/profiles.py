@@ -1,88 +1,115 @@
 """What differs between printer families, as the simulated printer needs it.
 
-Model names, report style (X1 full, everything else delta), camera kind and
-the LAN URL scheme come from PROTOCOL.md §2.3, §2.4 and §2.6. Temperature
-limits, heating rates and light nodes are plausible values chosen for the
-simulator: tests need them to be stable, not exact.
-
-The catalog (:mod:`bambulab.sim.catalog`) stays the single source of model
-names, products and firmware versions, so a printer here and the cloud's
-device record for the same serial agree.
+Every protocol fact about a model (name, product, report style, camera,
+light nodes, nozzles, chamber heater, enclosure, the LAN URL scheme) comes
+from the library's model table (:data:`bambulab.models.printer.MODELS`);
+the simulator's hardware and firmware come from :mod:`bambulab.sim.catalog`.
+What is left here is simulated behaviour: temperature limits, xcam modules,
+the idle stage id and default nozzle are plausible values chosen for the
+simulator (tests need them to be stable, not exact).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
+from ...models.printer import PrinterModel as ModelRow
+from ...models.printer import ReportStyle, UrlScheme, model_of
 from ..catalog import MODELS, PrinterModel
 
-ReportStyle = Literal["full", "delta"]
-
-# Models PROTOCOL.md §2.6 lists that the catalog does not carry: they play
-# as their closest catalog sibling under their own wire name.
-_ALIASES = {"O1E": ("h2d", "H2D Pro"), "O1C2": ("h2c", "H2C")}
-
-# dev_model_name → dual nozzle / chamber heater. PROTOCOL.md names the H2D
-# (§2.3) and the X1E/H2 chamber heaters (§2.4); the rest follows the
-# project's model table (bambulab.models.printer), kept in step by hand.
-_DUAL = frozenset({"O1D", "O1E", "O1C", "O1C2", "N6"})
-_CHAMBER_HEATER = frozenset({"C13", "N6", "O1D", "O1E", "O1S", "O1C", "O1C2"})
-# Open-frame printers have no chamber to warm up.
-_OPEN_FRAME = frozenset({"N1", "N2S", "N9", "C11"})
-# Families whose reports carry the packed ``device`` block besides the plain fields.
+# Models the table lists that the catalog carries no hardware for: they play
+# with their closest catalog sibling's hardware under their own row.
+_ALIASES = {"O1E": "h2d", "O1C2": "h2c"}
+# Families whose reports carry the packed ``device`` block besides the plain
+# fields (PROTOCOL.md §2.6.1 "current firmware"; the simulator plays older
+# X1/P1/A1 firmware without it).
 _DEVICE_BLOCK_FAMILIES = frozenset({"H2", "X2", "P2"})
 
 # xcam detectors per family; the X1's lidar adds the first-layer inspector.
 _XCAM_BASE = ("buildplate_marker_detector", "printing_monitor", "spaghetti_detector")
-_XCAM = {
-    "X1": ("first_layer_inspector", *_XCAM_BASE),
-    "H2": (
-        "first_layer_inspector",
-        *_XCAM_BASE,
-        "clump_detector",
-        "pileup_detector",
-        "airprint_detector",
-    ),
-    "X2": (
-        "first_layer_inspector",
-        *_XCAM_BASE,
-        "clump_detector",
-        "pileup_detector",
-        "airprint_detector",
-    ),
-}
-
-_LIGHTS = {
-    "X1": ("chamber_light", "work_light"),
-    "H2": ("chamber_light", "chamber_light2", "work_light"),
-    "X2": ("chamber_light", "chamber_light2", "work_light"),
-}
+_XCAM_NEW = (
+    "first_layer_inspector",
+    *_XCAM_BASE,
+    "clump_detector",
+    "pileup_detector",
+    "airprint_detector",
+)
+_XCAM = {"X1": ("first_layer_inspector", *_XCAM_BASE), "H2": _XCAM_NEW, "X2": _XCAM_NEW}
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
     """Everything family-specific the state machine and the report writer consult."""
 
-    model: PrinterModel
-    code: str  # dev_model_name on the wire
-    product: str
-    family: str  # "X1", "P1", "A1", "H2", ...
-    report_style: ReportStyle
-    dual_nozzle: bool
-    chamber_heater: bool
-    enclosed: bool
-    device_block: bool  # newer firmware: packed ``device.*`` beside the plain fields
-    rtsp: bool  # RTSPS camera (X1, P2S, H2) rather than the port-6000 JPEG stream
-    rtsp_on_by_default: bool  # H2: "LAN stream off by default"
-    lan_scheme: Literal["file", "ftp", "any"]  # project_file URL scheme on LAN
-    lights: tuple[str, ...]
+    model: PrinterModel  # the catalog entry: hardware and firmware
+    row: ModelRow  # the model table's row: every protocol fact
     xcam_modules: tuple[str, ...]
     nozzle_max: int
     bed_max: int
     chamber_max: int
     idle_stage: int  # stg_cur when nothing runs: 255 or -1 (PROTOCOL.md §2.5)
     default_nozzle_type: str
+
+    # Read-only views of the row, under the names the state machine uses.
+    @property
+    def code(self) -> str:
+        """``dev_model_name`` on the wire."""
+        return self.row.code
+
+    @property
+    def product(self) -> str:
+        """The product name (``H2D Pro``)."""
+        return self.row.product
+
+    @property
+    def family(self) -> str:
+        """``X1``, ``P1``, ``A1``, ``H2``..."""
+        return self.row.family
+
+    @property
+    def report_style(self) -> ReportStyle:
+        """``full`` (X1) or ``delta``."""
+        return self.row.report_style
+
+    @property
+    def dual_nozzle(self) -> bool:
+        """Two nozzles (H2D, H2C, X2D...)."""
+        return self.row.dual_nozzle
+
+    @property
+    def chamber_heater(self) -> bool:
+        """A chamber heater (X1E, H2, X2D)."""
+        return self.row.chamber_heater
+
+    @property
+    def enclosed(self) -> bool:
+        """A chamber at all (open-frame printers have none to warm up)."""
+        return self.row.enclosed
+
+    @property
+    def lights(self) -> tuple[str, ...]:
+        """Light nodes."""
+        return self.row.lights
+
+    @property
+    def rtsp(self) -> bool:
+        """RTSPS camera (X1, P2S, H2) rather than the port-6000 JPEG stream."""
+        return self.row.camera == "rtsps"
+
+    @property
+    def rtsp_on_by_default(self) -> bool:
+        """Whether the LAN stream is on out of the box (H2: off)."""
+        return not self.row.camera_off_by_default
+
+    @property
+    def url_schemes(self) -> tuple[UrlScheme, ...]:
+        """``project_file`` URL schemes accepted for a LAN file."""
+        return self.row.url_schemes
+
+    @property
+    def device_block(self) -> bool:
+        """Newer firmware: packed ``device.*`` beside the plain fields."""
+        return self.row.family in _DEVICE_BLOCK_FAMILIES
 
     @property
     def extruders(self) -> int:
@@ -93,36 +120,20 @@ class Profile:
 def profile_for(model_code: str) -> Profile:
     """The profile of a ``dev_model_name`` (``BL-P001``) or a catalog key (``x1c``)."""
     code = model_code.strip()
-    model: PrinterModel | None = None
-    product = ""
-    for candidate in MODELS.values():
-        if candidate.model_name == code:
-            model = candidate
+    model = next((m for m in MODELS.values() if m.model_name == code), None)
     if model is None and code in _ALIASES:
-        key, product = _ALIASES[code]
-        model = MODELS[key]
+        model = MODELS[_ALIASES[code]]
     if model is None and code.lower() in MODELS:
         model = MODELS[code.lower()]
         code = model.model_name
-    if model is None:
+    row = model_of(code)
+    if model is None or row is None:
         known = sorted({m.model_name for m in MODELS.values()} | set(_ALIASES))
         raise ValueError(f"unknown printer model {model_code!r} (known: {', '.join(known)})")
-    family = model.family
+    family = row.family
     return Profile(
         model=model,
-        code=code,
-        product=product or model.product,
-        family=family,
-        # PROTOCOL.md §2.3: only the X1 series sends the whole object every time.
-        report_style="full" if family == "X1" else "delta",
-        dual_nozzle=code in _DUAL,
-        chamber_heater=code in _CHAMBER_HEATER,
-        enclosed=code not in _OPEN_FRAME,
-        device_block=family in _DEVICE_BLOCK_FAMILIES,
-        rtsp=model.camera == "rtsps",
-        rtsp_on_by_default=family != "H2",
-        lan_scheme="file" if family in ("X1", "P1", "A1") else "ftp" if family == "H2" else "any",
-        lights=_LIGHTS.get(family, ("chamber_light",)),
+        row=row,
         xcam_modules=_XCAM.get(family, _XCAM_BASE),
         nozzle_max=350 if family in ("H2", "X2") else 300,
         bed_max={"N1": 80, "N2S": 100, "N9": 100}.get(code, 120 if family == "H2" else 110),
