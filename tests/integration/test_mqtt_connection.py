@@ -28,6 +28,7 @@ from bambulab.errors import (
 from bambulab.models.events import ConnectionLost, PrinterOffline
 from bambulab.mqtt import Backoff
 from tests.integration.script_broker import SERIAL, Link, Received, ScriptBroker
+from tests.integration.test_mqtt_concurrency import socket_writers
 from tests.integration.test_mqtt_live import Live, wait_for
 
 
@@ -41,8 +42,12 @@ def broker() -> Iterator[ScriptBroker]:
 def client_of(broker: ScriptBroker, face: str, **options: Any) -> Live:
     options.setdefault("backoff", Backoff(initial=0.05, maximum=0.2, jitter=0.0))
     options.setdefault("command_timeout", 2.0)
-    cls = BambuMQTT if face == "sync" else AsyncBambuMQTT
-    client = cls(
+    return Live(face, bare(broker, BambuMQTT if face == "sync" else AsyncBambuMQTT, **options))
+
+
+def bare(broker: ScriptBroker, cls: type[Any], **options: Any) -> Any:
+    """A client of ``broker`` for its one printer, not connected."""
+    return cls(
         "1000",
         SERIAL,
         token="not-checked-here",
@@ -51,7 +56,6 @@ def client_of(broker: ScriptBroker, face: str, **options: Any) -> Live:
         ca_file=broker.certs.ca_file,
         **options,
     )
-    return Live(face, client)
 
 
 def answering(broker: ScriptBroker) -> None:
@@ -278,29 +282,7 @@ def test_a_callback_may_send_a_command_and_wait(broker: ScriptBroker) -> None:
 def test_every_socket_write_is_made_by_the_network_thread(
     broker: ScriptBroker, face: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ssl
-
-    writers: list[str] = []
-    real_send, real_sendall = ssl.SSLSocket.send, ssl.SSLSocket.sendall
-
-    def note(sock: ssl.SSLSocket) -> None:
-        try:
-            peer = sock.getpeername()[1]
-        except OSError:
-            return
-        if peer == broker.port:  # the client's end, not the broker's
-            writers.append(threading.current_thread().name)
-
-    def send(self: ssl.SSLSocket, data: Any, flags: int = 0) -> int:
-        note(self)
-        return real_send(self, data, flags)
-
-    def sendall(self: ssl.SSLSocket, data: Any, flags: int = 0) -> None:
-        note(self)
-        real_sendall(self, data, flags)
-
-    monkeypatch.setattr(ssl.SSLSocket, "send", send)
-    monkeypatch.setattr(ssl.SSLSocket, "sendall", sendall)
+    writers = socket_writers(monkeypatch, broker.port)
     answering(broker)
     client = client_of(broker, face).connect()
     try:
@@ -352,14 +334,7 @@ def test_the_async_face_uses_no_threads_and_connects_once(broker: ScriptBroker) 
             raise AssertionError("the async face used the default thread pool")
 
         loop.run_in_executor = refuse  # type: ignore[method-assign]
-        client = AsyncBambuMQTT(
-            "1000",
-            SERIAL,
-            token="not-checked-here",
-            host="127.0.0.1",
-            port=broker.port,
-            ca_file=broker.certs.ca_file,
-        )
+        client: AsyncBambuMQTT = bare(broker, AsyncBambuMQTT)
         await client.connect()
         first = client.connection
         await client.connect()
