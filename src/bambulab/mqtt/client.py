@@ -348,7 +348,7 @@ class _Base:
         raise ConfigurationError("several printers on this connection: pass serial=")
 
     def state(self, serial: str | None = None) -> PrinterState:
-        """The merged state of one printer (updates in place as reports arrive)."""
+        """The latest state of one printer: immutable; call again for a newer one."""
         return self.connection.printers[self._serial(serial)].state
 
     @property

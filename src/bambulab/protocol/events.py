@@ -8,7 +8,7 @@ thread saw in, a :class:`ConnectionStatus` snapshot and connection events out.
 
 from __future__ import annotations
 
-from collections.abc import Set as AbstractSet
+from collections.abc import Iterable
 from dataclasses import replace
 
 from ..models.events import (
@@ -38,8 +38,11 @@ from ..models.events import (
 )
 from ..models.printer import HMSEntry
 from ..models.state import PrinterState
+from .mqtt import ENVELOPE_KEYS
 
 ACTIVE = frozenset({"PREPARE", "RUNNING", "SLICING"})
+# The envelope of every report: not part of the state.
+ENVELOPE = frozenset(ENVELOPE_KEYS)
 
 
 class Tracker:
@@ -63,10 +66,15 @@ class Tracker:
         cls = PrinterOnline if online else PrinterOffline
         return [cls(self.serial, state)]
 
-    def update(self, state: PrinterState, changed: AbstractSet[str]) -> list[Event]:
-        """Events for a report that touched ``changed`` top-level keys."""
+    def update(self, state: PrinterState, changed: Iterable[str]) -> list[Event]:
+        """Events for a report that touched ``changed`` top-level keys.
+
+        ``state`` is the (immutable) state right after the report; the envelope
+        keys of the report (``command``, ``msg``, ``sequence_id``) are not
+        state and are left out of ``StateChanged.changed``.
+        """
         events: list[Event] = self.presence(state, True) if self.online is not True else []
-        events.append(StateChanged(self.serial, state, changed))
+        events.append(StateChanged(self.serial, state, frozenset(changed) - ENVELOPE))
         raw = state.raw
         if raw.get("gcode_state") != self._raw_state:
             self._raw_state = raw.get("gcode_state")
