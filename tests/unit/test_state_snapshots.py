@@ -176,7 +176,13 @@ def test_changed_never_lists_the_envelope() -> None:
     seen: list[frozenset[str]] = []
     for payload in (first_report(), report(1), report(2)):
         _, events = printer.process(payload)
-        seen += [frozenset(e.changed) for e in events if isinstance(e, StateChanged)]
+        for event in events:
+            if isinstance(event, StateChanged):
+                assert not {"command", "msg", "sequence_id"} & {
+                    k for k in ("command", "msg", "sequence_id") if k in event.changed
+                }
+                assert len(event.changed) == len(frozenset(event.changed))
+                seen.append(frozenset(event.changed))
     assert len(seen) == 3
     for changed in seen:
         assert not changed & {"command", "msg", "sequence_id"}, changed

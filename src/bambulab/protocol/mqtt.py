@@ -618,6 +618,8 @@ def merged(
     nobody else holds ``update`` (freshly parsed): its values are adopted
     as they are instead of copied. Keys in ``skip`` are left out.
     """
+    if owned:
+        return _merged_owned(base, update, skip)
     out = dict(base)
     for key, value in update.items():
         if key in skip:
@@ -634,6 +636,26 @@ def merged(
             out[key] = _merged_list(current, value, owned)
         else:
             out[key] = value if owned else _copy(value)
+    return out
+
+
+def _merged_owned(
+    base: Mapping[str, Any], update: Mapping[str, Any], skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    # merged(owned=True) for freshly parsed JSON (only dict, list and scalars):
+    # exact type checks, no copies of the update. The hot path of every report.
+    out = dict(base)
+    for key, value in update.items():
+        if key in skip:
+            continue
+        current = out.get(key)
+        kind = type(value)
+        if kind is dict and type(current) is dict:
+            out[key] = _merged_owned(current, value)
+        elif kind is list and type(current) is list and _by_id(value) and _by_id(current):
+            out[key] = _merged_list(current, value, True)
+        else:
+            out[key] = value
     return out
 
 
