@@ -10,6 +10,7 @@ has seen a half-merged state.
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import threading
 from collections.abc import Iterator
@@ -17,11 +18,14 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bambulab.models.events import StateChanged
 from bambulab.models.state import PrinterState
 from bambulab.mqtt.core import Printer
 from bambulab.protocol import mqtt as proto
+from tests.unit.test_mqtt_protocol import report_strategy, split
 
 P1S = "01P00A000000001"  # partial reports, merged leaf by leaf
 X1C = "00M09A350100001"  # full reports
@@ -227,3 +231,25 @@ def test_a_hostile_report_leaves_the_state_alone() -> None:
     assert hostile.kind == "ignored" and hostile.problem == "nested too deeply"
     assert printer.stream.state is raw and printer.state is before
     assert printer.stream.problems == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(report=report_strategy(), parts=st.integers(1, 5), data=st.data())
+def test_copy_on_write_merges_leave_every_earlier_state_as_it_was(
+    report: dict[str, Any], parts: int, data: st.DataObject
+) -> None:
+    def choose(n: int) -> int:
+        return data.draw(st.integers(0, n - 1))
+
+    pieces = split(report, choose, parts)
+    stream = proto.ReportStream(P1S)
+    history: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for piece in pieces:
+        stream.feed(json.dumps({"print": {"command": "push_status", **piece}}).encode())
+        history.append((stream.state, copy.deepcopy(stream.state)))
+    for state, kept in history:
+        assert state == kept
+    merged_in_place: dict[str, Any] = {}
+    for piece in pieces:
+        proto.merge(merged_in_place, piece)
+    assert stream.state == merged_in_place
