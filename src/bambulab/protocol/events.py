@@ -8,7 +8,7 @@ thread saw in, a :class:`ConnectionStatus` snapshot and connection events out.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
@@ -49,16 +49,15 @@ ENVELOPE = frozenset(ENVELOPE_KEYS)
 class ChangedKeys(AbstractSet[str]):
     """The top-level keys a report touched, without its envelope: an immutable set.
 
-    A view over the keys of the report's body (which the stream owns and
-    nobody mutates), filtered when read: a full X1 report touches some sixty
-    keys, and most consumers never look at them, so building a set for each
-    report would cost more than the merge.
+    The keys are kept as a tuple and the envelope filtered out when read: a
+    full X1 report touches some sixty keys and most consumers never look at
+    them, so building a set for each report would cost more than the merge.
     """
 
     __slots__ = ("_keys",)
 
-    def __init__(self, keys: Collection[str]) -> None:
-        self._keys = keys
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._keys = tuple(keys)
 
     def __contains__(self, key: object) -> bool:
         return key not in ENVELOPE and key in self._keys
@@ -96,7 +95,7 @@ class Tracker:
         cls = PrinterOnline if online else PrinterOffline
         return [cls(self.serial, state)]
 
-    def update(self, state: PrinterState, changed: Collection[str]) -> list[Event]:
+    def update(self, state: PrinterState, changed: Iterable[str]) -> list[Event]:
         """Events for a report that touched ``changed`` top-level keys.
 
         ``state`` is the (immutable) state right after the report; the envelope
