@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from typing import Any
 
 import pytest
@@ -330,3 +331,12 @@ def test_the_output_model_round_trips() -> None:
     for model in (AmsOut, HmsOut):
         dumped = model.from_state(state).model_dump(mode="json")
         assert model.model_validate(dumped).model_dump(mode="json") == dumped
+
+
+def test_a_state_copies_and_pickles_as_itself() -> None:
+    state = PrinterState("00M09A350100001", X1_REPORT, {"module": [{"name": "ota", "sw_ver": "1"}]})
+    assert copy.copy(state) is state and copy.deepcopy(state) is state
+    again = pickle.loads(pickle.dumps(state))
+    assert again.to_dict() == state.to_dict() and again.firmware == "1"
+    with pytest.raises(AttributeError):
+        again.serial = "X"

@@ -233,6 +233,16 @@ class PrinterState:
         )
         return state
 
+    def __copy__(self) -> PrinterState:
+        return self  # immutable: a copy would be the same thing
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PrinterState:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The read-only views do not pickle; the dicts under them do.
+        return (_rebuild, (self.serial, self._raw, dict(self._info), self._hint))
+
     def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError(f"PrinterState is immutable (cannot set {name!r}): use evolve()")
 
@@ -571,3 +581,12 @@ class PrinterState:
         from .output import PrinterStateOut  # pydantic: not at import time
 
         return PrinterStateOut.from_state(self).model_dump(mode="json")
+
+
+def _rebuild(
+    serial: str, raw: dict[str, Any], info: dict[str, Any], hint: PrinterModel
+) -> PrinterState:
+    """Unpickle a :class:`PrinterState`."""
+    state = PrinterState.__new__(PrinterState)
+    state._set(serial, raw, info, hint)
+    return state
