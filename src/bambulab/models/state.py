@@ -51,6 +51,11 @@ def _float(value: Any) -> float | None:
 
 
 def _int(value: Any) -> int | None:
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[no-any-return]
+    if kind is str and value.isdecimal():
+        return int(value)
     number = _float(value)
     return int(number) if number is not None else None
 
