@@ -7,6 +7,12 @@ here, in the same run, on the same bytes: the client side is the exact hot
 path of a live connection (``Printer.process``: decode, merge into the
 merged state, derive events).
 
+It also reports what reading costs: every typed property of the
+``PrinterState`` of that X1 report (model, temperatures, AMS units, trays,
+active tray, HMS, ...), on a fresh state (each value computed) and on the
+same state read again (each value cached once per state), as ratios to
+``orjson.loads`` of the report measured above; and ``to_dict()``.
+
 Usage: ``.venv/bin/python bench/report_processing.py [--seconds 1.0]``; exits
 1 when a ratio is over its budget.
 """
@@ -19,11 +25,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from bambulab.models.state import PrinterState
 from bambulab.mqtt.core import Printer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "mqtt"
@@ -40,6 +48,22 @@ def partial_reports() -> list[bytes]:
     stream = json.loads((FIXTURES / "p1s_stream.json").read_text())
     messages = stream if isinstance(stream, list) else stream["messages"]
     return [orjson.dumps(m) for m in messages[1:]]
+
+
+def typed_fields() -> list[str]:
+    """Every public typed property of a state."""
+    return sorted(
+        name
+        for klass in PrinterState.__mro__
+        for name, value in vars(klass).items()
+        if not name.startswith("_") and isinstance(value, (property, cached_property))
+    )
+
+
+def read_all(state: PrinterState, names: list[str]) -> None:
+    """Read every typed field once."""
+    for name in names:
+        getattr(state, name)
 
 
 def per_call(fn: Callable[[], Any], seconds: float) -> float:
@@ -86,6 +110,22 @@ def main() -> int:
     ours_part = per_call(lambda: p1.process(next_delta()), args.seconds)
     size = sum(map(len, deltas)) / len(deltas)
 
+    names = typed_fields()
+    merged, info = x1.stream.state, x1.state.info
+
+    def fresh_read() -> None:
+        read_all(PrinterState(x1.serial, merged, info), names)
+
+    def construct() -> None:
+        PrinterState(x1.serial, merged, info)
+
+    same = PrinterState(x1.serial, merged, info)
+    read_all(same, names)
+    make = per_call(construct, args.seconds)
+    fresh = per_call(fresh_read, args.seconds) - make
+    again = per_call(lambda: read_all(same, names), args.seconds)
+    to_dict = per_call(same.to_dict, args.seconds)
+
     r_full, r_part = ours_full / base_full, ours_part / base_part
     print(f"full X1 report: {len(full)} bytes")
     print(f"  orjson.loads           {base_full * 1e6:8.2f} us")
@@ -93,6 +133,10 @@ def main() -> int:
     print(f"partial P1S reports: {size:.0f} bytes on average")
     print(f"  json.loads             {base_part * 1e6:8.2f} us")
     print(f"  parse + merge + state  {ours_part * 1e6:8.2f} us  ratio {r_part:.2f} (budget 3.0)")
+    print(f"read every typed field ({len(names)} properties) of the X1 state:")
+    print(f"  fresh state            {fresh * 1e6:8.2f} us  ratio {fresh / base_full:.2f}")
+    print(f"  same state again       {again * 1e6:8.2f} us  ratio {again / base_full:.2f}")
+    print(f"  to_dict()              {to_dict * 1e6:8.2f} us  ratio {to_dict / base_full:.2f}")
     return 0 if r_full <= 2.0 and r_part <= 3.0 else 1
 
 

@@ -17,7 +17,7 @@ from bambulab.errors import BambuError, UnsupportedCommandError
 from bambulab.sim.config import parse_fleet
 from bambulab.sim.live import Simulator
 from tests.conftest import unlimited
-from tests.integration.test_mqtt_live import Live, cloud, wait_for
+from tests.integration.test_mqtt_live import Latest, Live, cloud, wait_for
 
 FLEET = ["p1s", "a1", "a1mini", "x1c", "x1e", "h2d"]
 
@@ -84,7 +84,8 @@ def test_chamber_heating_is_refused_without_a_heater(
 def test_missing_fans_and_lights_are_refused(fleet: Live, sim: Simulator) -> None:
     a1 = serial_of(sim, "039")
     p1s = serial_of(sim, "01P")
-    state = fleet.get_full_status(a1)
+    fleet.get_full_status(a1)
+    state = Latest(fleet, a1)  # states are immutable: each read asks for the newest
     fleet.get_full_status(p1s)
     for fan in ("aux", "chamber"):
         refused(
@@ -115,7 +116,8 @@ def test_a_model_with_a_chamber_heater_still_heats(
     fleet: Live, sim: Simulator, prefix: str, target: int
 ) -> None:
     serial = serial_of(sim, prefix)
-    state = fleet.get_full_status(serial)
+    fleet.get_full_status(serial)
+    state = Latest(fleet, serial)  # states are immutable: each read asks for the newest
     fleet.set_chamber_temp(target, serial)
     # The X1E reports no chamber target (no packed device block): ask the printer itself.
     wait_for(

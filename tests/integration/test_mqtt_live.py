@@ -58,6 +58,24 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condi
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class Latest:
+    """The newest state of one printer at every read.
+
+    A ``PrinterState`` is immutable: the one ``get_full_status`` returned never
+    changes, so a test waiting for an effect asks the client again each time.
+    """
+
+    def __init__(self, client: Any, serial: str | None = None) -> None:
+        self.client = client
+        self.serial = serial
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client.state(self.serial), name)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.client.state(self.serial).get(key, default)
+
+
 BROKERS = ["amqtt", pytest.param("mosquitto", marks=needs("mosquitto"))]
 AMQTT_ONLY = pytest.mark.parametrize("live", ["amqtt"], indirect=True)
 
@@ -145,9 +163,10 @@ class Live:
                 await drain
 
 
-def ensure_printing(client: Live, sim: Simulator, serial: str) -> PrinterState:
-    """The printer's state once it runs a job (an earlier test may have finished its job)."""
-    state: PrinterState = client.get_full_status(serial)
+def ensure_printing(client: Live, sim: Simulator, serial: str) -> Latest:
+    """The printer's newest state once it runs a job (an earlier test may have finished its job)."""
+    client.get_full_status(serial)
+    state = Latest(client, serial)
     if state.gcode_state not in ("PREPARE", "RUNNING"):
         client.start_print("file:///sdcard/" + sim.printers[serial].sdcard_files[0], 1, serial)
         wait_for(
@@ -203,7 +222,8 @@ def test_cloud_status_of_every_printer_matches_the_simulator(fleet: Live, live: 
 
 def test_every_command_takes_effect(fleet: Live, live: Simulator) -> None:
     serial = next(s for s in online_serials(live) if s.startswith("01P"))
-    state = fleet.get_full_status(serial)
+    fleet.get_full_status(serial)
+    state = Latest(fleet, serial)
     fleet.set_bed_temp(65, serial)
     fleet.set_nozzle_temp(200, serial)
     fleet.set_fan_speed("part", 100, serial)
@@ -239,7 +259,8 @@ def test_every_command_takes_effect(fleet: Live, live: Simulator) -> None:
 
 def test_the_remaining_commands_take_effect(fleet: Live, live: Simulator) -> None:
     serial = next(s for s in online_serials(live) if s.startswith("00M"))
-    state = fleet.get_full_status(serial)
+    fleet.get_full_status(serial)
+    state = Latest(fleet, serial)
     fleet.ams_set_filament(
         0,
         1,
@@ -381,7 +402,7 @@ def test_lan_over_tls_with_the_ca_file(live: Simulator, face: str) -> None:
             and state.gcode_state == truth(live, serial)["gcode_state"]
         )
         client.set_light(True, "work_light")
-        wait_for(lambda: state.lights.get("work_light") == "on", what="work light on")
+        wait_for(lambda: client.state().lights.get("work_light") == "on", what="work light on")
     finally:
         client.close()
 
@@ -477,7 +498,8 @@ def test_reconnect_after_broker_restarts_keeps_state_true_and_sends_nothing_twic
         serial = next(s for s in online_serials(sim) if s.startswith("01P"))
         client = cloud(sim, face, [serial], backoff=None).connect()
         try:
-            state = client.get_full_status(serial)
+            client.get_full_status(serial)
+            state = Latest(client, serial)
             connection = client.client.connection
             for round_ in range(3):
                 sim.restart_broker(downtime=0.3)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import pickle
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from bambulab.models.events import (
     HMSCleared,
@@ -16,9 +20,11 @@ from bambulab.models.events import (
     PrintStarted,
     StateChanged,
 )
+from bambulab.models.output import AmsOut, HmsOut, PrinterStateOut
 from bambulab.models.printer import HMSEntry, PrintError, Severity, detect_model, stage_name
 from bambulab.models.state import PrinterState, fan_percent, unpack_temp
 from bambulab.protocol.events import Tracker
+from bambulab.protocol.mqtt import ReportStream
 
 X1_REPORT: dict[str, Any] = {
     "nozzle_temper": 219.8,
@@ -237,16 +243,100 @@ def test_hms_events() -> None:
     assert [type(e) for e in cleared if not isinstance(e, StateChanged)] == [HMSCleared]
 
 
-def test_snapshot_is_frozen_while_the_live_state_moves() -> None:
-    raw: dict[str, Any] = {
-        "gcode_state": "RUNNING",
-        "mc_percent": 10,
-        "ams": {"ams": [{"id": "0", "tray": []}]},
-    }
-    live = PrinterState("01P00A000000001", raw)
-    frozen = live.snapshot()
-    raw["mc_percent"] = 11
-    raw["ams"]["ams"][0]["humidity"] = "2"
-    assert (live.percent, frozen.percent) == (11, 10)
-    assert frozen.ams_units[0].humidity_level is None
-    assert frozen.model.product == "P1S"
+def report(**fields: Any) -> bytes:
+    """One ``push_status`` message, with its envelope."""
+    return json.dumps({"print": {"command": "push_status", "sequence_id": "1", **fields}}).encode()
+
+
+def test_a_state_never_changes_while_the_stream_moves_on() -> None:
+    stream = ReportStream("01P00A000000001")
+    stream.feed(
+        report(
+            gcode_state="RUNNING",
+            mc_percent=10,
+            lights_report=[{"node": "chamber_light", "mode": "on"}],
+            ams={"ams": [{"id": "0", "tray": [{"id": "0", "remain": 80}]}], "tray_now": "0"},
+        )
+    )
+    first = stream.state
+    kept = copy.deepcopy(first)
+    state = PrinterState("01P00A000000001", first)
+    assert state.snapshot() is state
+    summary = state.to_dict()
+    stream.feed(
+        report(
+            mc_percent=11,
+            ams={"ams": [{"id": "0", "humidity": "2", "tray": [{"id": "0", "remain": 79}]}]},
+        )
+    )
+    later = state.evolve(raw=stream.state)
+    # The old dict and everything under it are untouched; the new one shares
+    # what the report did not touch (copy-on-write, not a deep copy).
+    assert first == kept and stream.state is not first
+    assert stream.state["lights_report"] is first["lights_report"]
+    assert stream.state["ams"]["ams"] is not first["ams"]["ams"]
+    assert (state.percent, later.percent) == (10, 11)
+    assert state.ams_units[0].humidity_level is None and later.ams_units[0].humidity_level == 2
+    assert (state.active_tray and state.active_tray.remain) == 80
+    assert (later.active_tray and later.active_tray.remain) == 79
+    assert state.to_dict() == summary and state.model.product == "P1S"
+
+
+def test_a_state_refuses_every_assignment() -> None:
+    state = PrinterState("01P00A000000001", {"mc_percent": 5}, {"module": []})
+    for name, value in (("info", {}), ("serial", "X"), ("percent", 9), ("raw", {}), ("new", 1)):
+        with pytest.raises(AttributeError, match="immutable"):
+            setattr(state, name, value)
+    with pytest.raises(AttributeError):
+        del state.serial
+    with pytest.raises(TypeError):
+        state.raw["mc_percent"] = 6  # type: ignore[index]
+    with pytest.raises(TypeError):
+        state.info["module"] = None  # type: ignore[index]
+    assert state.percent == 5 and state.serial == "01P00A000000001"
+    with pytest.raises(TypeError):
+        state.lights["work_light"] = "on"  # type: ignore[index]
+
+
+def test_derived_values_are_computed_once_per_state() -> None:
+    state = PrinterState("00M09A350100001", X1_REPORT)
+    assert state.ams_units is state.ams_units and state.trays is state.trays
+    assert state.active_tray is state.active_tray and state.hms is state.hms
+    assert state.model is state.model
+    next_one = state.evolve(raw=dict(X1_REPORT))
+    assert next_one.ams_units is not state.ams_units and next_one.ams_units == state.ams_units
+
+
+def test_get_version_updates_the_next_state_not_this_one() -> None:
+    state = PrinterState("", {"gcode_state": "IDLE"})
+    assert state.model.known is False and state.firmware == ""
+    info = {"module": [{"name": "ota", "sw_ver": "01.08.02.00", "project_name": "C12"}]}
+    told = state.evolve(info=info)
+    assert told.firmware == "01.08.02.00" and told.gcode_state == "IDLE"
+    assert told.model.code == "C12"
+    assert state.firmware == "" and state.info == {} and state.model.known is False
+
+
+def test_the_output_model_round_trips() -> None:
+    state = PrinterState("00M09A350100001", X1_REPORT)
+    data = state.to_dict()
+    out = PrinterStateOut.model_validate(data)
+    assert out == PrinterStateOut.from_state(state)
+    assert out.model_dump(mode="json") == data
+    assert json.loads(json.dumps(data)) == data
+    tray = {"id": 0, "type": "PLA", "colour": "FF0000FF", "remain": 85}
+    assert data["ams"][0]["trays"][0] == tray and data["fans"]["part"] == 100
+    with pytest.raises(ValidationError):
+        PrinterStateOut.model_validate({**data, "surprise": 1})
+    for model in (AmsOut, HmsOut):
+        dumped = model.from_state(state).model_dump(mode="json")
+        assert model.model_validate(dumped).model_dump(mode="json") == dumped
+
+
+def test_a_state_copies_and_pickles_as_itself() -> None:
+    state = PrinterState("00M09A350100001", X1_REPORT, {"module": [{"name": "ota", "sw_ver": "1"}]})
+    assert copy.copy(state) is state and copy.deepcopy(state) is state
+    again = pickle.loads(pickle.dumps(state))
+    assert again.to_dict() == state.to_dict() and again.firmware == "1"
+    with pytest.raises(AttributeError):
+        again.serial = "X"

@@ -234,11 +234,13 @@ def _snapshot(conn: Connect, printer: str | None) -> tuple[PrinterRef, PrinterSt
         state = mqtt.state(ref.serial)
         if not state.model.code:
             # On the LAN nothing names the model of a serial without a known
-            # prefix; the firmware modules do (``get_version`` fills state.info).
+            # prefix; the firmware modules do (``get_version``'s reply makes a new
+            # state, with ``info``: read it again).
             from ..errors import BambuError
 
             with contextlib.suppress(BambuError):
                 mqtt.get_version(ref.serial)
+                state = mqtt.state(ref.serial)
     return ref, state
 
 

@@ -198,35 +198,14 @@ def hms_table(entries: Sequence[HMSEntry], title: str = "Health (HMS)") -> None:
     )
 
 
-def hms_dict(entry: HMSEntry) -> dict[str, Any]:
-    """One HMS entry for scripts."""
-    return {
-        "code": entry.code_string,
-        "severity": entry.severity.name.lower(),
-        "module": entry.module,
-        "text": entry.text,
-        "wiki_url": entry.wiki_url,
-        "attr": entry.attr,
-        "hms_code": entry.code,
-    }
-
-
 def show_hms(ref: PrinterRef, state: PrinterState) -> None:
     """The printer's active HMS entries (and its print error)."""
     entries = state.hms
     error = state.print_error
     if OPTIONS.json:
-        emit_json(
-            {
-                "serial": ref.serial,
-                "hms": [hms_dict(e) for e in entries],
-                "print_error": (
-                    {"code": error.code_string, "text": error.text, "value": error.value}
-                    if error
-                    else None
-                ),
-            }
-        )
+        from ..models.output import HmsOut
+
+        emit_json(HmsOut.from_state(state, ref.serial).model_dump(mode="json"))
         return
     from .output import esc, say
 
@@ -242,39 +221,11 @@ def show_hms(ref: PrinterRef, state: PrinterState) -> None:
 # --- AMS -----------------------------------------------------------------------------------
 
 
-def _tray_dict(tray: Tray, active: int | None) -> dict[str, Any]:
-    return {
-        "id": tray.global_id,
-        "ams_id": tray.ams_id,
-        "slot": tray.id,
-        "type": tray.type,
-        "colour": tray.colour,
-        "remain": tray.remain,
-        "active": active is not None and tray.global_id == active,
-    }
-
-
 def ams_dict(ref: PrinterRef, state: PrinterState) -> dict[str, Any]:
-    """The AMS units, trays and external spools for scripts."""
-    now = state.tray_now
-    return {
-        "serial": ref.serial,
-        "tray_now": now,
-        "units": [
-            {
-                "id": unit.id,
-                "kind": unit.kind,
-                "humidity_level": unit.humidity_level,
-                "humidity_percent": unit.humidity_percent,
-                "temp": unit.temp,
-                "trays": [_tray_dict(t, now) for t in unit.trays],
-            }
-            for unit in state.ams_units
-        ],
-        "external": [
-            dict(_tray_dict(t, None), active=now == TRAY_EXTERNAL) for t in state.external_spools
-        ],
-    }
+    """The AMS units, trays and external spools for scripts (``AmsOut``)."""
+    from ..models.output import AmsOut
+
+    return AmsOut.from_state(state, ref.serial).model_dump(mode="json")
 
 
 def _humidity(unit: AmsUnit) -> str:
@@ -883,13 +834,12 @@ def run_watch(
             raise error
 
     def write() -> None:
-        # The network thread merges reports while this thread reads them; a
-        # read that races a merge is done again at the next wake-up.
+        # Each row holds the immutable state of its last event: reading it
+        # here while the client delivers the next one needs no guard.
         if watcher.as_json:
             watcher.flush_lines()
         else:
-            with contextlib.suppress(RuntimeError, KeyError, IndexError):
-                watcher.write_changes()
+            watcher.write_changes()
 
     try:
         if watcher.as_json or lines:
@@ -907,8 +857,7 @@ def run_watch(
         last: list[Any] = [watcher.frame(out.width, hint)]
 
         def frame() -> Any:
-            with contextlib.suppress(RuntimeError, KeyError, IndexError):
-                last[0] = watcher.frame(out.width, hint)
+            last[0] = watcher.frame(out.width, hint)
             return last[0]
 
         with (

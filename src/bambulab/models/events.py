@@ -21,7 +21,7 @@ NO_HMS = HMSEntry(0, 0)
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Base of every event."""
+    """Base of every event: ``state`` is the printer's immutable state right after it."""
 
     serial: str
     state: PrinterState = field(repr=False)
@@ -29,7 +29,12 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class StateChanged(Event):
-    """A report changed the printer's state (``changed`` = top-level keys touched)."""
+    """A report changed the printer's state.
+
+    ``changed`` is the set of top-level state keys the report touched; the
+    report's envelope (``command``, ``msg``, ``sequence_id``) is not state and
+    never appears in it.
+    """
 
     changed: AbstractSet[str] = frozenset()
 

@@ -1,17 +1,21 @@
-"""Typed, cheap views of a printer's merged report (``print.push_status``).
+"""Typed, immutable views of a printer's merged report (``print.push_status``).
 
-:class:`PrinterState` holds the merged wire dict and computes each property
-on access, so an update costs nothing and a read only what it reads. Every
-reader tolerates absent fields, wrong types and unknown values: it answers
-``None``/``UNKNOWN``/empty, never raises.
+A :class:`PrinterState` is one moment of one printer: it holds one merged
+wire dict (and one ``info`` dict) that nobody mutates, and computes each
+typed property the first time it is read, then keeps it (a second read is an
+attribute lookup). Making one costs nothing, reading costs only what is
+read, and a state handed to another thread or carried by an event never
+changes. Every reader tolerates absent fields, wrong types and unknown
+values: it answers ``None``/``UNKNOWN``/empty, never raises.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any, NoReturn
 
 from ..vocabulary import SPEED_NAMES, TRAY_EXTERNAL, TRAY_NONE
 from .printer import (
@@ -45,6 +49,11 @@ def _float(value: Any) -> float | None:
 
 
 def _int(value: Any) -> int | None:
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[no-any-return]
+    if kind is str and value.isdecimal():
+        return int(value)
     number = _float(value)
     return int(number) if number is not None else None
 
@@ -154,38 +163,94 @@ def _tray(raw: Mapping[str, Any], ams_id: int) -> Tray:
     )
 
 
-def _tray_dict(tray: Tray) -> dict[str, Any]:
-    return {"id": tray.global_id, "type": tray.type, "colour": tray.colour, "remain": tray.remain}
-
-
 def _ams_kind(unit_id: int, modules: Mapping[int, str]) -> str:
     if unit_id >= 128:
         return "AMS HT"
     return modules.get(unit_id, "AMS")
 
 
-class PrinterState:
-    """The state of one printer, read from its merged report.
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
-    ``PrinterState(serial, report)``; ``report`` is the merged ``print`` dict
-    (kept by reference, not copied: updating it updates the state).
+
+class PrinterState:
+    """The state of one printer at one moment, read from its merged report.
+
+    ``PrinterState(serial, report, info)``: ``report`` is the merged ``print``
+    dict, ``info`` the latest ``info`` family body (``get_version``). The
+    state takes them over as they are, without copying: whoever builds a
+    state must never mutate them (or anything inside them) afterwards. The
+    live client does not: its :class:`~bambulab.protocol.mqtt.ReportStream`
+    builds a new dict per report by copy-on-write and the client swaps in a
+    new state made with :meth:`evolve`.
+
+    Immutable: assigning or deleting an attribute raises ``AttributeError``.
+    :attr:`raw` and :attr:`info` are read-only views at the top level; the
+    nested objects are plain dicts and lists that must not be mutated either.
+    Typed properties are computed on first read and cached for the life of
+    the state (the values they return are immutable, or fresh copies).
     """
 
-    __slots__ = ("_model", "info", "raw", "serial")
+    serial: str
+    raw: Mapping[str, Any]
+    info: Mapping[str, Any]
+    _raw: dict[str, Any]
+    _info: Mapping[str, Any]
+    _hint: PrinterModel
 
     def __init__(
         self,
         serial: str = "",
         raw: dict[str, Any] | None = None,
-        info: dict[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None,
         dev_model_name: str | None = None,
     ) -> None:
-        self.serial = serial
-        self.raw: dict[str, Any] = raw if raw is not None else {}
-        self.info: dict[str, Any] = info if info is not None else {}
-        self._model = (
-            detect_model(serial, dev_model_name) if serial or dev_model_name else UNKNOWN_MODEL
+        hint = detect_model(serial, dev_model_name) if serial or dev_model_name else UNKNOWN_MODEL
+        self._set(serial, raw if raw is not None else {}, info, hint)
+
+    def _set(
+        self, serial: str, raw: dict[str, Any], info: Mapping[str, Any] | None, hint: PrinterModel
+    ) -> None:
+        self.__dict__.update(
+            serial=serial,
+            _raw=raw,
+            raw=MappingProxyType(raw),
+            _info=info if info is not None else _EMPTY,
+            info=MappingProxyType(info) if info else _EMPTY,
+            _hint=hint,
         )
+
+    def evolve(
+        self, *, raw: dict[str, Any] | None = None, info: Mapping[str, Any] | None = None
+    ) -> PrinterState:
+        """The next state: this one with a new merged report and/or ``info`` body.
+
+        Same serial and model hint; nothing is computed until read. ``raw`` and
+        ``info`` are taken over as they are (see the class).
+        """
+        state = PrinterState.__new__(PrinterState)
+        state._set(
+            self.serial,
+            self._raw if raw is None else raw,
+            self._info if info is None else info,
+            self._hint,
+        )
+        return state
+
+    def __copy__(self) -> PrinterState:
+        return self  # immutable: a copy would be the same thing
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PrinterState:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The read-only views do not pickle; the dicts under them do.
+        return (_rebuild, (self.serial, self._raw, dict(self._info), self._hint))
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(f"PrinterState is immutable (cannot set {name!r}): use evolve()")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"PrinterState is immutable (cannot delete {name!r})")
 
     def __repr__(self) -> str:
         return (
@@ -195,30 +260,30 @@ class PrinterState:
 
     def __getitem__(self, key: str) -> Any:
         # The seed's examples read wire keys: status['ams']['ams'], data['mc_percent'].
-        return self.raw[key]
+        return self._raw[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        """A wire value of the merged report."""
-        return self.raw.get(key, default)
+        """A wire value of the merged report (nested values must not be mutated)."""
+        return self._raw.get(key, default)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.raw
+        return key in self._raw
 
     # --- identity -------------------------------------------------------------------
 
-    @property
+    @cached_property
     def model(self) -> PrinterModel:
         """The printer model (from serial, ``dev_model_name`` or ``get_version``)."""
-        if self._model is UNKNOWN_MODEL:
-            modules = [m for m in _list(self.info.get("module")) if isinstance(m, Mapping)]
+        if self._hint is UNKNOWN_MODEL:
+            modules = [m for m in _list(self._info.get("module")) if isinstance(m, Mapping)]
             if modules:
-                self._model = detect_model(self.serial, None, modules)
-        return self._model
+                return detect_model(self.serial, None, modules)
+        return self._hint
 
-    @property
+    @cached_property
     def firmware(self) -> str:
         """The printer firmware version (module ``ota`` of ``get_version``)."""
-        for module in _list(self.info.get("module")):
+        for module in _list(self._info.get("module")):
             if isinstance(module, Mapping) and module.get("name") == "ota":
                 return _str(module.get("sw_ver"))
         return ""
@@ -226,52 +291,52 @@ class PrinterState:
     # --- temperatures -----------------------------------------------------------------
 
     def _device_temp(self, *path: str) -> tuple[float | None, float | None]:
-        node: Any = self.raw.get("device")
+        node: Any = self._raw.get("device")
         for key in path:
             node = _dict(node).get(key)
         return unpack_temp(node)
 
-    @property
+    @cached_property
     def nozzle_temp(self) -> float | None:
         """Current nozzle temperature (°C)."""
-        value = _float(self.raw.get("nozzle_temper"))
+        value = _float(self._raw.get("nozzle_temper"))
         return value if value is not None else (self.extruders[0].temp if self.extruders else None)
 
-    @property
+    @cached_property
     def nozzle_target(self) -> float | None:
         """Nozzle target temperature (°C)."""
-        value = _float(self.raw.get("nozzle_target_temper"))
+        value = _float(self._raw.get("nozzle_target_temper"))
         return (
             value if value is not None else (self.extruders[0].target if self.extruders else None)
         )
 
-    @property
+    @cached_property
     def bed_temp(self) -> float | None:
         """Current bed temperature (°C)."""
-        value = _float(self.raw.get("bed_temper"))
+        value = _float(self._raw.get("bed_temper"))
         return value if value is not None else self._device_temp("bed", "info", "temp")[0]
 
-    @property
+    @cached_property
     def bed_target(self) -> float | None:
         """Bed target temperature (°C)."""
-        value = _float(self.raw.get("bed_target_temper"))
+        value = _float(self._raw.get("bed_target_temper"))
         return value if value is not None else self._device_temp("bed", "info", "temp")[1]
 
-    @property
+    @cached_property
     def chamber_temp(self) -> float | None:
         """Chamber temperature (°C), where measured."""
-        value = _float(self.raw.get("chamber_temper"))
+        value = _float(self._raw.get("chamber_temper"))
         return value if value is not None else self._device_temp("ctc", "info", "temp")[0]
 
-    @property
+    @cached_property
     def chamber_target(self) -> float | None:
         """Chamber target (°C), on printers with a heater."""
         return self._device_temp("ctc", "info", "temp")[1]
 
-    @property
+    @cached_property
     def extruders(self) -> tuple[Extruder, ...]:
         """Nozzles from ``device.extruder.info[]`` (dual-nozzle printers and newer firmware)."""
-        info = _list(_dict(_dict(self.raw.get("device")).get("extruder")).get("info"))
+        info = _list(_dict(_dict(self._raw.get("device")).get("extruder")).get("info"))
         out = []
         for index, item in enumerate(info):
             if not isinstance(item, Mapping):
@@ -283,18 +348,18 @@ class PrinterState:
             out.append(Extruder(_int(item.get("id")) or index, temp, target, ams_id, slot))
         return tuple(out)
 
-    @property
+    @cached_property
     def active_extruder(self) -> int | None:
         """Which nozzle is in use (``device.extruder.state`` bits 4-7)."""
-        state = _int(_dict(_dict(self.raw.get("device")).get("extruder")).get("state"))
+        state = _int(_dict(_dict(self._raw.get("device")).get("extruder")).get("state"))
         return state >> 4 & 0xF if state is not None else None
 
     # --- job ------------------------------------------------------------------------------
 
-    @property
+    @cached_property
     def gcode_state(self) -> str:
         """IDLE, PREPARE, RUNNING, PAUSE, FINISH, FAILED, ... or UNKNOWN."""
-        value = _str(self.raw.get("gcode_state")).upper()
+        value = _str(self._raw.get("gcode_state")).upper()
         return value if value in GCODE_STATES else ("UNKNOWN" if value else "")
 
     @property
@@ -302,132 +367,136 @@ class PrinterState:
         """A job is preparing or running."""
         return self.gcode_state in ("PREPARE", "RUNNING", "SLICING")
 
-    @property
+    @cached_property
     def percent(self) -> int | None:
         """Progress of the job (%)."""
-        return _int(self.raw.get("mc_percent"))
+        return _int(self._raw.get("mc_percent"))
 
-    @property
+    @cached_property
     def remaining_minutes(self) -> int | None:
         """Minutes left in the job."""
-        return _int(self.raw.get("mc_remaining_time"))
+        return _int(self._raw.get("mc_remaining_time"))
 
-    @property
+    @cached_property
     def layer(self) -> int | None:
         """Current layer."""
-        return _int(self.raw.get("layer_num"))
+        return _int(self._raw.get("layer_num"))
 
-    @property
+    @cached_property
     def total_layers(self) -> int | None:
         """Layers in the job."""
-        return _int(self.raw.get("total_layer_num"))
+        return _int(self._raw.get("total_layer_num"))
 
-    @property
+    @cached_property
     def stage(self) -> int | None:
         """The current stage id (``stg_cur``)."""
-        return _int(self.raw.get("stg_cur"))
+        return _int(self._raw.get("stg_cur"))
 
-    @property
+    @cached_property
     def stage_name(self) -> str:
         """The current stage in words."""
-        return stage_name(self.raw.get("stg_cur"))
+        return stage_name(self._raw.get("stg_cur"))
 
-    @property
+    @cached_property
     def job_name(self) -> str:
         """The job's name (``subtask_name``, else the G-code file)."""
-        return _str(self.raw.get("subtask_name")) or _str(self.raw.get("gcode_file"))
+        return _str(self._raw.get("subtask_name")) or _str(self._raw.get("gcode_file"))
 
-    @property
+    @cached_property
     def print_type(self) -> str:
         """cloud, local, idle or system."""
-        return _str(self.raw.get("print_type"))
+        return _str(self._raw.get("print_type"))
 
-    @property
+    @cached_property
     def task_id(self) -> str:
         """The cloud task id of the job ("0" for LAN jobs)."""
-        return _str(self.raw.get("task_id"))
+        return _str(self._raw.get("task_id"))
 
-    @property
+    @cached_property
     def print_error(self) -> PrintError:
         """The decoded ``print_error`` (falsy when none)."""
-        return PrintError(_int(self.raw.get("print_error")) or 0)
+        return PrintError(_int(self._raw.get("print_error")) or 0)
 
-    @property
-    def hms(self) -> list[HMSEntry]:
+    @cached_property
+    def hms(self) -> tuple[HMSEntry, ...]:
         """Active HMS entries, decoded."""
-        return hms_entries(self.raw.get("hms"))
+        return tuple(hms_entries(self._raw.get("hms")))
+
+    @cached_property
+    def _skipped(self) -> tuple[int, ...]:
+        return tuple(v for v in (_int(x) for x in _list(self._raw.get("s_obj"))) if v is not None)
 
     @property
     def skipped_objects(self) -> list[int]:
-        """Object ids skipped in this job."""
-        return [v for v in (_int(x) for x in _list(self.raw.get("s_obj"))) if v is not None]
+        """Object ids skipped in this job (a new list each time)."""
+        return list(self._skipped)
 
     # --- fans, speed, lights, network ------------------------------------------------------
 
-    @property
+    @cached_property
     def part_fan(self) -> int | None:
         """Part cooling fan (%)."""
-        return fan_percent(self.raw.get("cooling_fan_speed"))
+        return fan_percent(self._raw.get("cooling_fan_speed"))
 
-    @property
+    @cached_property
     def aux_fan(self) -> int | None:
         """Auxiliary fan (%)."""
-        return fan_percent(self.raw.get("big_fan1_speed"))
+        return fan_percent(self._raw.get("big_fan1_speed"))
 
-    @property
+    @cached_property
     def chamber_fan(self) -> int | None:
         """Chamber fan (%)."""
-        return fan_percent(self.raw.get("big_fan2_speed"))
+        return fan_percent(self._raw.get("big_fan2_speed"))
 
-    @property
+    @cached_property
     def heatbreak_fan(self) -> int | None:
         """Heatbreak fan (%)."""
-        return fan_percent(self.raw.get("heatbreak_fan_speed"))
+        return fan_percent(self._raw.get("heatbreak_fan_speed"))
 
-    @property
+    @cached_property
     def speed_level(self) -> int | None:
         """1 silent, 2 standard, 3 sport, 4 ludicrous."""
-        return _int(self.raw.get("spd_lvl"))
+        return _int(self._raw.get("spd_lvl"))
 
-    @property
+    @cached_property
     def speed_name(self) -> str:
         """The speed level in words."""
         level = self.speed_level
         return SPEED_NAMES.get(level, "") if level is not None else ""
 
-    @property
+    @cached_property
     def speed_percent(self) -> int | None:
         """Speed magnitude (%)."""
-        return _int(self.raw.get("spd_mag"))
+        return _int(self._raw.get("spd_mag"))
 
-    @property
-    def lights(self) -> dict[str, str]:
-        """Light node → mode (on, off, flashing)."""
+    @cached_property
+    def lights(self) -> Mapping[str, str]:
+        """Light node → mode (on, off, flashing), read-only."""
         out = {}
-        for item in _list(self.raw.get("lights_report")):
+        for item in _list(self._raw.get("lights_report")):
             if isinstance(item, Mapping) and item.get("node"):
                 out[_str(item["node"])] = _str(item.get("mode"))
-        return out
+        return MappingProxyType(out)
 
-    @property
+    @cached_property
     def wifi_dbm(self) -> int | None:
         """Wi-Fi signal in dBm."""
-        return _int(_str(self.raw.get("wifi_signal")).lower().replace("dbm", ""))
+        return _int(_str(self._raw.get("wifi_signal")).lower().replace("dbm", ""))
 
-    @property
+    @cached_property
     def nozzle_diameter(self) -> float | None:
         """Fitted nozzle diameter (mm)."""
-        return _float(self.raw.get("nozzle_diameter"))
+        return _float(self._raw.get("nozzle_diameter"))
 
-    @property
+    @cached_property
     def nozzle_type(self) -> str:
         """Fitted nozzle material."""
-        return _str(self.raw.get("nozzle_type"))
+        return _str(self._raw.get("nozzle_type"))
 
-    @property
+    @cached_property
     def ip_address(self) -> str | None:
         """The printer's IP (``net.info[].ip``, a little-endian uint32)."""
-        for item in _list(_dict(self.raw.get("net")).get("info")):
+        for item in _list(_dict(self._raw.get("net")).get("info")):
             ip = _int(_dict(item).get("ip"))
             if ip:
                 return ".".join(str(ip >> s & 0xFF) for s in (0, 8, 16, 24))
@@ -436,13 +505,13 @@ class PrinterState:
     # --- AMS --------------------------------------------------------------------------------
 
     def _ams_block(self) -> Mapping[str, Any]:
-        return _dict(self.raw.get("ams"))
+        return _dict(self._raw.get("ams"))
 
-    @property
+    @cached_property
     def ams_units(self) -> tuple[AmsUnit, ...]:
         """Every AMS unit with its trays (AMS HT units have ids 128-135 and one slot)."""
         modules: dict[int, str] = {}
-        for module in _list(self.info.get("module")):
+        for module in _list(self._info.get("module")):
             name = _str(_dict(module).get("name"))
             prefix, _, number = name.partition("/")
             kind = AMS_KINDS.get(prefix)
@@ -471,26 +540,26 @@ class PrinterState:
             )
         return tuple(sorted(units, key=lambda u: u.id))
 
-    @property
+    @cached_property
     def external_spools(self) -> tuple[Tray, ...]:
         """The external spool (``vt_tray``) or, on dual-external printers, ``vir_slot[]``."""
-        slots = [s for s in _list(self.raw.get("vir_slot")) if isinstance(s, Mapping)]
+        slots = [s for s in _list(self._raw.get("vir_slot")) if isinstance(s, Mapping)]
         if slots:
             return tuple(_tray(s, TRAY_EXTERNAL) for s in slots)
-        vt = self.raw.get("vt_tray")
+        vt = self._raw.get("vt_tray")
         return (_tray(vt, TRAY_EXTERNAL),) if isinstance(vt, Mapping) else ()
 
-    @property
+    @cached_property
     def trays(self) -> tuple[Tray, ...]:
         """Every slot: AMS trays then external spools."""
         return tuple(t for u in self.ams_units for t in u.trays) + self.external_spools
 
-    @property
+    @cached_property
     def tray_now(self) -> int | None:
         """Global id of the loaded tray: 255 none, 254 external, else ``ams*4+slot``."""
         return _int(self._ams_block().get("tray_now"))
 
-    @property
+    @cached_property
     def active_tray(self) -> Tray | None:
         """The tray currently feeding the nozzle."""
         now = self.tray_now
@@ -502,46 +571,25 @@ class PrinterState:
         return None
 
     def snapshot(self) -> PrinterState:
-        """A frozen copy: the live state keeps changing on the network thread."""
-        return PrinterState(
-            self.serial, copy.deepcopy(self.raw), copy.deepcopy(self.info), self._model.code or None
-        )
+        """A state that never changes: this one (every state is immutable already).
+
+        Kept for callers of the mutable state of earlier versions, which had
+        to copy it away from the network thread.
+        """
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary for scripts (``--json``)."""
-        return {
-            "serial": self.serial,
-            "model": self.model.product,
-            "gcode_state": self.gcode_state,
-            "stage": self.stage_name,
-            "job": self.job_name,
-            "percent": self.percent,
-            "layer": self.layer,
-            "total_layers": self.total_layers,
-            "remaining_minutes": self.remaining_minutes,
-            "nozzle_temp": self.nozzle_temp,
-            "nozzle_target": self.nozzle_target,
-            "bed_temp": self.bed_temp,
-            "bed_target": self.bed_target,
-            "chamber_temp": self.chamber_temp,
-            "chamber_target": self.chamber_target,
-            "fans": {"part": self.part_fan, "aux": self.aux_fan, "chamber": self.chamber_fan},
-            "speed": self.speed_name,
-            "lights": self.lights,
-            "wifi_dbm": self.wifi_dbm,
-            "print_error": str(self.print_error) if self.print_error else None,
-            "hms": [str(h) for h in self.hms],
-            "ams": [
-                {
-                    "id": u.id,
-                    "kind": u.kind,
-                    "humidity_level": u.humidity_level,
-                    "humidity_percent": u.humidity_percent,
-                    "temp": u.temp,
-                    "trays": [_tray_dict(t) for t in u.trays],
-                }
-                for u in self.ams_units
-            ],
-            "external_spools": [_tray_dict(t) for t in self.external_spools],
-            "active_tray": self.tray_now,
-        }
+        """The JSON-ready summary for scripts (``--json``): the shape of
+        :class:`~bambulab.models.output.PrinterStateOut`."""
+        from .output import PrinterStateOut  # pydantic: not at import time
+
+        return PrinterStateOut.from_state(self).model_dump(mode="json")
+
+
+def _rebuild(
+    serial: str, raw: dict[str, Any], info: dict[str, Any], hint: PrinterModel
+) -> PrinterState:
+    """Unpickle a :class:`PrinterState`."""
+    state = PrinterState.__new__(PrinterState)
+    state._set(serial, raw, info, hint)
+    return state

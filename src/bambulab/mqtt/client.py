@@ -420,7 +420,7 @@ class _Base:
             self._conn.add(serial, dev_model_name)
 
     def state(self, serial: str | None = None) -> PrinterState:
-        """The printer's latest state: an immutable snapshot, replaced (not changed) by reports."""
+        """The latest state of one printer: immutable; call again for a newer one."""
         return self.connection.printer(self._serial(serial)).state
 
     @property

@@ -97,7 +97,14 @@ class Endpoint:
 
 
 class Printer:
-    """What the connection knows about one printer."""
+    """What the connection knows about one printer.
+
+    :attr:`state` is an immutable :class:`PrinterState`: each message that
+    changes it builds the next one (the stream merges copy-on-write) and
+    rebinds :attr:`state` in one assignment, so a reader on another thread
+    holds either the old state or the new one, whole, and an event carries
+    the state right after its change for good.
+    """
 
     def __init__(self, serial: str, dev_model_name: str | None = None) -> None:
         self.serial = serial
@@ -111,20 +118,21 @@ class Printer:
         self.full = threading.Event()
 
     def sync_info(self) -> None:
-        """Point the state at the latest ``info`` family body (``get_version``)."""
+        """Swap in a state carrying the latest ``info`` family body (``get_version``)."""
         info = self.stream.families.get("info")
         if info is not None:
-            self.state.info = info
+            self.state = self.state.evolve(info=info)
 
     def process(self, payload: bytes) -> tuple[proto.Incoming, list[Event]]:
         """Decode, merge and turn one message into events (the hot path of every report)."""
         incoming = proto.decode(proto.report_topic(self.serial), payload, loads=orjson.loads)
         self.stream.apply(incoming)
         if incoming.kind == "report" and incoming.family == "print":
+            self.state = state = self.state.evolve(raw=self.stream.state)
             self.last_report = time.monotonic()
             if not self.full.is_set() and "gcode_state" in incoming.body:
                 self.full.set()
-            return incoming, self.tracker.update(self.state, incoming.body.keys())
+            return incoming, self.tracker.update(state, incoming.body.keys())
         if incoming.kind == "event":
             if incoming.command in ("client.connected", "client.disconnected"):
                 online = incoming.command == "client.connected"

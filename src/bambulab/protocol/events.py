@@ -8,6 +8,7 @@ thread saw in, a :class:`ConnectionStatus` snapshot and connection events out.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
@@ -38,8 +39,39 @@ from ..models.events import (
 )
 from ..models.printer import HMSEntry
 from ..models.state import PrinterState
+from .mqtt import ENVELOPE_KEYS
 
 ACTIVE = frozenset({"PREPARE", "RUNNING", "SLICING"})
+# The envelope of every report: not part of the state.
+ENVELOPE = frozenset(ENVELOPE_KEYS)
+
+
+class ChangedKeys(AbstractSet[str]):
+    """The top-level keys a report touched, without its envelope: an immutable set.
+
+    The keys are kept as a tuple and the envelope filtered out when read: a
+    full X1 report touches some sixty keys and most consumers never look at
+    them, so building a set for each report would cost more than the merge.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._keys = tuple(keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key not in ENVELOPE and key in self._keys
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in self._keys if k not in ENVELOPE)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"ChangedKeys({sorted(self)!r})"
+
+    __hash__ = AbstractSet._hash
 
 
 class Tracker:
@@ -63,15 +95,20 @@ class Tracker:
         cls = PrinterOnline if online else PrinterOffline
         return [cls(self.serial, state)]
 
-    def update(self, state: PrinterState, changed: AbstractSet[str]) -> list[Event]:
-        """Events for a report that touched ``changed`` top-level keys."""
+    def update(self, state: PrinterState, changed: Iterable[str]) -> list[Event]:
+        """Events for a report that touched ``changed`` top-level keys.
+
+        ``state`` is the (immutable) state right after the report; the envelope
+        keys of the report (``command``, ``msg``, ``sequence_id``) are not
+        state and are left out of ``StateChanged.changed``.
+        """
         events: list[Event] = self.presence(state, True) if self.online is not True else []
-        events.append(StateChanged(self.serial, state, changed))
-        raw = state.raw
-        if raw.get("gcode_state") != self._raw_state:
-            self._raw_state = raw.get("gcode_state")
+        events.append(StateChanged(self.serial, state, ChangedKeys(changed)))
+        gcode_state = state.get("gcode_state")
+        if gcode_state != self._raw_state:
+            self._raw_state = gcode_state
             events.extend(self._job(state))
-        hms = raw.get("hms")
+        hms = state.get("hms")
         if hms != self._raw_hms:
             self._raw_hms = hms
             events.extend(self._hms(state))

@@ -592,59 +592,91 @@ def _gcode_refusal(model: PrinterModel, text: str) -> Refusal | None:
 # --- merging reports -------------------------------------------------------------------
 
 
-def merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
-    """Merge a (partial) report into the state, field by field, in place.
+def merged(
+    base: Mapping[str, Any],
+    update: Mapping[str, Any],
+    *,
+    skip: tuple[str, ...] = (),
+    owned: bool = False,
+) -> dict[str, Any]:
+    """A new dict: ``base`` with a (partial) report merged in, field by field.
+
+    Copy-on-write: ``base`` and everything under it are left untouched; only
+    the objects on the paths ``update`` touches are copied, every untouched
+    subtree is shared with ``base``. So a state that has been handed out is
+    never mutated again, and a merge costs what the update touches, not what
+    the state holds.
 
     Nested objects merge recursively; lists of objects that all carry an
-    ``id`` (AMS units, trays) merge item by item by ``id``; anything else is
-    replaced.
+    ``id`` (AMS units, trays) merge item by item by ``id`` (a new list, new
+    items only where touched); anything else is replaced. ``owned`` says
+    nobody else holds ``update`` (freshly parsed): its values are adopted
+    as they are instead of copied. Keys in ``skip`` are left out.
     """
+    if owned:
+        return _merged_owned(base, update, skip)
+    out = dict(base)
     for key, value in update.items():
-        current = into.get(key)
+        if key in skip:
+            continue
+        current = out.get(key)
         if isinstance(value, Mapping) and isinstance(current, dict):
-            merge(current, value)
+            out[key] = merged(current, value, owned=owned)
         elif (
             isinstance(value, list)
             and isinstance(current, list)
             and _by_id(value)
             and _by_id(current)
         ):
-            into[key] = _merge_list(current, value)
+            out[key] = _merged_list(current, value, owned)
         else:
-            into[key] = _copy(value)
+            out[key] = value if owned else _copy(value)
+    return out
 
 
-def merge_owned(
-    into: dict[str, Any], update: Mapping[str, Any], skip: tuple[str, ...] = ()
-) -> None:
-    """:func:`merge` for an update nobody else holds (freshly parsed): no copies are made."""
+def _merged_owned(
+    base: Mapping[str, Any], update: Mapping[str, Any], skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    # merged(owned=True) for freshly parsed JSON (only dict, list and scalars):
+    # exact type checks, no copies of the update. The hot path of every report.
+    out = dict(base)
     for key, value in update.items():
         if key in skip:
             continue
-        current = into.get(key)
-        if type(value) is dict and type(current) is dict:
-            merge_owned(current, value)
-        elif type(value) is list and type(current) is list and _by_id(value) and _by_id(current):
-            into[key] = _merge_list(current, value)
+        current = out.get(key)
+        kind = type(value)
+        if kind is dict and type(current) is dict:
+            out[key] = _merged_owned(current, value)
+        elif kind is list and type(current) is list and _by_id(value) and _by_id(current):
+            out[key] = _merged_list(current, value, True)
         else:
-            into[key] = value
+            out[key] = value
+    return out
+
+
+def merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
+    """Merge ``update`` into a dict the caller owns, in place (see :func:`merged`).
+
+    The nested objects of ``into`` that ``update`` touches are replaced by
+    merged copies, never mutated; ``update`` is copied, not aliased.
+    """
+    into.update(merged(into, update))
 
 
 def _by_id(items: list[Any]) -> bool:
     return bool(items) and all(isinstance(i, Mapping) and "id" in i for i in items)
 
 
-def _merge_list(current: list[Any], update: list[Any]) -> list[Any]:
-    index = {str(item["id"]): item for item in current}
+def _merged_list(current: list[Any], update: list[Any], owned: bool) -> list[Any]:
     out = list(current)
+    index = {str(item["id"]): i for i, item in enumerate(out)}
     for item in update:
-        old = index.get(str(item["id"]))
-        if old is None:
-            copy = _copy(item)
-            out.append(copy)
-            index[str(item["id"])] = copy
+        at = index.get(str(item["id"]))
+        if at is None:
+            index[str(item["id"])] = len(out)
+            out.append(item if owned else _copy(item))
         else:
-            merge(old, item)
+            out[at] = merged(out[at], item, owned=owned)
     return out
 
 
@@ -755,8 +787,15 @@ class ReportStream:
 
     ``feed(payload)`` merges ``print`` reports into :attr:`state` (the wire
     dict, as if the printer had sent everything every time) and keeps the
-    latest body of every other family under its own key (``info``,
-    ``system``, ...). Returns the :class:`Incoming` it saw.
+    latest body of every other family under its own key of :attr:`families`
+    (``info``, ``system``, ...). Returns the :class:`Incoming` it saw.
+
+    Copy-on-write: every message that changes something produces a *new*
+    :attr:`state` (or :attr:`families`) dict, built by :func:`merged` from the
+    previous one, and rebinds the attribute in one assignment. A dict once
+    exposed through :attr:`state` or :attr:`families` (and every object under
+    it) is never mutated again, so another thread may read the one it got
+    while later reports arrive. Readers must not mutate it either.
 
     ``full_reports`` says the printer sends the whole object every time (X1
     family): then a report replaces the top-level keys it carries instead of
@@ -794,16 +833,20 @@ class ReportStream:
         try:
             if incoming.kind == "report" and incoming.family == "print":
                 if self.full_reports or not self.state:
-                    self.state.update(body)
+                    state = {**self.state, **body}
                     for key in ENVELOPE_KEYS:
-                        self.state.pop(key, None)
+                        state.pop(key, None)
                 else:
-                    merge_owned(self.state, body, ENVELOPE_KEYS)
+                    state = merged(self.state, body, skip=ENVELOPE_KEYS, owned=True)
+                self.state = state
                 self.reports += 1
             elif incoming.kind in ("report", "reply") and incoming.family:
-                merge(self.families.setdefault(incoming.family, {}), body)
+                # Not owned: a reply's body also goes to whoever waited for it.
+                family = merged(self.families.get(incoming.family, {}), body)
+                self.families = {**self.families, incoming.family: family}
         except RecursionError:
-            # Only a hostile payload nests deeper than the interpreter recurses.
+            # Only a hostile payload nests deeper than the interpreter recurses;
+            # nothing was assigned, so the state is what it was.
             self.problems += 1
             incoming.kind = "ignored"
             incoming.problem = "nested too deeply"
