@@ -169,10 +169,8 @@ def ensure_printing(client: Live, sim: Simulator, serial: str) -> Latest:
     state = Latest(client, serial)
     if state.gcode_state not in ("PREPARE", "RUNNING"):
         client.start_print("file:///sdcard/" + sim.printers[serial].sdcard_files[0], 1, serial)
-        wait_for(
-            lambda: client.state(serial).gcode_state in ("PREPARE", "RUNNING"), what="job started"
-        )
-    return client.state(serial)  # type: ignore[no-any-return]
+        wait_for(lambda: state.gcode_state in ("PREPARE", "RUNNING"), what="job started")
+    return state
 
 
 def cloud(sim: Simulator, face: str, printers: list[str] | None = None, **kw: Any) -> Live:
