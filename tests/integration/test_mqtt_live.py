@@ -180,6 +180,37 @@ def lan(sim: Simulator, face: str, serial: str, **kw: Any) -> Live:
     return Live(face, client)
 
 
+def executed(sim: Simulator) -> dict[str, tuple[int, list[tuple[str, str]]]]:
+    """Per printer, how many requests it executed and the recent ones (command, sequence_id)."""
+    return {s: sim.with_printer(s, lambda p: (p.executed, list(p.received))) for s in serials(sim)}
+
+
+@pytest.fixture(autouse=True)
+def nothing_executed_twice(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test on the module's simulator, no printer executed a request twice.
+
+    Each test drives a printer through one client at a time, whose
+    ``sequence_id`` values never repeat: a client that sent a command twice
+    (a replay, a double publish) shows up here, whatever the test checks.
+    Earlier tests' clients numbered from 1 too, so only this test's requests
+    (the printer's ``executed`` counter tells how many) are compared; a test
+    marked ``several_clients`` (two clients of one printer, each from 1) is
+    left out.
+    """
+    if "live" not in request.fixturenames or request.node.get_closest_marker("several_clients"):
+        yield
+        return
+    sim: Simulator = request.getfixturevalue("live")
+    before = executed(sim)
+    yield
+    for serial, (count, received) in executed(sim).items():
+        new = count - before[serial][0]
+        assert new <= len(received), "more requests than the printer remembers"
+        mine = received[len(received) - new :] if new else []
+        twice = sorted({key for key in mine if key[1] and mine.count(key) > 1})
+        assert not twice, f"{serial} executed {twice} twice"
+
+
 @pytest.fixture
 def fleet(live: Simulator, face: str) -> Iterator[Live]:
     client = cloud(live, face).connect()
@@ -384,6 +415,7 @@ def test_lan_over_tls_with_the_ca_file(live: Simulator, face: str) -> None:
         client.close()
 
 
+@pytest.mark.several_clients
 def test_lan_pins_the_certificate_on_first_use(
     live: Simulator, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -493,14 +525,15 @@ def test_reconnect_after_broker_restarts_keeps_state_true_and_sends_nothing_twic
                 what="state equal to truth",
             )
             assert state.bed_target == truth(sim, serial)["bed_target_temper"]
-            received = sim.with_printer(
-                serial,
-                lambda p: (
-                    list(p.received_sequence_ids()) if hasattr(p, "received_sequence_ids") else None
-                ),
+            # One client numbers every request once: the printer executed none twice,
+            # and each of the three bed commands exactly once.
+            executed, duplicated, received = sim.with_printer(
+                serial, lambda p: (p.executed, list(p.duplicated), list(p.received))
             )
-            if received is not None:
-                assert len(received) == len(set(received)), "no command arrived twice"
+            assert duplicated == [], "no command arrived twice"
+            assert executed == len(received) >= 3
+            beds = [key for key in received if key[0] == "print.gcode_line"]
+            assert len(beds) == len({seq for _, seq in beds}) == 3, received
         finally:
             client.close()
 
