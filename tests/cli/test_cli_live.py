@@ -284,11 +284,16 @@ def test_gcode(user: LiveBambu) -> None:
     eventually(user, "X1 Carbon 1", lambda d: d["bed_target"] == 65.0 and d["nozzle_target"] == 0.0)
 
 
-def test_stop_needs_confirmation_then_stops(user: LiveBambu) -> None:
+def test_stop_needs_confirmation_then_stops(
+    user: LiveBambu, live_sim: Simulator, serials: dict[str, str]
+) -> None:
+    # Its own job: a test never relies on one an earlier test started.
+    live_sim.with_printer(serials["P1S 2"], lambda p: p.start_job("Stop Test", progress=0.1))
+    eventually(user, "P1S 2", lambda d: d["job"] == "Stop Test")
     unconfirmed = user("stop", "P1S 2")
     assert unconfirmed.returncode == 2
     assert "--yes" in one_error_line(unconfirmed)
-    eventually(user, "P1S 2", lambda d: d["gcode_state"] in ("PAUSE", "RUNNING", "PREPARE"))
+    assert status_json(user, "P1S 2")["gcode_state"] in ("PREPARE", "RUNNING")  # nothing sent
     stopped = user("stop", "P1S 2", "--yes")
     assert stopped.returncode == 0, stopped
     assert stopped.stdout.strip() == "P1S 2: stopped"
