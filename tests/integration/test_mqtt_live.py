@@ -312,6 +312,65 @@ def test_the_remaining_commands_take_effect(fleet: Live, live: Simulator) -> Non
     wait_for(lambda: state.gcode_state == "FAILED", what="stopped")
 
 
+def test_a_partial_ams_delta_over_the_wire_keeps_the_other_trays(
+    fleet: Live, live: Simulator
+) -> None:
+    """A P1/A1 delta naming one tray of one unit (or only ``tray_now``) changes just that."""
+    serial = next(
+        s
+        for s in online_serials(live)
+        if s.startswith(("01P", "01S")) and truth(live, s).get("ams", {}).get("ams")
+    )
+    state = fleet.get_full_status(serial)
+    wait_for(lambda: state.ams_units, what="AMS units")
+
+    def trays() -> dict[int, tuple[str, str]]:
+        return {t.global_id: (t.type, t.colour) for t in state.trays}
+
+    before_trays, before_units = trays(), [(u.id, len(u.trays)) for u in state.ams_units]
+    unit = state.ams_units[-1]
+    target = unit.trays[-1]
+    delta = {
+        "print": {
+            "command": "push_status",
+            "msg": 1,
+            "sequence_id": "9001",
+            "ams": {
+                "ams": [
+                    {
+                        "id": str(unit.id),
+                        "tray": [{"id": str(target.id), "remain": 37, "tray_color": "123456FF"}],
+                    }
+                ]
+            },
+        }
+    }
+    live.publish_message(serial, delta)
+    wait_for(lambda: state.ams_units[-1].trays[-1].colour == "123456FF", what="the delta merged")
+    after = trays()
+    assert after.pop(target.global_id) == (target.type, "123456FF")
+    before_trays.pop(target.global_id)
+    assert after == before_trays, "a one-tray delta changed other trays"
+    assert [(u.id, len(u.trays)) for u in state.ams_units] == before_units
+    assert state.ams_units[-1].trays[-1].remain == 37
+
+    live.publish_message(
+        serial,
+        {
+            "print": {
+                "command": "push_status",
+                "msg": 1,
+                "sequence_id": "9002",
+                "ams": {"tray_now": "254"},
+            }
+        },
+    )
+    wait_for(lambda: state.tray_now == 254, what="tray_now merged")
+    assert [(u.id, len(u.trays)) for u in state.ams_units] == before_units
+    assert state.active_tray is not None and state.active_tray.ams_id == 254
+    fleet.get_full_status(serial)  # the printer's own truth again for later tests
+
+
 def test_a_finished_print_is_an_event(live: Simulator, face: str) -> None:
     client = cloud(live, face, [SEED]).connect()
     try:
