@@ -300,14 +300,22 @@ def test_the_remaining_commands_take_effect(fleet: Live, live: Simulator) -> Non
     wait_for(lambda: state.gcode_state in ("PREPARE", "RUNNING"), what="job started")
     fleet.skip_objects([3, 5], serial)
     wait_for(lambda: state.skipped_objects == [3, 5], what="objects skipped")
-    for reply in (
-        fleet.set_print_option("sound_enable", False, serial),
-        fleet.set_detector("spaghetti_detector", True, serial),
-        fleet.ams_user_setting(serial),
-        fleet.ams_read_rfid(0, 1, serial),
-        fleet.upgrade_history(serial),
-    ):
-        assert reply.succeeded, reply.body
+    # Each setting shows in the printer's next report, not only in its reply: both ways,
+    # since an earlier test (or the other face) may have left it either way.
+    sound = 1 << 17  # home_flag's sound_enable bit
+    for on in (True, False):
+        assert fleet.set_print_option("sound_enable", on, serial).succeeded
+        wait_for(lambda on=on: bool(state.get("home_flag", 0) & sound) is on, what="sound")
+        assert fleet.set_detector("spaghetti_detector", on, serial).succeeded
+        wait_for(
+            lambda on=on: state.get("xcam", {}).get("spaghetti_detector") is on, what="detector"
+        )
+        assert fleet.ams_user_setting(serial, startup_read_option=on).succeeded
+        wait_for(lambda on=on: state.get("ams", {}).get("power_on_flag") is on, what="RFID flag")
+    rfid = fleet.ams_read_rfid(0, 1, serial)  # a read: the reply is the effect
+    assert rfid.succeeded and rfid.body["command"] == "ams_get_rfid", rfid.body
+    history = fleet.upgrade_history(serial)
+    assert history.body["firmware_optional"] == [{"module": "ota", "version": state.firmware}]
     fleet.stop(serial)
     wait_for(lambda: state.gcode_state == "FAILED", what="stopped")
 
