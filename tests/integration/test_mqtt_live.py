@@ -223,8 +223,12 @@ def test_cloud_status_of_every_printer_matches_the_simulator(fleet: Live, live: 
         state: PrinterState = fleet.get_full_status(serial, timeout=10)
         real = truth(live, serial)
         assert state.gcode_state == real["gcode_state"]
-        assert state.nozzle_target == real.get("nozzle_target_temper", state.nozzle_target)
-        assert state.ams_units or not real.get("ams", {}).get("ams")
+        assert state.nozzle_target == real["nozzle_target_temper"]
+        units = real.get("ams", {}).get("ams", [])
+        assert [u.id for u in state.ams_units] == sorted(int(u["id"]) for u in units)
+        assert [len(u.trays) for u in state.ams_units] == [
+            len(u["tray"]) for u in sorted(units, key=lambda u: int(u["id"]))
+        ]
     assert fleet.state(SEED).model.product == "P1P" or wait_for(
         lambda: fleet.state(SEED).model.product == "P1P"
     )
@@ -545,12 +549,21 @@ def test_hostile_payloads_never_escape(fleet: Live, live: Simulator) -> None:
     serial = next(s for s in online_serials(live) if s.startswith("00M"))
     state = fleet.get_full_status(serial)
     printer = fleet.client.connection.printers[serial]
+    problems, reports = printer.stream.problems, printer.stream.reports
+    # Five are not a report at all and are counted as problems; a report of wrong
+    # types is a report (every field read defensively), not a problem.
     for kind in ("not_json", "wrong_types", "deep", "noise", "empty", "not_object"):
         live.publish_malformed(serial, kind, target="cloud")
-    wait_for(lambda: printer.stream.problems >= 4, what="malformed payloads counted")
-    before = printer.stream.reports
-    wait_for(lambda: printer.stream.reports > before + 2, what="reports after the garbage")
-    assert fleet.client.connected and state.gcode_state
+    wait_for(lambda: printer.stream.problems == problems + 5, what="five malformed payloads")
+    wait_for(lambda: printer.stream.reports > reports + 3, what="reports after the garbage")
+    assert printer.stream.problems == problems + 5
+    assert fleet.client.connected
+    # The next real report puts the truth back; every typed field reads as its type.
+    wait_for(
+        lambda: state.gcode_state == truth(live, serial)["gcode_state"], what="true state again"
+    )
+    assert isinstance(state.nozzle_temp, float) and isinstance(state.percent, int)
+    assert state.ams_units and state.lights
 
 
 def test_presence_event_marks_a_printer_offline(live: Simulator, face: str) -> None:
