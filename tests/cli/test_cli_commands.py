@@ -290,9 +290,11 @@ def test_tasks_of_one_device(user: Bambu, api: BambuClient) -> None:
     assert rows and all(r["deviceId"] == serial for r in rows)
 
 
-def test_projects_list_and_show(user: Bambu) -> None:
+def test_projects_list_and_show(user: Bambu, api: BambuClient) -> None:
     rows = user("projects", "--json").json()
-    assert rows
+    known = [p.project_id for p in api.iter_projects()]
+    assert known, "the demo account has projects"
+    assert rows and [str(r["project_id"]) for r in rows] == known[: len(rows)]
     table = user("projects")
     assert table.returncode == 0 and rows[0]["name"] in table.stdout
     first = str(rows[0]["project_id"])

@@ -129,7 +129,9 @@ def eventually(
 # --- reading ---------------------------------------------------------------------------------
 
 
-def test_status_table_and_json(user: LiveBambu, serials: dict[str, str]) -> None:
+def test_status_table_and_json(
+    user: LiveBambu, live_sim: Simulator, serials: dict[str, str]
+) -> None:
     table = user("status", "P1S 1")
     assert table.returncode == 0, table
     out = table.stdout
@@ -145,7 +147,8 @@ def test_status_table_and_json(user: LiveBambu, serials: dict[str, str]) -> None
     assert data["serial"] == serials["P1S 1"]
     assert data["model"] == "P1P"
     assert data["gcode_state"] in ("PREPARE", "RUNNING")
-    assert data["job"]
+    truth = live_sim.with_printer(serials["P1S 1"], lambda p: p.truth())
+    assert data["job"] == truth["subtask_name"] != ""
     assert isinstance(data["percent"], int)
     assert isinstance(data["nozzle_temp"], float)
     assert set(data["fans"]) == {"part", "aux", "chamber"}
