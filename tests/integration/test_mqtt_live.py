@@ -273,6 +273,9 @@ def test_every_command_takes_effect(fleet: Live, live: Simulator) -> None:
 def test_the_remaining_commands_take_effect(fleet: Live, live: Simulator) -> None:
     serial = next(s for s in online_serials(live) if s.startswith("00M"))
     state = fleet.get_full_status(serial)
+    if state.gcode_state in ("PREPARE", "RUNNING", "PAUSE"):  # another test's job: AMS needs idle
+        fleet.stop(serial)
+        wait_for(lambda: state.gcode_state == "FAILED", what="idle before the AMS commands")
     fleet.ams_set_filament(
         0,
         1,
@@ -319,7 +322,9 @@ def test_the_remaining_commands_take_effect(fleet: Live, live: Simulator) -> Non
     rfid = fleet.ams_read_rfid(0, 1, serial)  # a read: the reply is the effect
     assert rfid.succeeded and rfid.body["command"] == "ams_get_rfid", rfid.body
     history = fleet.upgrade_history(serial)
-    assert history.body["firmware_optional"] == [{"module": "ota", "version": state.firmware}]
+    fleet.get_version(serial)
+    firmware = wait_for(lambda: state.firmware, what="firmware from get_version")
+    assert history.body["firmware_optional"] == [{"module": "ota", "version": firmware}]
     fleet.stop(serial)
     wait_for(lambda: state.gcode_state == "FAILED", what="stopped")
 
