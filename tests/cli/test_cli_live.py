@@ -126,6 +126,19 @@ def eventually(
         time.sleep(0.2)
 
 
+def start_job(sim: Simulator, serial: str, name: str, progress: float) -> None:
+    """A fresh job on ``serial``, whatever an earlier test left running or paused."""
+
+    def run(printer: Any) -> None:
+        if printer.state.active:  # stopped as a client would, so start_job accepts
+            printer.handle_request(
+                b'{"print": {"command": "stop", "sequence_id": "", "param": ""}}'
+            )
+        printer.start_job(name, progress=progress)
+
+    sim.with_printer(serial, run)
+
+
 # --- reading ---------------------------------------------------------------------------------
 
 
@@ -181,11 +194,8 @@ def test_ams_shows_trays_with_colour_swatches(user: LiveBambu, serials: dict[str
 def test_hms_after_a_runout(user: LiveBambu, live_sim: Simulator, serials: dict[str, str]) -> None:
     serial = serials["P1S 2"]
 
-    def run_out(printer: Any) -> None:
-        printer.start_job("Runout Test", progress=0.2)
-        printer.runout(0, 1)
-
-    live_sim.with_printer(serial, run_out)
+    start_job(live_sim, serial, "Runout Test", 0.2)
+    live_sim.with_printer(serial, lambda printer: printer.runout(0, 1))
     eventually(user, "P1S 2", lambda d: d["gcode_state"] == "PAUSE" and bool(d["hms"]))
 
     result = user("hms", "P1S 2")
@@ -291,7 +301,7 @@ def test_stop_needs_confirmation_then_stops(
     user: LiveBambu, live_sim: Simulator, serials: dict[str, str]
 ) -> None:
     # Its own job: a test never relies on one an earlier test started.
-    live_sim.with_printer(serials["P1S 2"], lambda p: p.start_job("Stop Test", progress=0.1))
+    start_job(live_sim, serials["P1S 2"], "Stop Test", 0.1)
     eventually(user, "P1S 2", lambda d: d["job"] == "Stop Test")
     unconfirmed = user("stop", "P1S 2")
     assert unconfirmed.returncode == 2
@@ -308,7 +318,7 @@ def test_stop_at_a_terminal_asks_first(user: LiveBambu, live_sim: Simulator) -> 
     serial = next(
         d.dev_id for d in live_sim.world.devices_of(live_sim.user_id) if d.name == "P1S 2"
     )
-    live_sim.with_printer(serial, lambda p: p.start_job("Terminal Test", progress=0.1))
+    start_job(live_sim, serial, "Terminal Test", 0.1)
     eventually(user, "P1S 2", lambda d: d["job"] == "Terminal Test")
 
     declined = Terminal(user.env(TERM="dumb"), "stop", "P1S 2")
