@@ -146,8 +146,25 @@ def client(sim: CloudSimulator, face: str) -> Iterator[Face]:
 _skipped_for: dict[str, int] = {}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reverse",
+        action="store_true",
+        help="run the tests in reverse order (each test must set up what it needs)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(binary): the test runs this system binary")
+    config.addinivalue_line(
+        "markers", "several_clients: two clients of one printer (sequence_ids may repeat)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--reverse``: last test first (``-p random_order --random-order`` shuffles instead)."""
+    if config.getoption("--reverse"):
+        items.reverse()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -169,7 +169,17 @@ def test_whoami(user: Bambu, cli_sim: CloudSimulator) -> None:
     assert answer["token_file"] == str(user.token_file)
 
 
-def test_profile_show_and_set(user: Bambu) -> None:
+@pytest.fixture
+def profile_restored(user: Bambu) -> Iterator[Bambu]:
+    """The shared account's name and bio put back afterwards (whoami shows the name)."""
+    before = user("profile", "--json").json()
+    yield user
+    restored = user("profile", "set", "--name", before["name"], "--bio", before["bio"] or "")
+    assert restored.returncode == 0, restored
+
+
+def test_profile_show_and_set(profile_restored: Bambu) -> None:
+    user = profile_restored
     result = user("profile", "set", "--name", "Renamed Maker", "--bio", "prints [bold]boats[/bold]")
     assert result.returncode == 0, result
     assert "Renamed Maker" in result.stdout
@@ -280,9 +290,11 @@ def test_tasks_of_one_device(user: Bambu, api: BambuClient) -> None:
     assert rows and all(r["deviceId"] == serial for r in rows)
 
 
-def test_projects_list_and_show(user: Bambu) -> None:
+def test_projects_list_and_show(user: Bambu, api: BambuClient) -> None:
     rows = user("projects", "--json").json()
-    assert rows
+    known = [p.project_id for p in api.iter_projects()]
+    assert known, "the demo account has projects"
+    assert rows and [str(r["project_id"]) for r in rows] == known[: len(rows)]
     table = user("projects")
     assert table.returncode == 0 and rows[0]["name"] in table.stdout
     first = str(rows[0]["project_id"])
@@ -374,24 +386,33 @@ def test_a_group_without_its_command_shows_its_help(user: Bambu) -> None:
     assert "rename" in result.stdout
 
 
-# --- last: logging out ------------------------------------------------------------
+# --- logging out ------------------------------------------------------------------
 
 
-def test_logout_then_commands_need_a_login(user: Bambu) -> None:
-    result = user("logout")
+def test_logout_then_commands_need_a_login(fresh: Bambu, cli_sim: CloudSimulator) -> None:
+    login(fresh, cli_sim)  # its own login: the module's shared one stays for the other tests
+    assert fresh("whoami").returncode == 0
+    result = fresh("logout")
     assert result.returncode == 0, result
-    assert str(user.token_file) in result.stdout
-    assert not user.token_file.exists()
-    again = user("logout", "--json").json()
-    assert again == {"logged_out": False, "token_file": str(user.token_file)}
-    assert "bambu login" in one_error_line(user("whoami"))
+    assert str(fresh.token_file) in result.stdout
+    assert not fresh.token_file.exists()
+    again = fresh("logout", "--json").json()
+    assert again == {"logged_out": False, "token_file": str(fresh.token_file)}
+    assert "bambu login" in one_error_line(fresh("whoami"))
 
 
-def test_no_token_in_any_output(user: Bambu) -> None:
-    assert user.secrets
-    assert user.history
-    for result in user.history:
-        user.check_no_secret(result)
+def test_no_token_in_any_output(fresh: Bambu, cli_sim: CloudSimulator) -> None:
+    """Every run is checked for the tokens the runner knows; these ones print the most."""
+    login(fresh, cli_sim)
+    assert fresh.secrets, "the login saved a token the runner now looks for"
+    for args in (
+        ("whoami", "--json"),
+        ("--debug", "devices", "--json", "--show-access-code"),
+        ("--debug", "device", "info", BINDABLE_SERIAL),
+        ("--debug", "tasks", "-n", "2"),
+    ):
+        fresh(*args)  # the runner fails the test if a token shows on stdout or stderr
+    assert len(fresh.history) == 6
 
 
 # --- at a terminal ----------------------------------------------------------------

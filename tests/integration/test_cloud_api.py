@@ -159,7 +159,12 @@ def test_slicer_settings_and_resources(client: Face) -> None:
     with pytest.raises(ForbiddenError):
         client.delete_slicer_setting(public[0].setting_id)
     resources = client.get_slicer_resources()
-    assert resources.software or resources.resources
+    assert resources.software["description"] == "Bambu Studio"
+    assert resources.software["url"].endswith(f"BambuStudio-{resources.software['version']}.zip")
+    assert resources.resources, "the plug-ins are listed too"
+    for item in resources.resources:
+        assert item["url"].endswith(f"-{item['version']}.zip"), item
+        assert item["type"] and item["description"], item
 
 
 def test_upload_presigned_flow_stores_the_bytes(

@@ -164,6 +164,40 @@ def test_tfa_login_on_the_api_host(auth: Auth, sim: CloudSimulator) -> None:
     assert kinds == ["tfa"]
 
 
+def test_an_expired_tfa_key_brings_a_new_one(auth: Auth, sim: CloudSimulator) -> None:
+    """The tfaKey lapses while the person finds their phone: a new one, then the login."""
+    tfa = account(sim, "tfa")
+    asked: list[AskCode] = []
+
+    def code(step: AskCode) -> str:
+        asked.append(step)
+        if step.reason == "initial":
+            sim.advance_clock(sim.world.config.tfa_key_ttl + 60)  # the key lapses
+        return outbox_code(sim, tfa.email, "tfa")  # a code the authenticator shows now
+
+    token = auth.login(tfa.email, PASSWORD, code_callback=code)
+    assert auth.verify_token(token)
+    assert [(s.kind, s.reason) for s in asked] == [("tfa", "initial"), ("tfa", "expired")]
+    assert asked[1].prompt == "That code expired. Enter the code from your authenticator app"
+
+
+def test_a_tfa_key_that_always_lapses_is_one_clear_error(auth: Auth, sim: CloudSimulator) -> None:
+    tfa = account(sim, "tfa")
+    asked: list[str] = []
+
+    def code(step: AskCode) -> str:
+        asked.append(step.reason)
+        sim.advance_clock(sim.world.config.tfa_key_ttl + 60)
+        return outbox_code(sim, tfa.email, "tfa")
+
+    with pytest.raises(VerificationCodeError) as info:
+        auth.login(tfa.email, PASSWORD, code_callback=code)
+    error = info.value
+    assert str(error) == "the authenticator code was expired 3 times; log in again"
+    assert (error.kind, error.reason) == ("tfa", "expired")
+    assert asked == ["initial", "expired", "expired"]
+
+
 @pytest.mark.parametrize("endpoint", ["auto", "web"])
 def test_tfa_login_with_the_token_in_a_cookie(face: str, tmp_path: Path, endpoint: str) -> None:
     config = dataclasses.replace(unlimited(), tfa_field_endpoint=False)  # only the web form answers

@@ -199,6 +199,37 @@ def lan(sim: Simulator, face: str, serial: str, **kw: Any) -> Live:
     return Live(face, client)
 
 
+def executed(sim: Simulator) -> dict[str, tuple[int, list[tuple[str, str]]]]:
+    """Per printer, how many requests it executed and the recent ones (command, sequence_id)."""
+    return {s: sim.with_printer(s, lambda p: (p.executed, list(p.received))) for s in serials(sim)}
+
+
+@pytest.fixture(autouse=True)
+def nothing_executed_twice(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test on the module's simulator, no printer executed a request twice.
+
+    Each test drives a printer through one client at a time, whose
+    ``sequence_id`` values never repeat: a client that sent a command twice
+    (a replay, a double publish) shows up here, whatever the test checks.
+    Earlier tests' clients numbered from 1 too, so only this test's requests
+    (the printer's ``executed`` counter tells how many) are compared; a test
+    marked ``several_clients`` (two clients of one printer, each from 1) is
+    left out.
+    """
+    if "live" not in request.fixturenames or request.node.get_closest_marker("several_clients"):
+        yield
+        return
+    sim: Simulator = request.getfixturevalue("live")
+    before = executed(sim)
+    yield
+    for serial, (count, received) in executed(sim).items():
+        new = count - before[serial][0]
+        assert new <= len(received), "more requests than the printer remembers"
+        mine = received[len(received) - new :] if new else []
+        twice = sorted({key for key in mine if key[1] and mine.count(key) > 1})
+        assert not twice, f"{serial} executed {twice} twice"
+
+
 @pytest.fixture
 def fleet(live: Simulator, face: str) -> Iterator[Live]:
     client = cloud(live, face).connect()
@@ -211,8 +242,12 @@ def test_cloud_status_of_every_printer_matches_the_simulator(fleet: Live, live: 
         state: PrinterState = fleet.get_full_status(serial, timeout=10)
         real = truth(live, serial)
         assert state.gcode_state == real["gcode_state"]
-        assert state.nozzle_target == real.get("nozzle_target_temper", state.nozzle_target)
-        assert state.ams_units or not real.get("ams", {}).get("ams")
+        assert state.nozzle_target == real["nozzle_target_temper"]
+        units = real.get("ams", {}).get("ams", [])
+        assert [u.id for u in state.ams_units] == sorted(int(u["id"]) for u in units)
+        assert [len(u.trays) for u in state.ams_units] == [
+            len(u["tray"]) for u in sorted(units, key=lambda u: int(u["id"]))
+        ]
     assert fleet.state(SEED).model.product == "P1P" or wait_for(
         lambda: fleet.state(SEED).model.product == "P1P"
     )
@@ -259,6 +294,9 @@ def test_the_remaining_commands_take_effect(fleet: Live, live: Simulator) -> Non
     serial = next(s for s in online_serials(live) if s.startswith("00M"))
     fleet.get_full_status(serial)
     state = Latest(fleet, serial)
+    if state.gcode_state in ("PREPARE", "RUNNING", "PAUSE"):  # another test's job: AMS needs idle
+        fleet.stop(serial)
+        wait_for(lambda: state.gcode_state == "FAILED", what="idle before the AMS commands")
     fleet.ams_set_filament(
         0,
         1,
@@ -290,16 +328,86 @@ def test_the_remaining_commands_take_effect(fleet: Live, live: Simulator) -> Non
     wait_for(lambda: state.gcode_state in ("PREPARE", "RUNNING"), what="job started")
     fleet.skip_objects([3, 5], serial)
     wait_for(lambda: state.skipped_objects == [3, 5], what="objects skipped")
-    for reply in (
-        fleet.set_print_option("sound_enable", False, serial),
-        fleet.set_detector("spaghetti_detector", True, serial),
-        fleet.ams_user_setting(serial),
-        fleet.ams_read_rfid(0, 1, serial),
-        fleet.upgrade_history(serial),
-    ):
-        assert reply.succeeded, reply.body
+    # Each setting shows in the printer's next report, not only in its reply: both ways,
+    # since an earlier test (or the other face) may have left it either way.
+    sound = 1 << 17  # home_flag's sound_enable bit
+    for on in (True, False):
+        assert fleet.set_print_option("sound_enable", on, serial).succeeded
+        wait_for(lambda on=on: bool(state.get("home_flag", 0) & sound) is on, what="sound")
+        assert fleet.set_detector("spaghetti_detector", on, serial).succeeded
+        wait_for(
+            lambda on=on: state.get("xcam", {}).get("spaghetti_detector") is on, what="detector"
+        )
+        assert fleet.ams_user_setting(serial, startup_read_option=on).succeeded
+        wait_for(lambda on=on: state.get("ams", {}).get("power_on_flag") is on, what="RFID flag")
+    rfid = fleet.ams_read_rfid(0, 1, serial)  # a read: the reply is the effect
+    assert rfid.succeeded and rfid.body["command"] == "ams_get_rfid", rfid.body
+    history = fleet.upgrade_history(serial)
+    fleet.get_version(serial)
+    firmware = wait_for(lambda: state.firmware, what="firmware from get_version")
+    assert history.body["firmware_optional"] == [{"module": "ota", "version": firmware}]
     fleet.stop(serial)
     wait_for(lambda: state.gcode_state == "FAILED", what="stopped")
+
+
+def test_a_partial_ams_delta_over_the_wire_keeps_the_other_trays(
+    fleet: Live, live: Simulator
+) -> None:
+    """A P1/A1 delta naming one tray of one unit (or only ``tray_now``) changes just that."""
+    serial = next(
+        s
+        for s in online_serials(live)
+        if s.startswith(("01P", "01S")) and truth(live, s).get("ams", {}).get("ams")
+    )
+    fleet.get_full_status(serial)
+    state = Latest(fleet, serial)
+    wait_for(lambda: state.ams_units, what="AMS units")
+
+    def trays() -> dict[int, tuple[str, str]]:
+        return {t.global_id: (t.type, t.colour) for t in state.trays}
+
+    before_trays, before_units = trays(), [(u.id, len(u.trays)) for u in state.ams_units]
+    unit = state.ams_units[-1]
+    target = unit.trays[-1]
+    delta = {
+        "print": {
+            "command": "push_status",
+            "msg": 1,
+            "sequence_id": "9001",
+            "ams": {
+                "ams": [
+                    {
+                        "id": str(unit.id),
+                        "tray": [{"id": str(target.id), "remain": 37, "tray_color": "123456FF"}],
+                    }
+                ]
+            },
+        }
+    }
+    live.publish_message(serial, delta)
+    wait_for(lambda: state.ams_units[-1].trays[-1].colour == "123456FF", what="the delta merged")
+    after = trays()
+    assert after.pop(target.global_id) == (target.type, "123456FF")
+    before_trays.pop(target.global_id)
+    assert after == before_trays, "a one-tray delta changed other trays"
+    assert [(u.id, len(u.trays)) for u in state.ams_units] == before_units
+    assert state.ams_units[-1].trays[-1].remain == 37
+
+    live.publish_message(
+        serial,
+        {
+            "print": {
+                "command": "push_status",
+                "msg": 1,
+                "sequence_id": "9002",
+                "ams": {"tray_now": "254"},
+            }
+        },
+    )
+    wait_for(lambda: state.tray_now == 254, what="tray_now merged")
+    assert [(u.id, len(u.trays)) for u in state.ams_units] == before_units
+    assert state.active_tray is not None and state.active_tray.ams_id == 254
+    fleet.get_full_status(serial)  # the printer's own truth again for later tests
 
 
 def test_a_finished_print_is_an_event(live: Simulator, face: str) -> None:
@@ -405,6 +513,7 @@ def test_lan_over_tls_with_the_ca_file(live: Simulator, face: str) -> None:
         client.close()
 
 
+@pytest.mark.several_clients
 def test_lan_pins_the_certificate_on_first_use(
     live: Simulator, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -465,14 +574,24 @@ def test_bad_arguments_are_clear() -> None:
 
 def test_hostile_payloads_never_escape(fleet: Live, live: Simulator) -> None:
     serial = next(s for s in online_serials(live) if s.startswith("00M"))
-    state = fleet.get_full_status(serial)
+    fleet.get_full_status(serial)
+    state = Latest(fleet, serial)
     printer = fleet.client.connection.printers[serial]
+    problems, reports = printer.stream.problems, printer.stream.reports
+    # Five are not a report at all and are counted as problems; a report of wrong
+    # types is a report (every field read defensively), not a problem.
     for kind in ("not_json", "wrong_types", "deep", "noise", "empty", "not_object"):
         live.publish_malformed(serial, kind, target="cloud")
-    wait_for(lambda: printer.stream.problems >= 4, what="malformed payloads counted")
-    before = printer.stream.reports
-    wait_for(lambda: printer.stream.reports > before + 2, what="reports after the garbage")
-    assert fleet.client.connected and state.gcode_state
+    wait_for(lambda: printer.stream.problems == problems + 5, what="five malformed payloads")
+    wait_for(lambda: printer.stream.reports > reports + 3, what="reports after the garbage")
+    assert printer.stream.problems == problems + 5
+    assert fleet.client.connected
+    # The next real report puts the truth back; every typed field reads as its type.
+    wait_for(
+        lambda: state.gcode_state == truth(live, serial)["gcode_state"], what="true state again"
+    )
+    assert isinstance(state.nozzle_temp, float) and isinstance(state.percent, int)
+    assert state.ams_units and state.lights
 
 
 def test_presence_event_marks_a_printer_offline(live: Simulator, face: str) -> None:
@@ -515,14 +634,15 @@ def test_reconnect_after_broker_restarts_keeps_state_true_and_sends_nothing_twic
                 what="state equal to truth",
             )
             assert state.bed_target == truth(sim, serial)["bed_target_temper"]
-            received = sim.with_printer(
-                serial,
-                lambda p: (
-                    list(p.received_sequence_ids()) if hasattr(p, "received_sequence_ids") else None
-                ),
+            # One client numbers every request once: the printer executed none twice,
+            # and each of the three bed commands exactly once.
+            executed, duplicated, received = sim.with_printer(
+                serial, lambda p: (p.executed, list(p.duplicated), list(p.received))
             )
-            if received is not None:
-                assert len(received) == len(set(received)), "no command arrived twice"
+            assert duplicated == [], "no command arrived twice"
+            assert executed == len(received) >= 3
+            beds = [key for key in received if key[0] == "print.gcode_line"]
+            assert len(beds) == len({seq for _, seq in beds}) == 3, received
         finally:
             client.close()
 

@@ -403,8 +403,17 @@ def test_ams_user_setting_get_rfid_and_control() -> None:
     assert rig.refused("print", "ams_user_setting", ams_id=2, tray_read_option=True)
     rig.ok("print", "ams_get_rfid", ams_id=0, slot_id=1)
     assert rig.refused("print", "ams_get_rfid", ams_id=0, slot_id=7)
-    for param in ("pause", "done", "reset", "abort"):
+    for param in ("pause", "done"):
         rig.ok("print", "ams_control", param=param)
+    # reset and abort cancel a filament change under way: the target falls back.
+    for param in ("reset", "abort"):
+        assert rig.view["ams"]["tray_now"] == "0"
+        rig.ok("print", "ams_change_filament", target=2, curr_temp=220, tar_temp=220)
+        assert rig.view["ams"]["tray_tar"] == "2"
+        rig.ok("print", "ams_control", param=param)
+        assert rig.view["ams"]["tray_tar"] == "0", param
+        rig.run(30, 5)
+        assert rig.view["ams"]["tray_now"] == "0", f"{param}: the change never finished"
     assert rig.refused("print", "ams_control", param="explode")
     assert "no AMS" in Rig(ams=[]).refused("print", "ams_control", param="resume")
 

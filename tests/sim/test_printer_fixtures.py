@@ -78,7 +78,9 @@ def _check_ams(ams: dict[str, Any]) -> None:
     assert int(ams["ams_exist_bits"], 16) == sum(1 << int(u["id"]) for u in regular)
     present = 0
     for unit in ams["ams"]:
-        assert 1 <= int(unit["humidity"]) <= 5
+        # A level 1-5, or "0" from an AMS Lite (no sensor; its trays hold no "state").
+        lite = all("state" not in tray for tray in unit["tray"]) and unit["humidity"] == "0"
+        assert lite or 1 <= int(unit["humidity"]) <= 5
         assert 1 <= int(unit["humidity_raw"]) <= 100
         float(unit["temp"])
         for tray in unit["tray"]:

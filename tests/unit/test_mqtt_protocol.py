@@ -270,26 +270,36 @@ def nested(depth: int) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "payload",
+    ("payload", "problem"),
     [
-        b"not json",
-        b"[1,2,3]",
-        b'"string"',
-        b"{}",
-        b'{"print": 5}',
-        b"\xff\xfe\x00",
-        ("[" * 10000 + "]" * 10000).encode(),
-        json.dumps({"print": nested(40)}).encode(),
-        b"x" * (5 * 1024 * 1024),
+        (b"not json", "not JSON"),
+        (b"[1,2,3]", "not a JSON object"),
+        (b'"string"', "not a JSON object"),
+        (b"{}", "not a JSON object"),
+        (b'{"print": 5}', "no message family"),
+        (b"\xff\xfe\x00", "not JSON"),
+        (("[" * 10000 + "]" * 10000).encode(), "nested deeper than 64"),
+        (b"x" * (5 * 1024 * 1024), "too large"),
     ],
 )
-def test_hostile_payloads_are_ignored_never_raise(payload: bytes) -> None:
+def test_hostile_payloads_are_ignored_never_raise(payload: bytes, problem: str) -> None:
     stream = proto.ReportStream("00M000000000001")
     incoming = stream.feed(payload)
-    assert incoming.kind in ("ignored", "report")
-    if incoming.kind == "ignored":
-        assert incoming.problem
-    assert stream.problems + stream.reports >= 1
+    assert incoming.kind == "ignored"
+    assert problem in (incoming.problem or "")
+    assert (stream.problems, stream.reports, stream.state) == (1, 0, {})
+
+
+def test_a_deep_but_allowed_report_is_merged() -> None:
+    """40 levels is under the limit: a report like any other, not a problem."""
+    stream = proto.ReportStream("00M000000000001")
+    incoming = stream.feed(json.dumps({"print": nested(40)}).encode())
+    assert incoming.kind == "report"
+    assert (stream.problems, stream.reports) == (0, 1)
+    node = stream.state
+    for _ in range(40):
+        node = node["n"]
+    assert node == {"leaf": 1}
 
 
 def test_replies_events_and_reports_are_told_apart() -> None:

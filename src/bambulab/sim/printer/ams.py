@@ -152,7 +152,8 @@ class Unit:
         """The unit object of a report."""
         unit: dict[str, Any] = {
             "id": str(self.id),
-            "humidity": str(self.humidity),
+            # An AMS Lite has no humidity sensor and says "0" (PROTOCOL.md §2.6.1).
+            "humidity": "0" if self.kind == "ams_f1" else str(self.humidity),
             "humidity_raw": str(self.humidity_raw),
             "temp": f"{self.temp:.1f}",
             "tray": [spool.wire(slot) for slot, spool in enumerate(self.trays)],
