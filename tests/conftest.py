@@ -156,9 +156,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(binary): the test runs this system binary")
-    config.addinivalue_line(
-        "markers", "several_clients: two clients of one printer (sequence_ids may repeat)"
-    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

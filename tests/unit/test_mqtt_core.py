@@ -83,3 +83,18 @@ def test_a_future_nobody_settles_ends_in_an_error_not_a_hang() -> None:
             result_of(future, 0.1)
     finally:
         core.BACKSTOP = saved
+
+
+def test_two_connections_do_not_count_sequence_ids_alike() -> None:
+    """Replies to every client of a printer travel on one topic: numbers must not collide."""
+    from bambulab.mqtt.core import Connection, Endpoint
+
+    def first_ids() -> list[int]:
+        conn = Connection(Endpoint("127.0.0.1", 1, "u", "p"), ["S"], on_event=lambda e: None)
+        ids = [int(conn._sequence()) for _ in range(3)]
+        conn.close()
+        return ids
+
+    a, b = first_ids(), first_ids()
+    assert a[1] == a[0] + 1 and a[2] == a[1] + 1  # one counter per connection
+    assert abs(a[0] - b[0]) > 3, (a, b)

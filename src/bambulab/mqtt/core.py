@@ -213,7 +213,9 @@ class Connection:
         }
         self._table_lock = threading.Lock()
         # --- owned by the network thread --------------------------------------------------
-        self._sequence = proto.SequenceCounter()
+        # A random start: the cloud broker carries other clients' replies on the same
+        # report topic, and two clients both counting from 1 would take each other's.
+        self._sequence = proto.SequenceCounter(self._rng.randrange(1, 1_000_000_000))
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_ids = itertools.count()
