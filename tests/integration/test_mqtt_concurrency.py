@@ -220,3 +220,43 @@ def test_an_events_state_is_the_state_of_that_moment(broker: str, face: str) -> 
             assert client.state(serial) is not seen[0][0].state
         finally:
             client.close()
+
+
+def test_an_event_reader_can_be_cancelled_while_events_pour_in_and_ends_with_the_connection(
+    broker: str,
+) -> None:
+    config = unlimited().with_demo_fleet(parse_fleet(["x1c"] * 4))
+    with Simulator(config, lan=False, broker=broker, time_scale=60, tick_interval=0.02) as sim:
+        serials = [e.serial for e in sim.endpoints()]
+        client = cloud(sim, "async", serials).client
+
+        async def main() -> tuple[int, float]:
+            await client.connect()
+            cancelled = 0
+            for _ in range(30):
+                seen = asyncio.Event()
+
+                async def read(seen: asyncio.Event) -> None:
+                    async for _event in client.events():
+                        seen.set()
+
+                task = asyncio.ensure_future(read(seen))
+                await asyncio.wait_for(seen.wait(), 5)
+                task.cancel()
+                done, _ = await asyncio.wait({task}, timeout=1.0)
+                assert done, "a cancelled event reader kept running"
+                cancelled += 1
+            reader = asyncio.ensure_future(_count(client))
+            await asyncio.sleep(0.2)
+            closing = time.monotonic()
+            await client.aclose()
+            await asyncio.wait_for(reader, 2.0)
+            return cancelled, time.monotonic() - closing
+
+        cancelled, took = asyncio.run(asyncio.wait_for(main(), 60))
+        assert cancelled == 30
+        assert took < 1.0, f"the event reader ended {took:.2f} s after the connection"
+
+
+async def _count(client: AsyncBambuMQTT) -> int:
+    return sum([1 async for _ in client.events()])

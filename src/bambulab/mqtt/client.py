@@ -594,7 +594,6 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
     """
 
     _queue: asyncio.Queue[LiveEvent | None] | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
     dropped_events = 0
 
     @classmethod
@@ -602,19 +601,14 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
         """A client for one printer's own broker (keywords as :class:`AsyncBambuMQTT`)."""
         return cls(None, serial, access_code, host=host, lan=True, **kw)
 
-    def _hand_over(self, event: LiveEvent) -> None:
-        # Called on the network thread: hand over to the event loop.
-        loop, queue_ = self._loop, self._queue
-        if loop is None or queue_ is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop was closed
-            loop.call_soon_threadsafe(self._put, queue_, event)
-
-    def _put(self, queue_: asyncio.Queue[LiveEvent | None], event: LiveEvent) -> None:
+    def _put(self, queue_: asyncio.Queue[LiveEvent | None], event: LiveEvent | None) -> None:
         try:
             queue_.put_nowait(event)
         except asyncio.QueueFull:
             self.dropped_events += 1  # a consumer that stopped reading must not grow memory
+            if event is None:  # the end must get through: it replaces the oldest event
+                queue_.get_nowait()
+                queue_.put_nowait(None)
 
     async def connect(
         self, device_id: str | None = None, timeout: float | None = None
@@ -626,9 +620,17 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
         if device_id:
             self._follow(device_id)
         if self._usable() is None:
-            self._loop = asyncio.get_running_loop()
-            self._queue = asyncio.Queue(self.queue_size)
-            self._open(self._hand_over, timeout)
+            loop = asyncio.get_running_loop()
+            queue_: asyncio.Queue[LiveEvent | None] = asyncio.Queue(self.queue_size)
+            self._queue = queue_
+
+            def hand_over(event: LiveEvent | None) -> None:
+                # On the network thread: to this connection's loop and queue (None: the end).
+                with contextlib.suppress(RuntimeError):  # the loop was closed
+                    loop.call_soon_threadsafe(self._put, queue_, event)
+
+            opened = self._open(hand_over, timeout)
+            opened.closed.add_done_callback(lambda _: hand_over(None))
         conn = self.connection
         await _awaited(conn.ready, self.connect_timeout if timeout is None else timeout)
         conn.raise_if_failed()
@@ -680,15 +682,12 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
         queue_ = self._queue
         conn = self.connection
         while True:
-            try:
-                event = await asyncio.wait_for(queue_.get(), 0.5)
-            except TimeoutError:
-                if conn.stopped and queue_.empty():
-                    conn.raise_if_failed()
-                    return
-                continue
-            if event is not None:
-                yield event
+            event = await queue_.get()
+            if event is None:  # the connection ended; every event before it was delivered
+                queue_.put_nowait(None)  # for any other iterator (there is room: one was taken)
+                conn.raise_if_failed()
+                return
+            yield event
 
     def __aiter__(self) -> AsyncIterator[LiveEvent]:
         return self.events()
@@ -735,7 +734,8 @@ async def _awaited(future: Future[T], timeout: float) -> T:
 
     future.add_done_callback(settle)
     try:
-        return await asyncio.wait_for(waiter, timeout + BACKSTOP)
+        async with asyncio.timeout(timeout + BACKSTOP):
+            return await waiter
     except TimeoutError:
         raise TransportError("the MQTT connection stopped answering") from None
 
