@@ -14,15 +14,17 @@ import json
 import re
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bambulab.sim import Simulator
-from tests.cli.conftest import Bambu, unlimited_config
+from tests.cli.conftest import Bambu
 from tests.cli.test_cli_live import one_error_line
+from tests.cli.test_cli_pins import bambu, sim
 from tests.cli.test_cli_startup import probe
+
+__all__ = ["bambu", "sim"]  # the fixtures: one simulator for this module, a runner per test
 
 LIVE_COMMANDS = (
     "status", "watch", "pause", "resume", "stop", "light",
@@ -82,19 +84,6 @@ def test_the_typer_floor_admits_only_working_pairs() -> None:
 
 
 # --- against a simulator ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
-    with Simulator(unlimited_config(), time_scale=20, tick_interval=0.5) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def bambu(sim: Simulator, tmp_path: Path) -> Bambu:
-    runner = Bambu(home=tmp_path, api_url=sim.url)
-    runner.secrets.update(e.access_code for e in sim.endpoints() if e.access_code[0] != "0")
-    return runner
 
 
 def lan_options(sim: Simulator, prefix: str) -> tuple[str, list[str]]:
