@@ -25,7 +25,7 @@ from bambulab.sim.live import Simulator
 from tests.binaries import needs
 from tests.conftest import LoopThread, cloud_mqtt, unlimited
 
-PROBES = 1500
+PROBES = 500
 
 
 def probe(i: int) -> dict[str, Any]:
