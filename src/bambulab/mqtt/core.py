@@ -1,17 +1,21 @@
 """The connection both MQTT faces share: one paho client driven by one thread.
 
-The thread owns the socket: it connects, reconnects with exponential backoff
-and jitter, resubscribes and refreshes state after a reconnect (keeping the
-P1P's five-minute ``pushall`` rule), and runs a watchdog that notices a
-silent stall and heals it by reconnecting. What it is doing is kept as an
-immutable :class:`~bambulab.models.events.ConnectionStatus` (``status``) and
-announced as connection events (``Connected``, ``ConnectionLost``,
-``RetryScheduled``, ``Reconnected``, ``ConnectionFailed``) on the same
-callback as the printers' events, so callers never have to guess. Incoming payloads go through the
-sans-IO :class:`~bambulab.protocol.mqtt.ReportStream` (one per printer) and
-the event :class:`~bambulab.protocol.events.Tracker`; replies resolve the
-futures of the commands that asked for them. Wrong credentials stop the
-thread at once: no retry storm.
+The thread owns the socket: only it calls paho, reads and writes. It
+connects, reconnects with exponential backoff and jitter, resubscribes and
+refreshes state after a reconnect (keeping the P1P's five-minute ``pushall``
+rule); paho's keepalive pings replace a link that stopped answering, and a
+printer silent past ``stall_timeout`` is asked for a full report. Other
+threads hand it work through a queue and a wake-up socket and get futures
+back; its timers settle those futures (timeouts), so nothing waits on it
+without a deadline. What it is doing is kept as an immutable
+:class:`~bambulab.models.events.ConnectionStatus` (``status``) and announced
+as connection events (``Connected``, ``ConnectionLost``, ``RetryScheduled``,
+``Reconnected``, ``ConnectionFailed``) on the same hand-over as the printers'
+events. Incoming payloads go through the sans-IO
+:class:`~bambulab.protocol.mqtt.ReportStream` (one per printer) and the event
+:class:`~bambulab.protocol.events.Tracker`; replies resolve the futures of
+the commands that asked for them. Wrong credentials stop the thread at once:
+no retry storm.
 """
 
 from __future__ import annotations
