@@ -162,7 +162,13 @@ MEMORY_PROBE = textwrap.dedent(
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     server.stop()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM is this program's own peak. ru_maxrss is not: Linux carries it over
+    # exec from the forked parent, so a big pytest process made it look big.
+    try:
+        with open("/proc/self/status") as status:
+            rss = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(peak // (1 << 20), rss // 1024, server.sent // (1 << 20))
     """
 )
@@ -184,7 +190,7 @@ def test_a_1_gib_answer_costs_little_memory(face: str, fill: str) -> None:
     )
     assert "larger than 8 MiB" in proc.stderr
     assert peak_mib < 24, f"reading a capped answer peaked at {peak_mib} MiB"
-    assert rss_mib < 160, f"the whole process peaked at {rss_mib} MiB"
+    assert rss_mib < 120, f"the whole process peaked at {rss_mib} MiB"
     assert sent_mib < 512, "the client stopped reading long before 1 GiB"
 
 
