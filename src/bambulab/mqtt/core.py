@@ -241,7 +241,6 @@ class Connection:
         self.fatal: BambuError | None = None
         self.last_error: BambuError | None = None
         self.connects = 0
-        self.last_rx = 0.0
         self._tracker = ConnectionTracker(endpoint.label, time.time())
         self._thread: threading.Thread | None = None
         self._client = self._make_client()
@@ -492,7 +491,6 @@ class Connection:
                 # until the broker's delayed ACK of the previous one (~40 ms).
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         started = time.monotonic()
-        self.last_rx = started
         with selectors.DefaultSelector() as selector:
             selector.register(self._wake_r, selectors.EVENT_READ)
             selector.register(sock, selectors.EVENT_READ)
@@ -673,7 +671,6 @@ class Connection:
         self._connected.clear()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self.last_rx = time.monotonic()
         serial = proto.serial_of(message.topic)
         printer = self.printers.get(serial or "")
         if printer is None:
