@@ -132,7 +132,9 @@ def test_packed_temperatures_and_dual_nozzle() -> None:
     }
     state = PrinterState("0940000000001", raw)
     assert state.model.product == "H2D" and state.model.dual_nozzle
-    assert (state.nozzle_temp, state.nozzle_target) == (220.0, 225.0)
+    assert (state.extruders[0].temp, state.extruders[0].target) == (220.0, 225.0)
+    # The nozzle a user sees is the active one (state 0x12: extruder 1), issue 8 point 2.
+    assert (state.nozzle_temp, state.nozzle_target) == (30.0, 0.0)
     assert (state.bed_temp, state.bed_target, state.chamber_temp, state.chamber_target) == (
         60.0,
         65.0,

@@ -79,14 +79,16 @@ def test_packed_temperatures_are_target_high_current_low() -> None:
                     ],
                 },
             }
-        }
+        },
+        serial="0948AB000000001",  # an H2D: a P1S has neither two nozzles nor a chamber sensor
     )
     assert (state.bed_temp, state.bed_target) == (60.0, 65.0)
     assert (state.chamber_temp, state.chamber_target) == (28.0, 35.0)
     assert [(e.temp, e.target) for e in state.extruders] == [(179.0, 180.0), (218.0, 220.0)]
     assert state.active_extruder == 1
     assert (state.extruders[1].ams_id, state.extruders[1].slot) == (1, 2)  # snow = ams<<8 | slot
-    assert (state.nozzle_temp, state.nozzle_target) == (179.0, 180.0)  # no top-level value
+    # The nozzle a user sees is the active one (extruder 1), not the first (issue 8 point 2).
+    assert (state.nozzle_temp, state.nozzle_target) == (218.0, 220.0)
 
 
 def test_plain_temperatures_win_over_nothing() -> None:

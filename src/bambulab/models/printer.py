@@ -18,6 +18,7 @@ from ..vocabulary import CHAMBER_LIGHT, CHAMBER_LIGHT2, WORK_LIGHT
 ReportStyle = Literal["full", "delta"]
 Camera = Literal["rtsps", "jpeg"]
 UrlScheme = Literal["file", "ftp"]
+DoorSource = Literal["home_flag", "stat", ""]
 
 # Light nodes per family (``system.ledctrl`` / ``lights_report``): every model
 # has the chamber light; the X1 adds the toolhead's work light, H2 and X2 a
@@ -50,7 +51,13 @@ class PrinterModel:
     (``resources/printers/<model>.json``: ``support_chamber_temp_edit``,
     ``support_aux_fan``, ``support_chamber_fan``, ``printer_is_enclosed``).
     Only a chamber *heater* counts for ``chamber_heater``: the X1 Carbon, X1
-    and P2S measure their chamber but cannot heat it.
+    and P2S measure their chamber but cannot heat it. ``chamber_sensor`` is
+    false where the printer has no chamber thermometer and reports a
+    placeholder (A1, A1 mini, A2L, P1P, P1S: PROTOCOL.md §2.6.1; Bambu
+    Studio's ``DevChamber::HasChamber`` reads ``support_chamber`` from the
+    same per-model descriptions). ``door`` says where the door sensor is
+    reported: ``home_flag`` on the X1 series, ``stat`` on H2/P2/X2 (bit
+    0x00800000 in both), nowhere on open or sensorless frames.
     """
 
     code: str  # dev_model_name
@@ -69,6 +76,8 @@ class PrinterModel:
     url_schemes: tuple[UrlScheme, ...] = _FILE_URL
     # The RTSPS stream must be switched on on the printer first (H2D: "LAN stream off by default").
     camera_off_by_default: bool = False
+    chamber_sensor: bool = True
+    door: DoorSource = ""
 
     @property
     def known(self) -> bool:
@@ -99,6 +108,7 @@ def _open_frame(code: str, product: str, family: str, prefix: str) -> PrinterMod
         chamber_fan=False,
         enclosed=False,
         url_schemes=_FILE_URL if family == "A1" else _EITHER_URL,
+        chamber_sensor=False,
     )
 
 
@@ -116,22 +126,36 @@ def _h2(code: str, product: str, prefix: str, *, dual: bool = True) -> PrinterMo
         lights=_TWO_CHAMBER_LIGHTS,
         url_schemes=_FTP_URL,
         camera_off_by_default=True,
+        door="stat",
     )
 
 
 MODELS: tuple[PrinterModel, ...] = (
-    PrinterModel("BL-P001", "X1 Carbon", "X1", "00M", "rtsps", "full", lights=_X1_LIGHTS),
-    PrinterModel("BL-P002", "X1", "X1", "00W", "rtsps", "full", lights=_X1_LIGHTS),
     PrinterModel(
-        "C13", "X1E", "X1", "03W", "rtsps", "full", chamber_heater=True, lights=_X1_LIGHTS
+        "BL-P001", "X1 Carbon", "X1", "00M", "rtsps", "full", lights=_X1_LIGHTS, door="home_flag"
     ),
-    # Bambu Studio: the P1P has both fan ports but no enclosure.
-    PrinterModel("C11", "P1P", "P1", "01S", "jpeg", "delta", enclosed=False),
-    PrinterModel("C12", "P1S", "P1", "01P", "jpeg", "delta"),
+    PrinterModel(
+        "BL-P002", "X1", "X1", "00W", "rtsps", "full", lights=_X1_LIGHTS, door="home_flag"
+    ),
+    PrinterModel(
+        "C13",
+        "X1E",
+        "X1",
+        "03W",
+        "rtsps",
+        "full",
+        chamber_heater=True,
+        lights=_X1_LIGHTS,
+        door="home_flag",
+    ),
+    # Bambu Studio: the P1P has both fan ports but no enclosure. Neither P1 has a
+    # chamber thermometer (a placeholder 5 is reported) nor a door sensor.
+    PrinterModel("C11", "P1P", "P1", "01S", "jpeg", "delta", enclosed=False, chamber_sensor=False),
+    PrinterModel("C12", "P1S", "P1", "01P", "jpeg", "delta", chamber_sensor=False),
     _open_frame("N1", "A1 mini", "A1", "030"),
     _open_frame("N2S", "A1", "A1", "039"),
     _open_frame("N9", "A2L", "A2", "26A"),
-    PrinterModel("N7", "P2S", "P2", "22E", "rtsps", "delta", url_schemes=_EITHER_URL),
+    PrinterModel("N7", "P2S", "P2", "22E", "rtsps", "delta", url_schemes=_EITHER_URL, door="stat"),
     PrinterModel(
         "N6",
         "X2D",
@@ -143,6 +167,7 @@ MODELS: tuple[PrinterModel, ...] = (
         chamber_heater=True,
         lights=_TWO_CHAMBER_LIGHTS,
         url_schemes=_EITHER_URL,
+        door="stat",
     ),
     _h2("O1D", "H2D", "094"),
     _h2("O1E", "H2D Pro", ""),
@@ -153,16 +178,42 @@ MODELS: tuple[PrinterModel, ...] = (
 
 UNKNOWN_MODEL = PrinterModel("", "unknown", "unknown", "", "jpeg", "delta", url_schemes=_EITHER_URL)
 _BY_CODE = {m.code: m for m in MODELS}
-# The first row wins where two codes share a product or a prefix (H2C: O1C, O1C2).
-_BY_PRODUCT: dict[str, PrinterModel] = {}
 _BY_PREFIX: dict[str, PrinterModel] = {}
 for _m in MODELS:
-    _BY_PRODUCT.setdefault(_m.product.lower(), _m)
+    # The first row wins where two codes share a prefix (H2C: O1C, O1C2).
     if _m.serial_prefix:
         _BY_PREFIX.setdefault(_m.serial_prefix, _m)
+
+
+def _name_key(value: str) -> str:
+    """A printer name folded for lookup: ``"Bambu Lab X1-Carbon"`` -> ``"x1carbon"``.
+
+    Case, spaces, dashes and underscores do not matter, nor the ``Bambu Lab``
+    brand (``get_version`` ``product_name`` carries it, Bambu Studio's
+    ``display_name`` too) or the ``3DPrinter-`` prefix of older binding
+    records' ``dev_product_name``.
+    """
+    key = "".join(ch for ch in value.lower() if ch.isalnum())
+    for prefix in ("bambulab", "3dprinter"):
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key
+
+
+# Every spelling a printer's name is seen in, folded by _name_key: the product
+# names of §2.6, the dev_model_name codes (O1D, "BL-P001" -> "blp001"), Bambu
+# Studio's display names ("Bambu Lab X1 Carbon", "Bambu Lab H2D Pro", ...) and
+# the short form "X1C" other clients and the app use.
+_BY_NAME: dict[str, PrinterModel] = {}
+for _m in MODELS:
+    _BY_NAME.setdefault(_name_key(_m.product), _m)
+    _BY_NAME.setdefault(_name_key(_m.code), _m)
 del _m
-# get_version's product_name / project_name for the ota module (field observations).
-_BY_PROJECT = {"BL-P001": "X1 Carbon", "C11": "P1P", "C12": "P1S", "N1": "A1 mini", "N2S": "A1"}
+_BY_NAME["x1c"] = _BY_CODE["BL-P001"]
+
+# get_version ``hw_ver`` of the main board: ``AP05`` is the X1 series' board
+# (PROTOCOL.md §2.6.1); which X1 it is comes from the serial prefix when known.
+_X1_BOARDS = frozenset({"AP05"})
 
 
 def model_of(code: str) -> PrinterModel | None:
@@ -170,28 +221,64 @@ def model_of(code: str) -> PrinterModel | None:
     return _BY_CODE.get(code.strip())
 
 
+def model_named(name: Any) -> PrinterModel | None:
+    """The row a name or code designates in any of its spellings, or ``None``.
+
+    ``"Bambu Lab H2D Pro"``, ``"H2D Pro"``, ``"O1E"``, ``"X1-Carbon"``,
+    ``"X1 Carbon"``, ``"X1C"``, ``"BL-P001"``, ``"A1 mini"``... An AMS's
+    ``product_name`` (``"AMS 2 Pro (1)"``) names no printer.
+    """
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return _BY_CODE.get(name.strip()) or _BY_NAME.get(_name_key(name))
+
+
+def model_from_modules(
+    modules: Iterable[Mapping[str, Any]], serial: str | None = None
+) -> PrinterModel | None:
+    """The model a ``get_version`` reply names, or ``None`` when it names none.
+
+    In order of trust: a ``product_name`` (the ``ota`` module first, then any
+    module that carries one: current firmware names the printer there, AMS
+    modules name themselves and match nothing), then a ``project_name`` code
+    (older firmware: ``C11``, ``N2S``), then the main board's ``hw_ver``
+    (``AP05``: an X1, told apart by ``serial`` when its prefix is an X1's).
+    """
+    listed = [m for m in modules if isinstance(m, Mapping)]
+    ordered = sorted(listed, key=lambda m: m.get("name") != "ota")  # stable: ota first
+    for key in ("product_name", "project_name"):
+        for module in ordered:
+            found = model_named(module.get(key))
+            if found:
+                return found
+    for module in ordered:
+        if str(module.get("hw_ver") or "").strip().upper() in _X1_BOARDS:
+            by_prefix = _BY_PREFIX.get((serial or "").strip()[:3].upper())
+            if by_prefix is not None and by_prefix.family == "X1":
+                return by_prefix
+            return _BY_CODE["BL-P001"]
+    return None
+
+
 def detect_model(
     serial: str | None = None,
     dev_model_name: str | None = None,
     modules: Iterable[Mapping[str, Any]] | None = None,
 ) -> PrinterModel:
-    """The model from the best evidence: ``dev_model_name``, then modules, then serial prefix."""
-    if dev_model_name:
-        found = _BY_CODE.get(dev_model_name.strip()) or _BY_PRODUCT.get(
-            dev_model_name.strip().lower()
-        )
+    """The model from the best evidence: ``dev_model_name``, then modules, then serial prefix.
+
+    ``dev_model_name`` (the binding list, the simulator's config) and the
+    printer's own ``get_version`` reply name the model; a serial prefix only
+    suggests it (prefixes of new models are learnt late, and one is not
+    known at all: the H2D Pro's), so it comes last.
+    """
+    found = model_named(dev_model_name)
+    if found:
+        return found
+    if modules is not None:
+        found = model_from_modules(modules, serial)
         if found:
             return found
-    for module in modules or ():
-        if module.get("name") != "ota":
-            continue
-        for key in ("product_name", "project_name"):
-            value = str(module.get(key) or "").strip()
-            found = _BY_PRODUCT.get(value.lower()) or _BY_CODE.get(value)
-            if found:
-                return found
-            if value in _BY_PROJECT:
-                return _BY_PRODUCT[_BY_PROJECT[value].lower()]
     if serial:
         found = _BY_PREFIX.get(serial.strip()[:3].upper())
         if found:

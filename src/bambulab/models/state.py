@@ -25,12 +25,52 @@ from .printer import (
     PrintError,
     detect_model,
     hms_entries,
+    model_from_modules,
+    model_named,
     stage_name,
 )
 
 GCODE_STATES = frozenset(
     {"IDLE", "PREPARE", "RUNNING", "PAUSE", "FINISH", "FAILED", "SLICING", "INIT", "OFFLINE"}
 )
+# A stage id of 0 (printing) or -1/255 (none) in these states means the printer is idle
+# (PROTOCOL.md §2.6.1): firmware leaves stg_cur at 0 after a job.
+IDLE_GCODE_STATES = frozenset({"IDLE", "FINISH", "FAILED"})
+_IDLE_STAGES = frozenset({0, -1, 255})
+# SD card state, ``home_flag`` bits 8-9 (Bambu Studio ``MachineObject::parse_home_flag``
+# -> ``DevStorage::SdcardState``: NO_SDCARD, HAS_SDCARD_NORMAL, _ABNORMAL, _READONLY).
+SD_CARD_STATES = ("absent", "normal", "abnormal", "readonly")
+# The door sensor bit, in ``home_flag`` (X1) or ``stat`` (H2/P2/X2) (PROTOCOL.md §2.6.1).
+DOOR_OPEN_BIT = 0x00800000
+# ``device.airduct.parts[].id``: bits 0-3 the part type, bits 4-11 the fan id; fan 10 is
+# the second auxiliary fan (Bambu Studio DevFan.h ``AIR_FUN::FAN_REMOTE_COOLING_1_IDX``),
+# ``state`` bits 0-7 its speed in % (``DevFan::ParseV3_0``).
+AIRDUCT_AUX_FAN2 = 10
+# Nozzle materials and flows (Bambu Studio ``DevNozzleSystem.cpp`` ``s_parse_nozzle_type``):
+# a type code such as ``HS01`` or ``HH01-0.4`` has the flow in its second character and
+# the material in the next two digits; the older firmware's names are taken as they are.
+NOZZLE_MATERIALS = {"00": "stainless_steel", "01": "hardened_steel", "05": "tungsten_carbide"}
+NOZZLE_NAMES = frozenset({"stainless_steel", "hardened_steel", "tungsten_carbide", "brass", "E3D"})
+NOZZLE_FLOWS = {
+    "S": "standard",
+    "A": "standard",
+    "X": "standard",
+    "H": "high_flow",
+    "E": "high_flow",
+    "U": "tpu_high_flow",
+    "B": "e3d_high_flow",
+}
+_WORDS = {
+    "stainless_steel": "Stainless Steel",
+    "hardened_steel": "Hardened Steel",
+    "tungsten_carbide": "Tungsten Carbide",
+    "brass": "Brass",
+    "E3D": "E3D",
+    "standard": "Standard",
+    "high_flow": "High Flow",
+    "tpu_high_flow": "TPU High Flow",
+    "e3d_high_flow": "E3D High Flow",
+}
 # AMS kinds by firmware module prefix (``get_version`` module names like ``n3f/0``).
 AMS_KINDS = {"ams": "AMS", "ams_f1": "AMS Lite", "n3f": "AMS 2 Pro", "n3s": "AMS HT"}
 
@@ -68,6 +108,18 @@ def _dict(value: Any) -> Mapping[str, Any]:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+def _flags(value: Any) -> int | None:
+    """A bit field sent as an int or as a hex string (``stat``, ``fun``)."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str) and value.strip():
+        try:
+            return int(value.strip(), 16)
+        except ValueError:
+            return None
+    return None
 
 
 def unpack_temp(value: Any) -> tuple[float | None, float | None]:
@@ -127,14 +179,94 @@ class AmsUnit:
 
 
 @dataclass(frozen=True, slots=True)
+class NozzleKind:
+    """A nozzle's material and flow, decoded from its type code (``HH01``) or name.
+
+    ``material``: ``stainless_steel``, ``hardened_steel``, ``tungsten_carbide``,
+    ``brass`` or ``""`` when unknown; ``flow``: ``standard``, ``high_flow``,
+    ``tpu_high_flow``, ``e3d_high_flow`` or ``""`` when not told. ``code`` is
+    what the printer sent. ``str()`` is the text for people.
+    """
+
+    code: str
+    material: str
+    flow: str
+
+    def __str__(self) -> str:
+        words = [_WORDS.get(self.material, self.material), _WORDS.get(self.flow, "")]
+        return ", ".join(w for w in words if w) or self.code
+
+
+def nozzle_kind(code: Any) -> NozzleKind | None:
+    """Decode a nozzle type the way Bambu Studio does (``s_parse_nozzle_type``).
+
+    A name the older firmware sends (``hardened_steel``) is the material;
+    a code of four characters or more (``HS01``, ``HX05``, ``HS01-0.4``) has the
+    flow in its second character and the material in its third and fourth.
+    ``None`` for nothing, ``"N/A"`` or a non-string.
+    """
+    if not isinstance(code, str) or not code.strip() or code.strip() == "N/A":
+        return None
+    text = code.strip()
+    if text in NOZZLE_NAMES:
+        return NozzleKind(text, text, "")
+    if len(text) >= 4:
+        return NozzleKind(text, NOZZLE_MATERIALS.get(text[2:4], ""), NOZZLE_FLOWS.get(text[1], ""))
+    return NozzleKind(text, "", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Nozzle:
+    """One nozzle of ``device.nozzle.info[]``: where it sits, its diameter and kind."""
+
+    id: int
+    diameter: float | None
+    kind: NozzleKind | None
+    on_rack: bool = False  # H2C's nozzle changer rack (id 0x1N), not on an extruder
+
+
+@dataclass(frozen=True, slots=True)
 class Extruder:
-    """One nozzle of a (possibly dual-nozzle) printer."""
+    """One extruder of a (possibly dual-nozzle) printer (``device.extruder.info[]``).
+
+    ``ams_id``/``slot`` are its ``snow`` (the loaded tray: AMS id in bits 8-15,
+    slot in bits 0-7); ``tray_now`` is the same as a global tray id (255 none,
+    254 an external spool, ``ams*4+slot``, or the AMS HT unit id). On a
+    dual-nozzle printer extruder 0 is the right one and 1 the left (Bambu
+    Studio ``DevExtder::GetDisplayLoc``: ``MAIN_EXTRUDER_ID`` 0 is "right").
+    """
 
     index: int
     temp: float | None
     target: float | None
     ams_id: int | None
     slot: int | None
+    name: str = ""
+    nozzle: Nozzle | None = None
+
+    @property
+    def tray_now(self) -> int | None:
+        """The loaded tray as a global tray id (``None`` when not reported)."""
+        if self.ams_id is None or self.slot is None:
+            return None
+        return snow_tray(self.ams_id, self.slot)
+
+
+def snow_tray(ams_id: int, slot: int) -> int | None:
+    """The global tray id of a ``snow``/``star`` pair (PROTOCOL.md §2.6.1).
+
+    Slot 255 is nothing loaded (``0xFFFF``, ``0xFEFF``); AMS ids 254/255 are
+    the external spools; 128-135 AMS HT units (one slot: the unit id).
+    """
+    if slot == 0xFF:
+        return TRAY_NONE
+    if ams_id in (TRAY_EXTERNAL, TRAY_NONE):
+        return TRAY_EXTERNAL
+    if 128 <= ams_id <= 135:
+        return ams_id
+    if ams_id < 64 and slot < 4:
+        return ams_id * 4 + slot
+    return None
 
 
 def _tray(raw: Mapping[str, Any], ams_id: int) -> Tray:
@@ -196,6 +328,7 @@ class PrinterState:
     _raw: dict[str, Any]
     _info: Mapping[str, Any]
     _hint: PrinterModel
+    _hint_named: bool
 
     def __init__(
         self,
@@ -204,11 +337,19 @@ class PrinterState:
         info: Mapping[str, Any] | None = None,
         dev_model_name: str | None = None,
     ) -> None:
-        hint = detect_model(serial, dev_model_name) if serial or dev_model_name else UNKNOWN_MODEL
-        self._set(serial, raw if raw is not None else {}, info, hint)
+        # A named model (dev_model_name) is the printer's word; a serial prefix only a
+        # guess that the printer's own get_version reply overrides (see ``model``).
+        named = model_named(dev_model_name)
+        hint = named or (detect_model(serial) if serial else UNKNOWN_MODEL)
+        self._set(serial, raw if raw is not None else {}, info, hint, named is not None)
 
     def _set(
-        self, serial: str, raw: dict[str, Any], info: Mapping[str, Any] | None, hint: PrinterModel
+        self,
+        serial: str,
+        raw: dict[str, Any],
+        info: Mapping[str, Any] | None,
+        hint: PrinterModel,
+        hint_named: bool = False,
     ) -> None:
         self.__dict__.update(
             serial=serial,
@@ -217,6 +358,7 @@ class PrinterState:
             _info=info if info is not None else _EMPTY,
             info=MappingProxyType(info) if info else _EMPTY,
             _hint=hint,
+            _hint_named=hint_named,
         )
 
     def evolve(
@@ -233,6 +375,7 @@ class PrinterState:
             self._raw if raw is None else raw,
             self._info if info is None else info,
             self._hint,
+            self._hint_named,
         )
         return state
 
@@ -244,7 +387,10 @@ class PrinterState:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The read-only views do not pickle; the dicts under them do.
-        return (_rebuild, (self.serial, self._raw, dict(self._info), self._hint))
+        return (
+            _rebuild,
+            (self.serial, self._raw, dict(self._info), self._hint, self._hint_named),
+        )
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError(f"PrinterState is immutable (cannot set {name!r}): use evolve()")
@@ -273,11 +419,19 @@ class PrinterState:
 
     @cached_property
     def model(self) -> PrinterModel:
-        """The printer model (from serial, ``dev_model_name`` or ``get_version``)."""
-        if self._hint is UNKNOWN_MODEL:
+        """The printer model: ``dev_model_name``, else ``get_version``, else the serial prefix.
+
+        A model named by ``dev_model_name`` stands. Otherwise the printer's own
+        ``get_version`` reply (``product_name`` of any module, ``project_name``,
+        the X1 board's ``hw_ver``) wins over a serial-prefix guess: a prefix
+        may be unknown (H2D Pro) or reused, the printer's answer is not.
+        """
+        if not self._hint_named:
             modules = [m for m in _list(self._info.get("module")) if isinstance(m, Mapping)]
             if modules:
-                return detect_model(self.serial, None, modules)
+                found = model_from_modules(modules, self.serial)
+                if found is not None:
+                    return found
         return self._hint
 
     @cached_property
@@ -290,21 +444,50 @@ class PrinterState:
 
     # --- temperatures -----------------------------------------------------------------
 
-    def _device_temp(self, *path: str) -> tuple[float | None, float | None]:
+    def _device(self, *path: str) -> Any:
         node: Any = self._raw.get("device")
         for key in path:
             node = _dict(node).get(key)
-        return unpack_temp(node)
+        return node
+
+    def _device_temp(self, *path: str) -> tuple[float | None, float | None]:
+        return unpack_temp(self._device(*path))
+
+    @cached_property
+    def _active(self) -> Extruder | None:
+        """The active extruder of a dual-nozzle printer (``None`` on single-nozzle ones)."""
+        if not self.dual_nozzle:
+            return None
+        active = self.active_extruder
+        if active is None:
+            return None
+        for extruder in self.extruders:
+            if extruder.index == active:
+                return extruder
+        return None
 
     @cached_property
     def nozzle_temp(self) -> float | None:
-        """Current nozzle temperature (°C)."""
+        """Current temperature (°C) of the nozzle in use.
+
+        On dual-nozzle printers (H2D, H2D Pro, H2C, X2D) that is the active
+        extruder's (``device.extruder.info[]``): the top-level
+        ``nozzle_temper`` belongs to the idle one (PROTOCOL.md §2.6.1; Bambu
+        Studio ``ExtderSystemParser``: ``ParseV1_0`` fills the top-level
+        values only when there is one extruder).
+        """
+        active = self._active
+        if active is not None and active.temp is not None:
+            return active.temp
         value = _float(self._raw.get("nozzle_temper"))
         return value if value is not None else (self.extruders[0].temp if self.extruders else None)
 
     @cached_property
     def nozzle_target(self) -> float | None:
-        """Nozzle target temperature (°C)."""
+        """Target temperature (°C) of the nozzle in use (see :attr:`nozzle_temp`)."""
+        active = self._active
+        if active is not None and active.target is not None:
+            return active.target
         value = _float(self._raw.get("nozzle_target_temper"))
         return (
             value if value is not None else (self.extruders[0].target if self.extruders else None)
@@ -324,35 +507,116 @@ class PrinterState:
 
     @cached_property
     def chamber_temp(self) -> float | None:
-        """Chamber temperature (°C), where measured."""
-        value = _float(self._raw.get("chamber_temper"))
-        return value if value is not None else self._device_temp("ctc", "info", "temp")[0]
+        """Chamber temperature (°C); ``None`` on printers without a chamber sensor.
+
+        ``device.ctc.info.temp`` (low 16 bits) wins over ``chamber_temper``
+        (Bambu Studio ``DevChamber::ParseChamber`` parses V2 after V1). The
+        A1, A1 mini, A2L, P1P and P1S have no sensor and report a placeholder.
+        """
+        if not self.model.chamber_sensor:
+            return None
+        packed = self._device_temp("ctc", "info", "temp")[0]
+        return packed if packed is not None else _float(self._raw.get("chamber_temper"))
 
     @cached_property
     def chamber_target(self) -> float | None:
-        """Chamber target (°C), on printers with a heater."""
+        """Chamber target (°C), on printers with a heater (``ctc`` high 16 bits)."""
+        if not self.model.chamber_sensor:
+            return None
         return self._device_temp("ctc", "info", "temp")[1]
 
     @cached_property
+    def extruder_count(self) -> int | None:
+        """Extruders (``device.extruder.state`` bits 0-3), ``None`` when not reported."""
+        state = _int(self._device("extruder", "state"))
+        return state & 0xF if state is not None else None
+
+    @cached_property
+    def dual_nozzle(self) -> bool:
+        """Whether this printer has two extruders (from the report, else the model)."""
+        count = self.extruder_count
+        if count:
+            return count >= 2
+        return len(self.extruders) >= 2 or self.model.dual_nozzle
+
+    @cached_property
     def extruders(self) -> tuple[Extruder, ...]:
-        """Nozzles from ``device.extruder.info[]`` (dual-nozzle printers and newer firmware)."""
-        info = _list(_dict(_dict(self._raw.get("device")).get("extruder")).get("info"))
+        """Extruders from ``device.extruder.info[]`` (dual-nozzle printers and newer firmware).
+
+        Bambu Studio ``ExtderSystemParser::ParseV2_0``: ``temp`` packs current
+        (low 16 bits) and target (high 16), ``snow`` the loaded tray, ``hnow``
+        the id of the nozzle mounted on it.
+        """
+        info = _list(self._device("extruder", "info"))
+        count = self.extruder_count
+        two = (count or len(info)) == 2
+        nozzles = {n.id: n for n in self.nozzles if not n.on_rack}
         out = []
-        for index, item in enumerate(info):
+        for position, item in enumerate(info):
             if not isinstance(item, Mapping):
                 continue
+            ext_id = _int(item.get("id"))
+            index = ext_id if ext_id is not None else position
             temp, target = unpack_temp(item.get("temp"))
             snow = _int(item.get("snow"))
             ams_id = snow >> 8 & 0xFF if snow is not None else None
             slot = snow & 0xFF if snow is not None else None
-            out.append(Extruder(_int(item.get("id")) or index, temp, target, ams_id, slot))
+            mounted = _int(item.get("hnow"))
+            nozzle = nozzles.get(mounted if mounted is not None else index)
+            name = ("right" if index == 0 else "left") if two else ""
+            out.append(Extruder(index, temp, target, ams_id, slot, name, nozzle))
         return tuple(out)
 
     @cached_property
     def active_extruder(self) -> int | None:
-        """Which nozzle is in use (``device.extruder.state`` bits 4-7)."""
-        state = _int(_dict(_dict(self._raw.get("device")).get("extruder")).get("state"))
-        return state >> 4 & 0xF if state is not None else None
+        """Which extruder is in use (``device.extruder.state`` bits 4-7).
+
+        ``None`` when not reported, and while switching (0xF: Bambu Studio's
+        ``GetExtderById`` "the extruder maybe changing").
+        """
+        state = _int(self._device("extruder", "state"))
+        if state is None:
+            return None
+        active = state >> 4 & 0xF
+        return None if active == 0xF else active
+
+    @cached_property
+    def nozzles(self) -> tuple[Nozzle, ...]:
+        """Nozzles of ``device.nozzle.info[]`` (Bambu Studio ``DevNozzleSystemParser``).
+
+        ``id`` bits 0-3 are the nozzle id (0 right or only, 1 left), bits 4-7
+        equal to 1 mean a nozzle parked on the H2C's rack.
+        """
+        out = []
+        for item in _list(self._device("nozzle", "info")):
+            if not isinstance(item, Mapping):
+                continue
+            raw_id = _int(item.get("id"))
+            if raw_id is None:
+                continue
+            out.append(
+                Nozzle(
+                    id=raw_id & 0xF,
+                    diameter=_float(item.get("diameter")),
+                    kind=nozzle_kind(item.get("type")),
+                    on_rack=(raw_id >> 4 & 0xF) == 1,
+                )
+            )
+        return tuple(out)
+
+    @cached_property
+    def active_nozzle(self) -> Nozzle | None:
+        """The nozzle in use, from ``device.nozzle.info[]`` (``None`` without that block)."""
+        active = self._active
+        if active is not None and active.nozzle is not None:
+            return active.nozzle
+        mounted = [n for n in self.nozzles if not n.on_rack]
+        if not mounted:
+            return None
+        if self.extruders and self.extruders[0].nozzle is not None and not self.dual_nozzle:
+            return self.extruders[0].nozzle
+        want = self.active_extruder if self.active_extruder is not None else 0
+        return next((n for n in mounted if n.id == want), mounted[0])
 
     # --- job ------------------------------------------------------------------------------
 
@@ -362,10 +626,19 @@ class PrinterState:
         value = _str(self._raw.get("gcode_state")).upper()
         return value if value in GCODE_STATES else ("UNKNOWN" if value else "")
 
+    @cached_property
+    def idle(self) -> bool:
+        """No job: ``gcode_state`` IDLE, FINISH or FAILED with no stage (0, -1 or 255).
+
+        Firmware leaves ``stg_cur`` at 0 ("printing") after a job (PROTOCOL.md §2.6.1).
+        """
+        stage = self.stage
+        return self.gcode_state in IDLE_GCODE_STATES and (stage is None or stage in _IDLE_STAGES)
+
     @property
     def printing(self) -> bool:
-        """A job is preparing or running."""
-        return self.gcode_state in ("PREPARE", "RUNNING", "SLICING")
+        """A job is preparing or running (never while idle)."""
+        return self.gcode_state in ("PREPARE", "RUNNING", "SLICING") and not self.idle
 
     @cached_property
     def percent(self) -> int | None:
@@ -394,7 +667,9 @@ class PrinterState:
 
     @cached_property
     def stage_name(self) -> str:
-        """The current stage in words."""
+        """The current stage in words (``idle`` when idle, whatever ``stg_cur`` says)."""
+        if self.idle and "stg_cur" in self._raw:
+            return "idle"
         return stage_name(self._raw.get("stg_cur"))
 
     @cached_property
@@ -449,6 +724,16 @@ class PrinterState:
         return fan_percent(self._raw.get("big_fan2_speed"))
 
     @cached_property
+    def aux_fan2(self) -> int | None:
+        """Second auxiliary fan (%), X2D: ``device.airduct.parts[]`` fan 10; ``None`` elsewhere."""
+        for part in _list(self._device("airduct", "parts")):
+            part_id = _int(_dict(part).get("id"))
+            if part_id is not None and (part_id >> 4 & 0xFF) == AIRDUCT_AUX_FAN2:
+                state = _int(_dict(part).get("state"))
+                return max(0, min(100, state & 0xFF)) if state is not None else None
+        return None
+
+    @cached_property
     def heatbreak_fan(self) -> int | None:
         """Heatbreak fan (%)."""
         return fan_percent(self._raw.get("heatbreak_fan_speed"))
@@ -485,13 +770,82 @@ class PrinterState:
 
     @cached_property
     def nozzle_diameter(self) -> float | None:
-        """Fitted nozzle diameter (mm)."""
+        """Diameter (mm) of the nozzle in use: ``device.nozzle`` when present, else top level."""
+        nozzle = self.active_nozzle
+        if nozzle is not None and nozzle.diameter is not None:
+            return nozzle.diameter
         return _float(self._raw.get("nozzle_diameter"))
 
     @cached_property
+    def nozzle(self) -> NozzleKind | None:
+        """Material and flow of the nozzle in use, decoded (see :func:`nozzle_kind`).
+
+        From ``device.nozzle.info[]`` when the printer sends it (the top-level
+        ``nozzle_type`` may then be stale), else the top-level ``nozzle_type``.
+        """
+        nozzle = self.active_nozzle
+        if nozzle is not None and nozzle.kind is not None:
+            return nozzle.kind
+        return nozzle_kind(self._raw.get("nozzle_type"))
+
+    @cached_property
     def nozzle_type(self) -> str:
-        """Fitted nozzle material."""
-        return _str(self._raw.get("nozzle_type"))
+        """Material of the nozzle in use (``hardened_steel``...), else what the printer sent."""
+        kind = self.nozzle
+        if kind is None:
+            return ""
+        return kind.material or kind.code
+
+    @cached_property
+    def sd_card(self) -> str | None:
+        """SD card: ``normal``, ``absent``, ``abnormal`` or ``readonly``; ``None`` when unknown.
+
+        ``home_flag`` bits 8-9 (Bambu Studio ``MachineObject::parse_home_flag``);
+        without ``home_flag``, the older boolean ``sdcard`` says present or not.
+        """
+        flags = _int(self._raw.get("home_flag"))
+        if flags is not None:
+            return SD_CARD_STATES[flags >> 8 & 0x3]
+        card = self._raw.get("sdcard")
+        if isinstance(card, bool):
+            return "normal" if card else "absent"
+        return None
+
+    @cached_property
+    def door_open(self) -> bool | None:
+        """Whether the front door is open; ``None`` where there is no door sensor or no report.
+
+        Bit 0x00800000 of ``stat`` on H2/P2/X2, of ``home_flag`` on the X1
+        series (PROTOCOL.md §2.6.1); P1 and A1 printers report no door. An
+        unknown model is read from ``stat`` when it sends one.
+        """
+        source = self.model.door
+        if not source and self.model.known:
+            return None
+        if not source:
+            source = "stat" if "stat" in self._raw else ""
+        if not source:
+            return None
+        flags = _flags(self._raw.get(source)) if source == "stat" else _int(self._raw.get(source))
+        return bool(flags & DOOR_OPEN_BIT) if flags is not None else None
+
+    def _ipcam(self, key: str) -> bool | None:
+        value = _dict(self._raw.get("ipcam")).get(key)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("enable", "disable"):
+            return value.strip().lower() == "enable"
+        return None
+
+    @cached_property
+    def timelapse(self) -> bool | None:
+        """Whether timelapse recording is enabled (``ipcam.timelapse``)."""
+        return self._ipcam("timelapse")
+
+    @cached_property
+    def camera_recording(self) -> bool | None:
+        """Whether the camera records while printing (``ipcam.ipcam_record``)."""
+        return self._ipcam("ipcam_record")
 
     @cached_property
     def ip_address(self) -> str | None:
@@ -556,17 +910,34 @@ class PrinterState:
 
     @cached_property
     def tray_now(self) -> int | None:
-        """Global id of the loaded tray: 255 none, 254 external, else ``ams*4+slot``."""
+        """Global id of the loaded tray: 255 none, 254 external, else ``ams*4+slot``.
+
+        On dual-nozzle printers the active extruder's ``snow`` (``ams.tray_now``
+        holds only a slot number there: PROTOCOL.md §2.6.1; Bambu Studio
+        ``DevExtderSystem::GetCurrentAmsId``/``GetCurrentSlotId``).
+        """
+        active = self._active
+        if active is not None and active.tray_now is not None:
+            return active.tray_now
         return _int(self._ams_block().get("tray_now"))
 
     @cached_property
     def active_tray(self) -> Tray | None:
-        """The tray currently feeding the nozzle."""
+        """The tray currently feeding the nozzle in use."""
         now = self.tray_now
         if now is None or now == TRAY_NONE:
             return None
+        if now == TRAY_EXTERNAL:
+            spools = self.external_spools
+            active = self._active
+            if active is not None and active.tray_now == TRAY_EXTERNAL:
+                # Dual-external printers: the spool whose id is the snow's AMS id (254/255).
+                for spool in spools:
+                    if spool.id == active.ams_id:
+                        return spool
+            return spools[0] if spools else None
         for tray in self.trays:
-            if tray.global_id == now or (now == TRAY_EXTERNAL and tray.ams_id == TRAY_EXTERNAL):
+            if tray.global_id == now and tray.ams_id != TRAY_EXTERNAL:
                 return tray
         return None
 
@@ -587,9 +958,13 @@ class PrinterState:
 
 
 def _rebuild(
-    serial: str, raw: dict[str, Any], info: dict[str, Any], hint: PrinterModel
+    serial: str,
+    raw: dict[str, Any],
+    info: dict[str, Any],
+    hint: PrinterModel,
+    hint_named: bool = False,
 ) -> PrinterState:
     """Unpickle a :class:`PrinterState`."""
     state = PrinterState.__new__(PrinterState)
-    state._set(serial, raw, info, hint)
+    state._set(serial, raw, info, hint, hint_named)
     return state
