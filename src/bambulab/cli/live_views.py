@@ -109,7 +109,19 @@ def swatch(tray: Tray) -> Text:
 def fans(state: PrinterState) -> str:
     speeds = ((name, getattr(state, f"{name}_fan")) for name in FANS)
     parts = [f"{name} {value}%" for name, value in speeds if value is not None]
+    if state.aux_fan2 is not None:
+        parts.append(f"aux 2 {state.aux_fan2}%")
     return ", ".join(parts) or "-"
+
+
+def nozzle_text(diameter: float | None, kind: Any) -> str | None:
+    """``0.4 mm, Hardened Steel, High Flow``; ``None`` when nothing is known."""
+    parts = [f"{diameter:g} mm" if diameter is not None else "", str(kind) if kind else ""]
+    return ", ".join(p for p in parts if p) or None
+
+
+def yes_no(value: bool | None, yes: str, no: str) -> str | None:
+    return None if value is None else (yes if value else no)
 
 
 def speed(state: PrinterState) -> str:
@@ -159,11 +171,28 @@ def show_status(ref: PrinterRef, state: PrinterState) -> None:
         ("layer", layers(state)),
         ("remaining", minutes(state.remaining_minutes)),
         ("nozzle", temp_pair(state.nozzle_temp, state.nozzle_target)),
-        ("bed", temp_pair(state.bed_temp, state.bed_target)),
     ]
+    if state.dual_nozzle and len(state.extruders) > 1:
+        # Both nozzles, the active one marked (the top row is the active one's).
+        for extruder in state.extruders:
+            mark = " (active)" if extruder.index == state.active_extruder else ""
+            nozzle = extruder.nozzle
+            kind = nozzle_text(nozzle.diameter, nozzle.kind) if nozzle is not None else None
+            rows.append(
+                (
+                    f"{extruder.name or extruder.index} nozzle",
+                    f"{temp_pair(extruder.temp, extruder.target)}{mark}"
+                    + (f", {kind}" if kind else ""),
+                )
+            )
+    else:
+        rows.append(("nozzle type", nozzle_text(state.nozzle_diameter, state.nozzle)))
+    rows.append(("bed", temp_pair(state.bed_temp, state.bed_target)))
     if state.chamber_temp is not None or state.chamber_target is not None:
         rows.append(("chamber", temp_pair(state.chamber_temp, state.chamber_target)))
     rows += [
+        ("door", yes_no(state.door_open, "open", "closed")),
+        ("SD card", state.sd_card),
         ("fans", fans(state)),
         ("speed", speed(state)),
         ("lights", lights(state)),
@@ -244,7 +273,7 @@ def show_ams(ref: PrinterRef, state: PrinterState) -> None:
         return
     from .output import esc, say
 
-    now = state.tray_now
+    loaded = state.active_tray
     units = state.ams_units
     rows: list[list[Any]] = []
     for unit in units:
@@ -258,7 +287,7 @@ def show_ams(ref: PrinterRef, state: PrinterState) -> None:
                     percent(tray.remain),
                     _humidity(unit) if index == 0 else "",
                     f"{unit.temp:g} °C" if index == 0 and unit.temp is not None else "",
-                    _loaded(tray.global_id == now),
+                    _loaded(tray is loaded),
                 ]
             )
     for tray in state.external_spools:
@@ -271,7 +300,7 @@ def show_ams(ref: PrinterRef, state: PrinterState) -> None:
                 percent(tray.remain),
                 "",
                 "",
-                _loaded(now == TRAY_EXTERNAL),
+                _loaded(tray is loaded),
             ]
         )
     if not rows:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from .printer import HMSEntry, PrintError
-from .state import AmsUnit, PrinterState, Tray
+from .state import AmsUnit, Extruder, NozzleKind, PrinterState, Tray
 
 EXTERNAL = 254
 
@@ -34,6 +34,50 @@ class FansOut(OutputModel):
     part: int | None
     aux: int | None
     chamber: int | None
+
+
+class NozzleOut(OutputModel):
+    """A nozzle's kind: material and flow decoded, the printer's code, and the text for people."""
+
+    material: str
+    flow: str
+    code: str
+    text: str
+
+    @classmethod
+    def from_kind(cls, kind: NozzleKind | None) -> NozzleOut | None:
+        """``None`` when the printer does not say."""
+        if kind is None:
+            return None
+        return cls(material=kind.material, flow=kind.flow, code=kind.code, text=str(kind))
+
+
+class ExtruderOut(OutputModel):
+    """One extruder of ``device.extruder.info[]`` (``name``: right/left on dual-nozzle printers)."""
+
+    id: int
+    name: str
+    active: bool
+    nozzle_temp: float | None
+    nozzle_target: float | None
+    nozzle_diameter: float | None
+    nozzle: NozzleOut | None
+    tray_now: int | None
+
+    @classmethod
+    def from_extruder(cls, extruder: Extruder, active: bool) -> ExtruderOut:
+        """From a typed extruder."""
+        nozzle = extruder.nozzle
+        return cls(
+            id=extruder.index,
+            name=extruder.name,
+            active=active,
+            nozzle_temp=extruder.temp,
+            nozzle_target=extruder.target,
+            nozzle_diameter=nozzle.diameter if nozzle is not None else None,
+            nozzle=NozzleOut.from_kind(nozzle.kind if nozzle is not None else None),
+            tray_now=extruder.tray_now,
+        )
 
 
 class TrayOut(OutputModel):
@@ -91,7 +135,17 @@ class PrinterStateOut(OutputModel):
     bed_target: float | None
     chamber_temp: float | None
     chamber_target: float | None
+    nozzle_diameter: float | None
+    nozzle_type: str
+    nozzle: NozzleOut | None
+    active_extruder: int | None
+    extruders: tuple[ExtruderOut, ...]
     fans: FansOut
+    aux_fan2: int | None
+    sd_card: str | None
+    door_open: bool | None
+    timelapse: bool | None
+    camera_recording: bool | None
     speed: str
     lights: dict[str, str]
     wifi_dbm: int | None
@@ -120,7 +174,20 @@ class PrinterStateOut(OutputModel):
             bed_target=state.bed_target,
             chamber_temp=state.chamber_temp,
             chamber_target=state.chamber_target,
+            nozzle_diameter=state.nozzle_diameter,
+            nozzle_type=state.nozzle_type,
+            nozzle=NozzleOut.from_kind(state.nozzle),
+            active_extruder=state.active_extruder,
+            extruders=tuple(
+                ExtruderOut.from_extruder(e, e.index == state.active_extruder)
+                for e in state.extruders
+            ),
             fans=FansOut(part=state.part_fan, aux=state.aux_fan, chamber=state.chamber_fan),
+            aux_fan2=state.aux_fan2,
+            sd_card=state.sd_card,
+            door_open=state.door_open,
+            timelapse=state.timelapse,
+            camera_recording=state.camera_recording,
             speed=state.speed_name,
             lights=dict(state.lights),
             wifi_dbm=state.wifi_dbm,
@@ -183,6 +250,7 @@ class AmsOut(OutputModel):
     def from_state(cls, state: PrinterState, serial: str | None = None) -> AmsOut:
         """The AMS of one state (``serial`` as the caller named the printer)."""
         now = state.tray_now
+        loaded = state.active_tray
         return cls(
             serial=state.serial if serial is None else serial,
             tray_now=now,
@@ -193,14 +261,11 @@ class AmsOut(OutputModel):
                     humidity_level=unit.humidity_level,
                     humidity_percent=unit.humidity_percent,
                     temp=unit.temp,
-                    trays=tuple(
-                        SlotOut.from_tray(t, now is not None and t.global_id == now)
-                        for t in unit.trays
-                    ),
+                    trays=tuple(SlotOut.from_tray(t, t is loaded) for t in unit.trays),
                 )
                 for unit in state.ams_units
             ),
-            external=tuple(SlotOut.from_tray(t, now == EXTERNAL) for t in state.external_spools),
+            external=tuple(SlotOut.from_tray(t, t is loaded) for t in state.external_spools),
         )
 
 
