@@ -242,7 +242,9 @@ def model_from_modules(
     module that carries one: current firmware names the printer there, AMS
     modules name themselves and match nothing), then a ``project_name`` code
     (older firmware: ``C11``, ``N2S``), then the main board's ``hw_ver``
-    (``AP05``: an X1, told apart by ``serial`` when its prefix is an X1's).
+    (``AP05``: an X1, told apart by ``serial`` when its prefix is an X1's;
+    not when the reply has the ``esp32`` module of P1/A1 printers, nor when
+    the serial prefix is another family's).
     """
     listed = [m for m in modules if isinstance(m, Mapping)]
     ordered = sorted(listed, key=lambda m: m.get("name") != "ota")  # stable: ota first
@@ -251,12 +253,15 @@ def model_from_modules(
             found = model_named(module.get(key))
             if found:
                 return found
+    if any(m.get("name") == "esp32" for m in ordered):
+        return None  # a P1/A1 (PROTOCOL.md §2.6.1); their boards also read AP0x
     for module in ordered:
         if str(module.get("hw_ver") or "").strip().upper() in _X1_BOARDS:
             by_prefix = _BY_PREFIX.get((serial or "").strip()[:3].upper())
-            if by_prefix is not None and by_prefix.family == "X1":
-                return by_prefix
-            return _BY_CODE["BL-P001"]
+            if by_prefix is None:
+                return _BY_CODE["BL-P001"]
+            # A known prefix of another family is better evidence than a board name.
+            return by_prefix if by_prefix.family == "X1" else None
     return None
 
 
