@@ -106,6 +106,7 @@ class PrinterState:
         if "work_light" in self.lights:
             self.lights["work_light"] = "off"
         self.sdcard = True
+        self.door_open = False  # the door switch (printers with a door sensor)
         self.wifi_home = -rng.randint(38, 52)
         self.wifi = self.wifi_home
         self.airduct_mode = 0
