@@ -622,7 +622,6 @@ def test_pushing_stop_and_start() -> None:
         b'{"print": "pause"}',
         b'{"print": {"sequence_id": "1"}}',
         b'{"print": {"command": 5, "sequence_id": "1"}}',
-        b'{"print": {"command": "pause"}, "system": {"command": "ledctrl"}}',
         b"{}",
         b'{"print": {"command": "pause", "sequence_id": "1"}',
     ],
