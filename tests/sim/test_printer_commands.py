@@ -517,6 +517,9 @@ def test_xcam_control() -> None:
     assert rig.refused("xcam", "xcam_control_set", module_name="clump_detector", control=True)
 
 
+PRODUCT_NAMES = {"BL-P001": "Bambu Lab X1-Carbon", "N2S": "Bambu Lab A1", "O1D": "Bambu Lab H2D"}
+
+
 @pytest.mark.parametrize(
     ("model", "ams_modules"),
     [("BL-P001", ["ams/0"]), ("N2S", ["ams_f1/0"]), ("O1D", ["n3f/0", "n3s/128"])],
@@ -527,7 +530,9 @@ def test_get_version(model: str, ams_modules: list[str]) -> None:
     modules = {m["name"]: m for m in reply["module"]}
     ota = modules["ota"]
     assert ota["sn"] == SERIALS[model]
-    assert ota["product_name"] == rig.printer.profile.product
+    # Current firmware names the product with Bambu's prefix and spelling.
+    assert ota["product_name"] == PRODUCT_NAMES[model]
+    assert ota["project_name"] == model
     assert ota["sw_ver"] == rig.printer.profile.model.firmware
     assert {"mc", "th"} <= modules.keys()
     assert [name for name in modules if "/" in name] == ams_modules

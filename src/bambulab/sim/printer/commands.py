@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...vocabulary import FANS
-from ..catalog import FILAMENTS
+from ..catalog import AMS_PRODUCT, FILAMENTS, MAIN_BOARDS
 from . import job as stages
 from .ams import EXTERNAL, NO_TRAY
 from .job import Job, file_info
@@ -652,19 +652,32 @@ def xcam_control_set(state: PrinterState, body: Body) -> Outcome:
 
 
 def version_modules(state: PrinterState) -> list[dict[str, Any]]:
-    """``info.module[]``: ota first (with the product name), boards, then AMS units."""
+    """``info.module[]``: ota first, boards, then AMS units.
+
+    ``ota`` and the main board (``rv1126``/``esp32``/``ap``) name the printer:
+    ``product_name`` with the "Bambu Lab " prefix and ``project_name`` the
+    model code; AMS modules name their kind (PROTOCOL.md §2.4, §2.6.1).
+    """
+    profile = state.profile
+    kinds = {unit.module_name: unit.kind for unit in state.ams.units}
     out: list[dict[str, Any]] = []
     for module in state.firmware:
         entry: dict[str, Any] = {
             "name": module.name,
             "project_name": "",
+            "product_name": "",
             "sw_ver": module.sw_ver,
             "hw_ver": module.hw_ver,
             "sn": module.sn,
             "flag": 0,
         }
+        if module.name == "ota" or module.name in MAIN_BOARDS:
+            entry["product_name"] = profile.product_name
+            entry["project_name"] = profile.code
+        kind = kinds.get(module.name)
+        if kind is not None:
+            entry["product_name"] = AMS_PRODUCT[kind]
         if module.name == "ota":
-            entry["product_name"] = state.profile.product
             entry["visible"] = True
         out.append(entry)
     return out

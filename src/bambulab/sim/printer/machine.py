@@ -283,7 +283,8 @@ class SimPrinter:
             return [reply], False
         handler = commands.HANDLERS.get((family, command))
         if handler is None:
-            return [_reply(family, body, ok=False, reason=f"unsupported command {command!r}")], False
+            reason = f"unsupported command {command!r}"
+            return [_reply(family, body, ok=False, reason=reason)], False
         try:
             outcome = handler(self.state, body)
         except commands.BadField as exc:

@@ -54,6 +54,9 @@ _DOOR_FAMILIES = frozenset({"X1", "H2", "X2", "P2"})
 # say ``support_prompt_sound: true`` for the A1 (N2S.json) and false for the
 # H2D (O1D.json); the A-series siblings share the A1's board.
 _PROMPT_SOUND_FAMILIES = frozenset({"A1", "A2"})
+# ``get_version``'s ``product_name``: "Bambu Lab " and Bambu's own spelling of
+# the product (PROTOCOL.md §2.6.1: "Bambu Lab X1-Carbon", "Bambu Lab A1 mini").
+_PRODUCT_SPELLING = {"X1 Carbon": "X1-Carbon"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,11 @@ class Profile:
     def device_block(self) -> bool:
         """Newer firmware: packed ``device.*`` beside the plain fields."""
         return self.row.family in _DEVICE_BLOCK_FAMILIES
+
+    @property
+    def product_name(self) -> str:
+        """``product_name`` in ``get_version`` (``Bambu Lab H2D Pro``)."""
+        return f"Bambu Lab {_PRODUCT_SPELLING.get(self.product, self.product)}"
 
     @property
     def tray_state(self) -> bool:
