@@ -17,6 +17,7 @@ half-updated record.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -165,7 +166,7 @@ class Unit:
     sn: str
     trays: list[Spool]
     extruder: int = 0  # the nozzle this unit feeds (dual-nozzle printers)
-    drying: int = 0  # hours of drying left; 0 = not drying
+    drying_left: float = 0.0  # seconds of drying left; 0 = not drying
     drying_temp: int = 0
 
     @property
@@ -190,7 +191,7 @@ class Unit:
     @property
     def info(self) -> str:
         """``ams[].info``: type, drying status and extruder bits, as hex."""
-        status = DRY_DRYING if self.drying else DRY_OFF
+        status = DRY_DRYING if self.drying_left > 0 else DRY_OFF
         return f"{1 << 12 | self.extruder << 8 | status << 4 | AMS_TYPE_CODE[self.kind]:x}"
 
     def wire(self, *, tray_state: bool = False) -> dict[str, Any]:
@@ -208,7 +209,8 @@ class Unit:
             ],
         }
         if self.can_dry:
-            unit["dry_time"] = self.drying * 60  # minutes left, as drying AMS models report
+            # Minutes of drying left, as the drying AMS models report.
+            unit["dry_time"] = math.ceil(self.drying_left / 60)
         return unit
 
 

@@ -203,6 +203,9 @@ class PrinterState:
             self._step_job(self.job, h)
         if self.upgrade is not None:
             self._step_upgrade(self.upgrade, h)
+        for unit in self.ams.units:
+            if unit.drying_left > 0:
+                unit.drying_left = max(0.0, unit.drying_left - h)
         if int(self.time // WIFI_PERIOD) != int(before // WIFI_PERIOD):
             # Jitter around where the printer stands, like a real reading.
             self.wifi = self.wifi_home + self.rng.randint(-3, 3)
