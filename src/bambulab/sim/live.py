@@ -226,6 +226,9 @@ class Simulator:
             self.world.binding_listeners.append(self.refresh_acl)
         self.host = self._build_host()
         self.host.start()
+        for serial, printer in self.printers.items():
+            if not printer.online:
+                self._lan_power(serial, online=False)
 
     def _build_host(self) -> PrinterHost:
         host = PrinterHost(tick_interval=self.tick_interval)
@@ -427,6 +430,25 @@ class Simulator:
             self.host.set_online(serial, online)
         else:
             self.printers[serial].online = online
+        self._lan_power(serial, online)
+
+    def _lan_power(self, serial: str, online: bool) -> None:
+        """A powered-off printer is unreachable on the LAN: its broker stops listening.
+
+        Clients then get "connection refused" on its port, as from a printer
+        that is off, instead of a silent broker that accepts them. Powered on
+        again, it listens on the same port and the printer host reconnects.
+        (The embedded brokers only; a shared mosquitto keeps listening.)
+        """
+        broker = self._lan_brokers.get(serial)
+        if broker is None or self._runtime is None:
+            return
+        if online:
+            self._runtime.run(broker.start())
+            if self.host is not None:
+                self.host.reconnect_now([serial])
+        else:
+            self._runtime.run(broker.stop())
 
     def take_offline(self, serial: str) -> None:
         """Shorthand for ``set_online(serial, False)``."""
