@@ -161,6 +161,19 @@ def test_trays_carry_state_on_current_firmware_and_the_old_shape_on_p1_a1(
     for code, with_state in (("BL-P001", True), ("O1D", True), ("N2S", False), ("C12", False)):
         serial = serial_of(sim, code)
         probe = lan(sim, probes, serial)
+        ask(
+            probe,
+            serial,
+            "print",
+            "ams_filament_setting",
+            ams_id=0,
+            tray_id=0,
+            tray_info_idx="GFA00",
+            tray_type="PLA",
+            tray_color="FFFFFFFF",
+            nozzle_temp_min=190,
+            nozzle_temp_max=230,
+        )
         ask(probe, serial, "print", "ams_filament_setting", ams_id=0, tray_id=3, tray_type="")
         units = full(probe, serial)["ams"]["ams"]
         trays = {t["id"]: t for t in units[0]["tray"]}
