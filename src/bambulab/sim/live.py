@@ -517,6 +517,8 @@ class Simulator:
             runtime.run(target.stop())
             if downtime > 0:
                 time.sleep(downtime)
+            if not self._lan_listening(broker):
+                return  # a printer that is off stays unreachable
             runtime.run(target.start())
         if wait:
             host.reconnect_now(self._host_links(broker))
@@ -528,8 +530,19 @@ class Simulator:
             raise RuntimeError(f"printer host did not reconnect to {broker} in {timeout} s")
 
     def wait_mqtt_ready(self, timeout: float = 5.0) -> bool:
-        """Wait until the printer host is connected to every broker."""
-        return self._require_host().wait_ready(timeout=timeout)
+        """Wait until the printer host is connected to every broker.
+
+        A powered-off printer's LAN broker is not listening (see
+        :meth:`_lan_power`), so its link is not waited for.
+        """
+        host = self._require_host()
+        names = [name for name in host.links if self._lan_listening(name)]
+        return host.wait_ready(names, timeout=timeout)
+
+    def _lan_listening(self, link: str) -> bool:
+        """False for the LAN link of a printer that is switched off."""
+        device = self.world.devices.get(link) if link in self._lan_brokers else None
+        return device is None or device.online
 
     def stall(self, serial: str, seconds: float) -> None:
         """Drop everything ``serial`` publishes for ``seconds`` (its state keeps changing)."""
