@@ -14,12 +14,13 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from bambulab.sim import Simulator
 from bambulab.sim.config import parse_fleet
 from tests.sim.mqtt_support import Probe, is_full_report, pushall, reply_to
-from tests.sim.simtools import DEMO, SEED_DEVICE, UNLIMITED, assert_old, authed
+from tests.sim.simtools import DEMO, SEED_DEVICE, UNLIMITED, assert_old
 
 FLEET = ["seed", "x1c", "a1", "h2d", "x2d", "p1s", "a1mini:offline"]
 _seq = itertools.count(1000)
@@ -35,6 +36,12 @@ def sim() -> Iterator[Simulator]:
 def serial_of(sim: Simulator, code: str) -> str:
     """The serial of the fleet's printer with this ``dev_model_name``."""
     return next(s for s, p in sim.printers.items() if p.model_code == code and s != SEED_DEVICE)
+
+
+def cloud_http(sim: Simulator) -> httpx.Client:
+    """An HTTP client of the simulated cloud as the demo account."""
+    token = sim.issue_token(DEMO)
+    return httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
 def lan(sim: Simulator, probes: list[Probe], serial: str) -> Probe:
@@ -128,7 +135,7 @@ def test_get_version_names_the_product_like_current_firmware(
 def test_the_seed_device_keeps_its_serial_and_tells_its_model(
     sim: Simulator, probes: list[Probe]
 ) -> None:
-    with authed(sim, DEMO) as http:
+    with cloud_http(sim) as http:
         bound = assert_old(http.get("/v1/iot-service/api/user/bind"))["devices"]
     seed = next(d for d in bound if d["dev_id"] == SEED_DEVICE)
     assert seed["dev_model_name"] == "C11"
@@ -425,7 +432,7 @@ def test_an_offline_printer_refuses_lan_connections(sim: Simulator, probes: list
 
 def test_device_version_and_print_status_carry_version_and_ams(sim: Simulator) -> None:
     serial = serial_of(sim, "O1D")
-    with authed(sim, DEMO) as http:
+    with cloud_http(sim) as http:
         version = assert_old(
             http.get("/v1/iot-service/api/user/device/version", params={"dev_id": serial})
         )
