@@ -197,12 +197,12 @@ def _status_entry(world: World, device: Device, base: str) -> dict[str, Any]:
             "temp": f"{unit.temp:.1f}",
             "tray": [
                 {
-                    "id": str(slot),
+                    "id": str(tray.id),
                     "tray_type": tray.tray_type,
                     "tray_color": tray.colour,
                     "tray_info_idx": tray.info_idx,
                 }
-                for slot, tray in enumerate(unit.trays)
+                for tray in unit.trays
             ],
         }
         for unit in device.ams
