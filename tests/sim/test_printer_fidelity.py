@@ -255,10 +255,17 @@ def test_select_extruder_switches_the_active_nozzle(sim: Simulator, probes: list
     reply = ask(probe, serial, "print", "select_extruder", extruder_index=1 - before)
     assert reply["result"] == "success"
     body = full(probe, serial)
+    info = body["device"]["extruder"]["info"]
     assert body["device"]["extruder"]["state"] >> 4 & 0xF == 1 - before
     # The top-level fields now describe the other (idle) nozzle.
     assert body["nozzle_target_temper"] == (240 if before == 0 else 190)
+    # Each extruder keeps its own filament: the one switched away from still has its tray.
+    loaded = info[before]["snow"]
+    assert loaded != 0xFFFF and info[1 - before]["snow"] == 0xFFFF
+    assert body["ams"]["tray_now"] == "255"
     ask(probe, serial, "print", "select_extruder", extruder_index=before)
+    back = full(probe, serial)["device"]["extruder"]["info"]
+    assert back[before]["snow"] == loaded
     single = serial_of(sim, "N2S")
     other = lan(sim, probes, single)
     assert ask(other, single, "print", "select_extruder", extruder_index=1)["result"] == "failed"

@@ -499,7 +499,13 @@ def select_extruder(state: PrinterState, body: Body) -> Outcome:
     index = _int(body, "extruder_index")
     if not 0 <= index < len(state.nozzles):
         return fail(f"no extruder {index}")
-    state.active_extruder = index
+    if index != state.active_extruder:
+        # Each extruder keeps its own filament: park the active one's, take the other's.
+        state.parked[state.active_extruder] = state.ams.tray_now
+        state.active_extruder = index
+        now = state.parked.pop(index, NO_TRAY)
+        if now != state.ams.tray_now:
+            state.ams.switch_to(now)
     return Outcome()
 
 

@@ -292,12 +292,8 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 def _slot_code(state: PrinterState, extruder: int, global_id: int) -> int:
-    """``ams_id << 8 | slot`` of a tray as an extruder sees it; 0xFFFF for none.
-
-    Only the active extruder is fed in this simulator, so the other one
-    reports none.
-    """
-    if extruder != state.active_extruder or global_id == NO_TRAY:
+    """``ams_id << 8 | slot`` of a tray as ``extruder`` sees it; 0xFFFF for none."""
+    if global_id == NO_TRAY:
         return 0xFFFF
     address = state.ams.address(global_id)
     if address is None:
@@ -320,15 +316,22 @@ def _device_block(state: PrinterState) -> dict[str, Any]:
     ``type`` code) and ``DevFan::ParseV3_0`` (``airduct``).
     """
     extruders = []
+    ams = state.ams
     for index, heater in enumerate(state.nozzles):
-        snow = _slot_code(state, index, state.ams.tray_now)
+        # ams.tray_now/pre/tar are the active extruder's; an idle one keeps the
+        # tray it had loaded when the printer switched away from it.
+        if index == state.active_extruder:
+            now, pre, tar = ams.tray_now, ams.tray_pre, ams.tray_tar
+        else:
+            now = pre = tar = state.parked.get(index, NO_TRAY)
+        snow = _slot_code(state, index, now)
         extruders.append(
             {
                 "id": index,
                 "temp": pack(heater.current, heater.target),
                 "snow": snow,  # now
-                "spre": _slot_code(state, index, state.ams.tray_pre),  # previous
-                "star": _slot_code(state, index, state.ams.tray_tar),  # target
+                "spre": _slot_code(state, index, pre),  # previous
+                "star": _slot_code(state, index, tar),  # target
                 "stat": 0,
                 "info": (0x2 if snow != 0xFFFF else 0) | 0x8,
                 "hnow": index,

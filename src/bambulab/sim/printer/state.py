@@ -95,6 +95,8 @@ class PrinterState:
         self.room = 22.0 + rng.randint(0, 40) / 10
         self.nozzles = [Heater(self.room, rate=3.0, tau=90.0) for _ in range(profile.extruders)]
         self.active_extruder = 0
+        # Dual nozzles: the tray each idle extruder keeps loaded (ams.tray_now is the active one's).
+        self.parked: dict[int, int] = {}
         self.bed = Heater(self.room, rate=1.0, tau=500.0)
         self.chamber = Heater(self.room, rate=0.1, tau=900.0)
         self.nozzle_diameter = [nozzle_diameter] * profile.extruders
