@@ -329,10 +329,12 @@ def test_the_remaining_commands_take_effect(fleet: Live, live: Simulator) -> Non
     wait_for(lambda: state.skipped_objects == [3, 5], what="objects skipped")
     # Each setting shows in the printer's next report, not only in its reply: both ways,
     # since an earlier test (or the other face) may have left it either way.
-    sound = 1 << 17  # home_flag's sound_enable bit
+    # (The X1 Carbon has no prompt-sound speaker, Bambu Studio's BL-P001.json says, so
+    # its home_flag never shows sound_enable: the tangle-detection option, bit 20, does.)
+    tangle = 1 << 20  # home_flag's filament_tangle_detect bit
     for on in (True, False):
-        assert fleet.set_print_option("sound_enable", on, serial).succeeded
-        wait_for(lambda on=on: bool(state.get("home_flag", 0) & sound) is on, what="sound")
+        assert fleet.set_print_option("filament_tangle_detect", on, serial).succeeded
+        wait_for(lambda on=on: bool(state.get("home_flag", 0) & tangle) is on, what="tangle")
         assert fleet.set_detector("spaghetti_detector", on, serial).succeeded
         wait_for(
             lambda on=on: state.get("xcam", {}).get("spaghetti_detector") is on, what="detector"

@@ -234,8 +234,11 @@ def test_skip_objects() -> None:
 
 
 def test_print_option_flags_show_in_home_flag() -> None:
-    rig = Rig()
+    # Prompt sound (bits 17 on / 18 supported) only where there is a speaker (A1).
+    assert not Rig().view["home_flag"] & (1 << 17 | 1 << 18)
+    rig = Rig("N2S")
     assert rig.view["home_flag"] & 1 << 17
+    assert rig.view["home_flag"] & 1 << 18
     rig.ok("print", "print_option", sound_enable=False)
     assert not rig.view["home_flag"] & 1 << 17
     rig.ok("print", "print_option", auto_switch_filament=False)
@@ -300,7 +303,8 @@ def test_ams_ht_load_uses_the_unit_id() -> None:
         slot_id=0,
     )
     rig.run(30, 5)
-    assert rig.view["ams"]["tray_now"] == "128"
+    # A dual-nozzle printer puts only the slot in tray_now; the unit is in snow.
+    assert rig.view["ams"]["tray_now"] == "0"
     assert rig.view["device"]["extruder"]["info"][0]["snow"] == 128 << 8
 
 
@@ -513,6 +517,9 @@ def test_xcam_control() -> None:
     assert rig.refused("xcam", "xcam_control_set", module_name="clump_detector", control=True)
 
 
+PRODUCT_NAMES = {"BL-P001": "Bambu Lab X1-Carbon", "N2S": "Bambu Lab A1", "O1D": "Bambu Lab H2D"}
+
+
 @pytest.mark.parametrize(
     ("model", "ams_modules"),
     [("BL-P001", ["ams/0"]), ("N2S", ["ams_f1/0"]), ("O1D", ["n3f/0", "n3s/128"])],
@@ -523,7 +530,9 @@ def test_get_version(model: str, ams_modules: list[str]) -> None:
     modules = {m["name"]: m for m in reply["module"]}
     ota = modules["ota"]
     assert ota["sn"] == SERIALS[model]
-    assert ota["product_name"] == rig.printer.profile.product
+    # Current firmware names the product with Bambu's prefix and spelling.
+    assert ota["product_name"] == PRODUCT_NAMES[model]
+    assert ota["project_name"] == model
     assert ota["sw_ver"] == rig.printer.profile.model.firmware
     assert {"mc", "th"} <= modules.keys()
     assert [name for name in modules if "/" in name] == ams_modules
@@ -618,7 +627,6 @@ def test_pushing_stop_and_start() -> None:
         b'{"print": "pause"}',
         b'{"print": {"sequence_id": "1"}}',
         b'{"print": {"command": 5, "sequence_id": "1"}}',
-        b'{"print": {"command": "pause"}, "system": {"command": "ledctrl"}}',
         b"{}",
         b'{"print": {"command": "pause", "sequence_id": "1"}',
     ],

@@ -39,14 +39,14 @@ def _check_full(body: dict[str, Any]) -> None:
     assert body["command"] == "push_status"
     assert body["msg"] == 0
     assert body["sequence_id"].isdigit()
-    for key in (
-        "nozzle_temper",
-        "nozzle_target_temper",
-        "bed_temper",
-        "bed_target_temper",
-        "chamber_temper",
-    ):
+    for key in ("nozzle_temper", "bed_temper"):
         assert isinstance(body[key], float), key
+    # Targets are whole degrees: ints from P1/A1 firmware, floats (220.0) from
+    # the others (public captures); a printer without a chamber sensor sends
+    # the placeholder 5 (PROTOCOL.md §2.6.1).
+    for key in ("nozzle_target_temper", "bed_target_temper"):
+        assert isinstance(body[key], (int, float)) and float(body[key]).is_integer(), key
+    assert isinstance(body["chamber_temper"], float) or body["chamber_temper"] == 5
     assert body["gcode_state"] in {"IDLE", "PREPARE", "RUNNING", "PAUSE", "FINISH", "FAILED"}
     for fan in ("cooling_fan_speed", "big_fan1_speed", "big_fan2_speed", "heatbreak_fan_speed"):
         assert body[fan] in {str(n) for n in range(16)}, fan
@@ -75,20 +75,28 @@ def _check_ams(ams: dict[str, Any]) -> None:
     regular = [u for u in ams["ams"] if int(u["id"]) < 128]
     ht = [u for u in ams["ams"] if int(u["id"]) >= 128]
     assert len(regular) <= 4
-    assert int(ams["ams_exist_bits"], 16) == sum(1 << int(u["id"]) for u in regular)
+    # Bambu Studio's DevFilaSystemParser: regular unit n is bit n, AMS HT 128+n bit 4+n;
+    # a regular tray is bit id*4+slot of tray_exist_bits, an AMS HT's bit 16+n.
+    exist = sum(1 << int(u["id"]) for u in regular) + sum(1 << 4 + int(u["id"]) - 128 for u in ht)
+    assert int(ams["ams_exist_bits"], 16) == exist
     present = 0
     for unit in ams["ams"]:
-        # A level 1-5, or "0" from an AMS Lite (no sensor; its trays hold no "state").
-        lite = all("state" not in tray for tray in unit["tray"]) and unit["humidity"] == "0"
+        # A level 1-5, or "0" from an AMS Lite (no sensor; type 2 in its info bits).
+        lite = int(unit["info"], 16) & 0xF == 2 and unit["humidity"] == "0"
         assert lite or 1 <= int(unit["humidity"]) <= 5
         assert 1 <= int(unit["humidity_raw"]) <= 100
         float(unit["temp"])
         for tray in unit["tray"]:
+            if set(tray) <= {"id", "state"}:
+                assert tray.get("state", 0) == 0  # an empty slot
+                continue
             colour = tray["tray_color"]
             assert len(colour) == 8 and int(colour, 16) >= 0
             assert tray["remain"] == -1 or 0 <= tray["remain"] <= 100
-            if tray["tray_type"] and int(unit["id"]) < 128:
-                present |= 1 << int(unit["id"]) * 4 + int(tray["id"])
+            if tray["tray_type"]:
+                unit_id = int(unit["id"])
+                bit = 16 + unit_id - 128 if unit_id >= 128 else unit_id * 4 + int(tray["id"])
+                present |= 1 << bit
     for unit in ht:
         assert 128 <= int(unit["id"]) <= 135 and len(unit["tray"]) == 1
     assert int(ams["tray_exist_bits"], 16) == present
@@ -118,7 +126,7 @@ def test_multi_ams_has_four_units() -> None:
 def test_ams_ht_fixture() -> None:
     body = _load("ams_ht.json")["print"]
     assert [u["id"] for u in body["ams"]["ams"]] == ["0", "128"]
-    assert body["ams"]["tray_now"] == "128"
+    assert body["ams"]["tray_now"] == "128"  # a single-nozzle P2S: the unit id
     assert body["device"]["extruder"]["info"][0]["snow"] == 128 << 8
 
 
@@ -126,16 +134,17 @@ def test_h2d_fixture_packing() -> None:
     body = _load("h2d.json")["print"]
     device = body["device"]
     right, left = device["extruder"]["info"]
-    assert right["temp"] & 0xFFFF == round(body["nozzle_temper"])
-    assert right["temp"] >> 16 == body["nozzle_target_temper"]
-    assert left["temp"] >> 16 == 180  # standby temperature of the idle nozzle
+    assert device["extruder"]["state"] >> 4 & 0xF == 0  # the right nozzle is active
+    # The top-level nozzle fields belong to the IDLE nozzle (PROTOCOL.md §2.6.1).
+    assert left["temp"] & 0xFFFF == round(body["nozzle_temper"])
+    assert left["temp"] >> 16 == body["nozzle_target_temper"] == 180  # its standby temperature
+    assert right["temp"] >> 16 > 180
     assert device["bed"]["info"]["temp"] == int(body["bed_target_temper"]) << 16 | round(
         body["bed_temper"]
     )
     assert device["ctc"]["info"]["temp"] >> 16 == 35
     assert device["extruder"]["state"] & 0xF == 2
-    tray_now = int(body["ams"]["tray_now"])
-    assert right["snow"] == (tray_now // 4) << 8 | tray_now % 4
+    assert right["snow"] & 0xFF == int(body["ams"]["tray_now"])  # the slot only
     assert {s["id"]: s["tray_type"] for s in body["vir_slot"]} == {"254": "", "255": "PLA"}
 
 

@@ -202,8 +202,9 @@ def test_h2d_packs_temperatures_and_extruders() -> None:
     assert device["ctc"]["info"]["temp"] & 0xFFFF == round(rig.view["chamber_temper"])
     state = device["extruder"]["state"]
     assert (state & 0xF, state >> 4 & 0xF) == (2, 0)  # two extruders, the first active
-    # Plain fields stay beside the packed ones and show the active nozzle.
-    assert (rig.view["nozzle_temper"], rig.view["nozzle_target_temper"]) == (250.0, 250.0)
+    # Plain fields stay beside the packed ones and, on a dual-nozzle printer,
+    # show the IDLE nozzle (PROTOCOL.md §2.6.1): the active one is in device.extruder.
+    assert (rig.view["nozzle_temper"], rig.view["nozzle_target_temper"]) == (180.0, 180.0)
     assert right["snow"] == 0 << 8 | 0  # AMS 0 slot 0 feeds the active nozzle
     assert left["snow"] == 0xFFFF
     assert [slot["id"] for slot in rig.view["vir_slot"]] == ["254", "255"]

@@ -72,9 +72,11 @@ def _model(
     return PrinterModel(key, row, structure, ams, firmware[0], firmware[1], boards)
 
 
+# The X1's main board is the ``rv1126`` (hw_ver AP05, PROTOCOL.md §2.6.1); P1
+# and A1 printers report an ``esp32`` module (PROTOCOL.md §2.6.1).
 _X1_BOARDS = (("rv1126", "AP05"), ("mc", "MC07"), ("th", "TH09"))
-_P1_BOARDS = (("mc", "MC03"), ("th", "TH01"))
-_A1_BOARDS = (("mc", "MC_A1"), ("th", "TH_A1"))
+_P1_BOARDS = (("esp32", "AP04"), ("mc", "MC03"), ("th", "TH01"))
+_A1_BOARDS = (("esp32", "AP07"), ("mc", "MC_A1"), ("th", "TH_A1"))
 _H2_BOARDS = (("ap", "AP08"), ("mc", "MC09"), ("th", "TH11"))
 
 MODELS: dict[str, PrinterModel] = {
@@ -96,6 +98,17 @@ MODELS: dict[str, PrinterModel] = {
     )
 }  # fmt: skip
 
+
+# Modules that name the printer in ``get_version`` (besides ``ota``): the main board.
+MAIN_BOARDS = frozenset({"rv1126", "esp32", "ap"})
+
+# ``product_name`` of each AMS kind's firmware module.
+AMS_PRODUCT: dict[AmsKind, str] = {
+    "ams": "AMS",
+    "ams_f1": "AMS Lite",
+    "n3f": "AMS 2 Pro",
+    "n3s": "AMS HT",
+}
 
 # AMS hardware/firmware per kind: (hw_ver, sw_ver, trays per unit).
 AMS_HARDWARE: dict[AmsKind, tuple[str, str, int]] = {

@@ -226,6 +226,9 @@ class Simulator:
             self.world.binding_listeners.append(self.refresh_acl)
         self.host = self._build_host()
         self.host.start()
+        for serial, printer in self.printers.items():
+            if not printer.online:
+                self._lan_power(serial, online=False)
 
     def _build_host(self) -> PrinterHost:
         host = PrinterHost(tick_interval=self.tick_interval)
@@ -427,6 +430,25 @@ class Simulator:
             self.host.set_online(serial, online)
         else:
             self.printers[serial].online = online
+        self._lan_power(serial, online)
+
+    def _lan_power(self, serial: str, online: bool) -> None:
+        """A powered-off printer is unreachable on the LAN: its broker stops listening.
+
+        Clients then get "connection refused" on its port, as from a printer
+        that is off, instead of a silent broker that accepts them. Powered on
+        again, it listens on the same port and the printer host reconnects.
+        (The embedded brokers only; a shared mosquitto keeps listening.)
+        """
+        broker = self._lan_brokers.get(serial)
+        if broker is None or self._runtime is None:
+            return
+        if online:
+            self._runtime.run(broker.start())
+            if self.host is not None:
+                self.host.reconnect_now([serial])
+        else:
+            self._runtime.run(broker.stop())
 
     def take_offline(self, serial: str) -> None:
         """Shorthand for ``set_online(serial, False)``."""
@@ -495,6 +517,8 @@ class Simulator:
             runtime.run(target.stop())
             if downtime > 0:
                 time.sleep(downtime)
+            if not self._lan_listening(broker):
+                return  # a printer that is off stays unreachable
             runtime.run(target.start())
         if wait:
             host.reconnect_now(self._host_links(broker))
@@ -506,8 +530,19 @@ class Simulator:
             raise RuntimeError(f"printer host did not reconnect to {broker} in {timeout} s")
 
     def wait_mqtt_ready(self, timeout: float = 5.0) -> bool:
-        """Wait until the printer host is connected to every broker."""
-        return self._require_host().wait_ready(timeout=timeout)
+        """Wait until the printer host is connected to every broker.
+
+        A powered-off printer's LAN broker is not listening (see
+        :meth:`_lan_power`), so its link is not waited for.
+        """
+        host = self._require_host()
+        names = [name for name in host.links if self._lan_listening(name)]
+        return host.wait_ready(names, timeout=timeout)
+
+    def _lan_listening(self, link: str) -> bool:
+        """False for the LAN link of a printer that is switched off."""
+        device = self.world.devices.get(link) if link in self._lan_brokers else None
+        return device is None or device.online
 
     def stall(self, serial: str, seconds: float) -> None:
         """Drop everything ``serial`` publishes for ``seconds`` (its state keeps changing)."""

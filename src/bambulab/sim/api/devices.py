@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import SimError, bad_request, device_not_found
-from ..records import Account, Device
+from ..records import Account, AmsUnit, Device, FirmwareModule
 from ..wire import device_summary, old
 from ..world import World
 from .deps import AccountDep, BaseUrlDep, WorldDep
@@ -119,21 +119,7 @@ async def firmware(account: AccountDep, world: WorldDep, dev_id: str | None = No
             "latest_version": single.model.firmware if single else "",
             "update_available": update,
             "release_notes": RELEASE_NOTES if update else "",
-            "devices": [
-                {
-                    "dev_id": device.dev_id,
-                    "firmware": [
-                        {
-                            "name": m.name,
-                            "sw_ver": m.sw_ver,
-                            "hw_ver": m.hw_ver,
-                            "sn": m.sn,
-                        }
-                        for m in device.firmware
-                    ],
-                }
-                for device in devices
-            ],
+            "devices": [_version_entry(device) for device in devices],
         }
     )
 
@@ -153,6 +139,39 @@ def _valid_name(name: str) -> str:
     if not 1 <= len(cleaned) <= NAME_MAX:
         raise bad_request(f"name must be 1-{NAME_MAX} characters")
     return cleaned
+
+
+def _version_entry(device: Device) -> dict[str, Any]:
+    """One device of ``/user/device/version``: its modules, its version, its AMS units.
+
+    ``firmware`` lists every module (PROTOCOL.md §1.2 "per-device module list
+    incl. AMS sw_ver/hw_ver"); ``version`` is what users call the firmware
+    (the ``ota`` module) and ``ams`` one entry per unit with its own module
+    versions (Bambu Studio's ``get_firmware_info`` reads a per-device ``ams``
+    list, each entry with a ``firmware`` list of offered updates).
+    """
+    modules = {m.name: m for m in device.firmware}
+    return {
+        "dev_id": device.dev_id,
+        "dev_model_name": device.model.model_name,
+        "version": device.firmware_version,
+        "firmware": [
+            {"name": m.name, "sw_ver": m.sw_ver, "hw_ver": m.hw_ver, "sn": m.sn}
+            for m in device.firmware
+        ],
+        "ams": [_ams_version(unit, modules.get(unit.module_name)) for unit in device.ams],
+    }
+
+
+def _ams_version(unit: AmsUnit, module: FirmwareModule | None) -> dict[str, Any]:
+    return {
+        "ams_id": str(unit.id),
+        "name": unit.module_name,
+        "sw_ver": module.sw_ver if module is not None else unit.sw_ver,
+        "hw_ver": module.hw_ver if module is not None else unit.hw_ver,
+        "sn": unit.sn,
+        "firmware": [],  # updates on offer: the simulated AMS firmware is current
+    }
 
 
 def _info(device: Device) -> dict[str, Any]:

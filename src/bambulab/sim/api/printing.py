@@ -186,6 +186,31 @@ async def create_task(body: TaskBody, account: AccountDep, world: WorldDep) -> J
 
 
 def _status_entry(world: World, device: Device, base: str) -> dict[str, Any]:
+    """One device of ``/user/print``: the task, plus the device's version and AMS units."""
+    entry = _task_entry(world, device, base)
+    entry["dev_product_name"] = device.model.product
+    entry["version"] = device.firmware_version
+    entry["ams"] = [
+        {
+            "ams_id": str(unit.id),
+            "humidity": str(unit.humidity),
+            "temp": f"{unit.temp:.1f}",
+            "tray": [
+                {
+                    "id": str(tray.id),
+                    "tray_type": tray.tray_type,
+                    "tray_color": tray.colour,
+                    "tray_info_idx": tray.info_idx,
+                }
+                for tray in unit.trays
+            ],
+        }
+        for unit in device.ams
+    ]
+    return entry
+
+
+def _task_entry(world: World, device: Device, base: str) -> dict[str, Any]:
     active = device.active
     if active is not None:
         return {

@@ -17,6 +17,7 @@ half-updated record.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,14 @@ from ..records import AmsUnit
 NO_TRAY = TRAY_NONE
 EXTERNAL = TRAY_EXTERNAL
 EMPTY_TAG = "0" * 16
+# Tray ``state`` on current firmware: 11 a spool is loaded and read, 0 empty.
+TRAY_LOADED = 11
+TRAY_EMPTY = 0
+# ``ams[].info`` (Bambu Studio ``DevFilaSystemParser::ParseAmsInfo``): the unit
+# type in bits 0-3, the drying status in bits 4-7, the extruder it feeds in
+# bits 8-11. Bit 12 is set in every public capture; its meaning is not known.
+AMS_TYPE_CODE: dict[AmsKind, int] = {"ams": 1, "ams_f1": 2, "n3f": 3, "n3s": 4}
+DRY_OFF, DRY_DRYING = 0, 2
 EMPTY_UUID = "0" * 32
 
 # tray_type → (drying temperature, drying hours, bed temperature): printed on
@@ -72,6 +81,7 @@ class Spool:
     tray_uuid: str = EMPTY_UUID
     k: float = 0.02
     weight: int = 1000  # grams on a full spool
+    cali_idx: int = -1  # the flow-dynamics profile chosen (``extrusion_cali_sel``)
 
     @property
     def loaded(self) -> bool:
@@ -89,16 +99,24 @@ class Spool:
         self.info_idx, self.sub_brand, self.temp_min, self.temp_max = "", "", 0, 0
         self.tag_uid, self.tray_uuid = EMPTY_TAG, EMPTY_UUID
 
-    def wire(self, tray_id: int | str) -> dict[str, Any]:
-        """The tray object of a report."""
+    def wire(self, tray_id: int | str, *, with_state: bool = False) -> dict[str, Any]:
+        """The tray object of a report.
+
+        ``with_state`` is the current X1/P2/H2/X2 firmware's shape: a
+        ``state`` (11 loaded, 0 empty), the drying keys named
+        ``drying_temp``/``drying_time`` and ``total_len``. An empty AMS tray
+        is then only ``{"id", "state": 0}``; older P1/A1 firmware sends an
+        empty tray as only ``{"id"}``. Both shapes are in public captures
+        (PROTOCOL.md §2.6.1).
+        """
         drying, hours, bed = _TAG_DATA.get(self.tray_type, (0, 0, 0)) if self.loaded else (0, 0, 0)
         code = _COLOUR_CODES.get(self.colour, "X0")
-        return {
+        tray: dict[str, Any] = {
             "id": str(tray_id),
             "remain": max(0, int(self.remain)) if self.remain >= 0 else -1,
             "k": self.k,
             "n": 1,
-            "cali_idx": -1,
+            "cali_idx": self.cali_idx,
             "tag_uid": self.tag_uid,
             "tray_id_name": f"{self.info_idx[2:]}-{code}" if self.tagged else "",
             "tray_info_idx": self.info_idx,
@@ -118,6 +136,20 @@ class Spool:
             "ctype": 0,
             "cols": [self.colour] if self.loaded else [],
         }
+        if with_state:
+            tray["state"] = TRAY_LOADED if self.loaded else TRAY_EMPTY
+            tray["drying_temp"] = tray.pop("tray_temp")
+            tray["drying_time"] = tray.pop("tray_time")
+            tray["total_len"] = 330_000 if self.loaded else 0
+        return tray
+
+    def slot_wire(self, tray_id: int, *, with_state: bool) -> dict[str, Any]:
+        """An AMS slot as a report lists it: the full tray, or the empty shape."""
+        if self.loaded:
+            return self.wire(tray_id, with_state=with_state)
+        if with_state:
+            return {"id": str(tray_id), "state": TRAY_EMPTY}
+        return {"id": str(tray_id)}
 
 
 @dataclass(slots=True)
@@ -133,6 +165,9 @@ class Unit:
     hw_ver: str
     sn: str
     trays: list[Spool]
+    extruder: int = 0  # the nozzle this unit feeds (dual-nozzle printers)
+    drying_left: float = 0.0  # seconds of drying left; 0 = not drying
+    drying_temp: int = 0
 
     @property
     def module_name(self) -> str:
@@ -148,18 +183,34 @@ class Unit:
         """The tray id ``tray_now`` and ``ams_mapping`` use."""
         return self.id if self.is_ht else self.id * 4 + slot
 
-    def wire(self) -> dict[str, Any]:
+    @property
+    def can_dry(self) -> bool:
+        """AMS 2 Pro and AMS HT have a heater; AMS and AMS Lite do not."""
+        return self.kind in ("n3f", "n3s")
+
+    @property
+    def info(self) -> str:
+        """``ams[].info``: type, drying status and extruder bits, as hex."""
+        status = DRY_DRYING if self.drying_left > 0 else DRY_OFF
+        return f"{1 << 12 | self.extruder << 8 | status << 4 | AMS_TYPE_CODE[self.kind]:x}"
+
+    def wire(self, *, tray_state: bool = False) -> dict[str, Any]:
         """The unit object of a report."""
         unit: dict[str, Any] = {
             "id": str(self.id),
             # An AMS Lite has no humidity sensor and says "0" (PROTOCOL.md §2.6.1).
             "humidity": "0" if self.kind == "ams_f1" else str(self.humidity),
             "humidity_raw": str(self.humidity_raw),
+            "info": self.info,
             "temp": f"{self.temp:.1f}",
-            "tray": [spool.wire(slot) for slot, spool in enumerate(self.trays)],
+            "tray": [
+                spool.slot_wire(slot, with_state=tray_state)
+                for slot, spool in enumerate(self.trays)
+            ],
         }
-        if self.kind in ("n3f", "n3s"):
-            unit["dry_time"] = 0  # the drying AMS models report their drying timer
+        if self.can_dry:
+            # Minutes of drying left, as the drying AMS models report.
+            unit["dry_time"] = math.ceil(self.drying_left / 60)
         return unit
 
 
@@ -244,25 +295,46 @@ class AmsBank:
 
     # --- wire ---------------------------------------------------------------------
 
-    def wire(self) -> dict[str, Any]:
-        """The ``print.ams`` object."""
+    def _tray_field(self, global_id: int, slot_only: bool) -> str:
+        if not slot_only or global_id in (NO_TRAY, EXTERNAL):
+            return str(global_id)
+        address = self.address(global_id)
+        return str(address[1]) if address is not None else str(global_id)
+
+    def wire(self, *, tray_state: bool = False, slot_only: bool = False) -> dict[str, Any]:
+        """The ``print.ams`` object.
+
+        ``slot_only``: dual-nozzle printers put only the slot number in
+        ``tray_now``/``tray_pre``/``tray_tar`` (the AMS is in each extruder's
+        ``snow``, PROTOCOL.md §2.6.1).
+
+        Bit sets as Bambu Studio's ``DevFilaSystemParser`` reads them: a
+        regular unit is bit ``id`` of ``ams_exist_bits`` and its trays bits
+        ``id*4 + slot`` of the tray sets; an AMS HT (ids 128-135) is bit
+        ``4 + id-128`` of ``ams_exist_bits`` and bit ``16 + id-128`` of the
+        tray sets.
+        """
         exist = present = tagged = 0
         for unit in self.units:
             if unit.is_ht:
-                continue  # the bit sets cover the four regular units only
+                exist |= 1 << 4 + unit.id - 128
+                bit = 1 << 16 + unit.id - 128
+                present |= bit if unit.trays[0].loaded else 0
+                tagged |= bit if unit.trays[0].tagged else 0
+                continue
             exist |= 1 << unit.id
             for slot, spool in enumerate(unit.trays):
                 bit = 1 << unit.global_id(slot)
                 present |= bit if spool.loaded else 0
                 tagged |= bit if spool.tagged else 0
         return {
-            "ams": [unit.wire() for unit in self.units],
+            "ams": [unit.wire(tray_state=tray_state) for unit in self.units],
             "ams_exist_bits": f"{exist:x}",
             "tray_exist_bits": f"{present:x}",
             "tray_is_bbl_bits": f"{tagged:x}",
-            "tray_tar": str(self.tray_tar),
-            "tray_now": str(self.tray_now),
-            "tray_pre": str(self.tray_pre),
+            "tray_tar": self._tray_field(self.tray_tar, slot_only),
+            "tray_now": self._tray_field(self.tray_now, slot_only),
+            "tray_pre": self._tray_field(self.tray_pre, slot_only),
             "tray_read_done_bits": f"{present:x}",
             "tray_reading_bits": "0",
             "version": self.version,

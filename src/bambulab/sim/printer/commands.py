@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...vocabulary import FANS
-from ..catalog import FILAMENTS
+from ..catalog import AMS_PRODUCT, FILAMENTS, MAIN_BOARDS
 from . import job as stages
 from .ams import EXTERNAL, NO_TRAY
 from .job import Job, file_info
@@ -181,13 +181,17 @@ def _on_card(state: PrinterState, path: str) -> str | None:
 
 def _choose_tray(state: PrinterState, body: Body) -> int | str:
     """The tray feeding a job, or a failure reason."""
+    use_ams = _bool(body, "use_ams", bool(state.ams.units))
+    if not use_ams:
+        # Printing from the external spool: the mapping does not matter, and
+        # OpenBambuAPI documents ``"ams_mapping": ""`` for this form.
+        return EXTERNAL
     raw = body.get("ams_mapping", [])
+    if raw == "":
+        raw = []
     if not isinstance(raw, list):
         raise BadField("ams_mapping must be a list of integers")
     mapping = [_int({"v": v}, "v") for v in raw]
-    use_ams = _bool(body, "use_ams", bool(state.ams.units))
-    if not use_ams:
-        return EXTERNAL
     for tray in mapping:
         if tray == -1:
             continue
@@ -419,14 +423,20 @@ def run_gcode(state: PrinterState, text: str) -> None:
         elif command in ("M141", "M191") and "S" in words:
             if state.profile.chamber_heater:  # others have nothing to heat the chamber with
                 state.chamber.target = _clamp(words["S"], state.profile.chamber_max)
-        elif command == "M106":
+        elif command in ("M106", "M107"):
             fan = _FAN_OF_INDEX.get(int(words.get("P", 1)))
-            if fan is not None:
-                state.fans[fan] = int(_clamp(words.get("S", 255), 255))
-        elif command == "M107":
-            fan = _FAN_OF_INDEX.get(int(words.get("P", 1)))
-            if fan is not None:
-                state.fans[fan] = 0
+            if fan is not None and _has_fan(state, fan):
+                speed = words.get("S", 255) if command == "M106" else 0
+                state.fans[fan] = int(_clamp(speed, 255))
+
+
+def _has_fan(state: PrinterState, fan: str) -> bool:
+    """Whether the hardware has this fan: ``M106 P2``/``P3`` move nothing where it has not."""
+    if fan == "aux":
+        return state.profile.aux_fan
+    if fan == "chamber":
+        return state.profile.chamber_fan
+    return True
 
 
 @handles("print", "gcode_line")
@@ -474,7 +484,98 @@ def set_airduct(state: PrinterState, body: Body) -> Outcome:
     return Outcome()
 
 
+@handles("print", "select_extruder")
+def select_extruder(state: PrinterState, body: Body) -> Outcome:
+    """Switch the active nozzle (Bambu Studio ``command_select_extruder``: ``extruder_index``).
+
+    Only dual-nozzle printers have another nozzle to switch to; the switch
+    shows in ``device.extruder.state`` bits 4-7 and moves the top-level
+    nozzle fields to the other (now idle) nozzle.
+    """
+    if not state.profile.dual_nozzle:
+        return fail(f"{state.profile.product} has one nozzle")
+    if state.gcode_state in ("PREPARE", "RUNNING"):
+        return fail("the printer is busy printing")
+    index = _int(body, "extruder_index")
+    if not 0 <= index < len(state.nozzles):
+        return fail(f"no extruder {index}")
+    if index != state.active_extruder:
+        # Each extruder keeps its own filament: park the active one's, take the other's.
+        state.parked[state.active_extruder] = state.ams.tray_now
+        state.active_extruder = index
+        now = state.parked.pop(index, NO_TRAY)
+        if now != state.ams.tray_now:
+            state.ams.switch_to(now)
+    return Outcome()
+
+
+@handles("print", "refresh_nozzle")
+def refresh_nozzle(state: PrinterState, body: Body) -> Outcome:
+    """Re-read the nozzles' tags (``support_refresh_nozzle``: H2 printers only).
+
+    The simulated nozzles never change behind the printer's back, so the
+    reading finds what ``device.nozzle`` already says.
+    """
+    if state.profile.family != "H2":
+        return fail(f"{state.profile.product} cannot read its nozzle")
+    return Outcome(changed=False)
+
+
+@handles("print", "extrusion_cali_sel")
+def extrusion_cali_sel(state: PrinterState, body: Body) -> Outcome:
+    """Choose a tray's flow-dynamics profile (``cali_idx``; -1 the default).
+
+    Bambu Studio sends ``ams_id``/``slot_id`` (newer) or ``tray_id``
+    (``ams*4 + slot``, 254/255 external) and reads the choice back from the
+    reply and the tray's ``cali_idx``.
+    """
+    if "ams_id" in body:
+        spool = state.ams.locate(_int(body, "ams_id"), _int(body, "slot_id", 0))
+    else:
+        spool = state.ams.spool(_int(body, "tray_id"))
+    if spool is None:
+        return fail("no such tray")
+    cali_idx = _int(body, "cali_idx")
+    if cali_idx < -1:
+        return fail(f"invalid cali_idx {cali_idx}")
+    spool.cali_idx = cali_idx
+    state.ams.version += 1
+    return Outcome()
+
+
 # --- AMS --------------------------------------------------------------------------------
+
+
+@handles("print", "ams_filament_drying")
+def ams_filament_drying(state: PrinterState, body: Body) -> Outcome:
+    """Start (``mode`` 1 timed, 2 to a humidity) or stop (``mode`` 0) drying a unit.
+
+    Fields as Bambu Studio's ``DevFilaSystem`` drying control sends them:
+    ``ams_id, mode, filament, temp, duration`` (hours), ``humidity``,
+    ``rotate_tray``, ``cooling_temp``. Only the AMS 2 Pro and AMS HT have a
+    heater; the drying shows in ``ams[].info`` bits 4-7 and ``dry_time``.
+    """
+    ams_id = _int(body, "ams_id")
+    unit = state.ams.unit(ams_id)
+    if unit is None:
+        return fail(f"no AMS {ams_id}")
+    if not unit.can_dry:
+        return fail(f"AMS {ams_id} has no heater to dry with")
+    mode = _int(body, "mode")
+    if mode not in (0, 1, 2):
+        return fail(f"unknown drying mode {mode}")
+    if mode == 0:
+        unit.drying_left, unit.drying_temp = 0.0, 0
+        return Outcome()
+    temp = _int(body, "temp")
+    hours = _int(body, "duration")
+    if not 45 <= temp <= (85 if unit.is_ht else 65):
+        return fail(f"drying temperature {temp} is out of range")
+    if not 1 <= hours <= 24:
+        return fail(f"drying duration {hours} h is out of range")
+    unit.drying_temp = temp
+    unit.drying_left = hours * 3600.0
+    return Outcome()
 
 
 @handles("print", "ams_change_filament")
@@ -589,6 +690,24 @@ def ledctrl(state: PrinterState, body: Body) -> Outcome:
     return Outcome()
 
 
+@handles("system", "uiop")
+def uiop(state: PrinterState, body: Body) -> Outcome:
+    """A UI operation from the slicer: closing the print-error dialog clears the error.
+
+    Bambu Studio's ``command_clean_print_error_uiop`` sends ``name
+    "print_error", action "close", source 1, type "dialog", err "%08X"``.
+    """
+    name = _str(body, "name")
+    action = _str(body, "action")
+    if (name, action) != ("print_error", "close"):
+        return fail(f"unknown ui operation {name}/{action}")
+    err = _str(body, "err", "")
+    if err and state.print_error and err.upper() != f"{state.print_error:08X}":
+        return fail(f"error {err} is not the one shown")
+    state.print_error = 0
+    return Outcome()
+
+
 @handles("system", "get_access_code")
 def get_access_code(state: PrinterState, body: Body) -> Outcome:
     """Reply with the LAN access code."""
@@ -652,19 +771,32 @@ def xcam_control_set(state: PrinterState, body: Body) -> Outcome:
 
 
 def version_modules(state: PrinterState) -> list[dict[str, Any]]:
-    """``info.module[]``: ota first (with the product name), boards, then AMS units."""
+    """``info.module[]``: ota first, boards, then AMS units.
+
+    ``ota`` and the main board (``rv1126``/``esp32``/``ap``) name the printer:
+    ``product_name`` with the "Bambu Lab " prefix and ``project_name`` the
+    model code; AMS modules name their kind (PROTOCOL.md §2.4, §2.6.1).
+    """
+    profile = state.profile
+    kinds = {unit.module_name: unit.kind for unit in state.ams.units}
     out: list[dict[str, Any]] = []
     for module in state.firmware:
         entry: dict[str, Any] = {
             "name": module.name,
             "project_name": "",
+            "product_name": "",
             "sw_ver": module.sw_ver,
             "hw_ver": module.hw_ver,
             "sn": module.sn,
             "flag": 0,
         }
+        if module.name == "ota" or module.name in MAIN_BOARDS:
+            entry["product_name"] = profile.product_name
+            entry["project_name"] = profile.code
+        kind = kinds.get(module.name)
+        if kind is not None:
+            entry["product_name"] = AMS_PRODUCT[kind]
         if module.name == "ota":
-            entry["product_name"] = state.profile.product
             entry["visible"] = True
         out.append(entry)
     return out

@@ -238,7 +238,10 @@ class SimPrinter:
 
         Malformed payloads are dropped (logged at debug). Replies echo
         ``command`` and ``sequence_id`` with ``result``/``reason``; a
-        command that changed something is followed by a report.
+        command that changed something is followed by a report. A message
+        carrying several families (``{"pushing": ..., "info": ...,
+        "upgrade": ...}``, as a popular LAN library sends on connect) is
+        processed family by family, each answered (PROTOCOL.md §2.6.1).
         """
         if not self.online:
             return []
@@ -246,7 +249,21 @@ class SimPrinter:
         if parsed is None:
             log.debug("%s: dropped a malformed request", self.serial)
             return []
-        family, body, header = parsed
+        requests, header = parsed
+        messages: list[dict[str, Any]] = []
+        changed = False
+        for family, body in requests:
+            out, did_change = self._handle_one(family, body, header)
+            messages.extend(out)
+            changed = changed or did_change
+        if changed and self._pushing:
+            messages.extend(self._report_now(keepalive=False))
+        return messages
+
+    def _handle_one(
+        self, family: str, body: dict[str, Any], header: Any
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One family's command: its reply messages, and whether it changed the state."""
         command = body["command"]
         # What arrived, for tests that check a client never sends a command twice.
         key = (f"{family}.{command}", str(body.get("sequence_id", "")))
@@ -254,20 +271,20 @@ class SimPrinter:
         self._note_executed(key)
         self._advance()
         if family == "pushing":
-            return self._pushing_command(command, body)
+            return self._pushing_command(command, body), False
         if (
             self.requires_signature
             and (family, command) not in READ_COMMANDS
             and not self._signed(family, body, header)
         ):
-            return [
-                _reply(
-                    family, body, ok=False, reason=VERIFY_FAILED_REASON, err_code=ERR_VERIFY_FAILED
-                )
-            ]
+            reply = _reply(
+                family, body, ok=False, reason=VERIFY_FAILED_REASON, err_code=ERR_VERIFY_FAILED
+            )
+            return [reply], False
         handler = commands.HANDLERS.get((family, command))
         if handler is None:
-            return [_reply(family, body, ok=False, reason=f"unsupported command {command!r}")]
+            reason = f"unsupported command {command!r}"
+            return [_reply(family, body, ok=False, reason=reason)], False
         try:
             outcome = handler(self.state, body)
         except commands.BadField as exc:
@@ -275,10 +292,8 @@ class SimPrinter:
         except Exception:  # a simulator bug must not take the broker down
             log.exception("%s: %s.%s failed", self.serial, family, command)
             outcome = commands.fail("internal error")
-        messages = [_reply(family, body, ok=outcome.ok, reason=outcome.reason, **outcome.fields)]
-        if outcome.changed and self._pushing:
-            messages.extend(self._report_now(keepalive=False))
-        return messages
+        reply = _reply(family, body, ok=outcome.ok, reason=outcome.reason, **outcome.fields)
+        return [reply], outcome.changed
 
     def _note_executed(self, key: tuple[str, str]) -> None:
         self.executed += 1
@@ -464,21 +479,27 @@ class SimPrinter:
         return self.signature_verifier(signed, raw, cert_id)
 
 
-def _parse(payload: bytes) -> tuple[str, dict[str, Any], Any] | None:
-    """(family, body, header) of a request, or None when it is not one."""
+def _parse(payload: bytes) -> tuple[list[tuple[str, dict[str, Any]]], Any] | None:
+    """([(family, body)...], header) of a request, or None when it holds none.
+
+    Every top-level key but ``header`` is a family; one whose body is not an
+    object with a string ``command`` is skipped, the others are kept in
+    message order.
+    """
     try:
         data = orjson.loads(payload)
     except (orjson.JSONDecodeError, TypeError):
         return None
     if not isinstance(data, dict):
         return None
-    families = [(k, v) for k, v in data.items() if k != "header"]
-    if len(families) != 1:
+    requests = [
+        (family, body)
+        for family, body in data.items()
+        if family != "header" and isinstance(body, dict) and isinstance(body.get("command"), str)
+    ]
+    if not requests:
         return None
-    family, body = families[0]
-    if not isinstance(body, dict) or not isinstance(body.get("command"), str):
-        return None
-    return family, body, data.get("header")
+    return requests, data.get("header")
 
 
 def _sequence_id(body: dict[str, Any]) -> str:

@@ -36,6 +36,28 @@ _XCAM_NEW = (
 )
 _XCAM = {"X1": ("first_layer_inspector", *_XCAM_BASE), "H2": _XCAM_NEW, "X2": _XCAM_NEW}
 
+# Families whose current firmware sends each AMS tray's ``state`` (11 loaded,
+# 0 empty, and an empty tray as only ``{"id", "state"}``) and the newer tray
+# keys (``drying_temp``/``drying_time``/``total_len``); P1/A1 firmware sends the
+# older shape, an empty tray as only ``{"id"}`` (PROTOCOL.md §2.6.1, public
+# captures of X1C, H2D and X2D reports).
+_TRAY_STATE_FAMILIES = frozenset({"X1", "H2", "X2", "P2"})
+# Families without a chamber sensor: ``chamber_temper`` is a placeholder 5
+# (PROTOCOL.md §2.6.1; public A1 captures show the int 5). The P1P and P1S
+# measure nothing either, enclosure or not.
+_NO_CHAMBER_SENSOR_FAMILIES = frozenset({"P1", "A1", "A2"})
+# Families with a door sensor: the X1 reports the door in ``home_flag``, the
+# H2/P2/X2 in ``stat`` (PROTOCOL.md §2.6.1); only these advertise the door
+# check (``fun`` bit 12, Bambu Studio ``parse_new_info``).
+_DOOR_FAMILIES = frozenset({"X1", "H2", "X2", "P2"})
+# Models with a speaker for prompt sounds: Bambu Studio's printer descriptions
+# say ``support_prompt_sound: true`` for the A1 (N2S.json) and false for the
+# H2D (O1D.json); the A-series siblings share the A1's board.
+_PROMPT_SOUND_FAMILIES = frozenset({"A1", "A2"})
+# ``get_version``'s ``product_name``: "Bambu Lab " and Bambu's own spelling of
+# the product (PROTOCOL.md §2.6.1: "Bambu Lab X1-Carbon", "Bambu Lab A1 mini").
+_PRODUCT_SPELLING = {"X1 Carbon": "X1-Carbon"}
+
 
 @dataclass(frozen=True, slots=True)
 class Profile:
@@ -110,6 +132,51 @@ class Profile:
     def device_block(self) -> bool:
         """Newer firmware: packed ``device.*`` beside the plain fields."""
         return self.row.family in _DEVICE_BLOCK_FAMILIES
+
+    @property
+    def product_name(self) -> str:
+        """``product_name`` in ``get_version`` (``Bambu Lab H2D Pro``)."""
+        return f"Bambu Lab {_PRODUCT_SPELLING.get(self.product, self.product)}"
+
+    @property
+    def tray_state(self) -> bool:
+        """AMS trays carry ``state`` (current X1/P2/H2/X2 firmware)."""
+        return self.row.family in _TRAY_STATE_FAMILIES
+
+    @property
+    def chamber_sensor(self) -> bool:
+        """A chamber thermometer; without one ``chamber_temper`` is the placeholder 5."""
+        return self.row.family not in _NO_CHAMBER_SENSOR_FAMILIES
+
+    @property
+    def door_sensor(self) -> bool:
+        """A door switch the firmware reports (and a door-open check it offers)."""
+        return self.row.family in _DOOR_FAMILIES
+
+    @property
+    def prompt_sound(self) -> bool:
+        """A speaker for prompt sounds (``home_flag`` bit 18, ``fun`` bit 8)."""
+        return self.row.family in _PROMPT_SOUND_FAMILIES
+
+    @property
+    def integer_targets(self) -> bool:
+        """Target temperatures as JSON integers.
+
+        Public A1 captures carry ``"nozzle_target_temper": 240`` and
+        ``"bed_target_temper": 80``; X1C and X2D captures carry ``0.0``.
+        The P1/A1/A2 firmware writes integers, the others floats.
+        """
+        return self.row.family in _NO_CHAMBER_SENSOR_FAMILIES
+
+    @property
+    def aux_fan(self) -> bool:
+        """An auxiliary part fan (``M106 P2``)."""
+        return self.row.aux_fan
+
+    @property
+    def chamber_fan(self) -> bool:
+        """A chamber/exhaust fan (``M106 P3``)."""
+        return self.row.chamber_fan
 
     @property
     def extruders(self) -> int:

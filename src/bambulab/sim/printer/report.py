@@ -6,11 +6,17 @@ simulator is the other side of the contract and must not share its
 interpretation. Field order and the string-typed values (fans, ids,
 ``wifi_signal``, ``nozzle_diameter``, AMS numbers) copy what printers send.
 
-``home_flag`` bits are not in PROTOCOL.md; the simulator sets the ones the
-community has decoded from the slicer (bit 4 auto recovery, 5 camera
-recording, 7 AMS remain estimate, 8-9 SD card state, 10 AMS auto switch, 17
-prompt sound, 19/20 tangle detection supported/on, 24/25 nozzle blob
-detection on/supported, 28/29 air-print detection on/supported).
+``home_flag`` bits follow Bambu Studio's ``MachineObject::parse_home_flag``:
+bit 4 auto recovery, 5 camera recording, 7 AMS remain estimate, 8-9 SD card
+state (0 none, 1 normal, 2 abnormal), 10 AMS auto switch, 17/18 prompt sound
+on/supported, 19/20 tangle detection supported/on, 24/25 nozzle blob
+detection on/supported, 28/29 air-print detection on/supported; the X1
+reports its door in bit 23 (PROTOCOL.md §2.6.1).
+
+H2/P2/X2 firmware also sends the newer hex bit sets Bambu Studio reads in
+``MachineObject::parse_new_info`` when all four are present: ``cfg``
+(settings), ``fun`` (features), ``aux`` (bits 12-13 the SD card state) and
+``stat`` (bit 7 camera recording; the door in bit 23, PROTOCOL.md §2.6.1).
 """
 
 from __future__ import annotations
@@ -24,9 +30,24 @@ from .state import PrinterState
 from .thermal import pack
 
 # ``print.fun`` (PROTOCOL.md §2.7): a hex feature mask; bit 0x20000000 set
-# means the printer requires signed control commands.
-FUN_BASE = 0x1C1AFF9CFF
+# means the printer requires signed control commands. FUN_BASE holds what
+# every simulated model advertises; the model-dependent bits are added by
+# :func:`fun_bits` (Bambu Studio ``parse_new_info``: 8 prompt sound, 9
+# tangle detection, 12 door-open check, 13 nozzle blob detection).
+FUN_BASE = 0x1C1AFF8CFF
 FUN_SIGNATURE_REQUIRED = 0x20000000
+FUN_PROMPT_SOUND = 1 << 8
+FUN_TANGLE_DETECT = 1 << 9
+FUN_DOOR_CHECK = 1 << 12
+FUN_BLOB_DETECT = 1 << 13
+# ``stat`` bits: 7 camera recording (Bambu Studio), 23 door open (PROTOCOL.md §2.6.1).
+STAT_RECORDING = 1 << 7
+STAT_DOOR_OPEN = 0x00800000
+HOME_FLAG_DOOR_OPEN = 0x00800000  # X1 (PROTOCOL.md §2.6.1)
+# Printers without a chamber sensor report this instead (PROTOCOL.md §2.6.1).
+CHAMBER_PLACEHOLDER = 5
+# SD card state in home_flag bits 8-9 / aux bits 12-13: 0 none, 1 normal.
+SD_NONE, SD_NORMAL = 0, 1
 
 
 def fan_level(pwm: int) -> str:
@@ -43,13 +64,15 @@ def home_flag(state: PrinterState) -> int:
     """The feature/status bit set (see the module docstring for the bits)."""
     options = state.options
     flag = 0x7 if state.job is not None else 0  # X/Y/Z homed once a job has run
+    profile = state.profile
     bits = (
         (4, options["auto_recovery"]),
         (5, state.ipcam_record == "enable"),
         (7, state.ams.calibrate_remain),
         (8, state.sdcard),  # SD card state 1 = present and normal
         (10, options["auto_switch_filament"]),
-        (17, options["sound_enable"]),
+        (17, profile.prompt_sound and options["sound_enable"]),
+        (18, profile.prompt_sound),
         (19, True),
         (20, options["filament_tangle_detect"]),
         (24, options["nozzle_blob_detect"]),
@@ -60,7 +83,68 @@ def home_flag(state: PrinterState) -> int:
     for bit, on in bits:
         if on:
             flag |= 1 << bit
+    if profile.family == "X1" and state.door_open:
+        flag |= HOME_FLAG_DOOR_OPEN
     return flag
+
+
+def fun_bits(state: PrinterState) -> int:
+    """``print.fun``: what this model's firmware says it supports."""
+    profile = state.profile
+    fun = FUN_BASE | FUN_TANGLE_DETECT
+    if profile.prompt_sound:
+        fun |= FUN_PROMPT_SOUND
+    if profile.door_sensor:
+        fun |= FUN_DOOR_CHECK
+    if profile.family in ("H2", "X2"):
+        fun |= FUN_BLOB_DETECT
+    if state.requires_signature:
+        fun |= FUN_SIGNATURE_REQUIRED
+    return fun
+
+
+def cfg_bits(state: PrinterState) -> int:
+    """``print.cfg``: settings, at the bits Bambu Studio's ``parse_new_info`` reads."""
+    options = state.options
+    bits = (
+        (0, state.ams.insert_flag),
+        (1, state.ams.power_on_flag),
+        (3, state.ipcam_record == "enable"),
+        (4, state.profile.rtsp),  # 1080p
+        (5, state.timelapse == "enable"),
+        (7, state.lights.get("chamber_light") == "on"),
+        (16, options["auto_recovery"]),
+        (17, state.ams.calibrate_remain),
+        (18, options["auto_switch_filament"]),
+        (22, state.profile.prompt_sound and options["sound_enable"]),
+        (23, options["filament_tangle_detect"]),
+        (24, options["nozzle_blob_detect"]),
+    )
+    return sum(1 << bit for bit, on in bits if on)
+
+
+def stat_bits(state: PrinterState) -> int:
+    """``print.stat``: live status bits (camera recording, the door)."""
+    stat = STAT_RECORDING if state.ipcam_record == "enable" else 0
+    if state.door_open:
+        stat |= STAT_DOOR_OPEN
+    return stat
+
+
+def _target(state: PrinterState, value: float) -> float | int:
+    """A target temperature the way this family's firmware writes it."""
+    return round(value) if state.profile.integer_targets else float(round(value))
+
+
+def _shown_nozzle(state: PrinterState) -> int:
+    """Which nozzle the top-level ``nozzle_temper`` fields describe.
+
+    On dual-nozzle printers they belong to the idle nozzle (PROTOCOL.md
+    §2.6.1); the active one is read from ``device.extruder``.
+    """
+    if state.profile.dual_nozzle:
+        return 1 - state.active_extruder
+    return state.active_extruder
 
 
 def full_body(state: PrinterState) -> dict[str, Any]:
@@ -74,15 +158,16 @@ def full_body(state: PrinterState) -> dict[str, Any]:
     elif job is not None and job.work_done > 0:
         percent = min(99, int(job.fraction * 100))
         layer = max(1, min(job.layers, math.ceil(job.fraction * job.layers)))
-    nozzle = state.nozzle
+    nozzle = state.nozzles[_shown_nozzle(state)]
+    chamber: float | int = state.chamber.reported if profile.chamber_sensor else CHAMBER_PLACEHOLDER
     body: dict[str, Any] = {
         "ipcam": _ipcam(state),
         "upload": {"status": "idle", "progress": 0, "message": ""},
         "nozzle_temper": nozzle.reported,
-        "nozzle_target_temper": float(nozzle.target),
+        "nozzle_target_temper": _target(state, nozzle.target),
         "bed_temper": state.bed.reported,
-        "bed_target_temper": float(state.bed.target),
-        "chamber_temper": state.chamber.reported,
+        "bed_target_temper": _target(state, state.bed.target),
+        "chamber_temper": chamber,
         "mc_print_stage": "2" if state.active else "1",
         "heatbreak_fan_speed": "15" if max(h.current for h in state.nozzles) > 50 else "0",
         "cooling_fan_speed": fan_level(state.fans["part"]),
@@ -132,7 +217,7 @@ def full_body(state: PrinterState) -> dict[str, Any]:
         "upgrade_state": _upgrade_state(state),
         "hms": [{"attr": attr, "code": code} for attr, code in state.hms],
         "online": {"ahb": False, "rfid": False, "version": 7},
-        "ams": state.ams.wire(),
+        "ams": state.ams.wire(tray_state=profile.tray_state, slot_only=profile.dual_nozzle),
     }
     if profile.dual_nozzle:
         body["vir_slot"] = [spool.wire(i) for i, spool in sorted(state.ams.external.items())]
@@ -149,10 +234,10 @@ def full_body(state: PrinterState) -> dict[str, Any]:
     }
     if profile.device_block:
         body["device"] = _device_block(state)
-    fun = FUN_BASE & ~FUN_SIGNATURE_REQUIRED
-    if state.requires_signature:
-        fun |= FUN_SIGNATURE_REQUIRED
-    body["fun"] = f"{fun:X}"
+        body["cfg"] = f"{cfg_bits(state):X}"
+        body["aux"] = f"{(SD_NORMAL if state.sdcard else SD_NONE) << 12:X}"
+        body["stat"] = f"{stat_bits(state):X}"
+    body["fun"] = f"{fun_bits(state):X}"
     return body
 
 
@@ -207,12 +292,8 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 def _slot_code(state: PrinterState, extruder: int, global_id: int) -> int:
-    """``ams_id << 8 | slot`` of a tray as an extruder sees it; 0xFFFF for none.
-
-    Only the active extruder is fed in this simulator, so the other one
-    reports none.
-    """
-    if extruder != state.active_extruder or global_id == NO_TRAY:
+    """``ams_id << 8 | slot`` of a tray as ``extruder`` sees it; 0xFFFF for none."""
+    if global_id == NO_TRAY:
         return 0xFFFF
     address = state.ams.address(global_id)
     if address is None:
@@ -224,32 +305,115 @@ def _slot_code(state: PrinterState, extruder: int, global_id: int) -> int:
 
 
 def _device_block(state: PrinterState) -> dict[str, Any]:
-    """Newer firmware's packed ``device`` object (PROTOCOL.md §2.3)."""
+    """Newer firmware's packed ``device`` object (PROTOCOL.md §2.3, §2.6.1).
+
+    Encodings as Bambu Studio reads them: ``ExtderSystemParser::ParseV2_0``
+    (``extruder.state`` bits 0-3 the count, 4-7 the active extruder, 8-11
+    the target one; per extruder ``temp`` packed, ``snow``/``spre``/``star``
+    as ``ams_id << 8 | slot``, ``info`` bit 1 filament present and bit 3
+    nozzle fitted, ``hnow`` the nozzle in it), ``DevNozzleSystemParser::
+    ParseV2_0`` (``nozzle.info[]`` with ``id``, float ``diameter`` and a
+    ``type`` code) and ``DevFan::ParseV3_0`` (``airduct``).
+    """
     extruders = []
+    ams = state.ams
     for index, heater in enumerate(state.nozzles):
+        # ams.tray_now/pre/tar are the active extruder's; an idle one keeps the
+        # tray it had loaded when the printer switched away from it.
+        if index == state.active_extruder:
+            now, pre, tar = ams.tray_now, ams.tray_pre, ams.tray_tar
+        else:
+            now = pre = tar = state.parked.get(index, NO_TRAY)
+        snow = _slot_code(state, index, now)
         extruders.append(
             {
                 "id": index,
                 "temp": pack(heater.current, heater.target),
-                "snow": _slot_code(state, index, state.ams.tray_now),  # now
-                "spre": _slot_code(state, index, state.ams.tray_pre),  # previous
-                "star": _slot_code(state, index, state.ams.tray_tar),  # target
+                "snow": snow,  # now
+                "spre": _slot_code(state, index, pre),  # previous
+                "star": _slot_code(state, index, tar),  # target
                 "stat": 0,
+                "info": (0x2 if snow != 0xFFFF else 0) | 0x8,
+                "hnow": index,
+                "hpre": index,
+                "htar": index,
+                "filam_bak": [],
             }
         )
     nozzles = [
-        {"id": index, "diameter": diameter, "type": state.nozzle_type[index]}
+        {
+            "id": index,
+            "diameter": diameter,
+            "type": nozzle_code(state.nozzle_type[index]),
+            "stat": 0,
+            "wear": 0,
+        }
         for index, diameter in enumerate(state.nozzle_diameter)
     ]
-    return {
+    active = state.active_extruder
+    device: dict[str, Any] = {
         "bed": {"info": {"temp": pack(state.bed.current, state.bed.target)}, "state": 0},
-        "ctc": {"info": {"temp": pack(state.chamber.current, state.chamber.target)}, "state": 0},
         "extruder": {
             "info": extruders,
-            # low nibble: how many extruders; next nibble: the active one
-            "state": len(state.nozzles) | state.active_extruder << 4,
+            "state": len(state.nozzles) | active << 4 | active << 8,
         },
         "nozzle": {"info": nozzles, "exist": (1 << len(nozzles)) - 1, "state": 0},
-        "airduct": {"modeCur": state.airduct_mode, "modeList": [0, 1]},
+        "airduct": _airduct(state),
         "type": 1,
     }
+    if state.profile.chamber_sensor:
+        device["ctc"] = {
+            "info": {"temp": pack(state.chamber.current, state.chamber.target)},
+            "state": 0,
+        }
+    return device
+
+
+# Fans in ``device.airduct.parts[].id``: fan index << 4 | type (0 fan, 1 door),
+# per Bambu Studio's ``AIR_FUN`` (1 part cooling, 2 aux, 3 chamber, 10 the
+# second aux fan of the X2D); ``range`` packs 0-100 %, ``state`` is the speed in %.
+AIRDUCT_PART, AIRDUCT_AUX, AIRDUCT_CHAMBER, AIRDUCT_AUX2 = 0x10, 0x20, 0x30, 0xA0
+_PERCENT_RANGE = 100 << 16
+
+
+def _airduct(state: PrinterState) -> dict[str, Any]:
+    """``device.airduct``: the duct mode and each fan's state."""
+    profile = state.profile
+    fans: list[tuple[int, int, str]] = [(AIRDUCT_PART, 0, "part")]
+    if profile.aux_fan:
+        fans.append((AIRDUCT_AUX, 1, "aux"))
+    if profile.family == "X2":
+        fans.append((AIRDUCT_AUX2, 1, "aux"))
+    if profile.chamber_fan:
+        fans.append((AIRDUCT_CHAMBER, 2, "chamber"))
+    parts = [
+        {
+            "id": part,
+            "func": func,
+            "state": round(state.fans[fan] * 100 / 255),
+            "range": _PERCENT_RANGE,
+        }
+        for part, func, fan in fans
+    ]
+    ids = [part["id"] for part in parts]
+    return {
+        "modeCur": state.airduct_mode,
+        "modeList": [
+            {"modeId": 0, "ctrl": ids, "off": []},  # cooling
+            {"modeId": 1, "ctrl": [i for i in ids if i != AIRDUCT_AUX], "off": []},  # heating
+        ],
+        "parts": parts,
+    }
+
+
+# Nozzle type codes of ``device.nozzle.info[].type`` (Bambu Studio
+# ``s_parse_nozzle_type``): character 1 the flow (S standard, H high flow),
+# characters 2-3 the material (00 stainless, 01 hardened, 05 tungsten carbide).
+_MATERIAL_CODES = {"stainless_steel": "00", "hardened_steel": "01", "tungsten_carbide": "05"}
+
+
+def nozzle_code(nozzle_type: str) -> str:
+    """The ``HS01``-style code of a nozzle type (codes pass through)."""
+    if nozzle_type in _MATERIAL_CODES:
+        return f"HS{_MATERIAL_CODES[nozzle_type]}"
+    return nozzle_type

@@ -95,6 +95,8 @@ class PrinterState:
         self.room = 22.0 + rng.randint(0, 40) / 10
         self.nozzles = [Heater(self.room, rate=3.0, tau=90.0) for _ in range(profile.extruders)]
         self.active_extruder = 0
+        # Dual nozzles: the tray each idle extruder keeps loaded (ams.tray_now is the active one's).
+        self.parked: dict[int, int] = {}
         self.bed = Heater(self.room, rate=1.0, tau=500.0)
         self.chamber = Heater(self.room, rate=0.1, tau=900.0)
         self.nozzle_diameter = [nozzle_diameter] * profile.extruders
@@ -106,6 +108,7 @@ class PrinterState:
         if "work_light" in self.lights:
             self.lights["work_light"] = "off"
         self.sdcard = True
+        self.door_open = False  # the door switch (printers with a door sensor)
         self.wifi_home = -rng.randint(38, 52)
         self.wifi = self.wifi_home
         self.airduct_mode = 0
@@ -202,6 +205,9 @@ class PrinterState:
             self._step_job(self.job, h)
         if self.upgrade is not None:
             self._step_upgrade(self.upgrade, h)
+        for unit in self.ams.units:
+            if unit.drying_left > 0:
+                unit.drying_left = max(0.0, unit.drying_left - h)
         if int(self.time // WIFI_PERIOD) != int(before // WIFI_PERIOD):
             # Jitter around where the printer stands, like a real reading.
             self.wifi = self.wifi_home + self.rng.randint(-3, 3)
