@@ -732,9 +732,12 @@ def _is_number(value: Any) -> bool:
         return True
     if kind is str:
         try:
-            float(value.strip().rstrip("%"))
+            float(value)  # surrounding blanks are allowed
         except ValueError:
-            return False
+            try:
+                float(value.rstrip().removesuffix("%"))  # "80%"
+            except ValueError:
+                return False
         return True
     return False
 
@@ -768,17 +771,10 @@ def _items(**fields: Shape) -> Shape:
 
 _PACKED = _obj(info=_obj(temp=_N))  # device.bed / device.ctc: ``temp`` packs current | target << 16
 
-TRAY_SHAPE: Mapping[str, Shape] = {
-    "tray_type": _T,
-    "tray_color": _T,
-    "tray_info_idx": _T,
-    "remain": _N,
-    "nozzle_temp_min": _N,
-    "nozzle_temp_max": _N,
-    "k": _N,
-    "state": _N,
-    "cols": _L,
-}
+# What a user reads of a tray and a wrong type would blank (few fields: an X1 report
+# carries 16 trays or more, and each costs on every report). A colour or ``state`` of
+# the wrong type blanks nothing: it reads as some other colour, as "not empty".
+TRAY_SHAPE: Mapping[str, Shape] = {"tray_type": _T, "remain": _N}
 
 # The fields of ``print.push_status`` that the typed state reads (PROTOCOL.md §2.3,
 # §2.6.1). Hex strings (``fun``, ``stat``, ``*_exist_bits``) are left alone: they
@@ -836,6 +832,90 @@ REPORT_SHAPE: Mapping[str, Shape] = {
 
 
 @dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A shape table grouped by kind for the hot path: keys of numbers, of text,
+    of objects and of lists (the last two with their compiled fields, or None)."""
+
+    numbers: tuple[str, ...]
+    texts: tuple[str, ...]
+    objects: tuple[tuple[str, _Compiled | None], ...]
+    lists: tuple[tuple[str, _Compiled | None], ...]
+
+
+def _compile(shapes: Mapping[str, Shape]) -> _Compiled:
+    def sub(shape: Shape) -> _Compiled | None:
+        return _compile(shape.fields) if shape.fields is not None else None
+
+    return _Compiled(
+        tuple(k for k, s in shapes.items() if s.kind == NUMBER),
+        tuple(k for k, s in shapes.items() if s.kind == TEXT),
+        tuple((k, sub(s)) for k, s in shapes.items() if s.kind == OBJECT),
+        tuple((k, sub(s)) for k, s in shapes.items() if s.kind == LIST),
+    )
+
+
+_ABSENT = object()
+
+
+def _all_fit(node: dict[str, Any], shapes: _Compiled) -> bool:
+    # The hot path of every report: one lookup per known field, nothing built. Only
+    # when it finds something wrong does the slower _check name the culprits.
+    get = node.get
+    for key in shapes.numbers:
+        value = get(key, 0)
+        kind = type(value)
+        if kind is float or kind is int:
+            continue
+        if kind is str and (value.isdigit() or _is_number(value)):
+            continue
+        return False
+    for key in shapes.texts:
+        if type(get(key, "")) is not str:
+            return False
+    for key, fields in shapes.objects:
+        value = get(key, _ABSENT)
+        if value is _ABSENT:
+            continue
+        if type(value) is not dict or (fields is not None and not _all_fit(value, fields)):
+            return False
+    for key, fields in shapes.lists:
+        value = get(key, _ABSENT)
+        if value is _ABSENT:
+            continue
+        if type(value) is not list:
+            return False
+        if fields is None:
+            continue
+        if fields.objects or fields.lists:
+            for item in value:
+                if type(item) is not dict or not _all_fit(item, fields):
+                    return False
+            continue
+        # Items of numbers and text only (trays): checked here, without a call per item.
+        numbers, texts = fields.numbers, fields.texts
+        for item in value:
+            if type(item) is not dict:
+                return False
+            get = item.get
+            for name in numbers:
+                number = get(name, 0)
+                kind = type(number)
+                if not (
+                    kind is int
+                    or kind is float
+                    or (kind is str and (number.isdigit() or _is_number(number)))
+                ):
+                    return False
+            for name in texts:
+                if type(get(name, "")) is not str:
+                    return False
+    return True
+
+
+_REPORT_COMPILED = _compile(REPORT_SHAPE)
+
+
+@dataclass(frozen=True, slots=True)
 class _At:
     """A step into a list: the item's position in the update and its ``id``."""
 
@@ -849,7 +929,6 @@ def _check(
     trail: tuple[Any, ...],
     bad: list[tuple[Any, ...]],
 ) -> None:
-    # The hot path: one dict lookup per field of the update, nothing copied.
     for key, value in node.items():
         shape = shapes.get(key)
         if shape is None:
@@ -910,10 +989,10 @@ def repair_report(base: Mapping[str, Any], update: dict[str, Any]) -> tuple[str,
     (``ams.ams.tray.remain``: ids left out, so a name stands for one field of
     every unit or tray).
     """
+    if _all_fit(update, _REPORT_COMPILED):
+        return ()
     bad: list[tuple[Any, ...]] = []
     _check(update, REPORT_SHAPE, (), bad)
-    if not bad:
-        return ()
     for trail in bad:
         _restore(update, base, trail)
     return tuple(dict.fromkeys(_field_name(trail) for trail in bad))
