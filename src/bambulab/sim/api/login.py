@@ -173,7 +173,10 @@ def _password_login(world: World, account: Account | None, password: str) -> dic
         log.info("login: %s signed in with password", account.login)
         return _token_body(world, world.issue_token(account))
     if account.mode == "verifyCode":
-        log.info("login: %s needs a verification code", account.login)
+        # The real cloud mails (or texts) the code right away; asking for one
+        # again (as most clients do) replaces it, like sendemail/code does.
+        log.info("login: %s needs a verification code; sending one", account.login)
+        _issue_code(world, account, "email" if account.email is not None else "sms")
         return _pending_body("verifyCode", "")
     ticket = TfaTicket(
         key=secrets.token_urlsafe(24),
@@ -238,27 +241,43 @@ def _complete_tfa(world: World, body: TfaBody) -> Account:
     return account
 
 
+# The keys of every answer of /user/login, and only those, as the real API sends
+# them (a captured verifyCode answer: these seven keys). No ``success`` key: the
+# seed shows one, the API does not, and a client that trusts it takes an empty
+# token for a login.
+LOGIN_KEYS = (
+    "accessToken",
+    "refreshToken",
+    "expiresIn",
+    "refreshExpiresIn",
+    "tfaKey",
+    "accessMethod",
+    "loginType",
+)
+
+
 def _token_body(world: World, token: str) -> dict[str, Any]:
     ttl = world.tokens.ttl
     return {
-        "success": True,
         "accessToken": token,
         "refreshToken": token,  # equal in practice (PROTOCOL.md §1.1)
         "expiresIn": ttl,
         "refreshExpiresIn": ttl,
-        "loginType": "",
         "tfaKey": "",
+        "accessMethod": "",
+        "loginType": "",
     }
 
 
 def _pending_body(login_type: str, tfa_key: str) -> dict[str, Any]:
     return {
-        "success": True,
         "accessToken": "",
         "refreshToken": "",
         "expiresIn": 0,
-        "loginType": login_type,
+        "refreshExpiresIn": 0,
         "tfaKey": tfa_key,
+        "accessMethod": "",
+        "loginType": login_type,
     }
 
 
