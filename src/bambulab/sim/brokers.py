@@ -119,8 +119,11 @@ class Policy(Protocol):
 class CloudPolicy:
     """The cloud broker's rules (PROTOCOL.md §2.1).
 
-    ``u_<uid>`` with either a valid token of that uid or the LAN access code
-    of any printer the uid owns (the seed's documented form). A user may
+    ``u_<uid>`` with a valid token of that uid, as the real broker wants: a
+    printer's access code opens only its LAN broker, so code written against
+    the simulator works against the cloud. ``lenient`` also takes the LAN
+    access code of any printer the uid owns (the seed's documented form,
+    ``BambuMQTT(user_id, serial, access_code)``), for whoever wants that. A user may
     subscribe to, and receive, ``device/<serial>/report`` and publish to
     ``device/<serial>/request`` of the printers it owns right now (binding
     changes apply at once); wildcards are refused. The printer host's
@@ -128,9 +131,10 @@ class CloudPolicy:
     anything.
     """
 
-    def __init__(self, world: World, internal: Credential) -> None:
+    def __init__(self, world: World, internal: Credential, *, lenient: bool = False) -> None:
         self._world = world
         self._internal = internal
+        self.lenient = lenient
 
     def _uid(self, username: str | None) -> int | None:
         match = _CLOUD_USER.fullmatch(username or "")
@@ -156,6 +160,8 @@ class CloudPolicy:
                 return True
         except TokenError:
             pass
+        if not self.lenient:
+            return False
         for serial in self._owned(uid):
             code = self._world.devices[serial].access_code
             if hmac.compare_digest(password.encode(), code.encode()):
