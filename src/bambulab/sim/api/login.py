@@ -173,10 +173,16 @@ def _password_login(world: World, account: Account | None, password: str) -> dic
         log.info("login: %s signed in with password", account.login)
         return _token_body(world, world.issue_token(account))
     if account.mode == "verifyCode":
-        # The real cloud mails (or texts) the code right away; asking for one
-        # again (as most clients do) replaces it, like sendemail/code does.
-        log.info("login: %s needs a verification code; sending one", account.login)
-        _issue_code(world, account, "email" if account.email is not None else "sms")
+        # The real cloud mails (or texts) a code right away. One still alive is not
+        # replaced: a client that logs in again to use the code it holds (the CLI's
+        # two-step login) must not have it killed under it. Asking sendemail/code for
+        # one, as most clients do next, does replace it.
+        pending = world.codes.get(account.uid)
+        if pending is None or world.clock.now() >= pending.expires_at or pending.tries_left <= 0:
+            log.info("login: %s needs a verification code; sending one", account.login)
+            _issue_code(world, account, "email" if account.email is not None else "sms")
+        else:
+            log.info("login: %s needs a verification code; one is still valid", account.login)
         return _pending_body("verifyCode", "")
     ticket = TfaTicket(
         key=secrets.token_urlsafe(24),
