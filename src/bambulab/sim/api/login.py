@@ -173,12 +173,12 @@ def _password_login(world: World, account: Account | None, password: str) -> dic
         log.info("login: %s signed in with password", account.login)
         return _token_body(world, world.issue_token(account))
     if account.mode == "verifyCode":
-        # The real cloud mails (or texts) a code right away. One still alive is not
-        # replaced: a client that logs in again to use the code it holds (the CLI's
-        # two-step login) must not have it killed under it. Asking sendemail/code for
-        # one, as most clients do next, does replace it.
+        # The real cloud mails (or texts) a code right away. One still alive (even one
+        # dead of wrong guesses) is not replaced: a client that logs in again to use the
+        # code it holds (the CLI's two-step login) must get that code's own answer.
+        # Asking sendemail/code for one, as most clients do next, does replace it.
         pending = world.codes.get(account.uid)
-        if pending is None or world.clock.now() >= pending.expires_at or pending.tries_left <= 0:
+        if pending is None or world.clock.now() >= pending.expires_at:
             log.info("login: %s needs a verification code; sending one", account.login)
             _issue_code(world, account, "email" if account.email is not None else "sms")
         else:
