@@ -1014,7 +1014,9 @@ def _merged_trays(current: list[Any], update: list[Any]) -> list[Any]:
         if at is None:
             index[str(tray["id"])] = len(out)
             out.append(tray)
-        elif tray_is_empty(tray):
+        elif tray_is_empty(tray) or tray.keys() >= out[at].keys():
+            # Empty, or sent whole (firmware writes a tray as one unit): taken as sent,
+            # which is what a field-by-field merge would give, without the walk.
             out[at] = tray
         else:
             out[at] = _merged_owned(out[at], tray)
