@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -53,11 +54,25 @@ def test_token_login_and_pushall_full_report(sim: Simulator, probes: list[Probe]
     assert {"nozzle_temper", "bed_temper", "mc_percent", "ams"} <= set(full)
 
 
-def test_access_code_of_an_owned_printer_is_accepted(sim: Simulator, probes: list[Probe]) -> None:
+def test_access_code_of_an_owned_printer_is_refused_as_the_real_broker_does(
+    sim: Simulator, probes: list[Probe]
+) -> None:
+    # A printer's access code opens its LAN broker only: code that connects to the
+    # simulated cloud with one would fail against the real cloud.
     x1c = owned(sim, DEMO)[1]
-    code = sim.world.devices[x1c].access_code
-    probe = cloud_probe(sim, probes, password=code).expect_connected()
-    assert not probe.subscribe(f"device/{x1c}/report")[0].is_failure
+    probe = cloud_probe(sim, probes, password=sim.world.devices[x1c].access_code)
+    assert str(probe.connect()) == "Not authorized"
+
+
+def test_lenient_broker_takes_the_access_code_of_an_owned_printer(probes: list[Probe]) -> None:
+    with Simulator(replace(UNLIMITED, lenient_cloud_mqtt=True), lan=False) as lenient:
+        x1c = owned(lenient, DEMO)[1]
+        code = lenient.world.devices[x1c].access_code
+        probe = cloud_probe(lenient, probes, password=code).expect_connected()
+        assert not probe.subscribe(f"device/{x1c}/report")[0].is_failure
+        other = owned(lenient, PASSWORD_USER)[0]
+        stranger = cloud_probe(lenient, probes, password=lenient.world.devices[other].access_code)
+        assert str(stranger.connect()) == "Not authorized"
 
 
 @pytest.mark.parametrize(

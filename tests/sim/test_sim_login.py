@@ -49,8 +49,20 @@ def password_login(
     return http.post(LOGIN, json={"account": account, "password": password, "apiError": ""})
 
 
+# Exactly the keys the real login answers carry (no ``success``: PROTOCOL.md §1.1).
+LOGIN_KEYS = {
+    "accessToken",
+    "refreshToken",
+    "expiresIn",
+    "refreshExpiresIn",
+    "tfaKey",
+    "accessMethod",
+    "loginType",
+}
+
+
 def assert_token_body(body: dict[str, object]) -> str:
-    assert body["success"] is True
+    assert set(body) == LOGIN_KEYS
     assert body["loginType"] == ""
     assert body["tfaKey"] == ""
     assert body["expiresIn"] == 7_776_000
@@ -113,13 +125,21 @@ def test_verify_code_flow_by_email(client: httpx.Client) -> None:
     first = password_login(client, DEMO)
     assert first.status_code == 200
     assert first.json() == {
-        "success": True,
         "accessToken": "",
         "refreshToken": "",
         "expiresIn": 0,
-        "loginType": "verifyCode",
+        "refreshExpiresIn": 0,
         "tfaKey": "",
+        "accessMethod": "",
+        "loginType": "verifyCode",
     }
+    # The password login mailed a code already: it works as it is.
+    mailed = latest_code(client, DEMO)
+    assert len(mailed) == 6 and mailed.isdigit()
+    token = assert_token_body(client.post(LOGIN, json={"account": DEMO, "code": mailed}).json())
+    assert profile_status(client, token) == 200
+    # A client that asks for one more gets a fresh one, which replaces the first.
+    assert password_login(client, DEMO).json()["loginType"] == "verifyCode"
     sent = client.post(SEND_EMAIL, json={"email": DEMO, "type": "codeLogin"})
     assert sent.status_code == 200
     assert sent.json() == {"code": 0, "message": "Success"}

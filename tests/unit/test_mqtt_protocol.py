@@ -171,6 +171,12 @@ def test_merge_does_not_alias_the_update() -> None:
 
 
 # --- property: any split of a full report merges back to it -------------------------------
+#
+# This is the generic merge (:func:`proto.merge`), for fields that have no rule of their
+# own: the generated keys never spell ``ams``. A print report's AMS block has two rules a
+# split would break on purpose (``ams.ams`` is the whole set of units; an empty tray
+# replaces the old one): ReportStream applies them, and test_merge_rules.py states them
+# as a property of their own.
 
 json_leaf = st.one_of(
     st.integers(-1000, 1000),

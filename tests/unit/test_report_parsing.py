@@ -187,7 +187,10 @@ def test_speed_wifi_ip_and_lights() -> None:
 
 
 def test_a_delta_with_one_tray_of_one_unit_keeps_every_other_tray_and_unit() -> None:
-    state = feed(TWO_UNITS, {"ams": {"ams": [{"id": "1", "tray": [{"id": "3", "remain": 42}]}]}})
+    # ``ams.ams`` lists every unit (a unit left out was removed: test_merge_rules.py);
+    # a unit sent as only its id, and the trays a listed unit leaves out, keep their fields.
+    delta = [{"id": "0"}, {"id": "1", "tray": [{"id": "3", "remain": 42}]}]
+    state = feed(TWO_UNITS, {"ams": {"ams": delta}})
     first, second = state.ams_units
     assert second.trays[3].remain == 42 and second.trays[3].type == "TPU", "the tray merged"
     assert [(t.type, t.remain) for t in second.trays[:3]] == [("ABS", 10), ("PLA", 80), ("PLA", 80)]

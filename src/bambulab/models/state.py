@@ -157,8 +157,8 @@ class Tray:
 
     @property
     def empty(self) -> bool:
-        """No filament loaded in this slot."""
-        return not self.type
+        """No filament in this slot: no filament type, or ``state`` 0 (current firmware)."""
+        return not self.type or self.raw.get("state") == 0
 
     @property
     def colour_rgb(self) -> str:
@@ -295,7 +295,20 @@ def _tray(raw: Mapping[str, Any], ams_id: int) -> Tray:
     )
 
 
-def _ams_kind(unit_id: int, modules: Mapping[int, str]) -> str:
+# ``ams.ams[].info`` (a hex string) bits 0-3: the unit's type, as Bambu Studio's
+# DevFilaSystemParser::ParseAmsInfo reads it (1 AMS, 2 AMS Lite, 3 N3F, 4 N3S).
+AMS_INFO_KINDS = {1: "AMS", 2: "AMS Lite", 3: "AMS 2 Pro", 4: "AMS HT"}
+
+
+def _ams_kind(raw: Mapping[str, Any], unit_id: int, modules: Mapping[int, str]) -> str:
+    info = raw.get("info")
+    if isinstance(info, str):
+        try:
+            kind = AMS_INFO_KINDS.get(int(info, 16) & 0xF)
+        except ValueError:
+            kind = None
+        if kind:
+            return kind
     if unit_id >= 128:
         return "AMS HT"
     return modules.get(unit_id, "AMS")
@@ -878,16 +891,21 @@ class PrinterState:
             unit_id = _int(raw.get("id"))
             if unit_id is None:
                 continue
+            # A unit without a sensor (AMS Lite) reports humidity "0": no reading, like
+            # the bogus levels outside 1-5 of a unit powering up (PROTOCOL.md §2.3).
             level = _int(raw.get("humidity"))
+            percent = _int(raw.get("humidity_raw"))
             trays = tuple(
                 _tray(t, unit_id) for t in _list(raw.get("tray")) if isinstance(t, Mapping)
             )
             units.append(
                 AmsUnit(
                     id=unit_id,
-                    kind=_ams_kind(unit_id, modules),
+                    kind=_ams_kind(raw, unit_id, modules),
                     humidity_level=level if level is not None and 1 <= level <= 5 else None,
-                    humidity_percent=_int(raw.get("humidity_raw")),
+                    humidity_percent=percent
+                    if percent is not None and 1 <= percent <= 100
+                    else None,
                     temp=_float(raw.get("temp")),
                     trays=trays,
                 )

@@ -1,8 +1,10 @@
 """Live printers over MQTT, two faces: :class:`BambuMQTT` (sync) and :class:`AsyncBambuMQTT`.
 
-Cloud mode: user ``u_<uid>`` with the access token (the seed's documents also
-show a printer's access code, which the simulator accepts), the region's
-broker, any number of printers on one connection. LAN mode: user ``bblp``
+Cloud mode: user ``u_<uid>`` with the access token, the region's broker, any
+number of printers on one connection. The seed's documents show
+``BambuMQTT(user_id, serial, access_code)``; a printer's access code opens only
+its LAN broker, so in cloud mode the saved token (``BAMBU_TOKEN``, else the
+token file) is used in its place, with a warning (once). LAN mode: user ``bblp``
 with the printer's access code, its own broker, TLS verified against the CA
 file or a pinned certificate, and the certificate's CN checked against the
 serial. Both faces share one command vocabulary (:class:`_Commands`); only
@@ -44,7 +46,69 @@ T = TypeVar("T")
 
 ENV_MQTT_HOST = "BAMBU_MQTT_HOST"
 ENV_MQTT_PORT = "BAMBU_MQTT_PORT"
+ENV_TOKEN = "BAMBU_TOKEN"  # as the cloud client reads it (not imported: that pulls httpx)
 LAN_PORT = 8883
+ACCESS_CODE_LENGTH = 8
+
+_warned_lock = threading.Lock()
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    log.warning("%s", message)
+
+
+def saved_token() -> str | None:
+    """The account token the other clients use: ``BAMBU_TOKEN``, else the token file."""
+    env = os.environ.get(ENV_TOKEN, "").strip()
+    if env:
+        return env
+    from ..cloud.tokens import TokenStore  # only here: the cloud side is not needed otherwise
+    from ..errors import TokenFileError
+
+    try:
+        saved = TokenStore().load()
+    except TokenFileError as exc:
+        log.info("no usable saved token: %s", exc)
+        return None
+    return saved.token if saved is not None else None
+
+
+def cloud_password(token: str | None, access_code: str | None) -> str:
+    """The cloud broker's password: the token; for a printer's access code, the saved token.
+
+    The real cloud broker refuses an access code as the password of
+    ``u_<uid>`` (it opens only the printer's LAN broker). The seed's form
+    ``BambuMQTT(user_id, serial, access_code)`` therefore connects with the
+    saved token (``BAMBU_TOKEN``, else the token file) and says so once; with
+    no saved token the access code is tried as given (a lenient broker, such
+    as ``bambu sim --lenient-cloud-mqtt``, takes it).
+    """
+    if token:
+        return token
+    code = (access_code or "").strip()
+    if len(code) != ACCESS_CODE_LENGTH:
+        return code  # not an access code: a token passed in its place
+    saved = saved_token()
+    if saved:
+        _warn_once(
+            "access-code-cloud",
+            "a printer's access code opens only its LAN broker; connecting to the cloud "
+            "broker with the saved account token instead (pass token= to choose one, "
+            "or use BambuMQTT.lan() for the LAN broker)",
+        )
+        return saved
+    _warn_once(
+        "access-code-no-token",
+        "a printer's access code opens only its LAN broker and no account token is saved: "
+        "the cloud broker will likely refuse it (run `bambu login`, set BAMBU_TOKEN or pass "
+        "token=)",
+    )
+    return code
 
 
 def cloud_endpoint(
@@ -307,7 +371,8 @@ class _Base:
 
     ``user_id``, ``device_serial`` (one serial or several), ``access_code``:
     the seed's positional form. ``token``: the cloud access token (the cloud
-    broker's password; ``access_code`` is accepted there too). ``host``/``port``:
+    broker's password; given only an access code, cloud mode uses the saved
+    token and warns once, see :func:`cloud_password`). ``host``/``port``:
     the broker (cloud: ``BAMBU_MQTT_HOST``/``_PORT``, else the region's; LAN: the
     printer's address). ``region``: ``global`` or ``china``. ``lan``: talk to one
     printer's own broker. ``ca_file``/``pin_file``/``insecure``: how the TLS
@@ -371,8 +436,8 @@ class _Base:
                 "insecure": insecure,
             }
         else:
+            self._cloud_secrets = (token, access_code)
             self._endpoint_args = {
-                "password": token or access_code or "",
                 "user_id": user_id,
                 "region": region,
                 "host": host,
@@ -384,7 +449,8 @@ class _Base:
     def _endpoint(self) -> Endpoint:
         if self.lan_mode:
             return lan_endpoint(**self._endpoint_args)
-        return cloud_endpoint(**self._endpoint_args)
+        # Resolved at each connection: a token saved (or set) since is picked up.
+        return cloud_endpoint(cloud_password(*self._cloud_secrets), **self._endpoint_args)
 
     def _usable(self) -> Connection | None:
         """The connection if it is running (not closed, not given up)."""

@@ -120,6 +120,8 @@ class Printer:
         self.last_report = 0.0  # time.monotonic() of the last print report; 0: none yet
         self.last_pushall = 0.0
         self.full = threading.Event()
+        # Malformed fields already logged: once per field, not once per message.
+        self.warned: set[str] = set()
 
     def sync_info(self) -> None:
         """Swap in a state carrying the latest ``info`` family body (``get_version``)."""
@@ -685,6 +687,15 @@ class Connection:
         if incoming.kind == "ignored":
             log.warning("%s: ignored a message: %s", printer.serial, incoming.problem)
             return
+        for name in incoming.malformed:
+            if name not in printer.warned:
+                printer.warned.add(name)
+                log.warning(
+                    "%s: a report's %s had the wrong type; kept the last good value "
+                    "(logged once per field)",
+                    printer.serial,
+                    name,
+                )
         if incoming.kind == "reply" or (incoming.kind == "report" and incoming.family != "print"):
             self._resolve(printer.serial, incoming)
         for event in events:

@@ -688,6 +688,392 @@ def _copy(value: Any) -> Any:
     return value
 
 
+# --- the rules of a print report ------------------------------------------------------------
+#
+# Two things a plain field-by-field merge gets wrong (PROTOCOL.md §2.6.1):
+#
+# * AMS: a report that carries ``ams.ams`` lists every unit: a unit missing
+#   from it was removed (Bambu Studio's DevFilaSystemParser::ParseV1_0 erases
+#   every unit whose id is not in the list). And a tray that comes back as only
+#   ``{"id": ...}`` or with ``state`` 0 is empty: Bambu Studio's
+#   ParseAmsTrayInfo clears the filament type and setting id of a tray sent
+#   without ``tray_type``/``tray_info_idx`` (DevAmsTray::reset lists what a
+#   filament is made of), so none of the old filament may survive the merge.
+#   Everywhere else (fields of a unit, other trays) the merge stays field by
+#   field, as the P1/A1 deltas need.
+# * A known field whose value has the wrong shape (a string that is not a
+#   number where a number belongs, an object where a list belongs, ...) must
+#   not blank the last good value: it is left out (the old value stays) and
+#   named in ``Incoming.malformed``; the next good value replaces it.
+
+NUMBER = "number"
+TEXT = "text"
+OBJECT = "object"
+LIST = "list"
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What a known report field looks like.
+
+    ``kind``: ``number`` (an int or float, or a string holding one, as
+    ``"25.0"`` or ``"80%"``), ``text``, ``object`` or ``list``. ``fields``:
+    the known fields of the object, or of each object in the list (then every
+    item must be an object).
+    """
+
+    kind: str
+    fields: Mapping[str, Shape] | None = None
+
+
+def _is_number(value: Any) -> bool:
+    kind = type(value)
+    if kind is int or kind is float:
+        return True
+    if kind is str:
+        try:
+            float(value)  # surrounding blanks are allowed
+        except ValueError:
+            try:
+                float(value.rstrip().removesuffix("%"))  # "80%"
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+def _fits(shape: Shape, value: Any) -> bool:
+    kind = shape.kind
+    if kind == NUMBER:
+        return _is_number(value)
+    if kind == OBJECT:
+        return type(value) is dict
+    if kind == LIST:
+        if type(value) is not list:
+            return False
+        return shape.fields is None or all(type(item) is dict for item in value)
+    return type(value) is str
+
+
+_N = Shape(NUMBER)
+_T = Shape(TEXT)
+_L = Shape(LIST)
+_O = Shape(OBJECT)
+
+
+def _obj(**fields: Shape) -> Shape:
+    return Shape(OBJECT, fields)
+
+
+def _items(**fields: Shape) -> Shape:
+    return Shape(LIST, fields)
+
+
+_PACKED = _obj(info=_obj(temp=_N))  # device.bed / device.ctc: ``temp`` packs current | target << 16
+
+# What a user reads of a tray and a wrong type would blank (few fields: an X1 report
+# carries 16 trays or more, and each costs on every report). A colour or ``state`` of
+# the wrong type blanks nothing: it reads as some other colour, as "not empty".
+TRAY_SHAPE: Mapping[str, Shape] = {"tray_type": _T, "remain": _N}
+
+# The fields of ``print.push_status`` that the typed state reads (PROTOCOL.md §2.3,
+# §2.6.1). Hex strings (``fun``, ``stat``, ``*_exist_bits``) are left alone: they
+# are not numbers in the sense checked here.
+REPORT_SHAPE: Mapping[str, Shape] = {
+    **dict.fromkeys(
+        (
+            "nozzle_temper",
+            "nozzle_target_temper",
+            "bed_temper",
+            "bed_target_temper",
+            "chamber_temper",
+            "mc_percent",
+            "mc_remaining_time",
+            "layer_num",
+            "total_layer_num",
+            "stg_cur",
+            "spd_lvl",
+            "spd_mag",
+            "cooling_fan_speed",
+            "big_fan1_speed",
+            "big_fan2_speed",
+            "heatbreak_fan_speed",
+            "print_error",
+            "home_flag",
+            "nozzle_diameter",
+            "mc_print_stage",
+            "gcode_file_prepare_percent",
+        ),
+        _N,
+    ),
+    **dict.fromkeys(
+        ("gcode_state", "print_type", "subtask_name", "gcode_file", "wifi_signal", "nozzle_type"),
+        _T,
+    ),
+    **dict.fromkeys(("hms", "lights_report", "s_obj", "stg"), _L),
+    **dict.fromkeys(("ipcam", "xcam", "upgrade_state", "upload", "online"), _O),
+    "net": _obj(info=_items(ip=_N)),
+    "vt_tray": Shape(OBJECT, TRAY_SHAPE),
+    "vir_slot": Shape(LIST, TRAY_SHAPE),
+    "ams": _obj(
+        ams=_items(humidity=_N, humidity_raw=_N, temp=_N, tray=Shape(LIST, TRAY_SHAPE)),
+        tray_now=_N,
+        tray_pre=_N,
+        tray_tar=_N,
+    ),
+    "device": _obj(
+        extruder=_obj(state=_N, info=_items(temp=_N, snow=_N)),
+        nozzle=_obj(info=_items(diameter=_N, type=_T)),
+        bed=_PACKED,
+        ctc=_PACKED,
+        airduct=_obj(parts=_L),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A shape table grouped by kind for the hot path: keys of numbers, of text,
+    of objects and of lists (the last two with their compiled fields, or None)."""
+
+    numbers: tuple[str, ...]
+    texts: tuple[str, ...]
+    objects: tuple[tuple[str, _Compiled | None], ...]
+    lists: tuple[tuple[str, _Compiled | None], ...]
+
+
+def _compile(shapes: Mapping[str, Shape]) -> _Compiled:
+    def sub(shape: Shape) -> _Compiled | None:
+        return _compile(shape.fields) if shape.fields is not None else None
+
+    return _Compiled(
+        tuple(k for k, s in shapes.items() if s.kind == NUMBER),
+        tuple(k for k, s in shapes.items() if s.kind == TEXT),
+        tuple((k, sub(s)) for k, s in shapes.items() if s.kind == OBJECT),
+        tuple((k, sub(s)) for k, s in shapes.items() if s.kind == LIST),
+    )
+
+
+_ABSENT = object()
+
+
+def _all_fit(node: dict[str, Any], shapes: _Compiled) -> bool:
+    # The hot path of every report: one lookup per known field, nothing built. Only
+    # when it finds something wrong does the slower _check name the culprits.
+    get = node.get
+    for key in shapes.numbers:
+        value = get(key, 0)
+        kind = type(value)
+        if kind is float or kind is int:
+            continue
+        if kind is str and (value.isdigit() or _is_number(value)):
+            continue
+        return False
+    for key in shapes.texts:
+        if type(get(key, "")) is not str:
+            return False
+    for key, fields in shapes.objects:
+        value = get(key, _ABSENT)
+        if value is _ABSENT:
+            continue
+        if type(value) is not dict or (fields is not None and not _all_fit(value, fields)):
+            return False
+    for key, fields in shapes.lists:
+        value = get(key, _ABSENT)
+        if value is _ABSENT:
+            continue
+        if type(value) is not list:
+            return False
+        if fields is None:
+            continue
+        if fields.objects or fields.lists:
+            for item in value:
+                if type(item) is not dict or not _all_fit(item, fields):
+                    return False
+            continue
+        # Items of numbers and text only (trays): checked here, without a call per item.
+        numbers, texts = fields.numbers, fields.texts
+        for item in value:
+            if type(item) is not dict:
+                return False
+            get = item.get
+            for name in numbers:
+                number = get(name, 0)
+                kind = type(number)
+                if not (
+                    kind is int
+                    or kind is float
+                    or (kind is str and (number.isdigit() or _is_number(number)))
+                ):
+                    return False
+            for name in texts:
+                if type(get(name, "")) is not str:
+                    return False
+    return True
+
+
+_REPORT_COMPILED = _compile(REPORT_SHAPE)
+
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """A step into a list: the item's position in the update and its ``id``."""
+
+    index: int
+    id: Any
+
+
+def _check(
+    node: dict[str, Any],
+    shapes: Mapping[str, Shape],
+    trail: tuple[Any, ...],
+    bad: list[tuple[Any, ...]],
+) -> None:
+    for key, value in node.items():
+        shape = shapes.get(key)
+        if shape is None:
+            continue
+        if not _fits(shape, value):
+            bad.append((*trail, key))
+            continue
+        fields = shape.fields
+        if fields is None:
+            continue
+        if shape.kind == OBJECT:
+            _check(value, fields, (*trail, key), bad)
+        else:
+            for index, item in enumerate(value):
+                _check(item, fields, (*trail, key, _At(index, item.get("id"))), bad)
+
+
+def _find(items: Any, item_id: Any) -> Any:
+    if type(items) is not list or item_id is None:
+        return None
+    for item in items:
+        if type(item) is dict and str(item.get("id")) == str(item_id):
+            return item
+    return None
+
+
+def _restore(update: dict[str, Any], base: Mapping[str, Any], trail: tuple[Any, ...]) -> None:
+    """Put the last good value (or nothing) where ``update`` has a malformed one."""
+    node: Any = update
+    old: Any = base
+    for step in trail[:-1]:
+        if isinstance(step, _At):
+            node = node[step.index]
+            old = _find(old, step.id)
+        else:
+            node = node[step]
+            old = old.get(step) if isinstance(old, Mapping) else None
+    key = trail[-1]
+    previous = old.get(key) if isinstance(old, Mapping) else None
+    if previous is None:
+        del node[key]
+    else:
+        node[key] = previous
+
+
+def _field_name(trail: tuple[Any, ...]) -> str:
+    return ".".join(step for step in trail if not isinstance(step, _At))
+
+
+def repair_report(base: Mapping[str, Any], update: dict[str, Any]) -> tuple[str, ...]:
+    """Keep the last good value of every malformed known field of ``update`` (in place).
+
+    ``update`` is a freshly parsed ``print`` report that the caller owns;
+    ``base`` the merged state it goes into (read, never changed). A field of
+    :data:`REPORT_SHAPE` whose value has the wrong shape gets the value
+    ``base`` holds at the same place (list items found by ``id``), or is
+    removed when ``base`` has none. Returns the names of the fields repaired
+    (``ams.ams.tray.remain``: ids left out, so a name stands for one field of
+    every unit or tray).
+    """
+    if _all_fit(update, _REPORT_COMPILED):
+        return ()
+    bad: list[tuple[Any, ...]] = []
+    _check(update, REPORT_SHAPE, (), bad)
+    for trail in bad:
+        _restore(update, base, trail)
+    return tuple(dict.fromkeys(_field_name(trail) for trail in bad))
+
+
+def tray_is_empty(tray: Mapping[str, Any]) -> bool:
+    """A tray sent as only ``{"id": ...}`` or with ``state`` 0 holds no filament."""
+    return len(tray) == 1 or tray.get("state") == 0
+
+
+def _merged_trays(current: list[Any], update: list[Any]) -> list[Any]:
+    # By id like _merged_list, except that an empty tray replaces the old one whole.
+    out = list(current)
+    index = {str(item.get("id")): i for i, item in enumerate(out) if type(item) is dict}
+    for tray in update:
+        if type(tray) is not dict or "id" not in tray:
+            continue
+        at = index.get(str(tray["id"]))
+        if at is None:
+            index[str(tray["id"])] = len(out)
+            out.append(tray)
+        elif tray_is_empty(tray) or tray.keys() >= out[at].keys():
+            # Empty, or sent whole (firmware writes a tray as one unit): taken as sent,
+            # which is what a field-by-field merge would give, without the walk.
+            out[at] = tray
+        else:
+            out[at] = _merged_owned(out[at], tray)
+    return out
+
+
+def _merged_unit(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    trays, old = update.get("tray"), current.get("tray")
+    if type(trays) is list and type(old) is list:
+        unit = _merged_owned(current, update, ("tray",))
+        unit["tray"] = _merged_trays(old, trays)
+        return unit
+    return _merged_owned(current, update)
+
+
+def _merged_ams(current: Any, update: dict[str, Any]) -> dict[str, Any]:
+    units = update.get("ams")
+    if type(current) is not dict:
+        return update
+    if type(units) is not list:
+        return _merged_owned(current, update)
+    out = _merged_owned(current, update, ("ams",))
+    old_units = current.get("ams")
+    by_id = (
+        {str(u.get("id")): u for u in old_units if type(u) is dict}
+        if type(old_units) is list
+        else {}
+    )
+    fresh = []
+    for unit in units:
+        if type(unit) is not dict or "id" not in unit:
+            continue
+        old = by_id.get(str(unit["id"]))
+        fresh.append(unit if old is None else _merged_unit(old, unit))
+    # Only the units listed: one missing from the list was taken away.
+    out["ams"] = fresh
+    return out
+
+
+_REPORT_SKIP = ("command", "sequence_id", "msg", "ams")  # the envelope, and the AMS block
+
+
+def merged_report(base: Mapping[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with a partial ``print`` report merged in, by the report's rules.
+
+    :func:`merged` (copy-on-write, ``update`` owned) plus the AMS rules above:
+    ``ams.ams`` is the whole set of units, an empty tray replaces the old one.
+    The envelope keys (``command``, ``sequence_id``, ``msg``) are left out.
+    """
+    ams = update.get("ams")
+    if type(ams) is not dict:
+        return _merged_owned(base, update, ENVELOPE_KEYS)
+    out = _merged_owned(base, update, _REPORT_SKIP)
+    out["ams"] = _merged_ams(base.get("ams"), ams)
+    return out
+
+
 # --- reading messages ------------------------------------------------------------------
 
 MessageKind = Literal["report", "reply", "event", "ignored"]
@@ -704,6 +1090,8 @@ class Incoming:
     sequence_id: str | None = None
     body: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
+    # Known fields of a report that had the wrong shape (their last good value was kept).
+    malformed: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -801,6 +1189,12 @@ class ReportStream:
     family): then a report replaces the top-level keys it carries instead of
     being merged leaf by leaf, which is what keeps a 12 KB report cheap. The
     first report is always adopted that way: there is nothing to merge into.
+
+    Partial reports merge by :func:`merged_report` (``ams.ams`` is the whole
+    set of units; an empty tray replaces the old one). In both modes a known
+    field with the wrong shape keeps its last good value
+    (:func:`repair_report`); the fields are named in ``Incoming.malformed``
+    and counted in :attr:`malformed`.
     """
 
     def __init__(
@@ -815,6 +1209,7 @@ class ReportStream:
         self.families: dict[str, dict[str, Any]] = {}
         self.reports = 0
         self.problems = 0
+        self.malformed = 0  # known fields that came with the wrong shape (last good value kept)
         self.full_reports = full_reports
         self._loads = loads
 
@@ -832,12 +1227,16 @@ class ReportStream:
         body = incoming.body
         try:
             if incoming.kind == "report" and incoming.family == "print":
+                malformed = repair_report(self.state, body)
+                if malformed:
+                    incoming.malformed = malformed
+                    self.malformed += len(malformed)
                 if self.full_reports or not self.state:
                     state = {**self.state, **body}
                     for key in ENVELOPE_KEYS:
                         state.pop(key, None)
                 else:
-                    state = merged(self.state, body, skip=ENVELOPE_KEYS, owned=True)
+                    state = merged_report(self.state, body)
                 self.state = state
                 self.reports += 1
             elif incoming.kind in ("report", "reply") and incoming.family:

@@ -86,6 +86,12 @@ def build_parser(prog: str = "bambu sim") -> argparse.ArgumentParser:
         help="demo account's printers, e.g. seed,x1c,p1s:outdated,a1mini,a1:offline",
     )
     parser.add_argument("--seed", type=int, help="seed of the generated data")
+    parser.add_argument(
+        "--lenient-cloud-mqtt",
+        action="store_true",
+        help="cloud broker also accepts an owned printer's access code as the password "
+        "(the seed's form; the real broker wants the access token)",
+    )
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     mqtt = parser.add_argument_group("printers and MQTT")
     mqtt.add_argument(
@@ -132,6 +138,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         config = replace(config, seed=args.seed)
     if args.no_rate_limits:
         config = replace(config, rate_limits=RateLimits(enabled=False))
+    if args.lenient_cloud_mqtt:
+        config = replace(config, lenient_cloud_mqtt=True)
     if args.fleet is not None:
         config = config.with_demo_fleet(parse_fleet(args.fleet))
     if not 0 <= config.port <= 65535:

@@ -219,6 +219,9 @@ class SimConfig:
     url_ttl: int = 900  # pre-signed URL lifetime
     tfa_field_endpoint: bool = True  # False: /user/tfa/login answers 404
     refresh_enabled: bool = True  # False: refreshtoken answers 401 like the real cloud
+    # True: the cloud broker also takes an owned printer's access code as the password
+    # of u_<uid> (the seed's documented form); the real broker wants the token.
+    lenient_cloud_mqtt: bool = False
     access_log: bool = False
     rate_limits: RateLimits = field(default_factory=RateLimits)
     accounts: tuple[AccountConfig, ...] = field(default_factory=default_accounts)
@@ -285,6 +288,7 @@ def config_from_mapping(data: Mapping[str, Any], base: SimConfig) -> SimConfig:
             "url_ttl",
             "tfa_field_endpoint",
             "refresh_enabled",
+            "lenient_cloud_mqtt",
         },
         "auth",
     )
@@ -297,6 +301,7 @@ def config_from_mapping(data: Mapping[str, Any], base: SimConfig) -> SimConfig:
         url_ttl=_int(auth, "url_ttl", config.url_ttl, "auth"),
         tfa_field_endpoint=_bool(auth, "tfa_field_endpoint", config.tfa_field_endpoint, "auth"),
         refresh_enabled=_bool(auth, "refresh_enabled", config.refresh_enabled, "auth"),
+        lenient_cloud_mqtt=_bool(auth, "lenient_cloud_mqtt", config.lenient_cloud_mqtt, "auth"),
     )
     generated = _table(data, "data")
     _check_keys(generated, {"seed", "epoch"}, "data")

@@ -194,7 +194,9 @@ class Simulator:
         embedded: list[EmbeddedBroker] = []
         if self.broker_kind == "amqtt":
             self._cloud_broker = EmbeddedBroker(
-                CLOUD, CloudPolicy(self.world, self._internal), certs.cloud()
+                CLOUD,
+                CloudPolicy(self.world, self._internal, lenient=self.config.lenient_cloud_mqtt),
+                certs.cloud(),
             )
             embedded.append(self._cloud_broker)
         if self.lan and self.broker_kind != "mosquitto":

@@ -173,7 +173,16 @@ def _password_login(world: World, account: Account | None, password: str) -> dic
         log.info("login: %s signed in with password", account.login)
         return _token_body(world, world.issue_token(account))
     if account.mode == "verifyCode":
-        log.info("login: %s needs a verification code", account.login)
+        # The real cloud mails (or texts) a code right away. One still alive (even one
+        # dead of wrong guesses) is not replaced: a client that logs in again to use the
+        # code it holds (the CLI's two-step login) must get that code's own answer.
+        # Asking sendemail/code for one, as most clients do next, does replace it.
+        pending = world.codes.get(account.uid)
+        if pending is None or world.clock.now() >= pending.expires_at:
+            log.info("login: %s needs a verification code; sending one", account.login)
+            _issue_code(world, account, "email" if account.email is not None else "sms")
+        else:
+            log.info("login: %s needs a verification code; one is still valid", account.login)
         return _pending_body("verifyCode", "")
     ticket = TfaTicket(
         key=secrets.token_urlsafe(24),
@@ -238,27 +247,43 @@ def _complete_tfa(world: World, body: TfaBody) -> Account:
     return account
 
 
+# The keys of every answer of /user/login, and only those, as the real API sends
+# them (a captured verifyCode answer: these seven keys). No ``success`` key: the
+# seed shows one, the API does not, and a client that trusts it takes an empty
+# token for a login.
+LOGIN_KEYS = (
+    "accessToken",
+    "refreshToken",
+    "expiresIn",
+    "refreshExpiresIn",
+    "tfaKey",
+    "accessMethod",
+    "loginType",
+)
+
+
 def _token_body(world: World, token: str) -> dict[str, Any]:
     ttl = world.tokens.ttl
     return {
-        "success": True,
         "accessToken": token,
         "refreshToken": token,  # equal in practice (PROTOCOL.md §1.1)
         "expiresIn": ttl,
         "refreshExpiresIn": ttl,
-        "loginType": "",
         "tfaKey": "",
+        "accessMethod": "",
+        "loginType": "",
     }
 
 
 def _pending_body(login_type: str, tfa_key: str) -> dict[str, Any]:
     return {
-        "success": True,
         "accessToken": "",
         "refreshToken": "",
         "expiresIn": 0,
-        "loginType": login_type,
+        "refreshExpiresIn": 0,
         "tfaKey": tfa_key,
+        "accessMethod": "",
+        "loginType": login_type,
     }
 
 

@@ -42,7 +42,7 @@ async def settings(
         if setting.owner is None:
             grouped[setting.type]["public"].append(_item(setting))
         elif setting.owner == account.uid:
-            grouped[setting.type]["private"].append(_item(setting))
+            grouped[setting.type]["private"].append(_item(setting, world))
     return old(grouped)
 
 
@@ -50,7 +50,7 @@ async def settings(
 async def setting(setting_id: str, account: AccountDep, world: WorldDep) -> JSONResponse:
     """One preset with its values."""
     item = _visible(world, setting_id, account.uid)
-    return old({**_item(item), "type": item.type, "setting": item.values})
+    return old({**_item(item, world), "type": item.type, "setting": item.values})
 
 
 @router.delete("/v1/iot-service/api/slicer/setting/{setting_id}")
@@ -100,7 +100,11 @@ def _visible(world: World, setting_id: str, uid: int) -> SlicerSetting:
     return item
 
 
-def _item(item: SlicerSetting) -> dict[str, Any]:
+# Nozzle temperature range (°C) by filament type, for presets whose values do not say.
+NOZZLE_RANGES = {"PLA": (190, 230), "PETG": (230, 260), "ABS": (240, 270), "TPU": (200, 250)}
+
+
+def _item(item: SlicerSetting, world: World | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "setting_id": item.setting_id,
         "name": item.name,
@@ -111,4 +115,38 @@ def _item(item: SlicerSetting) -> dict[str, Any]:
     }
     if item.filament_id is not None:
         data["filament_id"] = item.filament_id
+    if item.type == "filament" and item.owner is not None:
+        data.update(_filament_keys(item, world))
     return data
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and value else value
+
+
+def _filament_keys(item: SlicerSetting, world: World | None) -> dict[str, Any]:
+    """What a private filament preset carries in the list besides its ids.
+
+    Observed in the real list (a widely used integration documents one):
+    ``filament_type``, ``filament_is_support`` ("0"/"1"), ``nozzle_temperature``
+    ([low, high], ints), ``nozzle_hrc`` and ``filament_vendor``; that
+    integration does not finish its cloud set-up without them. Values come
+    from the preset, else from the public preset it inherits from.
+    """
+    base = world.settings.get(item.base_id) if world is not None and item.base_id else None
+    values = {**(base.values if base is not None else {}), **item.values}
+    kind = str(_first(values.get("filament_type")) or "PLA")
+    low, high = NOZZLE_RANGES.get(kind.split("-")[0], (190, 250))
+    low = int(_first(values.get("nozzle_temperature_range_low")) or low)
+    high = int(_first(values.get("nozzle_temperature_range_high")) or high)
+    support = kind.endswith("-S") or "Support" in item.name
+    vendor = _first(values.get("filament_vendor")) or (
+        "Bambu Lab" if item.name.startswith("Bambu") else "Generic"
+    )
+    return {
+        "filament_type": kind,
+        "filament_is_support": "1" if support else "0",
+        "nozzle_temperature": [low, high],
+        "nozzle_hrc": str(_first(values.get("required_nozzle_HRC")) or 3),
+        "filament_vendor": str(vendor),
+    }

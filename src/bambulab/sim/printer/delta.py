@@ -8,9 +8,12 @@ a merge needs to reproduce the new state:
 * a scalar or a plain list (``hms``, ``lights_report``, ``s_obj``...) that
   changed is sent whole;
 * a nested object is sent with only its changed keys;
-* a list whose items all carry an ``id`` (AMS units, extruders, ``vir_slot``)
-  is sent as the changed items only, each with its ``id`` and its changed
-  keys, except AMS trays, which go whole: firmware writes a tray as one unit.
+* a list whose items all carry an ``id`` (extruders, ``vir_slot``) is sent
+  as the changed items only, each with its ``id`` and its changed keys,
+  except AMS trays, which go whole: firmware writes a tray as one unit;
+* the list of AMS units (``ams.ams``) goes whole when anything in it changed:
+  it is the complete set of units (PROTOCOL.md §2.6.1; Bambu Studio removes a
+  unit that a report's list leaves out).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 
 # Items of these lists are sent whole when anything in them changed.
 WHOLE_ITEMS = frozenset({"tray"})
+# These lists are sent whole (every item) when anything in them changed.
+WHOLE_LISTS = frozenset({"ams"})
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,7 +63,7 @@ def _by_id(value: Any) -> bool:
 def _diff_items(key: str, old: list[Any], new: list[Any]) -> list[Any] | None:
     """Changed items by id; None when an item disappeared (merging cannot remove)."""
     previous = {str(item["id"]): item for item in old}
-    if not previous.keys() <= {str(item["id"]) for item in new}:
+    if key in WHOLE_LISTS or not previous.keys() <= {str(item["id"]) for item in new}:
         return None
     items: list[Any] = []
     for item in new:
