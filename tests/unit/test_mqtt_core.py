@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import random
 import threading
 
@@ -98,3 +99,24 @@ def test_two_connections_do_not_count_sequence_ids_alike() -> None:
     a, b = first_ids(), first_ids()
     assert a[1] == a[0] + 1 and a[2] == a[1] + 1  # one counter per connection
     assert abs(a[0] - b[0]) > 3, (a, b)
+
+
+def test_get_version_naming_the_model_sets_how_its_reports_are_merged() -> None:
+    # A serial prefix nobody knows: read as partial reports until the printer names itself.
+    printer = Printer("ZZZ00A000000001")
+    assert printer.state.model.code == "" and not printer.stream.full_reports
+    reply = {
+        "info": {
+            "command": "get_version",
+            "sequence_id": "7",
+            "module": [
+                {"name": "ota", "sw_ver": "01.09.00.00", "product_name": "Bambu Lab X1-Carbon"}
+            ],
+        }
+    }
+    printer.process(json.dumps(reply).encode())
+    assert printer.state.model.code == "BL-P001"
+    assert printer.stream.full_reports
+    printer.process(json.dumps({"print": {"command": "push_status", "nozzle_temper": 30}}).encode())
+    # A full-report model replaces top-level keys: the report stands as sent.
+    assert printer.state.nozzle_temp == 30.0

@@ -128,6 +128,9 @@ class Printer:
         info = self.stream.families.get("info")
         if info is not None:
             self.state = self.state.evolve(info=info)
+            # get_version may name a model the serial did not (a new prefix):
+            # from now on its reports are read the way that model sends them.
+            self.stream.full_reports = self.state.model.report_style == "full"
 
     def process(self, payload: bytes) -> tuple[proto.Incoming, list[Event]]:
         """Decode, merge and turn one message into events (the hot path of every report)."""
