@@ -21,7 +21,6 @@ import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -230,12 +229,6 @@ class Redirect:
         for method in ("get", "post", "put", "delete", "patch"):
             setattr(module, method, call(method))
         return module
-
-
-def host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None
-    return parts.hostname, parts.port
 
 
 # --- time to a first full state, per library ----------------------------------------
