@@ -204,9 +204,7 @@ class Redirect:
             def connect(self, host: str, port: int = 1883, *args: Any, **kwargs: Any) -> Any:
                 return super().connect(*redirect.address(host, port), *args, **kwargs)
 
-            def connect_async(
-                self, host: str, port: int = 1883, *args: Any, **kwargs: Any
-            ) -> Any:
+            def connect_async(self, host: str, port: int = 1883, *args: Any, **kwargs: Any) -> Any:
                 return super().connect_async(*redirect.address(host, port), *args, **kwargs)
 
         module = types.SimpleNamespace(**{k: getattr(paho, k) for k in dir(paho) if k[0] != "_"})
@@ -225,7 +223,9 @@ class Redirect:
 
             return send
 
-        module = types.SimpleNamespace(**{k: getattr(requests, k) for k in dir(requests) if k[0] != "_"})
+        module = types.SimpleNamespace(
+            **{k: getattr(requests, k) for k in dir(requests) if k[0] != "_"}
+        )
         for method in ("get", "post", "put", "delete", "patch"):
             setattr(module, method, call(method))
         return module

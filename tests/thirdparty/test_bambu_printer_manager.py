@@ -157,7 +157,12 @@ def test_reads_what_the_printer_holds(sim: Simulator, session: Any, model: str) 
             printer.printer_state.climate.bed_temp,
             printer.printer_state.climate.bed_temp_target,
         ),
-        lambda: (now().nozzle_temp, int(now().nozzle_target), now().bed_temp, int(now().bed_target)),
+        lambda: (
+            now().nozzle_temp,
+            int(now().nozzle_target),
+            now().bed_temp,
+            int(now().bed_target),
+        ),
     )
     assert got == want, "nozzle, nozzle target, bed, bed target"
     state = printer.printer_state
@@ -194,9 +199,7 @@ def test_chamber_of_an_x1(sim: Simulator, session: Any) -> None:
 
 
 @pytest.mark.parametrize("model", [P1P, A1_MINI])
-def test_no_door_check_on_printers_without_a_door(
-    sim: Simulator, session: Any, model: str
-) -> None:
+def test_no_door_check_on_printers_without_a_door(sim: Simulator, session: Any, model: str) -> None:
     """``print.fun`` bit 12 is the door-open check (Bambu Studio's DeviceManager.cpp:
     ``is_support_door_open_check``); an open-frame P1P or an A1 has no door to check."""
     serial = SEED_DEVICE if model == P1P else serial_of(sim, model)
@@ -252,8 +255,7 @@ def test_pause_resume_and_light(sim: Simulator, session: Any) -> None:
         == "RUNNING"
     )
     assert (
-        eventually(lambda: printer.printer_state.gcode_state, lambda s: s == "RUNNING")
-        == "RUNNING"
+        eventually(lambda: printer.printer_state.gcode_state, lambda s: s == "RUNNING") == "RUNNING"
     )
     printer.light_state = False  # chamber_light, chamber_light2, column_light: each ledctrl
     light = eventually(lambda: held(sim, SEED_DEVICE).lights["chamber_light"], lambda m: m == "off")

@@ -137,7 +137,8 @@ def check_state(sim: Simulator, serial: str, device: Any) -> None:
     got, want = settle(
         lambda: (t.nozzle_temp, t.target_nozzle_temp, t.bed_temp, t.target_bed_temp),
         lambda: tuple(
-            round(v) for v in (now().nozzle_temp, now().nozzle_target, now().bed_temp, now().bed_target)
+            round(v)
+            for v in (now().nozzle_temp, now().nozzle_target, now().bed_temp, now().bed_target)
         ),
     )
     assert got == want, "nozzle, nozzle target, bed, bed target (the library rounds)"
@@ -162,9 +163,7 @@ def test_config_flow_detects_the_model(pybambu: Any, sim: Simulator, model: str)
 
 
 @pytest.mark.parametrize("model", [P1P, X1C, A1_MINI])
-def test_lan_session_reads_what_the_printer_holds(
-    sim: Simulator, session: Any, model: str
-) -> None:
+def test_lan_session_reads_what_the_printer_holds(sim: Simulator, session: Any, model: str) -> None:
     serial = SEED_DEVICE if model == P1P else serial_of(sim, model)
     client = session(serial)
     check_state(sim, serial, client.get_device())
@@ -199,12 +198,16 @@ def test_light_switch_round_trip(sim: Simulator, session: Any) -> None:
     serial = serial_of(sim, X1C)
     device = session(serial).get_device()
     device.lights.TurnChamberLightOff()
-    assert eventually(lambda: held(sim, serial).lights["chamber_light"], lambda m: m == "off") == "off"
+    assert (
+        eventually(lambda: held(sim, serial).lights["chamber_light"], lambda m: m == "off") == "off"
+    )
     # The override clears when a report confirms the new mode.
     assert eventually(lambda: device.lights.chamber_light_override, lambda o: o == "") == ""
     assert device.lights.chamber_light == "off"
     device.lights.TurnChamberLightOn()
-    assert eventually(lambda: held(sim, serial).lights["chamber_light"], lambda m: m == "on") == "on"
+    assert (
+        eventually(lambda: held(sim, serial).lights["chamber_light"], lambda m: m == "on") == "on"
+    )
     assert eventually(lambda: device.lights.chamber_light_override, lambda o: o == "") == ""
     assert device.lights.chamber_light == "on"
 
@@ -233,7 +236,9 @@ def test_fan_control_sends_a_gcode_line(sim: Simulator, session: Any) -> None:
     # The library shows its own value for 5 s, then the printer's again.
     time.sleep(5.5)
     assert (
-        eventually(lambda: device.fans.get_fan_speed(const.FansEnum.PART_COOLING), lambda v: v == 100)
+        eventually(
+            lambda: device.fans.get_fan_speed(const.FansEnum.PART_COOLING), lambda v: v == 100
+        )
         == 100
     )
 
