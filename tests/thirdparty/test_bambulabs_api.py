@@ -28,11 +28,19 @@ from tests.thirdparty.conftest import (
     access_code,
     eventually,
     held,
+    require,
     serial_of,
     settle,
 )
 
 pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _installed() -> None:
+    """Skip (fail under CI) before the simulator starts when the library is missing."""
+    require("bambulabs_api")
+
 
 X1C = "BL-P001"
 A1_MINI = "N1"
@@ -41,8 +49,6 @@ P1P = "C11"
 
 @pytest.fixture
 def bl() -> Any:
-    from tests.thirdparty.conftest import require
-
     return require("bambulabs_api")
 
 

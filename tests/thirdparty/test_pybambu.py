@@ -42,6 +42,13 @@ from tests.thirdparty.conftest import (
 
 pytestmark = pytest.mark.timeout(90)
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _installed() -> None:
+    """Skip (fail under CI) before the simulator starts when the library is missing."""
+    require("pybambu")
+
+
 X1C = "BL-P001"
 A1_MINI = "N1"
 P1P = "C11"
