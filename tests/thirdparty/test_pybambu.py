@@ -25,6 +25,7 @@ import pytest
 
 from bambulab.sim import Simulator
 from tests.thirdparty.conftest import (
+    BINDABLE_H2D,
     PASSWORD,
     PASSWORD_USER,
     SEED_DEVICE,
@@ -275,3 +276,34 @@ def test_cloud_login_devices_and_session(pybambu: Any, sim: Simulator, session: 
     )
     session(serial, client, label="pybambu (cloud)")
     check_state(sim, serial, client.get_device())
+
+
+def test_h2d_top_level_nozzle_is_the_idle_one(sim: Simulator, session: Any) -> None:
+    """On dual-nozzle printers the top-level ``nozzle_temper`` belongs to the idle nozzle
+    (PROTOCOL.md §2.6.1), and that is what a library reading only top-level fields shows."""
+    import copy
+
+    commands = require("pybambu.commands")
+    client = session(BINDABLE_H2D)
+    device = client.get_device()
+    heat = copy.deepcopy(commands.SEND_GCODE_TEMPLATE)
+    heat["print"]["param"] = "M104 S200\n"  # the active nozzle
+    assert client.publish(heat)
+    try:
+
+        def spread() -> float:
+            now = held(sim, BINDABLE_H2D)
+            idle = now.nozzle_temps[1 - now.active_extruder]
+            return now.nozzle_temp - idle
+
+        assert eventually(spread, lambda d: d > 20) > 20
+        got, want = settle(
+            lambda: device.temperature.nozzle_temp,
+            lambda: round(
+                held(sim, BINDABLE_H2D).nozzle_temps[1 - held(sim, BINDABLE_H2D).active_extruder]
+            ),
+        )
+        assert got == want, "top-level nozzle_temper = the idle nozzle's"
+    finally:
+        heat["print"]["param"] = "M104 S0\n"
+        client.publish(heat)
