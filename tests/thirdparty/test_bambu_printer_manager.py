@@ -283,3 +283,20 @@ def test_gcode_line_sets_a_fan(sim: Simulator, session: Any) -> None:
     assert eventually(lambda: held(sim, serial).fans["part"], lambda v: v == 255) == 255
     printer.send_gcode("M106 P1 S0")
     assert eventually(lambda: held(sim, serial).fans["part"], lambda v: v == 0) == 0
+
+
+def test_h2d_airduct_parts_carry_the_fan_speeds(sim: Simulator, session: Any) -> None:
+    """H2-family fans are reported in ``device.airduct.parts[]``: ``id`` (type in bits 0-3,
+    fan id in bits 4-11), ``func``, ``state`` (speed, 0-100), ``range`` (Bambu Studio's
+    DevFan::ParseV3_0); the part-cooling fan is id 1 (raw 16), which bpm shows."""
+    printer = session(BINDABLE_H2D)
+    printer.send_gcode("M106 P1 S255")
+    try:
+        assert eventually(lambda: held(sim, BINDABLE_H2D).fans["part"], lambda v: v == 255) == 255
+        got, want = settle(
+            lambda: printer.printer_state.climate.zone_part_fan_percent,
+            lambda: round(held(sim, BINDABLE_H2D).fans["part"] * 100 / 255),
+        )
+        assert got == want
+    finally:
+        printer.send_gcode("M106 P1 S0")
