@@ -110,7 +110,6 @@ class Held:
     fans: dict[str, int]  # PWM 0-255: part, aux, chamber
     trays: dict[tuple[int, int], tuple[str, str]]  # (ams id, slot) -> (type, RRGGBBAA)
     tray_now: int
-    has_chamber_sensor: bool
 
 
 def held(sim: Simulator, serial: str) -> Held:
@@ -155,7 +154,6 @@ def held(sim: Simulator, serial: str) -> Held:
             fans=dict(state.fans),
             trays=trays,
             tray_now=state.ams.tray_now,
-            has_chamber_sensor=profile.family in ("X1", "H2", "X2", "P2"),
         )
 
     return sim.with_printer(serial, read)
