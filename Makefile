@@ -1,6 +1,7 @@
 # Two commands from a fresh clone with only python3 and make:
 #   make demo   run the main job against the embedded simulator
-#   make test   build the environment, then lint, type-check and test
+#   make test   build the environment (with the third-party clients tests/thirdparty
+#               runs against the simulator), then lint, type-check and test
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev,thirdparty]'
 	touch $(STAMP)
 
 env: $(STAMP)
