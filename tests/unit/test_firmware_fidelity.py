@@ -118,6 +118,7 @@ def test_an_ams_or_nothing_names_no_printer(name: str) -> None:
         ([module("ota"), module("rv1126", hw_ver="AP05")], UNKNOWN_SERIAL, "X1 Carbon"),
         ([module("ota"), module("rv1126", hw_ver="AP05")], "00W00A000000001", "X1"),
         ([module("ota"), module("rv1126", hw_ver="AP05")], "03W00A000000001", "X1E"),
+        ([module("ota"), module("rv1126", hw_ver="AP02")], UNKNOWN_SERIAL, "X1E"),
         # AP05 alone does not make an A1 an X1: its esp32 module or its prefix says otherwise.
         ([module("ota"), module("mc", hw_ver="AP05"), module("esp32")], UNKNOWN_SERIAL, "unknown"),
         ([module("ota"), module("mc", hw_ver="AP05")], "03909A000000001", "A1"),

@@ -211,9 +211,10 @@ for _m in MODELS:
 del _m
 _BY_NAME["x1c"] = _BY_CODE["BL-P001"]
 
-# get_version ``hw_ver`` of the main board: ``AP05`` is the X1 series' board
-# (PROTOCOL.md §2.6.1); which X1 it is comes from the serial prefix when known.
-_X1_BOARDS = frozenset({"AP05"})
+# get_version ``hw_ver`` of the X1 series' main board (``rv1126``): ``AP05``
+# (PROTOCOL.md §2.6.1) on the X1 Carbon and X1, ``AP02`` on the X1E (field
+# captures); which X1 it is comes from the serial prefix when that is known.
+_X1_BOARDS = {"AP05": "BL-P001", "AP02": "C13"}
 
 
 def model_of(code: str) -> PrinterModel | None:
@@ -256,10 +257,11 @@ def model_from_modules(
     if any(m.get("name") == "esp32" for m in ordered):
         return None  # a P1/A1 (PROTOCOL.md §2.6.1); their boards also read AP0x
     for module in ordered:
-        if str(module.get("hw_ver") or "").strip().upper() in _X1_BOARDS:
+        board = _X1_BOARDS.get(str(module.get("hw_ver") or "").strip().upper())
+        if board:
             by_prefix = _BY_PREFIX.get((serial or "").strip()[:3].upper())
             if by_prefix is None:
-                return _BY_CODE["BL-P001"]
+                return _BY_CODE[board]
             # A known prefix of another family is better evidence than a board name.
             return by_prefix if by_prefix.family == "X1" else None
     return None

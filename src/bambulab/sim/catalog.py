@@ -72,11 +72,15 @@ def _model(
     return PrinterModel(key, row, structure, ams, firmware[0], firmware[1], boards)
 
 
-# The X1's main board is the ``rv1126`` (hw_ver AP05, PROTOCOL.md §2.6.1); P1
-# and A1 printers report an ``esp32`` module (PROTOCOL.md §2.6.1).
+# The X1's main board is the ``rv1126`` (hw_ver AP05, PROTOCOL.md §2.6.1; the
+# X1E's reads AP02 in field captures); P1 and A1 printers report an ``esp32``
+# module (PROTOCOL.md §2.6.1), hw_ver AP04 on a P1 and AP05 on an A1 (field
+# captures: a Home Assistant library tells the four models apart by exactly
+# these pairs with project_name).
 _X1_BOARDS = (("rv1126", "AP05"), ("mc", "MC07"), ("th", "TH09"))
+_X1E_BOARDS = (("rv1126", "AP02"), ("mc", "MC07"), ("th", "TH09"))
 _P1_BOARDS = (("esp32", "AP04"), ("mc", "MC03"), ("th", "TH01"))
-_A1_BOARDS = (("esp32", "AP07"), ("mc", "MC_A1"), ("th", "TH_A1"))
+_A1_BOARDS = (("esp32", "AP05"), ("mc", "MC_A1"), ("th", "TH_A1"))
 _H2_BOARDS = (("ap", "AP08"), ("mc", "MC09"), ("th", "TH11"))
 
 MODELS: dict[str, PrinterModel] = {
@@ -84,7 +88,7 @@ MODELS: dict[str, PrinterModel] = {
     for m in (
         _model("x1c", "BL-P001", "CoreXY", ("ams",), ("01.08.02.00", "01.07.02.00"), _X1_BOARDS),
         _model("x1", "BL-P002", "CoreXY", ("ams",), ("01.08.02.00", "01.07.02.00"), _X1_BOARDS),
-        _model("x1e", "C13", "CoreXY", ("ams",), ("01.01.03.00", "01.01.02.00"), _X1_BOARDS),
+        _model("x1e", "C13", "CoreXY", ("ams",), ("01.01.03.00", "01.01.02.00"), _X1E_BOARDS),
         _model("p1p", "C11", "CoreXY", ("ams",), ("01.08.00.00", "01.07.00.00"), _P1_BOARDS),
         _model("p1s", "C12", "CoreXY", ("ams",), ("01.08.00.00", "01.07.00.00"), _P1_BOARDS),
         _model("a1mini", "N1", "I3", ("ams_f1",), ("01.05.00.00", "01.04.00.00"), _A1_BOARDS),

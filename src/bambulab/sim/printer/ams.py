@@ -103,8 +103,8 @@ class Spool:
         """The tray object of a report.
 
         ``with_state`` is the current X1/P2/H2/X2 firmware's shape: a
-        ``state`` (11 loaded, 0 empty), the drying keys named
-        ``drying_temp``/``drying_time`` and ``total_len``. An empty AMS tray
+        ``state`` (11 loaded, 0 empty), the drying keys also named
+        ``drying_temp``/``drying_time``, and ``total_len``. An empty AMS tray
         is then only ``{"id", "state": 0}``; older P1/A1 firmware sends an
         empty tray as only ``{"id"}``. Both shapes are in public captures
         (PROTOCOL.md §2.6.1).
@@ -138,8 +138,11 @@ class Spool:
         }
         if with_state:
             tray["state"] = TRAY_LOADED if self.loaded else TRAY_EMPTY
-            tray["drying_temp"] = tray.pop("tray_temp")
-            tray["drying_time"] = tray.pop("tray_time")
+            # Captures of current firmware name the drying keys drying_temp/
+            # drying_time, older ones tray_temp/tray_time, and widely used
+            # clients still require the old pair: a tray carries both.
+            tray["drying_temp"] = tray["tray_temp"]
+            tray["drying_time"] = tray["tray_time"]
             tray["total_len"] = 330_000 if self.loaded else 0
         return tray
 
