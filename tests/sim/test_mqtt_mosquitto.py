@@ -176,3 +176,29 @@ def test_external_broker_url_is_used_as_the_cloud_broker(
         watcher.subscribe(f"device/{SEED_DEVICE}/report")
         watcher.publish(f"device/{SEED_DEVICE}/request", command("info", "get_version", "30"))
         watcher.wait_for(reply_to("info", "get_version", "30"))
+
+
+@needs("mosquitto")
+def test_a_printer_switched_off_takes_no_lan_login(sim: Simulator, probes: list[Probe]) -> None:
+    """mosquitto cannot close one listener: an offline printer's refuses every login."""
+    serial = next(s for s in sim.printers if s != SEED_DEVICE)
+    address, code = sim.lan_address(serial), sim.printers[serial].access_code
+
+    def login() -> str:
+        probe = Probe(address, "bblp", code, ca_file=sim.ca_file, server_name=serial)
+        probes.append(probe)
+        return str(probe.connect())
+
+    sim.take_offline(serial)
+    try:
+        # mosquitto rereads its password files on SIGHUP, shortly after the signal.
+        deadline = time.monotonic() + 5
+        while (answer := login()) != "Not authorized" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answer == "Not authorized"
+    finally:
+        sim.bring_online(serial)
+    deadline = time.monotonic() + 5
+    while (answer := login()) != "Success" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert answer == "Success"

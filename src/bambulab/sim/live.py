@@ -440,8 +440,12 @@ class Simulator:
         Clients then get "connection refused" on its port, as from a printer
         that is off, instead of a silent broker that accepts them. Powered on
         again, it listens on the same port and the printer host reconnects.
-        (The embedded brokers only; a shared mosquitto keeps listening.)
+        A shared mosquitto cannot close one listener: there the printer's
+        listener refuses every login instead (:meth:`MosquittoBroker.set_online`).
         """
+        if self._mosquitto is not None:
+            self._mosquitto.set_online(serial, online)
+            return
         broker = self._lan_brokers.get(serial)
         if broker is None or self._runtime is None:
             return

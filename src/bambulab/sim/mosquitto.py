@@ -114,6 +114,8 @@ class MosquittoBroker:
         self.lan_ports: dict[str, int] = {}
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file = self._dir / "mosquitto.log"
+        # Printers switched off: their LAN listener takes no login (see set_online).
+        self._off: set[str] = set()
 
     @property
     def running(self) -> bool:
@@ -166,7 +168,7 @@ class MosquittoBroker:
         ]
         for index, (serial, port) in enumerate(self.lan_ports.items()):
             files = self._certs.printer(serial)
-            (d / f"lan{index}.pw").write_text(password_line(LAN_USER, self._printers[serial]))
+            self._write_lan_password(index, serial)
             (d / f"lan{index}.acl").write_text(
                 f"user {LAN_USER}\n"
                 f"topic read {report_topic(serial)}\n"
@@ -233,11 +235,37 @@ class MosquittoBroker:
             time.sleep(downtime)
         self.start()
 
+    def _write_lan_password(self, index: int, serial: str) -> None:
+        # An empty password file refuses every login on that listener.
+        line = "" if serial in self._off else password_line(LAN_USER, self._printers[serial])
+        (self._dir / f"lan{index}.pw").write_text(line)
+
+    def set_online(self, serial: str, online: bool) -> None:
+        """Switch a printer's LAN listener between taking its access code and refusing all.
+
+        mosquitto cannot close one listener of a running process, so a printer
+        that is off refuses every login ("not authorized") and drops the clients
+        it had, instead of accepting them and staying silent (the embedded
+        brokers stop listening altogether: connection refused).
+        """
+        if online:
+            self._off.discard(serial)
+        else:
+            self._off.add(serial)
+        for index, listed in enumerate(self.lan_ports):
+            if listed == serial:
+                self._write_lan_password(index, serial)
+        self._hangup()
+
+    def _hangup(self) -> None:
+        # SIGHUP makes mosquitto reread its password and ACL files.
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGHUP)
+
     def reload_acl(self) -> None:
         """Rewrite the cloud ACL from the current owners and make mosquitto reread it."""
         (self._dir / "cloud.acl").write_text(self._acl())
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGHUP)
+        self._hangup()
 
     def log_tail(self, limit: int = 2000) -> str:
         """The end of mosquitto's log (errors and warnings only)."""
