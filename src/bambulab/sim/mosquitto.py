@@ -244,9 +244,9 @@ class MosquittoBroker:
         """Switch a printer's LAN listener between taking its access code and refusing all.
 
         mosquitto cannot close one listener of a running process, so a printer
-        that is off refuses every login ("not authorized") and drops the clients
-        it had, instead of accepting them and staying silent (the embedded
-        brokers stop listening altogether: connection refused).
+        that is off refuses every new login ("not authorized") instead of
+        accepting it and staying silent (the embedded brokers stop listening
+        altogether: connection refused).
         """
         if online:
             self._off.discard(serial)
