@@ -1,4 +1,4 @@
-"""The first report after a cloud client subscribes is never lost (issue 8, point 14).
+"""The first answer after a client subscribes is never lost, cloud or LAN (issue 8, point 14).
 
 Reproduced with a plain paho client, the way third-party cloud clients are
 written: ``pushall`` published before the subscription reaches the broker,
@@ -105,3 +105,44 @@ def test_a_client_that_never_subscribes_is_held_no_longer_than_the_grace(sim: Si
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+@pytest.fixture(scope="module")
+def lan_sim() -> Iterator[Simulator]:
+    with Simulator(UNLIMITED) as running:
+        yield running
+
+
+def first_lan_reply(sim: Simulator, serial: str) -> bool:
+    """A LAN client that publishes get_version before its SUBSCRIBE reaches the broker."""
+    got = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"lan-lib-{time.time_ns()}")
+    client.username_pw_set("bblp", sim.printers[serial].access_code)
+    context = ssl.create_default_context(cafile=sim.ca_file)
+    context.check_hostname = False  # dialled by address; the CA check stays
+    client.tls_set_context(context)
+    version = json.dumps({"info": {"sequence_id": "0", "command": "get_version"}})
+
+    def on_connect(c: mqtt.Client, userdata: object, flags: object, rc: object, p: object) -> None:
+        c.publish(f"device/{serial}/request", version)
+        c.subscribe(f"device/{serial}/report")
+
+    def on_message(c: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        if json.loads(message.payload).get("info", {}).get("command") == "get_version":
+            got.set()
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.connect(*sim.lan_address(serial))
+    client.loop_start()
+    try:
+        return got.wait(3)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_a_lan_reply_to_a_request_sent_before_subscribing_arrives(lan_sim: Simulator) -> None:
+    serials = delta_printers(lan_sim)
+    results = [first_lan_reply(lan_sim, serials[i % len(serials)]) for i in range(TRIES)]
+    assert results == [True] * TRIES

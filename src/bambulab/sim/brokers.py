@@ -42,6 +42,9 @@ arrived before the subscription and went nowhere: a third-party client waited
 forever for its first report. So the cloud broker holds the requests of a
 freshly connected client that has not subscribed yet until it does, for at
 most :data:`FIRST_REQUEST_GRACE` seconds (:meth:`SimBroker._broadcast_message`).
+The LAN brokers do the same: a printer's own firmware takes tens of
+milliseconds too, and a LAN library that sends ``get_version`` from another
+thread as its ``on_connect`` subscribes lost the reply one run in five.
 """
 
 from __future__ import annotations
@@ -269,8 +272,8 @@ class SimBroker(Broker):  # type: ignore[misc]
     The overridden methods are private amqtt API, pinned by ``amqtt==0.12.1``
     in the ``sim`` extra; the tests exercise every one of them.
 
-    ``request_grace`` (seconds, 0 = off; the cloud broker sets it): how long
-    the requests of a new TLS client that has not subscribed yet are held back.
+    ``request_grace`` (seconds, 0 = off; every simulated broker sets it): how
+    long the requests of a new TLS client that has not subscribed yet are held back.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -469,8 +472,7 @@ class EmbeddedBroker:
         if self._broker is not None:
             return
         broker = SimBroker(self._config(), loop=asyncio.get_running_loop())
-        if isinstance(self.policy, CloudPolicy):
-            broker.request_grace = FIRST_REQUEST_GRACE
+        broker.request_grace = FIRST_REQUEST_GRACE
         await broker.start()
         self._broker = broker
         self.port = broker.listener_port("tls")
