@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,17 +19,7 @@ import pytest
 from bambulab import BambuMQTT
 from bambulab.models.state import PrinterState
 from bambulab.sim.live import Simulator
-from tests.conftest import unlimited
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.conftest import unlimited, wait_for
 
 
 @pytest.fixture(scope="module")

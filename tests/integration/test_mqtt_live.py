@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,19 +43,9 @@ from bambulab.models.state import PrinterState
 from bambulab.mqtt import Backoff
 from bambulab.sim.live import Simulator
 from tests.binaries import needs
-from tests.conftest import LoopThread, unlimited
+from tests.conftest import LoopThread, unlimited, wait_for
 
 SEED = "01234567890ABCD"  # P1P, printing in the default fleet
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Latest:
