@@ -158,8 +158,7 @@ class TokenSource:
 
 def token_source() -> TokenSource:
     """The token the client will use: ``BAMBU_TOKEN``, else the saved token file."""
-    from ..cloud.client import ENV_TOKEN
-    from ..cloud.tokens import TokenStore
+    from ..cloud.tokens import ENV_TOKEN, TokenStore
 
     store = TokenStore(OPTIONS.token_file)
     env = os.environ.get(ENV_TOKEN, "").strip()

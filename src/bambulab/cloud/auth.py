@@ -26,8 +26,7 @@ from ..protocol.http import NO_RETRY, HttpReply, interpret
 from ..protocol.jwt import TokenClaims, decode_claims
 from ..protocol.login import AskCode, Flow, LoginResult, Send, TfaEndpoint, login_flow, refresh_flow
 from ..regions import endpoints
-from .client import ENV_TOKEN
-from .tokens import TokenStore
+from .tokens import ENV_TOKEN, TokenStore
 from .transport import AsyncTransport, SyncTransport, resolve_timeout
 
 log = logging.getLogger("bambulab.auth")

@@ -20,25 +20,11 @@ from ..protocol import upload as upload_plan
 from ..protocol.http import MAX_ANSWER_BYTES, ApiCall, RetryPolicy
 from ..protocol.paging import Pager
 from ..regions import endpoints
+from .tokens import resolve_token
 from .transport import AsyncTransport, SyncTransport, resolve_timeout
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-ENV_TOKEN = "BAMBU_TOKEN"
-
-
-def _resolve_token(token: str | None, token_file: str | os.PathLike[str] | None) -> str | None:
-    """An explicit token, else ``BAMBU_TOKEN``, else the saved token file."""
-    if token:
-        return token.strip()
-    env = os.environ.get(ENV_TOKEN, "").strip()
-    if env:
-        return env
-    from .tokens import TokenStore
-
-    saved = TokenStore(token_file).load()
-    return saved.token if saved else None
 
 
 def _read_upload(file_name: str, file_path: str | os.PathLike[str] | None) -> tuple[str, bytes]:
@@ -129,7 +115,7 @@ class _ClientBase:
         self.region = self.endpoints.region
         self._args = (
             self.endpoints,
-            _resolve_token(token, token_file),
+            resolve_token(token, token_file),
             resolve_timeout(timeout),
             retry or RetryPolicy(),
             headers,

@@ -30,6 +30,8 @@ from ..regions import normalize_region
 
 log = logging.getLogger("bambulab.auth")
 
+# The environment variable that overrides the token file, for every client.
+ENV_TOKEN = "BAMBU_TOKEN"
 ENV_TOKEN_FILE = "BAMBU_TOKEN_FILE"
 DEFAULT_TOKEN_FILE = "~/.bambu_token"
 # The seed's tools also accept a file holding just the token (JWT or opaque).
@@ -170,3 +172,19 @@ class TokenStore:
 def _json_kind(value: object) -> str:
     kinds = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
     return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def resolve_token(
+    token: str | None = None, token_file: str | os.PathLike[str] | None = None
+) -> str | None:
+    """An explicit token, else ``BAMBU_TOKEN``, else the saved token file (or ``None``).
+
+    A corrupt token file raises :class:`~bambulab.errors.TokenFileError`.
+    """
+    if token:
+        return token.strip()
+    env = os.environ.get(ENV_TOKEN, "").strip()
+    if env:
+        return env
+    saved = TokenStore(token_file).load()
+    return saved.token if saved else None

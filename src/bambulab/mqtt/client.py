@@ -46,7 +46,6 @@ T = TypeVar("T")
 
 ENV_MQTT_HOST = "BAMBU_MQTT_HOST"
 ENV_MQTT_PORT = "BAMBU_MQTT_PORT"
-ENV_TOKEN = "BAMBU_TOKEN"  # as the cloud client reads it (not imported: that pulls httpx)
 LAN_PORT = 8883
 ACCESS_CODE_LENGTH = 8
 
@@ -64,18 +63,14 @@ def _warn_once(key: str, message: str) -> None:
 
 def saved_token() -> str | None:
     """The account token the other clients use: ``BAMBU_TOKEN``, else the token file."""
-    env = os.environ.get(ENV_TOKEN, "").strip()
-    if env:
-        return env
-    from ..cloud.tokens import TokenStore  # only here: the cloud side is not needed otherwise
+    from ..cloud.tokens import resolve_token  # only here: the cloud side is rarely needed
     from ..errors import TokenFileError
 
     try:
-        saved = TokenStore().load()
+        return resolve_token()
     except TokenFileError as exc:
         log.info("no usable saved token: %s", exc)
         return None
-    return saved.token if saved is not None else None
 
 
 def cloud_password(token: str | None, access_code: str | None) -> str:
