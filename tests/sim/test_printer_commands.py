@@ -118,7 +118,7 @@ def test_project_file_from_the_sd_card_and_uploaded_files() -> None:
     rig.start("Benchy.3mf")
     assert rig.view["print_type"] == "local"
     rig.ok("print", "stop", param="")
-    rig.printer.sdcard_files.append("uploads/part.3mf")
+    rig.printer.card.write("uploads/part.3mf", b"")
     rig.start("uploads/part.3mf")
     assert rig.view["gcode_file"] == "uploads/part.3mf"
     assert "busy" in rig.refused(

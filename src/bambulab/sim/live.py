@@ -284,6 +284,8 @@ class Simulator:
             self.certs.cleanup()
             self.certs = None
         self.cloud.stop()
+        for printer in self.printers.values():
+            printer.card.close()
 
     def __enter__(self) -> Simulator:
         return self.start()

@@ -165,18 +165,8 @@ def clean_print_error(state: PrinterState, body: Body) -> Outcome:
     return Outcome()
 
 
-def _sd_name(path: str) -> str:
-    """A path as the SD card's file list holds it: relative to the card's root."""
-    name = path.lstrip("/")
-    for prefix in ("mnt/sdcard/", "sdcard/"):
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name
-
-
 def _on_card(state: PrinterState, path: str) -> str | None:
-    name = _sd_name(path)
-    return name if name in {_sd_name(f) for f in state.sdcard_files} else None
+    return state.card.find(path)
 
 
 def _choose_tray(state: PrinterState, body: Body) -> int | str:

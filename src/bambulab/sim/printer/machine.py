@@ -24,6 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -35,6 +36,7 @@ from . import job as stages
 from .ams import EXTERNAL, AmsBank, Spool, Unit, default_units, from_records, generic_pla
 from .delta import diff
 from .profiles import profile_for
+from .sdcard import SdCard
 from .state import FAN_FULL, PrinterState
 
 log = logging.getLogger("bambulab.sim.printer")
@@ -85,6 +87,7 @@ class SimPrinter:
         rtsp_port: int = 322,
         requires_signature: bool = False,
         signature_verifier: SignatureVerifier | None = None,
+        sdcard_root: Path | None = None,
     ) -> None:
         """Create a powered-on, idle printer.
 
@@ -136,7 +139,7 @@ class SimPrinter:
         )
         self.state.access_code = access_code
         self.state.requires_signature = requires_signature
-        self.state.sdcard_files = list(stages.SAMPLE_FILES)
+        self.state.card = SdCard(sdcard_root, samples=_sample_files)
         self._sequence = 0
         self._pushing = True
         # As if a report had gone out at power-on: later deltas are relative to it,
@@ -204,13 +207,14 @@ class SimPrinter:
         self.state.access_code = value
 
     @property
-    def sdcard_files(self) -> list[str]:
-        """Files on the SD card, relative to its root; append uploads here."""
-        return self.state.sdcard_files
+    def card(self) -> SdCard:
+        """The SD card (a directory on disk, shared with the FTPS server)."""
+        return self.state.card
 
-    @sdcard_files.setter
-    def sdcard_files(self, value: list[str]) -> None:
-        self.state.sdcard_files = value
+    @property
+    def sdcard_files(self) -> list[str]:
+        """Names of the files on the SD card, relative to its root."""
+        return self.state.card.names()
 
     @property
     def requires_signature(self) -> bool:
@@ -529,6 +533,11 @@ def _reply(
     else:
         reply["result"], reply["reason"] = "failed", reason
     return {family: _deep_copy(reply)}
+
+
+def _sample_files() -> dict[str, bytes]:
+    """What a fresh card holds: the sample jobs (placeholders until 3MFs are written)."""
+    return dict.fromkeys(stages.SAMPLE_FILES, b"")
 
 
 def _deep_copy(value: _T) -> _T:

@@ -20,6 +20,7 @@ from . import job as stages
 from .ams import EXTERNAL, NO_TRAY, AmsBank
 from .job import Job
 from .profiles import Profile
+from .sdcard import SdCard
 from .thermal import Heater
 
 # PROTOCOL.md §2.3: print_error 0x0300400C = cancelled by the user.
@@ -137,8 +138,8 @@ class PrinterState:
         self.upgrade_seq = 0
         self.requires_signature = False
         self.access_code = ""
-        # Names relative to the SD card's root; the network host adds uploads here.
-        self.sdcard_files: list[str] = []
+        # The SD card's files live on disk (FTPS writes there); SimPrinter sets it up.
+        self.card = SdCard()
 
     # --- derived values ------------------------------------------------------------
 
