@@ -49,7 +49,14 @@ class Binary:
 
 # Add a row when a test starts using another real server or tool.
 BINARIES: dict[str, Binary] = {
-    b.name: b for b in (Binary("mosquitto", "mosquitto", ("/usr/sbin/mosquitto",)),)
+    b.name: b
+    for b in (
+        Binary("mosquitto", "mosquitto", ("/usr/sbin/mosquitto",)),
+        # the FTPS server of the real printers, for the FTPS client's tests
+        Binary("vsftpd", "vsftpd", ("/usr/sbin/vsftpd",)),
+        # a client nobody here wrote, for the simulator's FTPS server
+        Binary("curl", "curl"),
+    )
 }
 
 
