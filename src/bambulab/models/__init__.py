@@ -1,4 +1,4 @@
-"""Pure data types: cloud results and (later) printer state. No I/O."""
+"""Pure data types: cloud results, printer state and print requests. No I/O."""
 
 from .base import WireModel
 from .cloud import (
@@ -24,8 +24,10 @@ from .cloud import (
     UploadResult,
     UploadTicket,
 )
+from .printing import AmsChoice, PrintOptions, PrintOutcome
 
 __all__ = [
+    "AmsChoice",
     "CameraCredentials",
     "Device",
     "DeviceInfo",
@@ -36,6 +38,8 @@ __all__ = [
     "Page",
     "Preference",
     "PrintJob",
+    "PrintOptions",
+    "PrintOutcome",
     "PrintStatus",
     "Profile",
     "Project",
