@@ -216,8 +216,10 @@ class _Archive:
     def has(self, name: str) -> bool:
         return name in self._members
 
-    def read(self, name: str, cap: int = MAX_METADATA_BYTES, *, head: bool = False) -> bytes:
+    def read(self, name: str, cap: int | None = None, *, head: bool = False) -> bytes:
         """A member's bytes (``head``: only its first ``cap`` bytes), within every limit."""
+        if cap is None:
+            cap = MAX_METADATA_BYTES
         info = self._members.get(name)
         if info is None:
             raise ThreeMFError(f"the 3MF has no {name}", entry=name)
