@@ -74,12 +74,12 @@ if TYPE_CHECKING:
     from .errors import *
     from .models.state import PrinterState
     from .models.threemf import ThreeMF
-    from .protocol.ams_mapping import ams_mapping
-    from .protocol.threemf import read_3mf
     from .mqtt.client import AsyncBambuMQTT, BambuMQTT, MQTTClient
+    from .protocol.ams_mapping import ams_mapping
     from .protocol.http import RetryPolicy
     from .protocol.jwt import TokenClaims, decode_claims
     from .protocol.login import AskCode
+    from .protocol.threemf import read_3mf
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@
     │   ├── RateLimitError          429, carries ``retry_after`` seconds
     │   └── ServerError             5xx
     ├── UnsupportedCommandError     the printer's model cannot do this (refused before sending)
-    ├── ThreeMFError                a 3MF/G-code file is unreadable, hostile, unsliced or lacks a plate
+    ├── ThreeMFError                a 3MF or G-code file is unreadable, hostile, unsliced, plateless
     ├── AmsMappingError             the file's filaments cannot be mapped to the loaded trays
     ├── LoginError                  a login flow could not be completed
     │   ├── VerificationCodeError   the emailed/SMS/authenticator code was refused too often
@@ -71,9 +71,9 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "ServerError",
+    "ThreeMFError",
     "TokenExpiredError",
     "TokenFileError",
-    "ThreeMFError",
     "TokenInvalidError",
     "TransportError",
     "UnsupportedCommandError",
