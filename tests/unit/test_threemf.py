@@ -117,6 +117,12 @@ def test_reads_from_a_file_object_and_leaves_it_usable(tmp_path: Path, project: 
         assert thumbnail(stream, 1).startswith(b"\x89PNG")
 
 
+def test_md5_can_be_skipped(project: bytes) -> None:
+    got = read_3mf(project, md5=False)
+    assert (got.md5, got.size) == ("", len(project))
+    assert got.plates == read_3mf(project).plates
+
+
 def test_plate_lookup_errors(project: bytes) -> None:
     got = read_3mf(project)
     assert got.plate(2).index == 2

@@ -61,17 +61,23 @@ THUMBNAIL_KEYS = {
 Source = bytes | bytearray | memoryview | IO[bytes]
 
 
-def read_3mf(source: Source) -> ThreeMF:
+def read_3mf(source: Source, *, md5: bool = True) -> ThreeMF:
     """The project in ``source`` (bytes or a seekable binary file, left open).
 
     Raises :class:`ThreeMFError` for anything that is not a sane 3MF. An
     unsliced project reads fine (its plates have no ``gcode_path``); asking
     :meth:`ThreeMF.plate` for a plate to print is what refuses it.
+    ``md5=False`` skips hashing the whole file (``ThreeMF.md5`` is then ``""``):
+    the metadata alone costs only the few members read.
     """
     stream = _stream(source)
-    md5, size = _md5(stream)
+    if md5:
+        digest, size = _md5(stream)
+    else:
+        digest, size = "", stream.seek(0, 2)
+        stream.seek(0)
     with _Archive(stream) as archive:
-        return _read(archive, md5, size)
+        return _read(archive, digest, size)
 
 
 def thumbnail(source: Source, plate: int = 1, kind: str = "plate") -> bytes:

@@ -365,7 +365,7 @@ def job_from_3mf(
     if not name:
         name = _url_name(body, url)
     try:
-        project = read_3mf(fileobj)
+        project = read_3mf(fileobj, md5=False)  # the printer checks a cloud file's MD5 itself
         chosen = project.plate(plate)
     except ThreeMFError as exc:
         return _refuse(state, f"cannot print {name}: {exc}", stages.ERROR_FILE)
