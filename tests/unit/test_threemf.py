@@ -254,6 +254,19 @@ def test_a_huge_metadata_member_is_refused_before_it_is_read(
         read_3mf(big)
 
 
+def test_too_many_members_or_too_much_metadata_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = threemf_bytes()
+    monkeypatch.setattr(reader, "MAX_ENTRIES", 5)
+    with pytest.raises(ThreeMFError, match="members \\(at most 5\\)"):
+        read_3mf(data)
+    monkeypatch.setattr(reader, "MAX_ENTRIES", 20_000)
+    monkeypatch.setattr(reader, "MAX_TOTAL_BYTES", 2000)  # all members read by one call
+    with pytest.raises(ThreeMFError, match="over 2000 bytes in all"):
+        read_3mf(data)
+
+
 def test_a_member_whose_header_lies_about_its_size_is_refused() -> None:
     data = bytearray(_replace("Metadata/slice_info.config", b"<config>" + b"<a/>" * 2000))
     name = data.find(b"Metadata/slice_info.config", data.find(b"PK\x01\x02"))

@@ -246,8 +246,13 @@ class _Archive:
         except NotImplementedError:
             raise ThreeMFError(f"{name} uses an unsupported compression", entry=name) from None
         if len(data) > limit:
-            if head:
+            if head and limit == cap:
                 data = data[:limit]
+            elif limit < cap:
+                raise ThreeMFError(
+                    f"the 3MF's metadata is over {MAX_TOTAL_BYTES} bytes in all (zip bomb?)",
+                    entry=name,
+                )
             else:
                 raise ThreeMFError(f"{name} is larger than it claims (zip bomb?)", entry=name)
         self._budget -= len(data)
