@@ -101,8 +101,6 @@ def test_project_file_echoes_ids_and_names() -> None:
     ("model", "url", "reason"),
     [
         ("C12", "file:///sdcard/Nope.3mf", "not found"),
-        ("C12", "ftp:///Benchy.3mf", "file:///"),
-        ("O1D", "file:///sdcard/Benchy.3mf", "ftp:///"),
         ("C12", "gopher://x/Benchy.3mf", "unsupported"),
         ("C12", "", "unsupported"),
     ],
@@ -112,6 +110,15 @@ def test_project_file_refusals(model: str, url: str, reason: str) -> None:
     got = rig.refused("print", "project_file", param="Metadata/plate_1.gcode", url=url)
     assert reason in got
     assert rig.view["gcode_state"] == "IDLE"
+
+
+@pytest.mark.parametrize("model", ["BL-P001", "C12", "N2S", "O1D", "N7"])
+@pytest.mark.parametrize("url", ["file:///sdcard/Benchy.3mf", "ftp:///Benchy.3mf"])
+def test_project_file_takes_both_url_forms_on_every_family(model: str, url: str) -> None:
+    rig = Rig(model)
+    rig.ok("print", "project_file", param="Metadata/plate_1.gcode", url=url)
+    assert rig.view["gcode_file"] == "Benchy.3mf"
+    assert rig.view["gcode_state"] == "PREPARE"
 
 
 def test_project_file_from_the_sd_card_and_uploaded_files() -> None:

@@ -449,10 +449,9 @@ def project_file(state: PrinterState, body: Body) -> Outcome:
         scheme, _, path = url.partition("://")
         if scheme not in ("file", "ftp") or not path:
             return fail(f"unsupported url {url!r}")
-        accepted = state.profile.url_schemes
-        if scheme not in accepted:
-            shown = " or ".join(f"{a}:///" for a in accepted)
-            return fail(f"{state.profile.product} prints LAN files from {shown} URLs")
+        # Every family takes both forms: LAN libraries send ftp:/// to all models and
+        # users report it working on P1S; the slicer and Home Assistant send file:///sdcard/
+        # to X1/P1/A1. The client still picks per model (PrinterModel.lan_url).
         if not state.sdcard:
             return fail("no SD card")
         found = _on_card(state, path)
