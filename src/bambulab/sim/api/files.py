@@ -155,6 +155,9 @@ async def object_store(resource: str, request: Request) -> Response:
             media_type="application/octet-stream",
             headers={"ETag": f'"{stored.md5}"'},
         )
+    except ClientDisconnect:
+        # The client went away mid-body: nothing was stored, no one is listening.
+        return Response(status_code=400)
     except S3Error as exc:
         log.info("s3: %s %s refused: %s", request.method, path, exc.code)
         # Answered without reading the rest of the body, as S3 does; the
