@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import os
+import subprocess
+import sys
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -298,3 +301,83 @@ def test_retries_are_bounded(
         client.upload_file("part.3mf", path)
     pending: list[dict[str, Any]] = httpx.get(f"{sim.url}/sim/faults", timeout=5).json()["faults"]
     assert pending and pending[0]["count"] >= 50 - 8, "a handful of tries, not a loop"
+
+
+# --- bambu upload ------------------------------------------------------------------------
+
+
+def _bambu(sim: CloudSimulator, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAMBU_")}
+    env.update(
+        HOME=str(home),
+        BAMBU_API_URL=sim.url,
+        BAMBU_TOKEN=sim.issue_token(sim.demo_account.email),
+        BAMBU_TOKEN_FILE=str(home / "token"),
+        COLUMNS="200",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "bambulab.cli", *args],
+        env=env,
+        cwd=home,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_upload_json_and_errors(sim: CloudSimulator, tmp_path: Path) -> None:
+    path, md5 = _file(tmp_path, MIB + 3, "cli.3mf")
+    done = _bambu(sim, tmp_path, "upload", str(path), "--name", "named.3mf", "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["success"] is True and answer["md5"] == md5 and answer["size"] == MIB + 3
+    assert answer["file_name"] == "named.3mf" and "Signature" not in done.stdout
+    assert _stored(sim, answer["file_id"]) == (md5, MIB + 3)
+    shown = _bambu(sim, tmp_path, "upload", str(path))
+    assert shown.returncode == 0 and md5 in shown.stdout and "file id" in shown.stdout
+    for args, message in (
+        (("upload", "missing.3mf"), "no such file"),
+        (("upload", str(path), "--name", "notes.txt"), "the cloud takes .3mf"),
+    ):
+        failed = _bambu(sim, tmp_path, *args)
+        assert failed.returncode == 1 and failed.stdout == ""
+        assert failed.stderr.startswith("error: ") and message in failed.stderr
+        assert failed.stderr.count("\n") == 1, failed.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_cli_upload_draws_a_progress_bar_on_a_terminal(sim: CloudSimulator, tmp_path: Path) -> None:
+    path, md5 = _file(tmp_path, 8 * MIB, "bar.3mf")
+    master, slave = os.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAMBU_")}
+    env.update(
+        HOME=str(tmp_path),
+        BAMBU_API_URL=sim.url,
+        BAMBU_TOKEN=sim.issue_token(sim.demo_account.email),
+        BAMBU_TOKEN_FILE=str(tmp_path / "token"),
+        COLUMNS="120",
+        TERM="xterm",
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "bambulab.cli", "upload", str(path)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+    ) as proc:
+        os.close(slave)
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the run is over
+                break
+            if not chunk:
+                break
+            screen += chunk
+        os.close(master)
+        assert proc.wait(60) == 0, screen
+    assert md5.encode() in screen
+    assert b"MB" in screen, screen
+    assert b"\x1b[?25l" in screen, "rich hid the cursor to draw the bar"
