@@ -13,6 +13,7 @@ import os
 import stat
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, ParamSpec, TypeVar, overload
 
@@ -82,12 +83,19 @@ class _UploadSource:
 
 
 class _Reading:
-    """One pass over the file: chunks, their MD5, and the size check."""
+    """One pass over the file: chunks, their MD5, and the size check.
+
+    The MD5 of a chunk is computed on a helper thread while the chunk is on
+    its way out (hashlib releases the GIL), so hashing does not slow the
+    upload down; at most two chunks are alive at a time.
+    """
 
     def __init__(self, source: _UploadSource, handle: BinaryIO) -> None:
         self.source = source
         self._handle = handle
         self._digest = hashlib.md5(usedforsecurity=False)
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="bambu-upload-md5")
+        self._hashing: Future[None] | None = None
         self.sent = 0
 
     def next_chunk(self) -> bytes | None:
@@ -100,9 +108,15 @@ class _Reading:
         chunk = self._handle.read(min(upload_plan.CHUNK, size - self.sent))
         if not chunk:
             raise self._changed("shrank")
-        self._digest.update(chunk)
+        self._wait_hash()
+        self._hashing = self._hasher.submit(self._digest.update, chunk)
         self.sent += len(chunk)
         return chunk
+
+    def _wait_hash(self) -> None:
+        if self._hashing is not None:
+            self._hashing.result()
+            self._hashing = None
 
     def _changed(self, how: str) -> ConfigurationError:
         return ConfigurationError(
@@ -121,9 +135,11 @@ class _Reading:
             self.source.report(self.sent)
 
     def md5(self) -> str:
+        self._wait_hash()
         return self._digest.hexdigest()
 
     def close(self) -> None:
+        self._hasher.shutdown(wait=True)
         self._handle.close()
 
 
