@@ -22,7 +22,7 @@ bytes PUT, which is what is measured, is the same work as ours.)
 Prints the figures and the ratios ours / seed (memory growth and time);
 exits 1 when our peak growth exceeds 32 MiB.
 
-Usage: ``.venv/bin/python bench/cloud_upload.py [--size-mib 1024] [--no-baseline]``
+Usage: ``.venv/bin/python bench/cloud_upload.py [--size-mib 1024] [--rounds 2] [--no-baseline]``
 """
 
 from __future__ import annotations
@@ -163,6 +163,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="file size (default 1024)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the seed's client")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="runs of each face, interleaved (default 2)"
+    )
     args = parser.parse_args()
     size = args.size_mib << 20
     mib = float(1 << 20)
@@ -174,18 +177,33 @@ def main() -> int:
         proc, url, token = start_sim()
         try:
             rows: dict[str, dict[str, float]] = {}
-            for face in ("sync", "async"):
-                rows[face] = measure(sys.executable, face, path, url, token)
-                if rows[face]["md5"] != md5:
-                    raise RuntimeError(f"{face}: MD5 {rows[face]['md5']} != {md5}")
-            if seed is not None:
-                rows["seed"] = measure(str(seed), "seed", path, url, token)
+            faces = ["sync", "async"] + ([] if seed is None else ["seed"])
+            for _ in range(args.rounds):  # interleaved, so a slow spell hits every face
+                for face in faces:
+                    python = str(seed) if face == "seed" else sys.executable
+                    row = measure(python, face, path, url, token)
+                    if face != "seed" and row["md5"] != md5:
+                        raise RuntimeError(f"{face}: MD5 {row['md5']} != {md5}")
+                    best = rows.get(face)
+                    if best is None or row["seconds"] < best["seconds"]:
+                        row["peak_growth_worst"] = max(
+                            row["peak"] - row["before"],
+                            best["peak_growth_worst"] if best else 0.0,
+                        )
+                        rows[face] = row
+                    else:
+                        best["peak_growth_worst"] = max(
+                            best["peak_growth_worst"], row["peak"] - row["before"]
+                        )
         finally:
             proc.terminate()
             proc.wait(10)
-    print(f"file: {args.size_mib} MiB; simulator: bambu sim --no-mqtt in its own process")
+    print(
+        f"file: {args.size_mib} MiB; simulator: bambu sim --no-mqtt in its own process; "
+        f"fastest of {args.rounds} interleaved runs, worst peak growth"
+    )
     for face, row in rows.items():
-        growth = (row["peak"] - row["before"]) / mib
+        growth = row["peak_growth_worst"] / mib
         speed = size / mib / row["seconds"]
         label = {"sync": "ours, BambuClient", "async": "ours, AsyncBambuClient"}.get(
             face, f"seed ({SEED_PACKAGE})"
@@ -195,11 +213,11 @@ def main() -> int:
             f"{label:34s} peak RSS growth {growth:8.1f} MiB{exact}, "
             f"{row['seconds']:6.2f} s, {speed:7.1f} MiB/s"
         )
-    worst = max((rows[f]["peak"] - rows[f]["before"]) / mib for f in ("sync", "async"))
+    worst = max(rows[f]["peak_growth_worst"] / mib for f in ("sync", "async"))
     if "seed" in rows:
-        seed_growth = (rows["seed"]["peak"] - rows["seed"]["before"]) / mib
+        seed_growth = rows["seed"]["peak_growth_worst"] / mib
         for face in ("sync", "async"):
-            growth = (rows[face]["peak"] - rows[face]["before"]) / mib
+            growth = rows[face]["peak_growth_worst"] / mib
             print(
                 f"ratio {face} / seed: memory growth {growth / seed_growth:.3f}, "
                 f"time {rows[face]['seconds'] / rows['seed']['seconds']:.2f}"
