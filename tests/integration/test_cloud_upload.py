@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from bambulab.errors import (
     ConfigurationError,
     ForbiddenError,
     ProtocolError,
+    RequestTimeoutError,
     TransportError,
 )
 from bambulab.protocol.http import NO_RETRY
@@ -381,3 +383,43 @@ def test_cli_upload_draws_a_progress_bar_on_a_terminal(sim: CloudSimulator, tmp_
     assert md5.encode() in screen
     assert b"MB" in screen, screen
     assert b"\x1b[?25l" in screen, "rich hid the cursor to draw the bar"
+
+
+# --- a hostile storage host: the streamed PUT still has deadlines -------------------------
+
+
+def _put_to(face: str, base: str, url: str, idle: float) -> None:
+    body = [b"x" * 1000]
+    if face == "sync":
+        with BambuClient(token="t", base_url=base, timeout=idle) as client:
+            client._transport.put_stream(url, body, 1000)
+        return
+
+    async def run() -> None:
+        async with AsyncBambuClient(token="t", base_url=base) as client:
+            await client._transport.put_stream(url, _aiter(body), 1000, idle=idle)
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("mode", ["drip_headers", "silent", "truncated"])
+def test_streamed_put_is_bounded_after_the_body(face: str, mode: str) -> None:
+    from tests.integration.hostile_http import HostileServer
+
+    idle = 0.5
+    with HostileServer(mode) as server:
+        started = time.monotonic()
+        with pytest.raises(BambuError) as caught:
+            _put_to(face, server.url, server.url + "/bucket/f?Signature=s", idle)
+        elapsed = time.monotonic() - started
+    if mode == "truncated":
+        assert isinstance(caught.value, ProtocolError)
+    else:
+        assert isinstance(caught.value, RequestTimeoutError)
+        assert elapsed < idle + 1.0, elapsed
+    assert "Signature" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+async def _aiter(items: list[bytes]) -> Any:
+    for item in items:
+        yield item
