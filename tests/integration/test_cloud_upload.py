@@ -128,7 +128,8 @@ def test_single_url_flow(client: Face, sim: CloudSimulator, tmp_path: Path) -> N
 def test_expired_url_is_asked_for_again_once(
     client: Face, sim: CloudSimulator, tmp_path: Path, faults: Callable[..., None]
 ) -> None:
-    path, md5 = _file(tmp_path, 200_000)
+    # Large enough that storage answers long before the body is sent.
+    path, md5 = _file(tmp_path, 24 * MIB)
     before = set(sim.world.uploads)
     faults(kind="expired", path=S3, count=1)
     result = client.upload_file("part.3mf", path)
@@ -423,3 +424,23 @@ def test_streamed_put_is_bounded_after_the_body(face: str, mode: str) -> None:
 async def _aiter(items: list[bytes]) -> Any:
     for item in items:
         yield item
+
+
+def test_urls_expiring_mid_upload_are_asked_for_again(tmp_path: Path, face: str) -> None:
+    # The real expiry check, not a fault: simulated time jumps past the URLs'
+    # lifetime while the bytes are on their way, so the size PUT is refused.
+    from tests.conftest import unlimited
+
+    path, md5 = _file(tmp_path, 3 * MIB)
+    with CloudSimulator(unlimited()) as own:
+        jumped: list[int] = []
+
+        def jump(sent: int, total: int) -> None:
+            if not jumped:
+                jumped.append(sent)
+                own.advance_clock(own.config.url_ttl + 60)
+
+        result = _upload_with(own, face, path, progress=jump)
+        assert jumped and result.md5 == md5
+        assert len(own.world.uploads) == 2, "fresh URLs asked for once"
+        assert _stored(own, result.file_id) == (md5, 3 * MIB)
