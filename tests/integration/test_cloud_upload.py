@@ -444,3 +444,22 @@ def test_urls_expiring_mid_upload_are_asked_for_again(tmp_path: Path, face: str)
         assert jumped and result.md5 == md5
         assert len(own.world.uploads) == 2, "fresh URLs asked for once"
         assert _stored(own, result.file_id) == (md5, 3 * MIB)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def test_progress_callback_can_cancel(
+    client: Face, sim: CloudSimulator, tmp_path: Path, no_leftovers: None
+) -> None:
+    path, _ = _file(tmp_path, 4 * MIB)
+    files_before = set(sim.world.files)
+
+    def cancel(sent: int, total: int) -> None:
+        raise _Cancelled
+
+    with pytest.raises(_Cancelled):
+        client.upload_file("part.3mf", path, progress=cancel)
+    assert set(sim.world.files) == files_before
+    assert not [t for t in threading.enumerate() if t.name.startswith("bambu-upload-md5")]
