@@ -234,7 +234,9 @@ def _immediate(fault: Fault) -> Response:
     if fault.kind == "expired":
         refusal = S3Error(403, "AccessDenied", "Request has expired")
         return Response(
-            refusal.xml(fault.path, "SIMFAULTEXPIRED0"), status_code=403, media_type="application/xml"
+            refusal.xml(fault.path, "SIMFAULTEXPIRED0"),
+            status_code=403,
+            media_type="application/xml",
         )
     if fault.kind == "ratelimit":
         error = rate_limited(fault.retry_after if fault.retry_after is not None else 1)
