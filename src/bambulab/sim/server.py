@@ -148,6 +148,7 @@ class CloudSimulator:
         self._server = None
         self._thread = None
         self._socket = None
+        self.world.close()
 
     def __enter__(self) -> CloudSimulator:
         return self.start()
