@@ -25,7 +25,7 @@ from ..catalog import AMS_PRODUCT, FILAMENTS, MAIN_BOARDS
 from . import job as stages
 from .ams import EXTERNAL, NO_TRAY
 from .job import Job, file_info
-from .state import PrinterState, Upgrade
+from .state import ERROR_DOWNLOAD_FAILED, CloudDownload, PrinterState, Upgrade
 
 Body = Mapping[str, Any]
 
@@ -242,6 +242,18 @@ def plan_job(
     )
 
 
+def _download(state: PrinterState, url: str, md5: str) -> CloudDownload | str:
+    """Fetch a cloud print's file and check its MD5, as the printer does; or why not."""
+    if state.cloud_fetch is None:
+        return "cannot reach the cloud's storage"
+    fetched = state.cloud_fetch(url)
+    if isinstance(fetched, str):
+        return f"failed to download the print file: {fetched}"
+    if md5 and md5.strip().lower() != fetched.md5.lower():
+        return "failed to download the print file: MD5 mismatch"
+    return fetched
+
+
 @handles("print", "project_file")
 def project_file(state: PrinterState, body: Body) -> Outcome:
     """Start a sliced 3MF from the SD card (LAN) or a URL (cloud)."""
@@ -250,7 +262,11 @@ def project_file(state: PrinterState, body: Body) -> Outcome:
     url = _str(body, "url", "")
     cloud = url.startswith(("https://", "http://"))
     if cloud:
-        name = _str(body, "file", "") or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        downloaded = _download(state, url, _str(body, "md5", ""))
+        if isinstance(downloaded, str):
+            state.print_error = ERROR_DOWNLOAD_FAILED
+            return Outcome(ok=False, reason=downloaded, changed=True)
+        name = _str(body, "file", "") or downloaded.name
     else:
         scheme, _, path = url.partition("://")
         if scheme not in ("file", "ftp") or not path:
