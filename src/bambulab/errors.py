@@ -22,6 +22,11 @@
     │   ├── RateLimitError          429, carries ``retry_after`` seconds
     │   └── ServerError             5xx
     ├── UnsupportedCommandError     the printer's model cannot do this (refused before sending)
+    ├── PrintError                  a print cannot start; checked before anything was sent
+    │   ├── PrinterOfflineError     the printer is offline
+    │   ├── PrinterBusyError        the printer is printing, preparing or paused (``state``)
+    │   ├── PrintFileError          the file is missing, or lacks the plate asked for
+    │   └── AmsMappingError         the AMS mapping names trays that are empty or missing
     ├── LoginError                  a login flow could not be completed
     │   ├── VerificationCodeError   the emailed/SMS/authenticator code was refused too often
     │   └── CodeRequiredError       a code is needed but no ``code_callback`` was given
@@ -45,6 +50,7 @@ EXCERPT_LIMIT = 40
 
 __all__ = [
     "APIError",
+    "AmsMappingError",
     "AuthenticationError",
     "BadRequestError",
     "BambuError",
@@ -64,6 +70,10 @@ __all__ = [
     "MQTTError",
     "NotConnectedError",
     "NotFoundError",
+    "PrintError",
+    "PrintFileError",
+    "PrinterBusyError",
+    "PrinterOfflineError",
     "ProtocolError",
     "RateLimitError",
     "RequestTimeoutError",
@@ -280,6 +290,46 @@ class UnsupportedCommandError(BambuError):
         self.command = command
         self.model = model
         self.reason = reason
+
+
+class PrintError(BambuError):
+    """A print could not be started; unless the message says otherwise, nothing was sent.
+
+    ``serial`` names the printer, ``file`` the file, ``plate`` the plate.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        serial: str | None = None,
+        file: str | None = None,
+        plate: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.serial = serial
+        self.file = file
+        self.plate = plate
+
+
+class PrinterOfflineError(PrintError):
+    """The printer is offline."""
+
+
+class PrinterBusyError(PrintError):
+    """The printer is busy with another print; ``state`` is what it is doing."""
+
+    def __init__(self, message: str, *, serial: str | None = None, state: str = "") -> None:
+        super().__init__(message, serial=serial)
+        self.state = state
+
+
+class PrintFileError(PrintError):
+    """The file to print is missing, or has no such plate."""
+
+
+class AmsMappingError(PrintError):
+    """The AMS mapping cannot be satisfied by the trays loaded."""
 
 
 class CommandError(MQTTError):
