@@ -36,7 +36,7 @@ from ..mqtt.core import Signer
 from ..protocol import mqtt as proto
 from ..protocol.cloud_print import CloudPrintRequest, Flow, Pause, Publish, cloud_print
 from ..protocol.http import ApiCall
-from ..regions import endpoints
+from ..regions import REGIONS
 from ..safetext import visible
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def _live(client: BambuClient | AsyncBambuClient, mqtt: object | None) -> bool:
     """Whether a cloud broker is known: given, configured, or the real cloud's own."""
     if mqtt is not None or os.environ.get(ENV_MQTT_HOST):
         return True
-    return client.base_url == endpoints(client.region).api
+    return client.base_url == REGIONS[client.region].api
 
 
 def _request(

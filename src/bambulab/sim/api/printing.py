@@ -117,7 +117,10 @@ async def start_print(
     device = world.owned_device(account.uid, body.device_id)
     if not device.online:
         raise SimError(400, DEVICE_OFFLINE, "Device is offline")
-    if device.state in BUSY_STATES:
+    dispatch = getattr(request.app.state, "print_dispatch", None)
+    # With printers behind it the cloud refuses a busy one, as the printer
+    # would; a cloud alone (no printers) keeps the seed's queue of jobs.
+    if dispatch is not None and device.state in BUSY_STATES:
         raise SimError(400, PRINT_FAILED, f"Device is busy ({device.state})")
     cloud_file = _resolve_file(world, account.uid, body)
     task = _new_task(
@@ -143,7 +146,6 @@ async def start_print(
     world.jobs[job.job_id] = job
     log.info("print: job %s queued on %s (%s)", job.job_id, device.dev_id, cloud_file.name)
     url = world.presigned_url(base, "GET", cloud_file.key)
-    dispatch = getattr(request.app.state, "print_dispatch", None)
     if dispatch is not None:
         command = _project_file(job, task, cloud_file, url, body.settings)
         reply = await dispatch(device.dev_id, orjson.dumps({"print": command}))
