@@ -160,9 +160,11 @@ def follow(world: World, snap: PrinterSnapshot, previous: PrinterSnapshot | None
         _running(world, device, snap, state, now)
         return
     if device.active is not None:
-        _ended(world, device, snap, state, now)
-    elif previous is not None and previous.gcode_state != snap.gcode_state:
-        _end_jobs(world, _task_number(snap.task_id), state, now)
+        _ended(world, device.active.task_id, snap, state, now)
+    else:
+        # Started and ended between two looks: the task still ends (only once:
+        # _ended leaves finished tasks alone).
+        _ended(world, _task_number(snap.task_id), snap, state, now)
     device.active = None
     device.state = state
 
@@ -177,7 +179,7 @@ def _running(
     active = device.active
     if active is None or active.task_id != (task.id if task else 0):
         if active is not None:  # another job replaced it without an end we saw
-            _ended(world, device, snap, "FAILED", now)
+            _ended(world, active.task_id, snap, "FAILED", now)
         start = now
         active = ActivePrint(
             task_id=task.id if task else 0,
@@ -201,12 +203,13 @@ def _running(
 
 
 def _ended(
-    world: World, device: Device, snap: PrinterSnapshot, state: DeviceState, now: float
+    world: World, task_id: int, snap: PrinterSnapshot, state: DeviceState, now: float
 ) -> None:
-    active = device.active
-    assert active is not None
-    task = world.tasks.get(active.task_id) if active.task_id else None
-    if task is not None and task.status == TASK_CREATED:
+    """A job is over: its task and jobs take the end state (FINISH or FAILED only)."""
+    if state not in ("FINISH", "FAILED"):
+        return
+    task = world.tasks.get(task_id) if task_id else None
+    if task is not None and task.device_id == snap.serial and task.status == TASK_CREATED:
         finished = state == "FINISH"
         task.status = TASK_FINISHED if finished else TASK_FAILED
         task.end_time = now
@@ -214,7 +217,7 @@ def _ended(
         task.weight = round(grams, 2)
         task.length = int(grams / GRAMS_PER_METRE * 1000)
         task.cost_time = int(snap.elapsed)  # the printer's own seconds (time_scale applied)
-    _end_jobs(world, active.task_id, state, now)
+    _end_jobs(world, task_id, state, now)
 
 
 def _end_jobs(world: World, task_id: int, state: DeviceState, now: float) -> None:
