@@ -8,12 +8,16 @@ awaitables. Only lifecycle names differ (``close``/``aclose``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import stat
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, BinaryIO, Generic, ParamSpec, TypeVar, overload
 
-from ..errors import ConfigurationError
+from ..errors import BambuError, ConfigurationError
 from ..models import Message, PrintJob, Project, Task, UploadResult
 from ..protocol import cloud_api as api
 from ..protocol import upload as upload_plan
@@ -27,20 +31,116 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _read_upload(file_name: str, file_path: str | os.PathLike[str] | None) -> tuple[str, bytes]:
-    path = Path(file_path if file_path is not None else file_name).expanduser()
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigurationError(f"cannot upload: no such file {str(path)!r}") from None
-    except IsADirectoryError:
-        raise ConfigurationError(f"cannot upload: {str(path)!r} is a directory") from None
-    except OSError as exc:
-        raise ConfigurationError(f"cannot upload {str(path)!r}: {exc.strerror}") from exc
-    name = api.check_upload_name(file_name or path.name)
-    if not data:
-        raise ConfigurationError(f"cannot upload {str(path)!r}: the file is empty")
-    return name, data
+Progress = Callable[[int, int], object]
+
+
+class _UploadSource:
+    """A file to upload: checked up front, then read in chunks once per PUT try.
+
+    Nothing is held in memory beyond one chunk. Each try re-reads the file
+    from the start, hashing it as it goes, and fails with a clear error if the
+    file no longer has the size it had when the upload began. ``progress``
+    gets ``(sent, total)`` after each chunk went out; across retries it only
+    ever grows (a redone PUT reports again once it passes the earlier mark).
+    """
+
+    def __init__(
+        self,
+        file_name: str,
+        file_path: str | os.PathLike[str] | None,
+        progress: Progress | None,
+    ) -> None:
+        self.path = Path(file_path if file_path is not None else file_name).expanduser()
+        shown = str(self.path)
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            raise ConfigurationError(f"cannot upload: no such file {shown!r}") from None
+        except OSError as exc:
+            raise ConfigurationError(f"cannot upload {shown!r}: {exc.strerror}") from exc
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigurationError(f"cannot upload: {shown!r} is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigurationError(f"cannot upload {shown!r}: not a regular file")
+        self.name = api.check_upload_name(file_name or self.path.name)
+        if info.st_size == 0:
+            raise ConfigurationError(f"cannot upload {shown!r}: the file is empty")
+        self.size = info.st_size
+        self.progress = progress
+        self._reported = 0
+
+    def reading(self) -> _Reading:
+        """Open the file for one PUT try."""
+        try:
+            return _Reading(self, self.path.open("rb"))
+        except OSError as exc:
+            raise ConfigurationError(f"cannot upload {str(self.path)!r}: {exc.strerror}") from exc
+
+    def report(self, sent: int) -> None:
+        if self.progress is not None and sent > self._reported:
+            self._reported = sent
+            self.progress(sent, self.size)
+
+
+class _Reading:
+    """One pass over the file: chunks, their MD5, and the size check.
+
+    The MD5 of a chunk is computed on a helper thread while the chunk is on
+    its way out (hashlib releases the GIL), so hashing does not slow the
+    upload down; at most two chunks are alive at a time.
+    """
+
+    def __init__(self, source: _UploadSource, handle: BinaryIO) -> None:
+        self.source = source
+        self._handle = handle
+        self._digest = hashlib.md5(usedforsecurity=False)
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="bambu-upload-md5")
+        self._hashing: Future[None] | None = None
+        self.sent = 0
+
+    def next_chunk(self) -> bytes | None:
+        """The next chunk, or None at the end; raises if the file changed size."""
+        size = self.source.size
+        if self.sent >= size:
+            if self._handle.read(1):
+                raise self._changed("grew")
+            return None
+        chunk = self._handle.read(min(upload_plan.CHUNK, size - self.sent))
+        if not chunk:
+            raise self._changed("shrank")
+        self._wait_hash()
+        self._hashing = self._hasher.submit(self._digest.update, chunk)
+        self.sent += len(chunk)
+        return chunk
+
+    def _wait_hash(self) -> None:
+        if self._hashing is not None:
+            self._hashing.result()
+            self._hashing = None
+
+    def _changed(self, how: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"cannot upload {str(self.source.path)!r}: the file {how} during the upload "
+            f"(it had {self.source.size} bytes); nothing was registered"
+        )
+
+    def chunks(self) -> Iterator[bytes]:
+        while (chunk := self.next_chunk()) is not None:
+            yield chunk
+            self.source.report(self.sent)  # resumed: the chunk went out
+
+    async def achunks(self) -> AsyncIterator[bytes]:
+        while (chunk := await asyncio.to_thread(self.next_chunk)) is not None:
+            yield chunk
+            self.source.report(self.sent)
+
+    def md5(self) -> str:
+        self._wait_hash()
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        self._hasher.shutdown(wait=True)
+        self._handle.close()
 
 
 class _Op(Generic[P, T]):
@@ -272,18 +372,49 @@ class BambuClient(_ClientBase):
             yield from pager.feed(call.parse(self._transport.call(call.request)))
 
     def upload_file(
-        self, file_name: str, file_path: str | os.PathLike[str] | None = None
+        self,
+        file_name: str,
+        file_path: str | os.PathLike[str] | None = None,
+        *,
+        progress: Progress | None = None,
+        flow: upload_plan.Flow = "urls",
     ) -> UploadResult:
-        """Upload a 3MF/G-code/STL/STEP file to cloud storage.
+        """Upload a 3MF/G-code/STL/STEP file to cloud storage, streamed from disk.
 
         ``upload_file("model.3mf", "/path/to/model.3mf")``; ``result['success']``.
+        The file is never held in memory. ``progress(sent, total)`` is called on
+        this thread after each chunk. ``flow="single"`` uses the alternative
+        request/confirm flow. Transient failures are retried; an expired URL is
+        asked for again once (PROTOCOL.md §1.3; rules in :mod:`bambulab.protocol.upload`).
         """
-        name, data = _read_upload(file_name, file_path)
-        ticket = self.get_upload_urls(name, len(data))
-        for put in upload_plan.plan(ticket, data):
-            upload_plan.check_put(self._transport.raw("PUT", put.url, put.content, {}), put)
-        self._remember(name, ticket.file_id)
-        return upload_plan.result(ticket, data)
+        source = _UploadSource(file_name, file_path, progress)
+        plan = upload_plan.UploadFlow(
+            source.name, source.size, flow=flow, retry=self._transport.retry
+        )
+        while not isinstance(step := plan.next_step(), upload_plan.Done):
+            if isinstance(step, (upload_plan.AskUrls, upload_plan.Confirm)):
+                plan.answered(step.call.parse(self._transport.call(step.call.request)))
+            elif isinstance(step, upload_plan.Wait):
+                time.sleep(step.seconds)
+            elif isinstance(step, upload_plan.PutBytes):
+                try:
+                    reply = self._transport.put_stream(step.url, [step.content], len(step.content))
+                except BambuError as exc:
+                    plan.put_failed(exc)
+                else:
+                    plan.put_answered(reply)
+            else:
+                reading = source.reading()
+                try:
+                    reply = self._transport.put_stream(step.url, reading.chunks(), step.size)
+                except BambuError as exc:
+                    plan.put_failed(exc)
+                else:
+                    plan.put_answered(reply, reading.md5())
+                finally:
+                    reading.close()
+        self._remember(step.result.file_name, step.result.file_id)
+        return step.result
 
 
 class AsyncBambuClient(_ClientBase):
@@ -397,12 +528,48 @@ class AsyncBambuClient(_ClientBase):
                 yield item
 
     async def upload_file(
-        self, file_name: str, file_path: str | os.PathLike[str] | None = None
+        self,
+        file_name: str,
+        file_path: str | os.PathLike[str] | None = None,
+        *,
+        progress: Progress | None = None,
+        flow: upload_plan.Flow = "urls",
     ) -> UploadResult:
-        """Upload a 3MF/G-code/STL/STEP file to cloud storage."""
-        name, data = await asyncio.to_thread(_read_upload, file_name, file_path)
-        ticket = await self.get_upload_urls(name, len(data))
-        for put in upload_plan.plan(ticket, data):
-            upload_plan.check_put(await self._transport.raw("PUT", put.url, put.content, {}), put)
-        self._remember(name, ticket.file_id)
-        return upload_plan.result(ticket, data)
+        """Upload a file to cloud storage, streamed from disk (see :meth:`BambuClient.upload_file`).
+
+        ``progress(sent, total)`` is called on the event loop after each chunk.
+        """
+        source = await asyncio.to_thread(_UploadSource, file_name, file_path, progress)
+        plan = upload_plan.UploadFlow(
+            source.name, source.size, flow=flow, retry=self._transport.retry
+        )
+        while not isinstance(step := plan.next_step(), upload_plan.Done):
+            if isinstance(step, (upload_plan.AskUrls, upload_plan.Confirm)):
+                plan.answered(step.call.parse(await self._transport.call(step.call.request)))
+            elif isinstance(step, upload_plan.Wait):
+                await asyncio.sleep(step.seconds)
+            elif isinstance(step, upload_plan.PutBytes):
+                try:
+                    reply = await self._transport.put_stream(
+                        step.url, _once(step.content), len(step.content)
+                    )
+                except BambuError as exc:
+                    plan.put_failed(exc)
+                else:
+                    plan.put_answered(reply)
+            else:
+                reading = await asyncio.to_thread(source.reading)
+                try:
+                    reply = await self._transport.put_stream(step.url, reading.achunks(), step.size)
+                except BambuError as exc:
+                    plan.put_failed(exc)
+                else:
+                    plan.put_answered(reply, reading.md5())
+                finally:
+                    reading.close()
+        self._remember(step.result.file_name, step.result.file_id)
+        return step.result
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

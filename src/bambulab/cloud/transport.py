@@ -30,7 +30,7 @@ import re
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -520,6 +520,31 @@ class SyncTransport(_Policy):
             built = self._http.build_request(method, url, content=content, headers=headers)
         return self._exchange(built, self.timeout * RAW_TIMEOUT_FACTOR, self.max_answer_bytes)
 
+    def put_stream(
+        self, url: str, chunks: Iterable[bytes], size: int, *, idle: float | None = None
+    ) -> HttpReply:
+        """PUT ``size`` bytes from ``chunks`` to a pre-signed URL, streamed.
+
+        Only ``Content-Length`` is added (the signer expects no other header).
+        There is no whole-request deadline: every connect, write and read must
+        finish within ``idle`` seconds (default: the timeout) of the last chunk
+        handed over, so a large file may take as long as it needs while a
+        stalled server is still noticed.
+        """
+        idle = idle or self.timeout
+
+        def paced() -> Iterator[bytes]:
+            for chunk in chunks:
+                _DEADLINE.set(time.monotonic() + idle)  # progress moves the deadline
+                yield chunk
+            _DEADLINE.set(time.monotonic() + idle)
+
+        with translate(url):
+            built = self._http.build_request(
+                "PUT", url, content=paced(), headers={"Content-Length": str(size)}
+            )
+        return self._exchange(built, idle, self.max_answer_bytes)
+
     def _exchange(self, request: httpx.Request, seconds: float, cap: int) -> HttpReply:
         url = str(request.url)
         deadline = time.monotonic() + seconds
@@ -533,7 +558,8 @@ class SyncTransport(_Policy):
                     try:
                         for chunk in response.iter_bytes():
                             body.feed(chunk)
-                            if time.monotonic() > deadline:
+                            # A streamed PUT moves the deadline as it makes progress.
+                            if time.monotonic() > (_DEADLINE.get() or deadline):
                                 raise _timed_out(url, seconds)
                     except _CUT_SHORT as exc:
                         raise body.truncated(response.num_bytes_downloaded) from exc
@@ -597,6 +623,18 @@ def _download_head(
     return body, head
 
 
+class _Pacer:
+    """Pushes an ``asyncio.timeout`` scope ``idle`` seconds past the latest progress."""
+
+    def __init__(self, idle: float) -> None:
+        self.idle = idle
+        self.scope: asyncio.Timeout | None = None
+
+    def touch(self) -> None:
+        if self.scope is not None:
+            self.scope.reschedule(asyncio.get_running_loop().time() + self.idle)
+
+
 class AsyncTransport(_Policy):
     """Non-blocking requests over one pooled ``httpx.AsyncClient``."""
 
@@ -631,11 +669,34 @@ class AsyncTransport(_Policy):
             built = self._http.build_request(method, url, content=content, headers=headers)
         return await self._exchange(built, self.timeout * RAW_TIMEOUT_FACTOR, self.max_answer_bytes)
 
-    async def _exchange(self, request: httpx.Request, seconds: float, cap: int) -> HttpReply:
+    async def put_stream(
+        self, url: str, chunks: AsyncIterable[bytes], size: int, *, idle: float | None = None
+    ) -> HttpReply:
+        """PUT ``size`` bytes from ``chunks``, as :meth:`SyncTransport.put_stream`."""
+        idle = idle or self.timeout
+        pacer = _Pacer(idle)
+
+        async def paced() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                pacer.touch()  # progress moves the deadline
+                yield chunk
+            pacer.touch()
+
+        with translate(url):
+            built = self._http.build_request(
+                "PUT", url, content=paced(), headers={"Content-Length": str(size)}
+            )
+        return await self._exchange(built, idle, self.max_answer_bytes, pacer)
+
+    async def _exchange(
+        self, request: httpx.Request, seconds: float, cap: int, pacer: _Pacer | None = None
+    ) -> HttpReply:
         url = str(request.url)
         request.extensions["timeout"] = httpx.Timeout(seconds).as_dict()
         with translate(url, seconds):
-            async with asyncio.timeout(seconds):
+            async with asyncio.timeout(seconds) as scope:
+                if pacer is not None:
+                    pacer.scope = scope
                 response = await self._http.send(request, stream=True)
                 try:
                     body = AnswerBody(_origin(url), response.headers.get("content-length"), cap)

@@ -4,7 +4,10 @@ Tests arm faults through ``POST /sim/faults``; the middleware here applies
 them before (or, for ``truncated``, after) the real handler. Kinds mirror
 what clients meet in the field: a Cloudflare block page, the CSRF gate's
 ``missing_cookie`` refusal, 5xx answers, 200s whose body is not JSON or is
-cut in half, surprise 429s and slow answers. The ``/sim/`` control paths are
+cut in half, surprise 429s and slow answers; for the simulated S3
+(path ``/sim-s3/``), ``expired`` refuses a pre-signed URL as expired (403
+``AccessDenied``) and ``drop`` reads ``after_bytes`` of a request's body
+and then drops the connection, storing nothing. The ``/sim/`` control paths are
 never affected, so a test can always disarm what it armed.
 """
 
@@ -21,10 +24,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import SimError, rate_limited
+from .s3 import S3Error
 
 log = logging.getLogger("bambulab.sim")
 
-FaultKind = Literal["cloudflare", "csrf", "status", "garbage", "truncated", "ratelimit", "delay"]
+FaultKind = Literal[
+    "cloudflare", "csrf", "status", "garbage", "truncated", "ratelimit", "delay", "expired", "drop"
+]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 CONTROL_PREFIX = "/sim/"
 
@@ -50,6 +56,7 @@ class Fault:
     status: int = 500
     retry_after: int | None = None
     seconds: float = 1.0
+    after_bytes: int = 0
 
 
 def parse_fault(body: Any) -> Fault:
@@ -64,6 +71,7 @@ def parse_fault(body: Any) -> Fault:
     status = body.get("status", 503 if kind == "status" and "retry_after" in body else 500)
     retry_after = body.get("retry_after")
     seconds = body.get("seconds", 1.0)
+    after_bytes = body.get("after_bytes", 0)
     if not isinstance(path, str) or not path.startswith("/"):
         raise SimError(400, 400, "path must be a path prefix starting with /")
     if not _is_int(count) or count < 1:
@@ -74,6 +82,8 @@ def parse_fault(body: Any) -> Fault:
         raise SimError(400, 400, "retry_after must be a non-negative integer")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
         raise SimError(400, 400, "seconds must be a non-negative number")
+    if not _is_int(after_bytes) or after_bytes < 0:
+        raise SimError(400, 400, "after_bytes must be a non-negative integer")
     return Fault(
         kind=cast("FaultKind", kind),
         path=path,
@@ -81,6 +91,7 @@ def parse_fault(body: Any) -> Fault:
         status=status,
         retry_after=retry_after,
         seconds=float(seconds),
+        after_bytes=after_bytes,
     )
 
 
@@ -147,6 +158,8 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
         elif fault.kind == "truncated":
             await self._truncated(scope, receive, send)
+        elif fault.kind == "drop":
+            await _drop(fault.after_bytes, receive, send)
         else:
             await _immediate(fault)(scope, receive, send)
 
@@ -176,6 +189,26 @@ class FaultMiddleware:
         await send({"type": "http.response.body", "body": cut})
 
 
+async def _drop(after_bytes: int, receive: Receive, send: Send) -> None:
+    """Read ``after_bytes`` of the body, then cut the connection without an answer body.
+
+    Starting an answer and returning without finishing it is how an ASGI app
+    makes the server close the connection (uvicorn logs it as an error).
+    """
+    received = 0
+    while received < after_bytes:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        received += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    log.info("fault: connection dropped after %d body bytes", received)
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1")]}
+    )
+
+
 def _immediate(fault: Fault) -> Response:
     """The canned answer of every kind that does not involve the real handler."""
     if fault.kind == "cloudflare":
@@ -197,6 +230,13 @@ def _immediate(fault: Fault) -> Response:
     if fault.kind == "garbage":
         return Response(
             b"<html><body>upstream said: \x00\x01 not json {", media_type="application/json"
+        )
+    if fault.kind == "expired":
+        refusal = S3Error(403, "AccessDenied", "Request has expired")
+        return Response(
+            refusal.xml(fault.path, "SIMFAULTEXPIRED0"),
+            status_code=403,
+            media_type="application/xml",
         )
     if fault.kind == "ratelimit":
         error = rate_limited(fault.retry_after if fault.retry_after is not None else 1)

@@ -8,8 +8,8 @@ either thread ever touching the other's objects:
 * :class:`CloudStorage` is what a printer downloads a cloud print from
   (``print.project_file`` with an HTTPS URL, PROTOCOL.md §1.4). On the printer
   host thread it checks the pre-signed URL (signature and expiry: pure
-  functions of the URL and the clock) and asks the event loop for the object;
-  nothing goes over HTTP to ourselves.
+  functions of the URL and the clock) and opens the object from the store,
+  which is thread-safe; nothing goes over HTTP to ourselves.
 * :class:`CloudFollower` makes the cloud's records follow what the printers
   actually do. Every ``interval`` seconds its thread takes an immutable
   :class:`PrinterSnapshot` of each printer on the host thread and hands the
@@ -25,12 +25,11 @@ no history entry: the history holds the tasks the cloud created.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .records import (
@@ -69,13 +68,13 @@ _STATES: dict[str, DeviceState] = {
 class CloudStorage:
     """Downloads for printers: pre-signed GET URLs of the simulator's object store.
 
-    ``on_loop(function)`` runs ``function`` on the cloud's event loop and
-    returns its result (:meth:`CloudSimulator.run_on_loop`).
+    The object store is safe to read from any thread (its records are
+    replaced whole, its files never change), so the printer host reads it
+    directly; the rest of the world stays the event loop's.
     """
 
-    def __init__(self, world: World, on_loop: Callable[[Callable[[], Any]], Any]) -> None:
+    def __init__(self, world: World) -> None:
         self._world = world
-        self._on_loop = on_loop
 
     def fetch(self, url: str) -> CloudDownload | str:
         """The file behind ``url``, or why it cannot be had (printer host thread)."""
@@ -92,24 +91,16 @@ class CloudStorage:
         except S3Error as exc:
             return f"the storage refused the URL ({exc.code})"
         key = resource[len(f"/{BUCKET}/") :]
-        world = self._world
-        try:
-            stored = self._on_loop(lambda: world.objects.get(key))
-        except (RuntimeError, TimeoutError) as exc:
-            return f"the storage did not answer ({exc})"
+        stored = self._world.objects.get(key)
         if stored is None:
             return "no such file in the cloud's storage"
-        data: bytes = stored.data
+        file = stored.path
         return CloudDownload(
             name=key.rsplit("/", 1)[-1],
             md5=stored.md5,
-            size=len(data),
-            open=lambda: _reader(data),
+            size=stored.size,
+            open=lambda: cast(BinaryIO, file.open("rb")),
         )
-
-
-def _reader(data: bytes) -> BinaryIO:
-    return io.BytesIO(data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,7 +159,7 @@ class Simulator:
             for serial, device in self.world.devices.items()
         }
         # Printers download cloud prints from the cloud's own storage, in process.
-        storage = CloudStorage(self.world, self.cloud.run_on_loop)
+        storage = CloudStorage(self.world)
         for printer in self.printers.values():
             printer.state.cloud_fetch = storage.fetch
         self.follower: CloudFollower | None = None

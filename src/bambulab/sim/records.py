@@ -11,6 +11,7 @@ HTTP API itself never shows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from .catalog import AmsKind, PrinterModel
@@ -270,13 +271,24 @@ class TfaTicket:
     tries_left: int
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class StoredObject:
-    """Bytes in the simulated object store."""
+    """One object of the simulated object store: a complete file on disk.
+
+    The file at ``path`` is never changed once the record exists (a new PUT to
+    the same key writes a new file and swaps the record), so it can be read
+    from any thread. ``data`` reads it whole: for small objects and tests.
+    """
 
     key: str
-    data: bytes
+    path: Path
+    size: int
     md5: str
+
+    @property
+    def data(self) -> bytes:
+        """The object's bytes (reads the whole file)."""
+        return self.path.read_bytes()
 
 
 @dataclass(slots=True)

@@ -14,7 +14,6 @@ demo passwords, and nothing else on the network should be able to use them.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import ipaddress
 import logging
@@ -24,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
 
 import uvicorn
 
@@ -34,8 +32,6 @@ from .records import Account
 from .world import World
 
 log = logging.getLogger("bambulab.sim")
-
-T = TypeVar("T")
 
 START_TIMEOUT = 10.0
 
@@ -153,6 +149,7 @@ class CloudSimulator:
         self._server = None
         self._thread = None
         self._socket = None
+        self.world.close()
 
     # --- the event loop, for other threads ----------------------------------------------
 
@@ -169,28 +166,6 @@ class CloudSimulator:
         except RuntimeError:  # closed meanwhile
             return False
         return True
-
-    def run_on_loop(self, function: Callable[[], T], timeout: float = 5.0) -> T:
-        """``function()`` on the server's event loop, from another thread; its result.
-
-        The world is only touched on that loop. Called from the loop's own
-        thread it runs at once (waiting there would never end).
-        """
-        if threading.current_thread() is self._thread:
-            return function()
-        loop = self._server._loop if self._server is not None else None
-        if loop is None or loop.is_closed():
-            raise RuntimeError("the cloud simulator is not running")
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(function())
-            except BaseException as exc:  # handed to the caller
-                done.set_exception(exc)
-
-        loop.call_soon_threadsafe(run)
-        return done.result(timeout)
 
     def __enter__(self) -> CloudSimulator:
         return self.start()

@@ -5,15 +5,15 @@ the URL signer, the rate limiter, the fault book and every record (accounts,
 devices, history, files...). Endpoints read and change it from the server's
 event loop, one request at a time with no ``await`` in between, so no lock
 is needed around records; the parts other threads touch (clock, faults,
-token issuing) are thread-safe on their own.
+token issuing, reading stored objects) are thread-safe on their own.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 from collections.abc import Callable
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from .clock import SimClock
 from .config import SimConfig
@@ -37,7 +37,7 @@ from .records import (
     TfaTicket,
     Upload,
 )
-from .s3 import Presigner
+from .s3 import ObjectStore, Presigner
 from .tokens import TokenError, TokenIssuer
 
 log = logging.getLogger("bambulab.sim")
@@ -62,7 +62,8 @@ class World:
         self.messages: dict[int, Message] = {}
         self.notifications: dict[int, Notification] = {}
         self.settings: dict[str, SlicerSetting] = {}
-        self.objects: dict[str, StoredObject] = {}
+        # The simulated S3 bucket: objects are files in a private directory.
+        self.objects = ObjectStore()
         self.uploads: dict[str, Upload] = {}
         self.files: dict[str, CloudFile] = {}
         self.jobs: dict[str, CloudJob] = {}
@@ -162,12 +163,20 @@ class World:
         return message
 
     def store(self, key: str, data: bytes) -> StoredObject:
-        """Put bytes into the object store."""
-        stored = StoredObject(
-            key=key, data=data, md5=hashlib.md5(data, usedforsecurity=False).hexdigest()
-        )
-        self.objects[key] = stored
-        return stored
+        """Put bytes into the object store (small objects: samples, tests)."""
+        return self.objects.store(key, data)
+
+    def store_file(self, key: str, src_path: str | os.PathLike[str]) -> StoredObject:
+        """Copy a file into the object store, streaming; returns its record (size, MD5)."""
+        return self.objects.store_file(key, src_path)
+
+    def open_object(self, key: str) -> BinaryIO:
+        """Open a stored object read-only; usable from any thread. KeyError if absent."""
+        return self.objects.open(key)
+
+    def close(self) -> None:
+        """Release what lives outside memory (the object store's directory)."""
+        self.objects.close()
 
     def presigned_url(self, base: str, method: str, key: str) -> str:
         """A URL valid for ``config.url_ttl`` seconds of simulated time."""

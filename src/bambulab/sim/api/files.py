@@ -10,18 +10,20 @@ S3's XML errors, not the cloud's JSON envelope.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from pathlib import PurePosixPath
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
+from starlette.requests import ClientDisconnect
 
 from .. import assets
 from ..errors import FILE_FAILED, bad_request, not_found
-from ..records import CloudFile, Upload
+from ..records import CloudFile, StoredObject, Upload
 from ..s3 import BUCKET, S3_PREFIX, S3Error
 from ..wire import old
 from ..world import World
@@ -33,6 +35,7 @@ router = APIRouter(tags=["files"])
 
 ALLOWED_SUFFIXES = (".3mf", ".gcode", ".stl", ".step")
 MAX_SIZE = 1 << 30  # 1 GiB
+SIZE_PART_MAX = 64  # the decimal size of the two-URL flow
 
 
 class UploadBody(BaseModel):
@@ -125,9 +128,8 @@ async def confirm_upload(
     include_in_schema=False,
 )
 async def object_store(resource: str, request: Request) -> Response:
-    """The simulated S3 bucket: pre-signed PUT and GET only."""
+    """The simulated S3 bucket: pre-signed PUT and GET/HEAD only, streamed both ways."""
     world = world_from(request)
-    body = await request.body()
     path = f"/{resource}"
     try:
         world.presigner.check(
@@ -142,18 +144,24 @@ async def object_store(resource: str, request: Request) -> Response:
             raise S3Error(404, "NoSuchBucket", "The specified bucket does not exist")
         key = path[len(prefix) :]
         if request.method == "PUT":
-            etag = _put(world, key, body)
+            etag = await _put(world, key, request)
             return Response(status_code=200, headers={"ETag": f'"{etag}"'})
         stored = world.objects.get(key)
         if stored is None:
             raise S3Error(404, "NoSuchKey", "The specified key does not exist.")
-        return Response(
-            b"" if request.method == "HEAD" else stored.data,
+        # Streams from disk with Content-Length; answers a Range with 206.
+        return FileResponse(
+            stored.path,
             media_type="application/octet-stream",
-            headers={"ETag": f'"{stored.md5}"', "Content-Length": str(len(stored.data))},
+            headers={"ETag": f'"{stored.md5}"'},
         )
+    except ClientDisconnect:
+        # The client went away mid-body: nothing was stored, no one is listening.
+        return Response(status_code=400)
     except S3Error as exc:
         log.info("s3: %s %s refused: %s", request.method, path, exc.code)
+        # Answered without reading the rest of the body, as S3 does; the
+        # connection then closes and clients read this answer (httpcore does).
         return Response(
             exc.xml(path, secrets.token_hex(8).upper()),
             status_code=exc.status,
@@ -201,33 +209,100 @@ def _start(
     return upload
 
 
-def _put(world: World, key: str, body: bytes) -> str:
-    """Store a PUT for an upload; returns the ETag (MD5 of what was stored)."""
+async def _put(world: World, key: str, request: Request) -> str:
+    """Store a PUT for an upload, streamed to disk; returns the ETag (MD5 of what was stored)."""
     upload = next(
         (u for u in world.uploads.values() if key in (u.data_key, u.size_key)),
         None,
     )
     if upload is None:
         raise S3Error(403, "AccessDenied", "Access Denied")
-    if key == upload.data_key:
-        if len(body) < upload.size:
+    if key == upload.size_key:
+        body = await _small_body(request, SIZE_PART_MAX)
+        if body.decode("utf-8", "replace").strip() != str(upload.size):
+            raise S3Error(400, "BadDigest", "The size part must carry the declared decimal size")
+        stored = world.store(key, body)
+        upload.size_received = True
+    else:
+        stored = await _stream_to_store(world, key, request, upload.size)
+        upload.data_received = True
+    if upload.flow == "urls" and upload.data_received and upload.size_received:
+        _register(world, upload)
+    return stored.md5
+
+
+def _declared_length(request: Request) -> int | None:
+    text = request.headers.get("content-length")
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise S3Error(400, "InvalidArgument", "Content-Length is not a number") from None
+
+
+async def _small_body(request: Request, cap: int) -> bytes:
+    declared = _declared_length(request)
+    if declared is not None and declared > cap:
+        raise S3Error(
+            400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size"
+        )
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > cap:
+            raise S3Error(
+                400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _stream_to_store(world: World, key: str, request: Request, size: int) -> StoredObject:
+    """Write the body to a temporary file (size enforced, MD5 on the way), then commit it.
+
+    Nothing becomes visible unless exactly ``size`` bytes arrived: a short or
+    dropped body leaves no object and no temporary file behind.
+    """
+    declared = _declared_length(request)
+    if declared is None and "chunked" not in request.headers.get("transfer-encoding", ""):
+        raise S3Error(
+            411, "MissingContentLength", "You must provide the Content-Length HTTP header."
+        )
+    if declared is not None and declared > size:
+        raise S3Error(400, "BadDigest", "The body is longer than the declared size")
+    if declared is not None and declared < size:
+        raise S3Error(
+            400, "IncompleteBody", "You did not provide the number of bytes specified by the upload"
+        )
+    temp = world.objects.temp_path()
+    digest = hashlib.md5(usedforsecurity=False)
+    received = 0
+    committed = False
+    try:
+        with temp.open("wb") as out:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > size:
+                    raise S3Error(400, "BadDigest", "The body is longer than the declared size")
+                digest.update(chunk)
+                out.write(chunk)
+        if received < size:
             raise S3Error(
                 400,
                 "IncompleteBody",
                 "You did not provide the number of bytes specified by the upload",
             )
-        if len(body) > upload.size:
-            raise S3Error(400, "BadDigest", "The body is longer than the declared size")
-        stored = world.store(key, body)
-        upload.data_received = True
-    else:
-        if body.decode("utf-8", "replace").strip() != str(upload.size):
-            raise S3Error(400, "BadDigest", "The size part must carry the declared decimal size")
-        stored = world.store(key, body)
-        upload.size_received = True
-    if upload.flow == "urls" and upload.data_received and upload.size_received:
-        _register(world, upload)
-    return stored.md5
+        stored = world.objects.commit(key, temp, received, digest.hexdigest())
+        committed = True
+        return stored
+    except ClientDisconnect:
+        log.info("s3: PUT %s dropped after %d of %d bytes", key, received, size)
+        raise
+    finally:
+        if not committed:
+            world.objects.discard(temp)
 
 
 def _register(world: World, upload: Upload) -> CloudFile:
