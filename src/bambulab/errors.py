@@ -22,11 +22,12 @@
     │   ├── RateLimitError          429, carries ``retry_after`` seconds
     │   └── ServerError             5xx
     ├── UnsupportedCommandError     the printer's model cannot do this (refused before sending)
+    ├── ThreeMFError                a 3MF or G-code file is unreadable, hostile, unsliced, plateless
     ├── PrintError                  a print cannot start; checked before anything was sent
     │   ├── PrinterOfflineError     the printer is offline
     │   ├── PrinterBusyError        the printer is printing, preparing or paused (``state``)
     │   ├── PrintFileError          the file is missing, or lacks the plate asked for
-    │   └── AmsMappingError         the AMS mapping names trays that are empty or missing
+    │   └── AmsMappingError         the file's filaments cannot be mapped to the loaded trays
     ├── LoginError                  a login flow could not be completed
     │   ├── VerificationCodeError   the emailed/SMS/authenticator code was refused too often
     │   └── CodeRequiredError       a code is needed but no ``code_callback`` was given
@@ -78,6 +79,7 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "ServerError",
+    "ThreeMFError",
     "TokenExpiredError",
     "TokenFileError",
     "TokenInvalidError",
@@ -292,6 +294,18 @@ class UnsupportedCommandError(BambuError):
         self.reason = reason
 
 
+class ThreeMFError(BambuError):
+    """A 3MF (or G-code) file cannot be used: not a zip, corrupt, hostile, unsliced, no such plate.
+
+    ``entry`` names the archive member concerned when there is one (already
+    checked to be a plain relative name, or quoted with :func:`excerpt`).
+    """
+
+    def __init__(self, message: str, *, entry: str | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
 class PrintError(BambuError):
     """A print could not be started; unless the message says otherwise, nothing was sent.
 
@@ -329,7 +343,17 @@ class PrintFileError(PrintError):
 
 
 class AmsMappingError(PrintError):
-    """The AMS mapping cannot be satisfied by the trays loaded."""
+    """A file's filaments cannot be fed from the printer's trays (or a given mapping is wrong).
+
+    ``filament`` is the file's filament slot (1-based) concerned, ``None`` when
+    the whole mapping is at fault; ``serial`` the printer when known.
+    """
+
+    def __init__(
+        self, message: str, *, filament: int | None = None, serial: str | None = None
+    ) -> None:
+        super().__init__(message, serial=serial)
+        self.filament = filament
 
 
 class CommandError(MQTTError):

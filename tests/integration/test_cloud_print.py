@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import textwrap
-import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from bambulab.protocol import mqtt as proto
 from bambulab.sim import Simulator
 from bambulab.sim.config import SEED_DEVICE, parse_fleet
 from bambulab.sim.printer.state import ERROR_DOWNLOAD_FAILED
+from bambulab.sim.threemf_writer import write_3mf
 from tests.conftest import Face, LoopThread, unlimited, wait_for
 from tests.integration.test_seed_examples import PYTHON_CLIENT_LIBRARY, WORKFLOW_1_CLOUD_STEPS
 
@@ -83,12 +83,30 @@ def _idle(printer: Any) -> None:
         printer.state.stop()
 
 
-def sliced(path: Path, plates: tuple[int, ...] = (1,)) -> Path:
-    """A small sliced-looking 3MF: plate G-code entries and a model part."""
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("3D/3dmodel.model", "<model/>")
-        for plate in plates:
-            archive.writestr(f"Metadata/plate_{plate}.gcode", "G28\nG1 X10 Y10\n" * 50)
+def feeding_type(sim: Simulator, serial: str) -> str:
+    """The filament type of the tray a printer feeds from when no mapping is given."""
+
+    def read(printer: Any) -> str:
+        ams = printer.state.ams
+        tray = ams.tray_now if ams.spool(ams.tray_now) is not None else ams.first_loaded()
+        spool = ams.spool(tray)
+        return str(spool.tray_type) if spool is not None and spool.tray_type else "PLA"
+
+    return sim.with_printer(serial, read)
+
+
+def sliced(
+    path: Path, sim: Simulator, serial: str = SEED, plates: int = 1, *, sliced: bool = True
+) -> Path:
+    """A small sliced 3MF whose one filament is what ``serial`` feeds from."""
+    write_3mf(
+        path,
+        name=path.stem,
+        plates=plates,
+        filaments=((feeding_type(sim, serial), "#FFFFFFFF"),),
+        seconds=1800,
+        sliced=sliced,
+    )
     return path
 
 
@@ -144,7 +162,7 @@ def _seed_code(code: str, token: str, model: Path) -> str:
 def test_seed_python_client_library_prints(
     sim: Simulator, env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = sliced(tmp_path / "model.3mf")
+    model = sliced(tmp_path / "model.3mf", sim)
     scope: dict[str, Any] = {}
     code = _seed_code(PYTHON_CLIENT_LIBRARY, env["BAMBU_TOKEN"], model)
     exec(compile(code, "seed", "exec"), scope)
@@ -160,7 +178,7 @@ def test_seed_python_client_library_prints(
 def test_seed_workflow_1_all_four_steps(
     sim: Simulator, env: dict[str, str], tmp_path: Path
 ) -> None:
-    model = sliced(tmp_path / "model.3mf")
+    model = sliced(tmp_path / "model.3mf", sim)
     client = BambuClient(token=env["BAMBU_TOKEN"], region="global")
     mqtt_client = BambuMQTT(env["BAMBU_USER_ID"], token=env["BAMBU_TOKEN"])
     scope: dict[str, Any] = {"client": client, "mqtt_client": mqtt_client}
@@ -188,7 +206,7 @@ def test_cloud_print_sends_project_file_with_url_md5_and_ids(
     sim: Simulator, client: Face, tmp_path: Path
 ) -> None:
     serial = serial_of(sim, "x1c")
-    model = sliced(tmp_path / "gear.3mf", plates=(1, 2))
+    model = sliced(tmp_path / "gear.3mf", sim, serial, plates=2)
     uploaded = client.upload_file("gear.3mf", str(model))
     task = client.start_cloud_print(serial, file_id=uploaded.file_id, plate=2, path=model)
     assert isinstance(task, Task) and task.device_id == serial and task.plate_index == 2
@@ -202,7 +220,7 @@ def test_cloud_print_sends_project_file_with_url_md5_and_ids(
 
 def test_checks_before_anything_is_sent(sim: Simulator, client: Face, tmp_path: Path) -> None:
     x1c, p1s, a1 = (serial_of(sim, m) for m in ("x1c", "p1s", "a1"))
-    model = sliced(tmp_path / "part.3mf")
+    model = sliced(tmp_path / "part.3mf", sim, x1c)
     client.upload_file("part.3mf", str(model))
     tasks_before = len(sim.world.tasks)
     sent_before = {s: len(project_files(sim, s)) for s in (x1c, p1s, a1)}
@@ -227,19 +245,41 @@ def test_checks_before_anything_is_sent(sim: Simulator, client: Face, tmp_path: 
 
 
 def test_unsliced_3mf_is_refused(sim: Simulator, client: Face, tmp_path: Path) -> None:
-    plain = tmp_path / "plain.3mf"
-    with zipfile.ZipFile(plain, "w") as archive:
-        archive.writestr("3D/3dmodel.model", "<model/>")
+    x1c = serial_of(sim, "x1c")
+    plain = sliced(tmp_path / "plain.3mf", sim, x1c, sliced=False)
     client.upload_file("plain.3mf", str(plain))
     with pytest.raises(PrintFileError, match="not sliced"):
-        client.start_cloud_print(serial_of(sim, "x1c"), file_name="plain.3mf", path=plain)
+        client.start_cloud_print(x1c, file_name="plain.3mf", path=plain)
+
+
+def test_auto_mapping_follows_the_file_and_the_trays(
+    sim: Simulator, client: Face, tmp_path: Path
+) -> None:
+    x1c = serial_of(sim, "x1c")
+    model = sliced(tmp_path / "mapped.3mf", sim, x1c)
+    client.upload_file("mapped.3mf", str(model))
+    task = client.start_cloud_print(x1c, file_name="mapped.3mf", path=model)
+    mapping = sim.with_printer(x1c, lambda p: p.state.job.feeds)
+    assert mapping and task.get("amsMapping") == [mapping[0][0]]
+    sim.with_printer(x1c, _idle)
+    wait_for(lambda: sim.world.devices[x1c].state not in BUSY, what="stopped")
+    odd = tmp_path / "odd.3mf"
+    write_3mf(odd, name="odd", filaments=(("TPU", "#000000FF"),))
+    client.upload_file("odd.3mf", str(odd))
+    types = sim.with_printer(
+        x1c, lambda p: {s.tray_type for u in p.state.ams.units for s in u.trays}
+    )
+    if "TPU" in types:
+        pytest.skip("this printer has TPU loaded")
+    with pytest.raises(AmsMappingError, match="no tray of that type"):
+        client.start_cloud_print(x1c, file_name="odd.3mf", path=odd)
 
 
 def test_lost_reply_and_retry_never_print_twice(
     sim: Simulator, client: Face, tmp_path: Path
 ) -> None:
     serial = serial_of(sim, "x1c")
-    model = sliced(tmp_path / "retry.3mf")
+    model = sliced(tmp_path / "retry.3mf", sim, serial)
     client.upload_file("retry.3mf", str(model))
     sent_before = len(project_files(sim, serial))
     tasks_before = set(sim.world.tasks)
@@ -260,7 +300,7 @@ def test_after_a_stop_the_same_file_prints_again(
     sim: Simulator, client: Face, tmp_path: Path
 ) -> None:
     serial = serial_of(sim, "x1c")
-    model = sliced(tmp_path / "twice.3mf")
+    model = sliced(tmp_path / "twice.3mf", sim, serial)
     client.upload_file("twice.3mf", str(model))
     sent_before = len(project_files(sim, serial))
     uploaded_name = "twice.3mf"
@@ -292,7 +332,7 @@ def test_signed_project_file(sim: Simulator, client: Face, tmp_path: Path) -> No
         printer.signature_verifier = verify
 
     sim.with_printer(serial, require)
-    model = sliced(tmp_path / "signed.3mf")
+    model = sliced(tmp_path / "signed.3mf", sim, serial)
     client.upload_file("signed.3mf", str(model))
     with pytest.raises(CommandError, match="verify failed"):
         client.start_cloud_print(serial, file_name="signed.3mf")
@@ -337,7 +377,7 @@ def test_download_with_wrong_md5_fails_like_a_printer(
 def test_one_file_to_many_printers(
     sim: Simulator, env: dict[str, str], tmp_path: Path, face: str
 ) -> None:
-    model = sliced(tmp_path / f"many-{face}.3mf")
+    model = sliced(tmp_path / f"many-{face}.3mf", sim, serial_of(sim, "x1c"))
     targets = [serial_of(sim, m) for m in ("x1c", "p1s", "a1")]
     faces = client_face(sim, face)
     client = next(faces)

@@ -10,6 +10,7 @@ altered download URL fails as a printer fails.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from bambulab.sim import Simulator
 from bambulab.sim.config import parse_fleet
 from bambulab.sim.printer.state import ERROR_DOWNLOAD_FAILED
 from bambulab.sim.records import TASK_CREATED, TASK_FAILED, TASK_FINISHED
+from bambulab.sim.threemf_writer import write_3mf
 from tests.conftest import cloud_mqtt, unlimited, wait_for
 from tests.sim.simtools import DEMO, assert_error, assert_old, authed, upload_file
 
@@ -71,8 +73,23 @@ def task(http: httpx.Client, task_id: int | str) -> dict[str, Any]:
     return hit
 
 
-def start(http: httpx.Client, serial: str, name: str) -> dict[str, Any]:
-    upload_file(http, name, b"PK\x03\x04" + name.encode() * 200)
+def model_for(sim: Simulator, serial: str, name: str) -> bytes:
+    """A small sliced 3MF whose filament is the one ``serial`` feeds from."""
+
+    def feeding(printer: Any) -> str:
+        ams = printer.state.ams
+        tray = ams.tray_now if ams.spool(ams.tray_now) is not None else ams.first_loaded()
+        spool = ams.spool(tray)
+        return str(spool.tray_type) if spool is not None and spool.tray_type else "PLA"
+
+    out = io.BytesIO()
+    filament = (sim.with_printer(serial, feeding), "#FFFFFFFF")
+    write_3mf(out, name=name, filaments=(filament,), seconds=3600, layers=40)
+    return out.getvalue()
+
+
+def start(sim: Simulator, http: httpx.Client, serial: str, name: str) -> dict[str, Any]:
+    upload_file(http, name, model_for(sim, serial, name))
     started: dict[str, Any] = assert_old(
         http.post(PRINT, json={"device_id": serial, "file_name": name})
     )
@@ -100,7 +117,7 @@ def test_stop_of_the_running_seed_print_reaches_the_cloud(
 
 def test_cloud_print_runs_pauses_resumes_and_stops(sim: Simulator, http: httpx.Client) -> None:
     serial = serial_of(sim, "x1c")
-    started = start(http, serial, "cycle.3mf")
+    started = start(sim, http, serial, "cycle.3mf")
     on_printer = sim.with_printer(serial, lambda p: p.truth())
     assert on_printer["gcode_state"] in BUSY and on_printer["task_id"] == str(started["task_id"])
     assert on_printer["gcode_file"] == "cycle.3mf"
@@ -126,7 +143,7 @@ def test_cloud_print_runs_pauses_resumes_and_stops(sim: Simulator, http: httpx.C
 
 def test_a_finished_cloud_print_is_recorded(sim: Simulator, http: httpx.Client) -> None:
     serial = serial_of(sim, "p1s")
-    started = start(http, serial, "short.3mf")
+    started = start(sim, http, serial, "short.3mf")
     wait_for(lambda: status(http, serial)["task_status"] in BUSY, 5)
     progress = wait_for(lambda: (p := status(http, serial)["progress"]) > 0 and p, 20)
     assert 0 < progress <= 100
@@ -142,7 +159,7 @@ def test_a_finished_cloud_print_is_recorded(sim: Simulator, http: httpx.Client) 
 
 def test_busy_and_offline_printers_are_refused(sim: Simulator, http: httpx.Client) -> None:
     serial = serial_of(sim, "x1c")
-    start(http, serial, "first.3mf")
+    start(sim, http, serial, "first.3mf")
     wait_for(lambda: status(http, serial)["task_status"] in BUSY, 5)
     tasks_before = len(sim.world.tasks)
     upload_file(http, "second.3mf", b"PK\x03\x04 second")
@@ -168,7 +185,7 @@ def test_lan_started_job_moves_the_device_but_makes_no_task(
 
 def test_expired_download_url_fails_like_a_printer(sim: Simulator, http: httpx.Client) -> None:
     serial = serial_of(sim, "x1c")
-    file_id = upload_file(http, "late.3mf", b"PK\x03\x04 late")
+    file_id = upload_file(http, "late.3mf", model_for(sim, serial, "late"))
     confirmed = assert_old(http.post(CONFIRM, json={"file_id": file_id}))
     sim.advance_clock(sim.config.url_ttl + 60)
     mqtt = cloud_mqtt(sim, [serial])

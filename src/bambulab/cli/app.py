@@ -143,6 +143,9 @@ def build_app() -> typer.Typer:
     from .upload import upload  # the same: issue 9's commands join apart from the import list
 
     app.command("upload")(upload)
+    from .threemf import threemf  # likewise kept apart from the import list
+
+    app.command("3mf")(threemf)
     app.command(
         "sim",
         context_settings=sim.SIM_CONTEXT,

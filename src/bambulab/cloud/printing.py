@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BambuError, ConfigurationError, PrintFileError
+from ..errors import BambuError, ConfigurationError, PrintFileError, ThreeMFError
 from ..models import PrintJob, Task
 from ..models.printing import PrintOptions, PrintOutcome
+from ..models.threemf import ThreeMF
 from ..mqtt.client import ENV_MQTT_HOST, AsyncBambuMQTT, BambuMQTT
 from ..mqtt.core import Signer
 from ..protocol import mqtt as proto
 from ..protocol.cloud_print import CloudPrintRequest, Flow, Pause, Publish, cloud_print
 from ..protocol.http import ApiCall
+from ..protocol.threemf import read_3mf
 from ..regions import REGIONS
 from ..safetext import visible
 
@@ -43,29 +43,21 @@ if TYPE_CHECKING:
     from .client import AsyncBambuClient, BambuClient
 
 MAX_CONCURRENCY = 4
-_PLATE = re.compile(r"^Metadata/plate_(\d+)\.gcode$")
 
 
-def plates_of(path: str | os.PathLike[str]) -> tuple[int, ...] | None:
-    """The sliced plates of a local 3MF (``Metadata/plate_N.gcode``); None if not a 3MF.
+def read_local(path: str | os.PathLike[str]) -> ThreeMF | None:
+    """The metadata of a local 3MF (plates, filaments), read without loading it; None otherwise.
 
-    Reads only the archive's directory. A 3MF without any plate G-code was
-    never sliced: it cannot be printed.
+    A file that is not a readable 3MF is a :class:`PrintFileError`.
     """
     file = Path(path)
     if file.suffix.lower() != ".3mf":
         return None
     try:
-        with zipfile.ZipFile(file) as archive:
-            names = archive.namelist()
-    except (OSError, zipfile.BadZipFile) as exc:
+        with file.open("rb") as stream:
+            return read_3mf(stream, md5=False)
+    except (OSError, ThreeMFError) as exc:
         raise PrintFileError(f"cannot read {file.name} as a 3MF: {exc}", file=file.name) from None
-    plates = sorted({int(m.group(1)) for n in names if (m := _PLATE.match(n))})
-    if not plates:
-        raise PrintFileError(
-            f"{file.name} is not sliced (no plate G-code): slice it first", file=file.name
-        )
-    return tuple(plates)
 
 
 def _live(client: BambuClient | AsyncBambuClient, mqtt: object | None) -> bool:
@@ -82,7 +74,7 @@ def _request(
     file_name: str | None,
     options: PrintOptions,
     settings: Mapping[str, Any] | None,
-    plates: tuple[int, ...] | None,
+    project: ThreeMF | None,
     live: bool,
 ) -> CloudPrintRequest:
     return CloudPrintRequest(
@@ -92,7 +84,7 @@ def _request(
         options=options,
         settings=dict(settings or {}),
         known_uploads=dict(client._uploads),
-        plates=plates,
+        project=project,
         live=live,
     )
 
@@ -119,7 +111,7 @@ def start_cloud_print(
     plate: int | None = None,
     settings: Mapping[str, Any] | None = None,
     path: str | os.PathLike[str] | None = None,
-    plates: tuple[int, ...] | None = None,
+    project: ThreeMF | None = None,
     mqtt: BambuMQTT | None = None,
     signer: Signer | None = None,
     command_timeout: float = 15.0,
@@ -129,10 +121,10 @@ def start_cloud_print(
     live = _live(client, mqtt)
     if not live:
         return _drive_api(client, file_id, file_name, settings, device_id)
-    if plates is None and path is not None:
-        plates = plates_of(path)
+    if project is None and path is not None:
+        project = read_local(path)
     flow = cloud_print(
-        _request(client, device_id, file_id, file_name, chosen, settings, plates, live)
+        _request(client, device_id, file_id, file_name, chosen, settings, project, live)
     )
     own: BambuMQTT | None = None
 
@@ -214,7 +206,7 @@ def print_many_cloud(
     chosen = options or PrintOptions()
     file = Path(path)
     try:
-        plates = plates_of(file)
+        project = read_local(file)
         uploaded = client.upload_file(file.name, file)
     except BambuError as exc:
         return [PrintOutcome(serial, ok=False, error=_line(exc)) for serial in serials]
@@ -239,7 +231,7 @@ def print_many_cloud(
                 uploaded.file_id,
                 file.name,
                 options=chosen,
-                plates=plates,
+                project=project,
                 mqtt=shared,
             )
         except BambuError as exc:
@@ -267,15 +259,15 @@ async def async_start_cloud_print(
     plate: int | None = None,
     settings: Mapping[str, Any] | None = None,
     path: str | os.PathLike[str] | None = None,
-    plates: tuple[int, ...] | None = None,
+    project: ThreeMF | None = None,
     mqtt: AsyncBambuMQTT | None = None,
     signer: Signer | None = None,
     command_timeout: float = 15.0,
 ) -> Task | PrintJob:
     """The asyncio twin of :func:`start_cloud_print`."""
     chosen = _options(options, plate)
-    if plates is None and path is not None:
-        plates = await asyncio.to_thread(plates_of, path)
+    if project is None and path is not None:
+        project = await asyncio.to_thread(read_local, path)
     live = _live(client, mqtt)
     if not live:
         from ..protocol import cloud_api as api
@@ -283,7 +275,7 @@ async def async_start_cloud_print(
         call = api.start_cloud_print(device_id, file_id, file_name, None, dict(settings or {}))
         return call.parse(await client._transport.call(call.request))
     flow = cloud_print(
-        _request(client, device_id, file_id, file_name, chosen, settings, plates, live)
+        _request(client, device_id, file_id, file_name, chosen, settings, project, live)
     )
     own: AsyncBambuMQTT | None = None
     answer: Any = None
@@ -341,7 +333,7 @@ async def async_print_many_cloud(
     chosen = options or PrintOptions()
     file = Path(path)
     try:
-        plates = await asyncio.to_thread(plates_of, file)
+        project = await asyncio.to_thread(read_local, file)
         uploaded = await client.upload_file(file.name, file)
     except BambuError as exc:
         return [PrintOutcome(serial, ok=False, error=_line(exc)) for serial in serials]
@@ -368,7 +360,7 @@ async def async_print_many_cloud(
                     uploaded.file_id,
                     file.name,
                     options=chosen,
-                    plates=plates,
+                    project=project,
                     mqtt=shared,
                 )
             except BambuError as exc:

@@ -12,8 +12,9 @@ drives it with the blocking or the asyncio face.
 Before anything reaches the printer it checks, each a one-line
 :class:`~bambulab.errors.PrintError`: the printer is bound and online, it is
 not busy (the cloud's print status), the file exists (by id, else the newest
-upload of that name), the plate exists when the file's plates are known, and
-an explicit AMS mapping names loaded trays.
+upload of that name), and, when the file is at hand (its metadata read by
+:func:`bambulab.protocol.threemf.read_3mf`), that the plate is sliced and its
+filaments can be fed from the loaded trays (the AMS mapping, computed or given).
 
 A retried call never starts a print twice: the task carries a request key
 (the file's MD5, the plate and the printer); a retry finds the task of the
@@ -41,11 +42,15 @@ from ..errors import (
     PrinterBusyError,
     PrinterOfflineError,
     PrintFileError,
+    ThreeMFError,
 )
 from ..models import Device, PrintJob, PrintStatus, Task
 from ..models.printing import PrintOptions
+from ..models.state import Tray
+from ..models.threemf import Plate, ThreeMF
 from . import cloud_api as api
 from . import mqtt as proto
+from .ams_mapping import ams_mapping
 from .http import ApiCall
 
 # Cloud print states in which a printer takes no new job.
@@ -92,7 +97,7 @@ class CloudPrintRequest:
     options: PrintOptions = field(default_factory=PrintOptions)
     settings: Mapping[str, Any] = field(default_factory=dict)
     known_uploads: Mapping[str, str] = field(default_factory=dict)
-    plates: tuple[int, ...] | None = None  # the file's plates when it is at hand
+    project: ThreeMF | None = None  # the file's metadata when it is at hand (read_3mf)
     live: bool = True  # send project_file on the cloud broker (else POST /user/print)
 
 
@@ -119,15 +124,18 @@ def cloud_print(request: CloudPrintRequest) -> Flow:
         raise PrinterOfflineError(f"printer {serial} is offline; nothing was sent", serial=serial)
     status = yield from _status(serial)
     cloud_file = yield from _resolve(request)
-    if request.plates is not None and plate not in request.plates:
-        shown = ", ".join(str(p) for p in request.plates) or "none"
-        raise PrintFileError(
-            f"{cloud_file.name} has no plate {plate} (plates: {shown}); nothing was sent",
-            serial=serial,
-            file=cloud_file.name,
-            plate=plate,
-        )
-    use_ams, mapping = check_mapping(serial, options.ams_mapping, status)
+    chosen: Plate | None = None
+    if request.project is not None:
+        try:
+            chosen = request.project.plate(plate)
+        except ThreeMFError as exc:
+            raise PrintFileError(
+                f"cannot print {cloud_file.name}: {exc}; nothing was sent",
+                serial=serial,
+                file=cloud_file.name,
+                plate=plate,
+            ) from None
+    use_ams, mapping = check_mapping(serial, options.ams_mapping, status, request.project, chosen)
     key = request_key(serial, cloud_file.md5, plate)
     history = yield api.get_tasks(serial, None, HISTORY_LOOKBACK)
     earlier = _earlier_attempt(history.items, key)
@@ -233,56 +241,92 @@ def _resolve(request: CloudPrintRequest) -> Generator[Step, Any, CloudFile]:
     )
 
 
-def check_mapping(serial: str, choice: Any, status: PrintStatus | None) -> tuple[bool, list[int]]:
+def check_mapping(
+    serial: str,
+    choice: Any,
+    status: PrintStatus | None,
+    project: ThreeMF | None = None,
+    plate: Plate | None = None,
+) -> tuple[bool, list[int]]:
     """``(use_ams, ams_mapping)`` for ``PrintOptions.ams_mapping``; raises when impossible.
 
-    ``"auto"`` leaves the choice of tray to the printer (an empty mapping);
-    ``"none"`` prints from the external spool. An explicit list must name trays
-    that hold filament, per the cloud's view of the printer's AMS units.
+    ``"none"`` prints from the external spool. ``"auto"`` maps the plate's
+    filaments to the loaded trays by the slicer's rule (type first, then the
+    nearest colour; :func:`bambulab.protocol.ams_mapping.ams_mapping`) when
+    both are known, and otherwise leaves the choice to the printer (an empty
+    mapping). An explicit list is checked against the trays the cloud reports
+    (and against the file's filaments when the file is at hand).
     """
     if choice == "none":
         return False, []
-    if choice == "auto" or choice is None:
-        return True, []
-    if isinstance(choice, str) or not isinstance(choice, Sequence):
-        raise AmsMappingError(f"ams_mapping must be 'auto', 'none' or a list, not {choice!r}")
-    mapping = [int(v) for v in choice]
-    loaded = _loaded_trays(status)
-    for tray in mapping:
-        if tray == -1 or tray in EXTERNAL_SPOOLS:
-            continue
-        if loaded is not None and tray not in loaded:
-            shown = ", ".join(str(t) for t in sorted(loaded)) or "none"
+    trays = _trays(status)
+    explicit: list[int] | None = None
+    if choice != "auto" and choice is not None:
+        if isinstance(choice, str) or not isinstance(choice, Sequence):
             raise AmsMappingError(
-                f"printer {serial} has no filament in tray {tray} "
-                f"(loaded: {shown}); nothing was sent",
-                serial=serial,
+                f"ams_mapping must be 'auto', 'none' or a list, not {choice!r}", serial=serial
             )
+        explicit = [int(v) for v in choice]
+    try:
+        if project is not None and plate is not None and trays is not None:
+            mapping = ams_mapping(
+                plate.filaments, trays, length=project.mapping_length, explicit=explicit
+            )
+        elif explicit is not None:
+            mapping = _check_loaded(explicit, trays)
+        else:
+            return True, []
+    except AmsMappingError as exc:
+        raise AmsMappingError(
+            f"printer {serial}: {exc}; nothing was sent", filament=exc.filament, serial=serial
+        ) from None
     return any(t not in (-1, *EXTERNAL_SPOOLS) for t in mapping), mapping
 
 
-def _loaded_trays(status: PrintStatus | None) -> set[int] | None:
-    """Global ids of the trays holding filament (``ams*4+slot``; AMS HT 128+), or None."""
+def _check_loaded(mapping: list[int], trays: list[Tray] | None) -> list[int]:
+    """An explicit mapping without the file at hand: every tray it names holds filament."""
+    if trays is None:
+        return mapping
+    loaded = {t.global_id for t in trays if not t.empty}
+    for tray in mapping:
+        if tray != -1 and tray not in EXTERNAL_SPOOLS and tray not in loaded:
+            shown = ", ".join(str(t) for t in sorted(loaded)) or "none"
+            raise AmsMappingError(f"no filament in tray {tray} (loaded: {shown})")
+    return mapping
+
+
+def _trays(status: PrintStatus | None) -> list[Tray] | None:
+    """The trays of the printer's AMS units as the cloud reports them, or None if unknown."""
     units = status.get("ams") if status is not None else None
     if not isinstance(units, list):
         return None
-    loaded: set[int] = set()
+    trays: list[Tray] = []
     for unit in units:
         if not isinstance(unit, dict):
             continue
         try:
             ams_id = int(str(unit.get("ams_id", unit.get("id", -1))))
-        except (TypeError, ValueError):
+        except ValueError:
             continue
         for tray in unit.get("tray") or []:
-            if not isinstance(tray, dict) or not tray.get("tray_type"):
+            if not isinstance(tray, dict):
                 continue
             try:
                 slot = int(str(tray.get("id", -1)))
-            except (TypeError, ValueError):
+            except ValueError:
                 continue
-            loaded.add(ams_id if ams_id >= 128 else ams_id * 4 + slot)
-    return loaded
+            trays.append(
+                Tray(
+                    id=slot,
+                    ams_id=ams_id,
+                    global_id=ams_id if ams_id >= 128 else ams_id * 4 + slot,
+                    type=str(tray.get("tray_type") or ""),
+                    colour=str(tray.get("tray_color") or ""),
+                    remain=None,
+                    info_idx=str(tray.get("tray_info_idx") or ""),
+                )
+            )
+    return trays
 
 
 def _earlier_attempt(tasks: Sequence[Task], key: str) -> Task | None:
