@@ -36,7 +36,6 @@ from typing import Any
 
 from ..errors import (
     AmsMappingError,
-    BambuError,
     CommandError,
     NotFoundError,
     PrinterBusyError,
@@ -368,8 +367,3 @@ def _task_fields(
         "projectId": project_id,
         "requestKey": key,
     }
-
-
-def describe(error: BambuError) -> str:
-    """One line for a failed print, safe to show."""
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
