@@ -20,7 +20,10 @@ A retried call never starts a print twice: the task carries a request key
 (the file's MD5, the plate and the printer); a retry finds the task of the
 first attempt in the printer's recent history and reuses its ids instead of
 creating another, and when the printer is already printing that task it
-returns it without sending anything.
+returns it without sending anything. (Whether the real cloud keeps such an
+extra task field is unknown; where it does not, a retry makes a second task
+record but still never a second print: the printer is busy with the first,
+and a refusal is checked against the cloud's view of the printer's task.)
 
 Without a cloud broker to talk to (``live=False``) the flow ends with the
 seed's ``POST /user/print`` instead of the MQTT command; the checks are the same.
