@@ -23,7 +23,11 @@
     │   └── ServerError             5xx
     ├── UnsupportedCommandError     the printer's model cannot do this (refused before sending)
     ├── ThreeMFError                a 3MF or G-code file is unreadable, hostile, unsliced, plateless
-    ├── AmsMappingError             the file's filaments cannot be mapped to the loaded trays
+    ├── PrintError                  a print cannot start; checked before anything was sent
+    │   ├── PrinterOfflineError     the printer is offline
+    │   ├── PrinterBusyError        the printer is printing, preparing or paused (``state``)
+    │   ├── PrintFileError          the file is missing, or lacks the plate asked for
+    │   └── AmsMappingError         the file's filaments cannot be mapped to the loaded trays
     ├── LoginError                  a login flow could not be completed
     │   ├── VerificationCodeError   the emailed/SMS/authenticator code was refused too often
     │   └── CodeRequiredError       a code is needed but no ``code_callback`` was given
@@ -67,6 +71,10 @@ __all__ = [
     "MQTTError",
     "NotConnectedError",
     "NotFoundError",
+    "PrintError",
+    "PrintFileError",
+    "PrinterBusyError",
+    "PrinterOfflineError",
     "ProtocolError",
     "RateLimitError",
     "RequestTimeoutError",
@@ -298,15 +306,53 @@ class ThreeMFError(BambuError):
         self.entry = entry
 
 
-class AmsMappingError(BambuError):
+class PrintError(BambuError):
+    """A print could not be started; unless the message says otherwise, nothing was sent.
+
+    ``serial`` names the printer, ``file`` the file, ``plate`` the plate.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        serial: str | None = None,
+        file: str | None = None,
+        plate: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.serial = serial
+        self.file = file
+        self.plate = plate
+
+
+class PrinterOfflineError(PrintError):
+    """The printer is offline."""
+
+
+class PrinterBusyError(PrintError):
+    """The printer is busy with another print; ``state`` is what it is doing."""
+
+    def __init__(self, message: str, *, serial: str | None = None, state: str = "") -> None:
+        super().__init__(message, serial=serial)
+        self.state = state
+
+
+class PrintFileError(PrintError):
+    """The file to print is missing, or has no such plate."""
+
+
+class AmsMappingError(PrintError):
     """A file's filaments cannot be fed from the printer's trays (or a given mapping is wrong).
 
     ``filament`` is the file's filament slot (1-based) concerned, ``None`` when
-    the whole mapping is at fault.
+    the whole mapping is at fault; ``serial`` the printer when known.
     """
 
-    def __init__(self, message: str, *, filament: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, filament: int | None = None, serial: str | None = None
+    ) -> None:
+        super().__init__(message, serial=serial)
         self.filament = filament
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Generic, ParamSpec, TypeVar, overload
 
 from ..errors import BambuError, ConfigurationError
-from ..models import Message, Project, Task, UploadResult
+from ..models import Message, PrintJob, Project, Task, UploadResult
 from ..protocol import cloud_api as api
 from ..protocol import upload as upload_plan
 from ..protocol.http import MAX_ANSWER_BYTES, ApiCall, RetryPolicy
@@ -221,10 +221,21 @@ class _ClientBase:
             headers,
         )
         self._limits = {"max_answer_bytes": max_answer_bytes}
+        # Names of the files this client uploaded -> their ids, newest last: what
+        # ``start_cloud_print(file_name=...)`` resolves a name with.
+        self._uploads: dict[str, str] = {}
         self._open()
 
     def _open(self) -> None:
         raise NotImplementedError
+
+    def _remember(self, name: str, file_id: str) -> None:
+        """Note an upload, so a print can name the file instead of its id."""
+        if file_id:
+            self._uploads.pop(name, None)
+            self._uploads[name] = file_id
+            while len(self._uploads) > 1000:  # a long-lived client stays small
+                del self._uploads[next(iter(self._uploads))]
 
     @property
     def base_url(self) -> str:
@@ -264,12 +275,14 @@ class BambuClient(_ClientBase):
     get_firmware_version = _Op(api.get_firmware_version)
     get_print_status = _Op(api.get_print_status)
     get_print_jobs = _Op(api.get_print_jobs)
-    start_cloud_print = _Op(api.start_cloud_print)
+    post_print = _Op(api.start_cloud_print)
     get_projects = _Op(api.get_projects)
     get_project = _Op(api.get_project)
     get_tasks = _Op(api.get_tasks)
     get_task = _Op(api.get_task)
     create_task = _Op(api.create_task)
+    create_project = _Op(api.create_project)
+    set_project_file = _Op(api.set_project_file)
     get_notifications = _Op(api.get_notifications)
     mark_notification_read = _Op(api.mark_notification_read)
     get_messages = _Op(api.get_messages)
@@ -288,6 +301,39 @@ class BambuClient(_ClientBase):
     def get_user_id(self) -> str:
         """The account's user id (``uid``); the cloud MQTT user is ``u_<uid>``."""
         return str(self.get_preference().uid)
+
+    def start_cloud_print(
+        self,
+        device_id: str,
+        file_id: str | None = None,
+        file_name: str | None = None,
+        file_url: str | None = None,
+        settings: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Task | PrintJob:
+        """Print an uploaded file on a printer, as the slicer does.
+
+        ``start_cloud_print(device_id="...", file_name="model.3mf")`` (the seed's
+        form; ``file_id`` wins when it names an upload). Checks the printer
+        (bound, online, not busy), the file, the plate and an explicit AMS
+        mapping before anything is sent, creates the project and task, then
+        sends ``print.project_file`` on the cloud broker; returns the task. A
+        retried call never starts the print twice. Keywords: ``options``
+        (:class:`~bambulab.models.printing.PrintOptions`), ``plate``,
+        ``path`` (the local 3MF, to check its plates), ``mqtt`` (a cloud
+        :class:`BambuMQTT` to use), ``signer``. With no cloud broker known
+        (API pointed elsewhere, no ``BAMBU_MQTT_HOST``), or with only
+        ``file_url``, it is the seed's ``POST /user/print`` and returns its job.
+        """
+        from . import printing
+
+        if not (file_id or file_name or file_url):
+            raise ConfigurationError("start_cloud_print needs file_id, file_name or file_url")
+        if file_url and not (file_id or file_name):
+            return self.post_print(device_id, None, None, file_url, settings)
+        return printing.start_cloud_print(
+            self, device_id, file_id, file_name, settings=settings, **options
+        )
 
     def iter_tasks(
         self, device_id: str | None = None, page_size: int = 20, max_items: int | None = None
@@ -367,6 +413,7 @@ class BambuClient(_ClientBase):
                     plan.put_answered(reply, reading.md5())
                 finally:
                     reading.close()
+        self._remember(step.result.file_name, step.result.file_id)
         return step.result
 
 
@@ -394,12 +441,14 @@ class AsyncBambuClient(_ClientBase):
     get_firmware_version = _AsyncOp(api.get_firmware_version)
     get_print_status = _AsyncOp(api.get_print_status)
     get_print_jobs = _AsyncOp(api.get_print_jobs)
-    start_cloud_print = _AsyncOp(api.start_cloud_print)
+    post_print = _AsyncOp(api.start_cloud_print)
     get_projects = _AsyncOp(api.get_projects)
     get_project = _AsyncOp(api.get_project)
     get_tasks = _AsyncOp(api.get_tasks)
     get_task = _AsyncOp(api.get_task)
     create_task = _AsyncOp(api.create_task)
+    create_project = _AsyncOp(api.create_project)
+    set_project_file = _AsyncOp(api.set_project_file)
     get_notifications = _AsyncOp(api.get_notifications)
     mark_notification_read = _AsyncOp(api.mark_notification_read)
     get_messages = _AsyncOp(api.get_messages)
@@ -418,6 +467,26 @@ class AsyncBambuClient(_ClientBase):
     async def get_user_id(self) -> str:
         """The account's user id (``uid``); the cloud MQTT user is ``u_<uid>``."""
         return str((await self.get_preference()).uid)
+
+    async def start_cloud_print(
+        self,
+        device_id: str,
+        file_id: str | None = None,
+        file_name: str | None = None,
+        file_url: str | None = None,
+        settings: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Task | PrintJob:
+        """Print an uploaded file on a printer, as the slicer does (see :class:`BambuClient`)."""
+        from . import printing
+
+        if not (file_id or file_name or file_url):
+            raise ConfigurationError("start_cloud_print needs file_id, file_name or file_url")
+        if file_url and not (file_id or file_name):
+            return await self.post_print(device_id, None, None, file_url, settings)
+        return await printing.async_start_cloud_print(
+            self, device_id, file_id, file_name, settings=settings, **options
+        )
 
     def iter_tasks(
         self, device_id: str | None = None, page_size: int = 20, max_items: int | None = None
@@ -498,6 +567,7 @@ class AsyncBambuClient(_ClientBase):
                     plan.put_answered(reply, reading.md5())
                 finally:
                     reading.close()
+        self._remember(step.result.file_name, step.result.file_id)
         return step.result
 
 

@@ -36,7 +36,7 @@ from ..models.state import PrinterState
 from ..protocol import mqtt as proto
 from ..protocol.jwt import decode_claims
 from ..regions import endpoints
-from .core import BACKSTOP, Backoff, Connection, Endpoint, result_of
+from .core import BACKSTOP, Backoff, Connection, Endpoint, Signer, result_of
 from .tls import PinStore, cloud_context, lan_context, pin_diagnosis
 
 log = logging.getLogger("bambulab.mqtt")
@@ -401,6 +401,7 @@ class _Base:
         backoff: Backoff | None = None,
         models: dict[str, str] | None = None,
         queue_size: int = 10000,
+        signer: Signer | None = None,
     ) -> None:
         if isinstance(device_serial, str):
             serials = [device_serial] if device_serial else []
@@ -417,6 +418,8 @@ class _Base:
             "connect_timeout": connect_timeout,
             "backoff": backoff,
             "models": models,
+            # Signs control commands for firmware that wants it (PROTOCOL.md §2.8).
+            "signer": signer,
         }
         if lan:
             if len(self.serials) != 1:

@@ -181,6 +181,36 @@ class _Pending:
     session: int
 
 
+# Commands printers answer unsigned even when they want signatures (PROTOCOL.md §2.7:
+# reads stay open); everything else is signed when a signer is configured.
+UNSIGNED = frozenset(
+    {
+        ("pushing", "pushall"),
+        ("pushing", "start"),
+        ("pushing", "stop"),
+        ("info", "get_version"),
+        ("upgrade", "get_history"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs commands for firmware that wants them (PROTOCOL.md §2.8).
+
+    ``sign`` is an RSA-SHA256 signature over the caller's own key (this project
+    ships none); ``cert_serial_hex`` the serial of the certificate that goes
+    with it. The envelope is :func:`bambulab.protocol.mqtt.sign_envelope`'s.
+    """
+
+    sign: Callable[[bytes], bytes] = field(repr=False)
+    cert_serial_hex: str
+
+    def envelope(self, command: proto.Command, serial: str) -> dict[str, Any]:
+        """The signed message for ``command`` to printer ``serial``."""
+        return proto.sign_envelope(command, self.sign, self.cert_serial_hex, serial)
+
+
 class Connection:
     """A paho client plus everything both faces need, driven by one thread that owns the socket.
 
@@ -207,8 +237,10 @@ class Connection:
         backoff: Backoff | None = None,
         models: dict[str, str] | None = None,
         first_attempts: int = 3,
+        signer: Signer | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.signer = signer
         self.first_attempts = first_attempts
         self.keepalive = keepalive
         self.stall_timeout = stall_timeout
@@ -794,7 +826,10 @@ class Connection:
 
     def _publish(self, serial: str, command: proto.Command) -> bool:
         """Hand one command to paho (network thread only); whether it was accepted."""
-        info = self._client.publish(proto.request_topic(serial), command.encode(), qos=command.qos)
+        payload = command.encode()
+        if self.signer is not None and (command.family, command.command) not in UNSIGNED:
+            payload = orjson.dumps(self.signer.envelope(command, serial))
+        info = self._client.publish(proto.request_topic(serial), payload, qos=command.qos)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def send(

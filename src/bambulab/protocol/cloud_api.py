@@ -210,6 +210,31 @@ def start_cloud_print(
 # --- projects and tasks ------------------------------------------------------
 
 
+def create_project(name: str) -> ApiCall[dict[str, Any]]:
+    """A new project for a cloud print: ``project_id``, ``model_id``, ``profile_id``."""
+    body = {"name": _need(name, "project name")}
+
+    def parse(payload: Any) -> dict[str, Any]:
+        data = _dict(payload, "created project")
+        if not data.get("project_id"):
+            raise ProtocolError("the created project has no project_id")
+        return {k: str(data.get(k) or "") for k in ("project_id", "model_id", "profile_id")}
+
+    return ApiCall(ApiRequest("POST", f"{IOT}/user/project", json=body), parse)
+
+
+def set_project_file(
+    project_id: str, profile_id: str, md5: str, url: str, plate: int = 1
+) -> ApiCall[bool]:
+    """Tell a project where its sliced file is (URL, MD5, plate), as the slicer does."""
+    pid = _need(str(project_id), "project_id")
+    body = {
+        "profile_id": profile_id,
+        "profile_print_3mf": [{"md5": md5, "plate_idx": max(1, int(plate)), "url": url}],
+    }
+    return ApiCall(ApiRequest("PATCH", f"{IOT}/user/project/{pid}", json=body), _ok)
+
+
 def get_projects(page: int = 1, limit: int = 20) -> ApiCall[Page]:
     """One page of the account's projects."""
     params = {"page": str(max(1, int(page))), "limit": _limit(limit)}

@@ -43,6 +43,7 @@ from .brokers import LOOPBACK, BrokerRuntime, CloudPolicy, Credential, EmbeddedB
 from .certs import SimCertificates
 from .config import SimConfig
 from .errors import bad_request
+from .follow import FOLLOW_INTERVAL, CloudFollower, CloudStorage, snapshot
 from .mosquitto import ExternalBroker, MosquittoBroker
 from .mqtt_host import PrinterHost, Route
 from .printer import SimPrinter
@@ -157,6 +158,12 @@ class Simulator:
             )
             for serial, device in self.world.devices.items()
         }
+        # Printers download cloud prints from the cloud's own storage, in process.
+        storage = CloudStorage(self.world)
+        for printer in self.printers.values():
+            printer.state.cloud_fetch = storage.fetch
+        self.follower: CloudFollower | None = None
+        self.cloud.app.state.print_dispatch = self._dispatch_print
         self.certs: SimCertificates | None = None
         self.host: PrinterHost | None = None
         self._runtime: BrokerRuntime | None = None
@@ -228,6 +235,15 @@ class Simulator:
             self.world.binding_listeners.append(self.refresh_acl)
         self.host = self._build_host()
         self.host.start()
+        host = self.host
+        printers = list(self.printers.values())
+        self.follower = CloudFollower(
+            self.world,
+            lambda: host.call(lambda: [snapshot(p) for p in printers]),
+            self.cloud.call_soon,
+            interval=min(FOLLOW_INTERVAL, self.tick_interval),
+        )
+        self.follower.start()
         for serial, printer in self.printers.items():
             if not printer.online:
                 self._lan_power(serial, online=False)
@@ -266,6 +282,9 @@ class Simulator:
 
     def stop(self) -> None:
         """Stop everything (safe to call twice)."""
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
         if self.host is not None:
             self.host.stop()
             self.host = None
@@ -425,6 +444,25 @@ class Simulator:
         if self.host is None:
             return function(printer)
         return self.host.call(lambda: function(printer))
+
+    async def _dispatch_print(self, serial: str, payload: bytes) -> dict[str, Any] | None:
+        """A print the cloud's ``POST /user/print`` started: the printer's reply body.
+
+        Runs the request on the printer host thread while the event loop
+        waits without blocking (the printer may ask the loop for the file).
+        """
+        if serial not in self.printers:
+            return None
+
+        def run(printer: SimPrinter) -> list[dict[str, Any]]:
+            return printer.handle_request(payload)
+
+        messages = await run_in_threadpool(self.with_printer, serial, run)
+        for message in messages:
+            body = message.get("print")
+            if isinstance(body, dict) and body.get("command") == "project_file":
+                return body
+        return None
 
     def set_online(self, serial: str, online: bool) -> None:
         """Power a printer on or off: silence, cloud presence event, cloud device state."""

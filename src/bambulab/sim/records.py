@@ -17,8 +17,11 @@ from typing import Any, Literal
 from .catalog import AmsKind, PrinterModel
 from .config import LoginMode
 
-# gcode_state values the cloud can derive for a device (PROTOCOL.md §2.3).
-DeviceState = Literal["RUNNING", "FINISH", "FAILED", "IDLE"]
+# gcode_state values the cloud can derive for a device (PROTOCOL.md §2.3); PREPARE
+# and PAUSE come from the printer itself (see :mod:`bambulab.sim.follow`).
+DeviceState = Literal["RUNNING", "PREPARE", "PAUSE", "FINISH", "FAILED", "IDLE"]
+# States in which a printer takes no new print.
+BUSY_STATES = frozenset({"RUNNING", "PREPARE", "PAUSE"})
 
 # Task status codes in the history: 2 finished, 3 failed (PROTOCOL.md §1.2);
 # 1 is the simulator's code for a task that was created or queued and has
@@ -144,6 +147,8 @@ class Device:
         """The bind list's ``print_status`` word for the current state."""
         return {
             "RUNNING": "ACTIVE",
+            "PREPARE": "ACTIVE",
+            "PAUSE": "ACTIVE",
             "FINISH": "SUCCESS",
             "FAILED": "FAILED",
             "IDLE": "IDLE",
@@ -204,6 +209,7 @@ class Project:
     update_time: float
     cover: str
     files: list[ProjectFile]
+    profile_id: str = ""  # the slicer's print profile of a project made for printing
 
 
 @dataclass(slots=True)
@@ -326,6 +332,7 @@ class CloudJob:
     create_time: float
     settings: dict[str, Any]
     task_id: int
+    end_time: float = 0.0  # when the printer finished or failed it; 0 while not done
 
 
 @dataclass(slots=True)

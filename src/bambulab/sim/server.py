@@ -21,6 +21,7 @@ import shlex
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import uvicorn
@@ -149,6 +150,22 @@ class CloudSimulator:
         self._thread = None
         self._socket = None
         self.world.close()
+
+    # --- the event loop, for other threads ----------------------------------------------
+
+    def call_soon(self, function: Callable[[], object]) -> bool:
+        """Run ``function`` on the server's event loop (the world's thread) soon; never waits.
+
+        False when the server is not running (nothing is run).
+        """
+        loop = self._server._loop if self._server is not None else None
+        if loop is None or loop.is_closed():
+            return False
+        try:
+            loop.call_soon_threadsafe(function)
+        except RuntimeError:  # closed meanwhile
+            return False
+        return True
 
     def __enter__(self) -> CloudSimulator:
         return self.start()

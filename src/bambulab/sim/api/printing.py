@@ -1,10 +1,18 @@
-"""Printing endpoints: live print status, cloud print jobs and the task history.
+"""Printing endpoints: live print status, cloud print jobs, projects for printing, history.
 
 History pagination is a cursor: ``after`` is the ``id`` of the last hit the
 client has seen, and ids grow with time, so "the hits after it" are the ones
 with smaller ids in the newest-first order. A cloud print started through
-``POST /user/print`` queues a job and appears in the history at once (status
-1, see :mod:`bambulab.sim.records`); the printer simulation will advance it.
+``POST /user/print`` is refused when the printer is offline or busy;
+otherwise it appears in the history at once (status 1, see
+:mod:`bambulab.sim.records`) and, when the simulator runs printers, the
+printer is sent the ``print.project_file`` the slicer would send (HTTPS URL,
+MD5, the task's ids) and :mod:`bambulab.sim.follow` moves the records along.
+
+``POST /user/project`` and ``PATCH /user/project/{id}`` are the slicer's
+first steps of a cloud print (a project with model and profile ids, then the
+sliced file's URL, MD5 and plate), as a clean-room client of the real cloud
+records them.
 """
 
 from __future__ import annotations
@@ -14,13 +22,32 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..clock import iso
-from ..errors import DEVICE_OFFLINE, FILE_FAILED, SimError, bad_request, forbidden, not_found
-from ..records import TASK_CREATED, CloudFile, CloudJob, Device, Task
+from ..errors import (
+    DEVICE_OFFLINE,
+    FILE_FAILED,
+    PRINT_FAILED,
+    SimError,
+    bad_request,
+    forbidden,
+    not_found,
+)
+from ..records import (
+    BUSY_STATES,
+    TASK_CREATED,
+    TASK_FAILED,
+    CloudFile,
+    CloudJob,
+    Device,
+    Project,
+    ProjectFile,
+    Task,
+)
 from ..s3 import BUCKET, S3_PREFIX
 from ..wire import absolute, bare, old, task_hit
 from ..world import World
@@ -84,12 +111,17 @@ async def print_status(
 
 @router.post("/v1/iot-service/api/user/print")
 async def start_print(
-    body: PrintBody, account: AccountDep, world: WorldDep, base: BaseUrlDep
+    body: PrintBody, request: Request, account: AccountDep, world: WorldDep, base: BaseUrlDep
 ) -> JSONResponse:
     """Queue a print of an uploaded file on an online printer."""
     device = world.owned_device(account.uid, body.device_id)
     if not device.online:
         raise SimError(400, DEVICE_OFFLINE, "Device is offline")
+    dispatch = getattr(request.app.state, "print_dispatch", None)
+    # With printers behind it the cloud refuses a busy one, as the printer
+    # would; a cloud alone (no printers) keeps the seed's queue of jobs.
+    if dispatch is not None and device.state in BUSY_STATES:
+        raise SimError(400, PRINT_FAILED, f"Device is busy ({device.state})")
     cloud_file = _resolve_file(world, account.uid, body)
     task = _new_task(
         world,
@@ -113,6 +145,16 @@ async def start_print(
     )
     world.jobs[job.job_id] = job
     log.info("print: job %s queued on %s (%s)", job.job_id, device.dev_id, cloud_file.name)
+    url = world.presigned_url(base, "GET", cloud_file.key)
+    if dispatch is not None:
+        command = _project_file(job, task, cloud_file, url, body.settings)
+        reply = await dispatch(device.dev_id, orjson.dumps({"print": command}))
+        if reply is not None and str(reply.get("result", "")).lower() != "success":
+            job.status = "failed"
+            job.end_time = world.clock.now()
+            task.status = TASK_FAILED
+            task.end_time = job.end_time
+            raise SimError(400, PRINT_FAILED, f"Printer refused the job: {reply.get('reason')}")
     return old(
         {
             "job_id": job.job_id,
@@ -120,9 +162,85 @@ async def start_print(
             "task_id": task.id,
             "device_id": device.dev_id,
             "file_id": cloud_file.file_id,
-            "file_url": world.presigned_url(base, "GET", cloud_file.key),
+            "file_url": url,
         }
     )
+
+
+# --- projects, as the slicer makes them for a cloud print -------------------------------
+
+
+class ProjectBody(BaseModel):
+    """``{name}``; other fields are kept."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = ""
+
+
+class ProjectPatch(BaseModel):
+    """``{profile_id, profile_print_3mf: [{md5, plate_idx, url}]}``."""
+
+    model_config = ConfigDict(extra="allow")
+    profile_id: str | int | None = None
+    profile_print_3mf: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@router.post("/v1/iot-service/api/user/project")
+async def create_project(body: ProjectBody, account: AccountDep, world: WorldDep) -> JSONResponse:
+    """A new project: its project, model and profile ids."""
+    name = body.name.strip()
+    if not name:
+        raise bad_request("name is required")
+    serial = world.next_serial()
+    now = world.clock.now()
+    project = Project(
+        project_id=str(40_000_000 + serial),
+        owner=account.uid,
+        name=name,
+        model_id=f"US{serial:012d}",
+        status="ACTIVE",
+        create_time=now,
+        update_time=now,
+        cover=f"/sim-cdn/covers/project-{serial}.png",
+        files=[],
+        profile_id=str(60_000_000 + serial),
+    )
+    world.projects[project.project_id] = project
+    return old(
+        {
+            "project_id": project.project_id,
+            "model_id": project.model_id,
+            "profile_id": project.profile_id,
+            "status": project.status,
+        }
+    )
+
+
+@router.patch("/v1/iot-service/api/user/project/{project_id}")
+async def patch_project(
+    project_id: str, body: ProjectPatch, account: AccountDep, world: WorldDep
+) -> JSONResponse:
+    """Record the sliced file of a project (URL, MD5, plate)."""
+    project = world.projects.get(project_id)
+    if project is None or project.owner != account.uid:
+        raise not_found("Project not found")
+    for entry in body.profile_print_3mf:
+        url = str(entry.get("url") or "")
+        cloud_file = _file_at(world, account.uid, url)
+        if cloud_file is None:
+            continue
+        if all(f.file_id != cloud_file.file_id for f in project.files):
+            project.files.append(
+                ProjectFile(
+                    file_id=cloud_file.file_id,
+                    name=cloud_file.name,
+                    size=cloud_file.size,
+                    key=cloud_file.key,
+                    md5=cloud_file.md5,
+                )
+            )
+    project.update_time = world.clock.now()
+    return old({"project_id": project.project_id})
 
 
 # --- history -------------------------------------------------------------------------
@@ -275,14 +393,55 @@ def _resolve_file(world: World, uid: int, body: PrintBody) -> CloudFile:
         if named:
             return max(named, key=lambda f: f.create_time)
     if body.file_url:
-        path = unquote(urlsplit(body.file_url).path)
-        prefix = f"{S3_PREFIX}/{BUCKET}/"
-        if path.startswith(prefix):
-            key = path[len(prefix) :]
-            for cloud_file in mine:
-                if cloud_file.key == key:
-                    return cloud_file
+        found = _file_at(world, uid, body.file_url)
+        if found is not None:
+            return found
     raise not_found("file not found", code=FILE_FAILED)
+
+
+def _file_at(world: World, uid: int, url: str) -> CloudFile | None:
+    """The caller's file that a storage URL points at."""
+    path = unquote(urlsplit(url).path)
+    prefix = f"{S3_PREFIX}/{BUCKET}/"
+    if not path.startswith(prefix):
+        return None
+    key = path[len(prefix) :]
+    for cloud_file in world.files.values():
+        if cloud_file.owner == uid and cloud_file.key == key:
+            return cloud_file
+    return None
+
+
+def _project_file(
+    job: CloudJob, task: Task, cloud_file: CloudFile, url: str, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``print.project_file`` the slicer sends for a cloud print (PROTOCOL.md §2.4)."""
+    plate = int_or_none(settings.get("plate")) or 1
+    levelling = bool(settings.get("bed_levelling", settings.get("bed_leveling", True)))
+    return {
+        "command": "project_file",
+        "sequence_id": f"cloud-{job.job_id}",
+        "param": f"Metadata/plate_{plate}.gcode",
+        "url": url,
+        "file": cloud_file.name,
+        "md5": cloud_file.md5,
+        "project_id": "0",
+        "profile_id": str(task.profile_id),
+        "task_id": str(task.id),
+        "subtask_id": job.job_id,
+        "subtask_name": task.title,
+        "timelapse": bool(settings.get("timelapse", False)),
+        "bed_type": str(settings.get("bed_type", "auto")),
+        "bed_levelling": levelling,
+        "bed_leveling": levelling,
+        "flow_cali": bool(settings.get("flow_cali", False)),
+        "vibration_cali": bool(settings.get("vibration_cali", False)),
+        "layer_inspect": bool(settings.get("layer_inspect", False)),
+        "use_ams": bool(settings.get("use_ams", True)),
+        "ams_mapping": [i for i in settings.get("ams_mapping", []) if isinstance(i, int)]
+        if isinstance(settings.get("ams_mapping"), list)
+        else [],
+    }
 
 
 def _new_task(

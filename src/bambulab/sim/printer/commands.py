@@ -29,7 +29,15 @@ from ..catalog import AMS_PRODUCT, FILAMENTS, MAIN_BOARDS
 from . import job as stages
 from .ams import EXTERNAL, NO_TRAY
 from .job import Job, file_info
-from .state import ERROR_RUNOUT, HMS_RUNOUT_CODE, PrinterState, Upgrade, runout_attr
+from .state import (
+    ERROR_DOWNLOAD_FAILED,
+    ERROR_RUNOUT,
+    HMS_RUNOUT_CODE,
+    CloudDownload,
+    PrinterState,
+    Upgrade,
+    runout_attr,
+)
 
 Body = Mapping[str, Any]
 
@@ -413,8 +421,9 @@ def _project_job(
 def _legacy_job(state: PrinterState, body: Body, name: str, cloud: bool) -> Job | str:
     """A job for a file the simulator cannot read: numbers from :func:`file_info`.
 
-    Only for cloud URLs (until the printer fetches the file) and the sample
-    jobs of the cards, whose scenarios map their one filament to any tray.
+    Only for cloud URLs of a printer with no simulated cloud behind it (nothing
+    to fetch), cloud G-code, and the sample jobs of the cards, whose
+    scenarios map their one filament to any tray.
     """
     tray = _choose_tray(state, body)
     if isinstance(tray, str):
@@ -425,6 +434,38 @@ def _legacy_job(state: PrinterState, body: Body, name: str, cloud: bool) -> Job 
 
 def _is_sample(name: str) -> bool:
     return name in stages.SAMPLE_FILES
+
+
+def _download(state: PrinterState, url: str, md5: str) -> CloudDownload | str:
+    """Fetch a cloud print's file and check its MD5, as the printer does; or why not."""
+    assert state.cloud_fetch is not None
+    fetched = state.cloud_fetch(url)
+    if isinstance(fetched, str):
+        return f"failed to download the print file: {fetched}"
+    if md5 and md5.strip().lower() != fetched.md5.lower():
+        return "failed to download the print file: MD5 mismatch"
+    return fetched
+
+
+def _cloud_job(state: PrinterState, body: Body, url: str, plate: int) -> Job | str:
+    """A cloud print: download the file (signature, expiry, MD5), then run it from its metadata.
+
+    A failed download shows print error 0500-403F, as printers do. A printer
+    simulated without a cloud behind it takes the URL on trust.
+    """
+    name = _url_name(body, url)
+    if state.cloud_fetch is None:
+        return _legacy_job(state, body, name, cloud=True)
+    downloaded = _download(state, url, _str(body, "md5", ""))
+    if isinstance(downloaded, str):
+        return _refuse(state, downloaded, ERROR_DOWNLOAD_FAILED)
+    if name.lower().endswith(".gcode"):
+        return _legacy_job(state, body, name, cloud=True)
+    try:
+        with downloaded.open() as fileobj:
+            return job_from_3mf(state, fileobj, plate, body, name=name)
+    except OSError as exc:
+        return _refuse(state, f"cannot read {name}: {type(exc).__name__}", stages.ERROR_FILE)
 
 
 @handles("print", "project_file")
@@ -444,7 +485,7 @@ def project_file(state: PrinterState, body: Body) -> Outcome:
         shown = body.get("param")
         return fail(f"param must be a plate's G-code (Metadata/plate_<N>.gcode), not {shown!r}")
     if url.startswith(("https://", "http://")):
-        job: Job | str = _legacy_job(state, body, _url_name(body, url), cloud=True)
+        job: Job | str = _cloud_job(state, body, url, plate)
     else:
         scheme, _, path = url.partition("://")
         if scheme not in ("file", "ftp") or not path:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import BinaryIO
 
 from ..records import FirmwareModule
 from . import job as stages
@@ -31,6 +33,11 @@ ERROR_CANCELLED = 0x0300400C
 ERROR_RUNOUT = 0x07008011
 HMS_RUNOUT_CODE = 0x00020001
 
+# A cloud print's file could not be downloaded (or its MD5 did not match): the
+# printer shows "Failed to download print job" with code 0500-403F (a user's
+# report in Bambu Studio's issue tracker, bambulab/BambuStudio#10770).
+ERROR_DOWNLOAD_FAILED = 0x0500403F
+
 ACTIVE_STATES = frozenset({"PREPARE", "RUNNING", "PAUSE"})
 MAX_STEPS = 20_000  # substeps per advance; beyond that steps grow longer than 1 s
 FILAMENT_CHANGE_SECONDS = 20.0
@@ -46,6 +53,16 @@ def runout_attr(ams_id: int, slot: int) -> int:
     ``0701_2000``; the external spool uses unit 0xFF.
     """
     return 0x07002000 | (ams_id & 0xFF) << 16 | (slot & 0xFF) << 8
+
+
+@dataclass(frozen=True, slots=True)
+class CloudDownload:
+    """A cloud print's file as the printer downloaded it (PROTOCOL.md §1.4)."""
+
+    name: str
+    md5: str  # of the bytes served
+    size: int
+    open: Callable[[], BinaryIO]
 
 
 @dataclass(slots=True)
@@ -141,6 +158,9 @@ class PrinterState:
         self.access_code = ""
         # The SD card's files live on disk (FTPS writes there); SimPrinter sets it up.
         self.card = SdCard()
+        # Downloads a cloud print's HTTPS URL (the simulator's own object store);
+        # None: this printer cannot reach the cloud's storage.
+        self.cloud_fetch: Callable[[str], CloudDownload | str] | None = None
 
     # --- derived values ------------------------------------------------------------
 
