@@ -6,13 +6,14 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from bambulab.sim import CloudSimulator, SimConfig
-from bambulab.sim.config import RateLimits
+from bambulab.sim.config import SEED_DEVICE, RateLimits
 
 T = TypeVar("T")
 
@@ -79,8 +80,23 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condi
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def seed_printing(config: SimConfig) -> SimConfig:
+    """``config`` with the seed's device printing, as its documentation shows it.
+
+    A plain ``bambu sim`` leaves that device idle so that the seed's
+    upload-and-print examples can start a print on it; the tests that watch,
+    pause and stop a running print use this world.
+    """
+    fleet = tuple(
+        replace(device, printing=True) if device.dev_id == SEED_DEVICE.dev_id else device
+        for device in config.demo_account.devices
+    )
+    return config.with_demo_fleet(fleet)
+
+
 def unlimited() -> SimConfig:
-    return SimConfig(rate_limits=RateLimits(enabled=False))
+    """The demo world with rate limits off and the seed's device printing."""
+    return seed_printing(SimConfig(rate_limits=RateLimits(enabled=False)))
 
 
 def cloud_mqtt(sim: Any, serials: list[str], **options: Any) -> Any:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from bambulab.sim import CloudSimulator, SimConfig
-from bambulab.sim.config import RateLimits
+from tests.conftest import unlimited
 
 RUN_TIMEOUT = 30.0
 
@@ -105,7 +105,7 @@ class Bambu:
 def unlimited_config() -> SimConfig:
     # The CLI tests log in many times in a minute; the real limit (5/min)
     # would turn the later logins into 429s.
-    return SimConfig(rate_limits=RateLimits(enabled=False))
+    return unlimited()
 
 
 @pytest.fixture(scope="module")

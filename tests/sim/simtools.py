@@ -6,7 +6,8 @@ from typing import Any
 
 import httpx
 
-from bambulab.sim import CloudSimulator, RateLimits, SimConfig
+from bambulab.sim import CloudSimulator
+from tests.conftest import unlimited
 
 DEMO = "maker@example.com"
 PASSWORD_USER = "password@example.com"
@@ -15,7 +16,7 @@ TFA_USER = "tfa@example.com"
 DEMO_PASSWORD = "bambu-demo"
 SEED_DEVICE = "01234567890ABCD"
 
-UNLIMITED = SimConfig(rate_limits=RateLimits(enabled=False))
+UNLIMITED = unlimited()  # rate limits off, the seed's device printing
 
 
 def authed(sim: CloudSimulator, login: str) -> httpx.Client:

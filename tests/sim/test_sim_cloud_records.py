@@ -36,7 +36,7 @@ BUSY = ("PREPARE", "RUNNING", "PAUSE")
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
     # The seed's device is half-way through a print, as in the demo world.
-    config = unlimited().with_demo_fleet(parse_fleet("seed,x1c,p1s,a1:offline"))
+    config = unlimited().with_demo_fleet(parse_fleet("seed:printing,x1c,p1s,a1:offline"))
     with Simulator(config, time_scale=60, tick_interval=0.1) as simulator:
         yield simulator
 
@@ -96,12 +96,23 @@ def start(sim: Simulator, http: httpx.Client, serial: str, name: str) -> dict[st
     return started
 
 
-def test_stop_of_the_running_seed_print_reaches_the_cloud(
-    sim: Simulator, http: httpx.Client
-) -> None:
+@pytest.fixture
+def printing_sim() -> Iterator[Simulator]:
+    """A world of its own: the module's ``http`` fixture stops every print after each test."""
+    config = unlimited().with_demo_fleet(parse_fleet("seed:printing"))
+    with Simulator(config, time_scale=60, tick_interval=0.1) as simulator:
+        yield simulator
+
+
+def test_stop_of_the_running_seed_print_reaches_the_cloud(printing_sim: Simulator) -> None:
+    sim = printing_sim
+    with authed(sim.cloud, DEMO) as http:
+        stop_and_watch(sim, http)
+
+
+def stop_and_watch(sim: Simulator, http: httpx.Client) -> None:
     before = status(http, SEED)
-    if before["task_status"] != "RUNNING":
-        pytest.skip("the seed print was already ended by another test of this module")
+    assert before["task_status"] == "RUNNING"
     running_task = before["task_id"]
     mqtt = cloud_mqtt(sim, [SEED])
     mqtt.connect()

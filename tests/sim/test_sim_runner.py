@@ -303,9 +303,10 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_parse_fleet_flags() -> None:
-    [seed, x1c] = parse_fleet("seed, x1c:outdated:idle")
-    assert seed.dev_id == SEED_DEVICE
-    assert seed.printing is True
+    [seed, busy, x1c] = parse_fleet("seed, seed:printing, x1c:outdated:idle")
+    assert seed.dev_id == busy.dev_id == SEED_DEVICE
+    # Idle by default, so the seed's upload-and-print examples can start a print on it.
+    assert (seed.printing, busy.printing) == (False, True)
     assert x1c.outdated is True
     assert x1c.idle is True
     with pytest.raises(ConfigError, match="unknown fleet flag"):

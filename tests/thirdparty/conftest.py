@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bambulab.sim import RateLimits, SimConfig, Simulator
+from bambulab.sim import Simulator
 from tests import binaries
+from tests.conftest import unlimited
 
 T = TypeVar("T")
 
@@ -53,7 +54,7 @@ def require(module: str) -> types.ModuleType:
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
     """The default fleet on the embedded brokers, reporting twice a second."""
-    with Simulator(SimConfig(rate_limits=RateLimits(enabled=False)), tick_interval=0.5) as running:
+    with Simulator(unlimited(), tick_interval=0.5) as running:
         yield running
 
 

@@ -137,14 +137,16 @@ def parse_fleet(entries: str | list[str] | tuple[str, ...]) -> tuple[DeviceConfi
     return tuple(parse_fleet_entry(item) for item in items if item.strip())
 
 
-# The seed's example device, exactly as its documentation shows it (name and
-# product disagree there too; kept so that the documented examples run).
+# The seed's example device, as its documentation shows it (name and product
+# disagree there too; kept so that the documented examples run). Its last print
+# has finished (the documentation's Task Object is "completed", progress 100):
+# the seed's upload-and-print examples start a print on it, which a busy printer
+# would refuse. ``seed:printing`` in a fleet makes it print.
 SEED_DEVICE = DeviceConfig(
     model="p1p",
     dev_id="01234567890ABCD",
     name="P1S 1",
     access_code="01234567",
-    printing=True,
 )
 
 DEMO_PASSWORD = "bambu-demo"
