@@ -24,10 +24,15 @@ _EXPORTS = {
     "AsyncBambuMQTT": "bambulab.mqtt.client",
     "MQTTClient": "bambulab.mqtt.client",
     "PrinterState": "bambulab.models.state",
+    "ThreeMF": "bambulab.models.threemf",
+    "read_3mf": "bambulab.protocol.threemf",
+    "ams_mapping": "bambulab.protocol.ams_mapping",
     "decode_claims": "bambulab.protocol.jwt",
 }
 _ERRORS = (
     "APIError",
+    "AmsMappingError",
+    "ThreeMFError",
     "CertificateError",
     "CertificatePinMismatchError",
     "CommandError",
@@ -68,6 +73,9 @@ if TYPE_CHECKING:
     from .cloud.tokens import TokenStore
     from .errors import *
     from .models.state import PrinterState
+    from .models.threemf import ThreeMF
+    from .protocol.ams_mapping import ams_mapping
+    from .protocol.threemf import read_3mf
     from .mqtt.client import AsyncBambuMQTT, BambuMQTT, MQTTClient
     from .protocol.http import RetryPolicy
     from .protocol.jwt import TokenClaims, decode_claims

@@ -22,6 +22,8 @@
     │   ├── RateLimitError          429, carries ``retry_after`` seconds
     │   └── ServerError             5xx
     ├── UnsupportedCommandError     the printer's model cannot do this (refused before sending)
+    ├── ThreeMFError                a 3MF/G-code file is unreadable, hostile, unsliced or lacks a plate
+    ├── AmsMappingError             the file's filaments cannot be mapped to the loaded trays
     ├── LoginError                  a login flow could not be completed
     │   ├── VerificationCodeError   the emailed/SMS/authenticator code was refused too often
     │   └── CodeRequiredError       a code is needed but no ``code_callback`` was given
@@ -51,6 +53,7 @@ EXCERPT_LIMIT = 40
 
 __all__ = [
     "APIError",
+    "AmsMappingError",
     "AuthenticationError",
     "BadRequestError",
     "BambuError",
@@ -81,6 +84,7 @@ __all__ = [
     "StorageFullError",
     "TokenExpiredError",
     "TokenFileError",
+    "ThreeMFError",
     "TokenInvalidError",
     "TransferInterruptedError",
     "TransportError",
@@ -338,6 +342,30 @@ class UnsupportedCommandError(BambuError):
         self.command = command
         self.model = model
         self.reason = reason
+
+
+class ThreeMFError(BambuError):
+    """A 3MF (or G-code) file cannot be used: not a zip, corrupt, hostile, unsliced, no such plate.
+
+    ``entry`` names the archive member concerned when there is one (already
+    checked to be a plain relative name, or quoted with :func:`excerpt`).
+    """
+
+    def __init__(self, message: str, *, entry: str | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
+class AmsMappingError(BambuError):
+    """A file's filaments cannot be fed from the printer's trays (or a given mapping is wrong).
+
+    ``filament`` is the file's filament slot (1-based) concerned, ``None`` when
+    the whole mapping is at fault.
+    """
+
+    def __init__(self, message: str, *, filament: int | None = None) -> None:
+        super().__init__(message)
+        self.filament = filament
 
 
 class CommandError(MQTTError):

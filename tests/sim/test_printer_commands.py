@@ -13,6 +13,7 @@ import json
 import pytest
 
 from bambulab.sim.printer import ERR_VERIFY_FAILED, SimPrinter
+from bambulab.sim.threemf_writer import threemf_bytes
 from tests.sim.printer_helpers import SERIALS, Clock, Rig
 
 LED = {"led_on_time": 500, "led_off_time": 500, "loop_times": 0, "interval_time": 0}
@@ -118,7 +119,13 @@ def test_project_file_from_the_sd_card_and_uploaded_files() -> None:
     rig.start("Benchy.3mf")
     assert rig.view["print_type"] == "local"
     rig.ok("print", "stop", param="")
+    # An empty upload is no 3MF: refused with a print error, the printer stays idle.
     rig.printer.card.write("uploads/part.3mf", b"")
+    assert "not a 3MF" in rig.refused(
+        "print", "project_file", param="Metadata/plate_1.gcode", url="ftp:///uploads/part.3mf"
+    )
+    assert rig.view["print_error"] != 0 and rig.view["gcode_state"] != "PREPARE"
+    rig.printer.card.write("uploads/part.3mf", threemf_bytes(name="part"))
     rig.start("uploads/part.3mf")
     assert rig.view["gcode_file"] == "uploads/part.3mf"
     assert "busy" in rig.refused(

@@ -140,6 +140,9 @@ def build_app() -> typer.Typer:
     from .pins import pin_app  # here, not above: keeps this edit apart from the import list
 
     app.add_typer(pin_app, name="pin")
+    from .threemf import threemf  # likewise kept apart from the import list
+
+    app.command("3mf")(threemf)
     app.command(
         "sim",
         context_settings=sim.SIM_CONTEXT,

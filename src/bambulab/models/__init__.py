@@ -25,17 +25,21 @@ from .cloud import (
     UploadTicket,
 )
 from .printing import AmsChoice, PrintOptions, PrintOutcome
+from .threemf import Filament, Plate, PlateObject, ThreeMF
 
 __all__ = [
     "AmsChoice",
     "CameraCredentials",
     "Device",
     "DeviceInfo",
+    "Filament",
     "FirmwareInfo",
     "FirmwareModule",
     "Message",
     "Notification",
     "Page",
+    "Plate",
+    "PlateObject",
     "Preference",
     "PrintJob",
     "PrintOptions",
@@ -48,6 +52,7 @@ __all__ = [
     "SlicerSetting",
     "SlicerSettings",
     "Task",
+    "ThreeMF",
     "TokenResponse",
     "UploadResult",
     "UploadTicket",

@@ -10,13 +10,16 @@ running jobs. ``bambu sim`` runs exactly this.
     with Simulator(SimConfig(), time_scale=60) as sim:
         sim.mqtt_host, sim.mqtt_port, sim.ca_file      # the cloud broker (TLS)
         sim.lan_address(serial)                        # a printer's own broker
+        sim.ftps_address(serial)                       # its SD card over implicit FTPS
         sim.issue_token("maker@example.com")           # password for u_<uid>
         sim.restart_broker("cloud")                    # and other faults
 
 Faults for tests (also ``POST /sim/mqtt/faults``): cut every connection of a
 broker, restart a broker on the same port, stall a printer's reports,
 publish malformed payloads on a printer's report topic, take a printer
-offline and back, and serve a LAN certificate with the wrong CN.
+offline and back, and serve a LAN certificate with the wrong CN. The
+printers' FTPS servers (:mod:`.ftps`) have theirs: a full SD card,
+connections cut after N bytes, a stall, not listening.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from .brokers import LOOPBACK, BrokerRuntime, CloudPolicy, Credential, EmbeddedB
 from .certs import SimCertificates
 from .config import SimConfig
 from .errors import bad_request
+from .ftps import FtpsHost
 from .mosquitto import ExternalBroker, MosquittoBroker
 from .mqtt_host import PrinterHost, Route
 from .printer import SimPrinter
@@ -107,6 +111,7 @@ class PrinterEndpoint:
     model: str  # dev_model_name, e.g. "C12"
     host: str | None
     port: int | None
+    ftp_port: int | None = None  # implicit FTPS (a real printer: 990)
 
 
 class Simulator:
@@ -117,6 +122,11 @@ class Simulator:
     used as the cloud broker. ``lan=False`` skips the per-printer brokers
     (large fleets). ``time_scale`` speeds printers up (60: a minute per
     second); ``tick_interval`` is how often printers report.
+
+    With the LAN side on, every printer also serves its SD card over
+    implicit FTPS (:mod:`.ftps`; ``ftps=False`` turns that off):
+    ``ftps_ports`` fixes ports per serial (default: free ports),
+    ``ftps_tls13`` allows TLS 1.3 (real printers' vsftpd is taken as 1.2).
     """
 
     def __init__(
@@ -131,6 +141,9 @@ class Simulator:
         state_dir: Path | None = None,
         mosquitto_binary: str | None = None,
         printer_options: Mapping[str, Any] | None = None,
+        ftps: bool = True,
+        ftps_ports: Mapping[str, int] | None = None,
+        ftps_tls13: bool = False,
     ) -> None:
         if time_scale <= 0 or tick_interval <= 0:
             raise ValueError("time_scale and tick_interval must be positive")
@@ -163,6 +176,13 @@ class Simulator:
         self._cloud_broker: EmbeddedBroker | None = None
         self._lan_brokers: dict[str, EmbeddedBroker] = {}
         self._mosquitto: MosquittoBroker | None = None
+        self._ftps_enabled = ftps
+        self._ftps_ports = dict(ftps_ports or {})
+        for serial, port in self._ftps_ports.items():
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise ValueError(f"FTPS port for {serial} must be 0-65535")
+        self._ftps_tls13 = ftps_tls13
+        self.ftps: FtpsHost | None = None
         self.startup_seconds = 0.0
         self.cloud.app.include_router(_router(self))
 
@@ -228,9 +248,25 @@ class Simulator:
             self.world.binding_listeners.append(self.refresh_acl)
         self.host = self._build_host()
         self.host.start()
+        if self.lan and self._ftps_enabled:
+            self._start_ftps(certs)
         for serial, printer in self.printers.items():
             if not printer.online:
                 self._lan_power(serial, online=False)
+
+    def _start_ftps(self, certs: SimCertificates) -> None:
+        ftps = FtpsHost(tls13=self._ftps_tls13)
+        for serial, printer in self.printers.items():
+            ftps.add(
+                serial,
+                printer.card,
+                _access_code_of(printer),
+                certs.printer(serial),
+                family=printer.profile.family,
+                port=self._ftps_ports.get(serial, 0),
+            )
+        self.ftps = ftps
+        ftps.start()
 
     def _build_host(self) -> PrinterHost:
         host = PrinterHost(tick_interval=self.tick_interval)
@@ -266,6 +302,9 @@ class Simulator:
 
     def stop(self) -> None:
         """Stop everything (safe to call twice)."""
+        if self.ftps is not None:
+            self.ftps.stop()
+            self.ftps = None
         if self.host is not None:
             self.host.stop()
             self.host = None
@@ -342,6 +381,17 @@ class Simulator:
             raise RuntimeError("the printers' LAN brokers are not running (lan=False or no MQTT)")
         return LOOPBACK, broker.port
 
+    def ftps_address(self, serial: str) -> tuple[str, int]:
+        """``(host, port)`` of a printer's implicit FTPS server (``bblp``, CN = serial).
+
+        The port stays the same while the printer is off (nothing listens then).
+        """
+        if self.ftps is None:
+            raise RuntimeError("the printers' FTPS servers are not running (lan=False or no MQTT)")
+        if serial not in self.ftps.endpoints:
+            raise KeyError(f"no simulated printer {serial!r}")
+        return self.ftps.address(serial)
+
     @property
     def demo_account(self) -> Account:
         """The demo account (``.email``, ``.password``, ``.uid``)."""
@@ -379,6 +429,7 @@ class Simulator:
                     model=device.model.model_name,
                     host=address[0],
                     port=address[1],
+                    ftp_port=self.ftps_address(device.dev_id)[1] if self.ftps else None,
                 )
             )
         return found
@@ -402,6 +453,8 @@ class Simulator:
             if endpoint.host is not None and endpoint.port is not None:
                 values.append((f"{prefix}HOST", endpoint.host))
                 values.append((f"{prefix}PORT", str(endpoint.port)))
+            if endpoint.ftp_port is not None:
+                values.append((f"{prefix}FTP_PORT", str(endpoint.ftp_port)))
             values.append((f"{prefix}MODEL", endpoint.model))
         if endpoints:
             first = endpoints[0]
@@ -410,6 +463,8 @@ class Simulator:
             if first.host is not None and first.port is not None:
                 values.append(("BAMBU_PRINTER_HOST", first.host))
                 values.append(("BAMBU_PRINTER_PORT", str(first.port)))
+            if first.ftp_port is not None:
+                values.append(("BAMBU_PRINTER_FTP_PORT", str(first.ftp_port)))
         return lines + [f"export {name}={shlex.quote(value)}" for name, value in values]
 
     # --- printers -----------------------------------------------------------------------
@@ -444,7 +499,10 @@ class Simulator:
         again, it listens on the same port and the printer host reconnects.
         A shared mosquitto cannot close one listener: there the printer's
         listener refuses every login instead (:meth:`MosquittoBroker.set_online`).
+        Its FTPS server stops listening too, and comes back on the same port.
         """
+        if self.ftps is not None:
+            self.ftps.set_listening(serial, online)
         if self._mosquitto is not None:
             self._mosquitto.set_online(serial, online)
             return
@@ -577,14 +635,18 @@ class Simulator:
     def use_wrong_certificate(self, serial: str, wrong: bool = True) -> None:
         """Serve a LAN certificate whose CN is not ``serial`` (same CA), or the right one again.
 
-        The broker restarts on the same port. amqtt only.
+        The broker restarts on the same port (amqtt only); the printer's FTPS
+        server presents the same certificate to its next connections.
         """
         if self.certs is None:
             raise RuntimeError("MQTT is not running")
         broker = self._lan_brokers.get(serial)
         if broker is None:
             raise RuntimeError("wrong certificates need the embedded (amqtt) LAN brokers")
-        broker.cert = self.certs.wrong_cn(serial) if wrong else self.certs.printer(serial)
+        cert = self.certs.wrong_cn(serial) if wrong else self.certs.printer(serial)
+        if self.ftps is not None:
+            self.ftps.set_certificate(serial, cert)
+        broker.cert = cert
         self.restart_broker(serial)
 
     def renew_certificate(self, serial: str) -> None:
@@ -592,14 +654,18 @@ class Simulator:
 
         A client that pinned the old one must refuse it and say why; the
         original comes back with ``use_wrong_certificate(serial, False)``.
-        The broker restarts on the same port. amqtt only.
+        The broker restarts on the same port (amqtt only); the FTPS server
+        presents the new certificate too.
         """
         if self.certs is None:
             raise RuntimeError("MQTT is not running")
         broker = self._lan_brokers.get(serial)
         if broker is None:
             raise RuntimeError("new certificates need the embedded (amqtt) LAN brokers")
-        broker.cert = self.certs.renewed(serial)
+        cert = self.certs.renewed(serial)
+        if self.ftps is not None:
+            self.ftps.set_certificate(serial, cert)
+        broker.cert = cert
         self.restart_broker(serial)
 
     def refresh_acl(self) -> None:
@@ -632,6 +698,8 @@ class Simulator:
             entry: dict[str, Any] = {"serial": serial, "online": printer.online}
             if self.lan and self.mqtt_enabled and self.host is not None:
                 entry["lan_host"], entry["lan_port"] = self.lan_address(serial)
+            if self.ftps is not None:
+                entry["ftp_port"] = self.ftps_address(serial)[1]
             printers.append(entry)
         return {
             "enabled": self.mqtt_enabled and self.host is not None,

@@ -18,14 +18,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
+from ...errors import ThreeMFError
+from ...models.threemf import Plate
+from ...protocol.ams_mapping import same_type
+from ...protocol.threemf import read_3mf, read_gcode_info
 from ...vocabulary import FANS
 from ..catalog import AMS_PRODUCT, FILAMENTS, MAIN_BOARDS
 from . import job as stages
 from .ams import EXTERNAL, NO_TRAY
 from .job import Job, file_info
-from .state import PrinterState, Upgrade
+from .state import ERROR_RUNOUT, HMS_RUNOUT_CODE, PrinterState, Upgrade, runout_attr
 
 Body = Mapping[str, Any]
 
@@ -242,15 +246,201 @@ def plan_job(
     )
 
 
+_PLATE_PARAM = re.compile(r"^/?Metadata/plate_(\d{1,4})\.gcode$")
+
+
+def _plate_of(body: Body) -> int | None:
+    """The plate ``param`` names (``Metadata/plate_<N>.gcode``; absent: 1), None if malformed."""
+    param = body.get("param", "")
+    if param in ("", None):
+        return 1
+    if not isinstance(param, str):
+        raise BadField("param must be a string")
+    match = _PLATE_PARAM.match(param.strip())
+    return int(match.group(1)) if match else None
+
+
+def _job_name(body: Body, name: str) -> str:
+    return _str(body, "subtask_name", "") or name.rsplit(".3mf", 1)[0].rsplit(".gcode", 1)[0]
+
+
+def _refuse(
+    state: PrinterState, reason: str, error: int, hms: tuple[int, int] | None = None
+) -> str:
+    """Show a print error (and HMS entry) as a printer does when a job cannot start."""
+    state.print_error = error
+    if hms is not None and hms not in state.hms:
+        state.hms.append(hms)
+    return reason
+
+
+def _feeds(
+    state: PrinterState, plate: Plate, body: Body, *, check_types: bool
+) -> list[tuple[int, float]] | str:
+    """(tray, grams) per tray the plate's filaments come from, or why the job cannot start.
+
+    ``ams_mapping`` entry ``slot - 1`` feeds filament ``slot`` (PROTOCOL.md §2.4).
+    An empty mapping (or ``use_ams`` off) feeds everything from one tray, as
+    :func:`_choose_tray` picks it.
+    """
+    used = [f for f in plate.filaments if f.slot > 0]
+    grams = [f.grams for f in used] or [plate.weight]
+    raw = body.get("ams_mapping", [])
+    use_ams = _bool(body, "use_ams", bool(state.ams.units))
+    if not use_ams or raw in ("", []) or not used:
+        tray = _choose_tray(state, body)
+        if isinstance(tray, str):
+            return _refuse(state, tray, stages.ERROR_AMS_MAPPING)
+        pairs = [(tray, g) for g in grams]
+        chosen = [(tray, f) for f in used] if check_types else []
+    else:
+        if not isinstance(raw, list):
+            raise BadField("ams_mapping must be a list of integers")
+        mapping = [_int({"v": v}, "v") for v in raw]
+        chosen = []
+        for filament in used:
+            index = filament.slot - 1
+            tray = mapping[index] if index < len(mapping) else -1
+            if tray == -1 or state.ams.spool(tray) is None:
+                return _refuse(
+                    state,
+                    f"failed to get the AMS mapping table: filament {filament.slot} "
+                    f"maps to {'no tray' if tray == -1 else f'tray {tray}, which is missing'}",
+                    stages.ERROR_AMS_MAPPING,
+                )
+            chosen.append((tray, filament))
+        pairs = [(tray, filament.grams) for tray, filament in chosen]
+        if not check_types:
+            chosen = []
+    for tray, filament in chosen:
+        spool = state.ams.spool(tray)
+        if spool is not None and spool.loaded and not same_type(spool.tray_type, filament.type):
+            return _refuse(
+                state,
+                f"filament {filament.slot} is {filament.type} but tray {tray} holds "
+                f"{spool.tray_type}: failed to get the AMS mapping table",
+                stages.ERROR_AMS_MAPPING,
+            )
+    for tray, _ in pairs:
+        spool = state.ams.spool(tray)
+        if tray in (NO_TRAY, EXTERNAL, EXTERNAL + 1):
+            continue  # an external spool need not be described to the printer to feed it
+        if spool is None or not spool.loaded or spool.remain == 0:
+            # Loading from an empty slot: the runout error and HMS of that slot.
+            address = state.ams.address(tray) or (0xFF, 0)
+            attr = runout_attr(address[0], address[1])
+            return _refuse(state, f"tray {tray} is empty", ERROR_RUNOUT, (attr, HMS_RUNOUT_CODE))
+    merged: dict[int, float] = {}
+    for tray, used_grams in pairs:
+        merged[tray] = merged.get(tray, 0.0) + used_grams
+    return list(merged.items())
+
+
+def job_from_3mf(
+    state: PrinterState,
+    fileobj: BinaryIO,
+    plate: int,
+    body: Body,
+    *,
+    name: str = "",
+    check_types: bool = True,
+) -> Job | str:
+    """The job printing ``plate`` of the 3MF in ``fileobj``, or why it cannot start.
+
+    Layers, time and grams per filament come from the file's own metadata
+    (:func:`bambulab.protocol.threemf.read_3mf`); the trays from
+    ``ams_mapping``. A refusal also sets ``print_error`` (and the HMS entry
+    of an empty tray) as a printer shows it, and leaves the printer idle.
+    ``body`` is the ``project_file`` request (its url, ids, options);
+    ``name`` the file's name for ``gcode_file`` (default: from the url).
+    Used for SD-card files here and for files a cloud print fetched.
+    """
+    url = _str(body, "url", "")
+    cloud = url.startswith(("https://", "http://"))
+    if not name:
+        name = _str(body, "file", "") or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    try:
+        project = read_3mf(fileobj)
+        chosen = project.plate(plate)
+    except ThreeMFError as exc:
+        return _refuse(state, f"cannot print {name}: {exc}", stages.ERROR_FILE)
+    feeds = _feeds(state, chosen, body, check_types=check_types)
+    if isinstance(feeds, str):
+        return feeds
+    seconds = chosen.seconds or 60.0
+    layers = chosen.layers or max(1, int(seconds // 30))
+    return _project_job(state, body, name, cloud, feeds, layers, seconds / 60)
+
+
+def _project_job(
+    state: PrinterState,
+    body: Body,
+    name: str,
+    cloud: bool,
+    feeds: list[tuple[int, float]],
+    layers: int,
+    minutes: float,
+) -> Job:
+    levelling_key = "bed_levelling" if "bed_levelling" in body else "bed_leveling"
+    job = plan_job(
+        state,
+        name=_job_name(body, name),
+        gcode_file=name,
+        print_type="cloud" if cloud else "local",
+        tray=feeds[0][0] if feeds else NO_TRAY,
+        layers=layers,
+        minutes=minutes,
+        grams=round(sum(g for _, g in feeds), 2),
+        bed_levelling=_bool(body, levelling_key, True),
+        flow_cali=_bool(body, "flow_cali", False),
+        vibration_cali=_bool(body, "vibration_cali", False),
+    )
+    job.feeds = feeds
+    job.cloud = cloud
+    job.timelapse = _bool(body, "timelapse", False)
+    job.project_id = _id(body, "project_id")
+    job.profile_id = _id(body, "profile_id")
+    job.task_id = _id(body, "task_id")
+    job.subtask_id = _id(body, "subtask_id")
+    return job
+
+
+def _legacy_job(state: PrinterState, body: Body, name: str, cloud: bool) -> Job | str:
+    """A job for a file the simulator cannot read: numbers from :func:`file_info`.
+
+    Only for cloud URLs (until the printer fetches the file) and the sample
+    jobs of the cards, whose scenarios map their one filament to any tray.
+    """
+    tray = _choose_tray(state, body)
+    if isinstance(tray, str):
+        return tray
+    info = file_info(name)
+    return _project_job(state, body, name, cloud, [(tray, info.grams)], info.layers, info.minutes)
+
+
+def _is_sample(name: str) -> bool:
+    return name in stages.SAMPLE_FILES
+
+
 @handles("print", "project_file")
 def project_file(state: PrinterState, body: Body) -> Outcome:
-    """Start a sliced 3MF from the SD card (LAN) or a URL (cloud)."""
+    """Start a plate of a sliced 3MF from the SD card (LAN) or a URL (cloud).
+
+    A file on the card is read and run from its own metadata (layers, time,
+    grams per filament); trays come from ``ams_mapping``. A file that cannot
+    be printed (unreadable, no such plate, an empty or wrong tray) is refused
+    with the print error a printer shows, and the printer stays idle.
+    """
     if state.active:
         return fail("the printer is busy with another print")
     url = _str(body, "url", "")
-    cloud = url.startswith(("https://", "http://"))
-    if cloud:
+    plate = _plate_of(body)
+    if plate is None:
+        shown = body.get("param")
+        return fail(f"param must be a plate's G-code (Metadata/plate_<N>.gcode), not {shown!r}")
+    if url.startswith(("https://", "http://")):
         name = _str(body, "file", "") or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        job: Job | str = _legacy_job(state, body, name, cloud=True)
     else:
         scheme, _, path = url.partition("://")
         if scheme not in ("file", "ftp") or not path:
@@ -264,58 +454,78 @@ def project_file(state: PrinterState, body: Body) -> Outcome:
         found = _on_card(state, path)
         if found is None:
             return fail(f"file not found: {path}")
-        name = found
-    tray = _choose_tray(state, body)
-    if isinstance(tray, str):
-        return fail(tray)
-    info = file_info(name)
-    levelling_key = "bed_levelling" if "bed_levelling" in body else "bed_leveling"
-    job = plan_job(
-        state,
-        name=_str(body, "subtask_name", "") or name.rsplit(".3mf", 1)[0].rsplit(".gcode", 1)[0],
-        gcode_file=name,
-        print_type="cloud" if cloud else "local",
-        tray=tray,
-        layers=info.layers,
-        minutes=info.minutes,
-        grams=info.grams,
-        bed_levelling=_bool(body, levelling_key, True),
-        flow_cali=_bool(body, "flow_cali", False),
-        vibration_cali=_bool(body, "vibration_cali", False),
-    )
-    job.cloud = cloud
-    job.project_id = _id(body, "project_id")
-    job.profile_id = _id(body, "profile_id")
-    job.task_id = _id(body, "task_id")
-    job.subtask_id = _id(body, "subtask_id")
-    if _bool(body, "timelapse", False):
+        job = _card_job(state, body, found, plate)
+    if isinstance(job, str):
+        return Outcome(ok=False, reason=job, changed=True)  # print_error shows in the report
+    if job.timelapse:
         state.timelapse = "enable"
     state.start(job)
     return Outcome()
 
 
-@handles("print", "gcode_file")
-def gcode_file(state: PrinterState, body: Body) -> Outcome:
-    """Print a plain G-code file from the SD card."""
-    if state.active:
-        return fail("the printer is busy with another print")
-    path = _str(body, "param")
-    found = _on_card(state, path) if state.sdcard else None
-    if found is None:
-        return fail(f"file not found: {path}")
-    info = file_info(found)
+def _card_job(state: PrinterState, body: Body, found: str, plate: int) -> Job | str:
+    """The job for a file on the card (3MF or plain G-code)."""
+    if found.lower().endswith(".gcode"):
+        return _gcode_job(state, found, body)
+    sample = _is_sample(found)
+    try:
+        with state.card.open(found) as fileobj:
+            job = job_from_3mf(state, fileobj, plate, body, name=found, check_types=not sample)
+    except OSError as exc:
+        return _refuse(state, f"cannot read {found}: {type(exc).__name__}", stages.ERROR_FILE)
+    if isinstance(job, str) and sample and state.print_error == stages.ERROR_FILE:
+        state.print_error = 0  # a placeholder sample from before the cards held real files
+        return _legacy_job(state, body, found, cloud=False)
+    return job
+
+
+def _gcode_job(state: PrinterState, found: str, body: Body | None = None) -> Job | str:
+    """A plain G-code file: layers and time from its header, fed from the loaded tray."""
+    try:
+        with state.card.open(found) as fileobj:
+            layers, seconds = read_gcode_info(fileobj)
+    except OSError as exc:
+        return _refuse(state, f"cannot read {found}: {type(exc).__name__}", stages.ERROR_FILE)
+    if not layers or not seconds:
+        if not _is_sample(found):
+            return _refuse(
+                state,
+                f"cannot print {found}: no layer count or time in its header",
+                stages.ERROR_FILE,
+            )
+        info = file_info(found)
+        layers, seconds = info.layers, info.minutes * 60
     tray = state.ams.tray_now if state.ams.tray_now != NO_TRAY else state.ams.first_loaded()
+    info = file_info(found)
+    grams = info.grams if _is_sample(found) else round(seconds / 60 * 0.4, 1)
     job = plan_job(
         state,
         name=found.rsplit("/", 1)[-1].rsplit(".", 1)[0],
         gcode_file=found,
         print_type="local",
         tray=tray,
-        layers=info.layers,
-        minutes=info.minutes,
-        grams=info.grams,
+        layers=layers,
+        minutes=seconds / 60,
+        grams=grams,
         bed_levelling=False,
     )
+    if body is not None:
+        job.timelapse = _bool(body, "timelapse", False)
+    return job
+
+
+@handles("print", "gcode_file")
+def gcode_file(state: PrinterState, body: Body) -> Outcome:
+    """Print a plain G-code file from the SD card (layers and time from its header)."""
+    if state.active:
+        return fail("the printer is busy with another print")
+    path = _str(body, "param")
+    found = _on_card(state, path) if state.sdcard else None
+    if found is None:
+        return fail(f"file not found: {path}")
+    job = _gcode_job(state, found)
+    if isinstance(job, str):
+        return Outcome(ok=False, reason=job, changed=True)
     state.start(job)
     return Outcome()
 

@@ -10,6 +10,7 @@ on a real printer) so that a test with a fast clock gets through quickly.
 
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -62,6 +63,34 @@ PRINT_TEMPS = {
 }
 DEFAULT_TEMPS = (220, 55)
 PROBE_NOZZLE_TEMP = 140  # the nozzle waits lukewarm while the bed heats and is probed
+
+
+# print_error a printer shows when it cannot build the AMS mapping table for a job:
+# 0700_8012 "Failed to get AMS mapping table; please select Resume to retry"
+# (Bambu's HMS wiki; users report it for a mapping shorter than the project's
+# filaments). The simulator also raises it for a tray whose filament type is
+# not the file's: Bambu Studio refuses such a mapping before sending
+# (SelectMachine's type check), so only other clients reach the printer with one.
+ERROR_AMS_MAPPING = 0x07008012
+# print_error for a file the printer cannot open or parse. This one is the
+# simulator's own choice (module 0x05 mainboard, "print file" class): no
+# published table names a code for a corrupt 3MF.
+ERROR_FILE = 0x0500C010
+# The video a finished job leaves in /timelapse: X1 and H2 record MP4,
+# the P1 and A1 families AVI (users' SD cards; the printers' FTPS listings).
+TIMELAPSE_AVI_FAMILIES = frozenset({"P1", "A1"})
+TIMELAPSE_BYTES = b"RIFF\x00\x00\x00\x00AVI LIST"  # a stand-in header, not a playable video
+TIMELAPSE_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+# Simulated seconds are counted from this wall-clock moment for file names.
+SIM_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def timelapse_file(family: str, sim_time: float) -> tuple[str, bytes]:
+    """(card name, bytes) of the timelapse a job finishing at ``sim_time`` leaves."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.gmtime(SIM_EPOCH + sim_time))
+    if family in TIMELAPSE_AVI_FAMILIES:
+        return f"timelapse/video_{stamp}.avi", TIMELAPSE_BYTES
+    return f"timelapse/video_{stamp}.mp4", TIMELAPSE_MP4
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +154,14 @@ class Job:
     resume_stage: int | None = None  # where a paused job goes back to
     runout: tuple[int, int] | None = None  # (ams_id, slot) that ran out
     skipped: list[int] = field(default_factory=list)
+    # (global tray id, grams over the whole print) per tray the file's filaments map to;
+    # empty: everything comes from ``tray``.
+    feeds: list[tuple[int, float]] = field(default_factory=list)
+    timelapse: bool = False  # leave a video in /timelapse when it finishes
+
+    def consumption(self) -> list[tuple[int, float]]:
+        """(tray, grams over the whole print) for every tray the job draws from."""
+        return self.feeds or [(self.tray, self.grams)]
 
     @property
     def fraction(self) -> float:

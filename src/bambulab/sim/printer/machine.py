@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import functools
 import json
 import logging
 import random
@@ -535,9 +536,35 @@ def _reply(
     return {family: _deep_copy(reply)}
 
 
+@functools.cache
+def _sample_bytes() -> tuple[tuple[str, bytes], ...]:
+    """The sample jobs as real files, written once per process.
+
+    Each 3MF is sliced for one PLA filament with the layers, time and grams
+    of its :data:`~.job.SAMPLE_FILES` row, so a print of it runs as it always did.
+    """
+    from ..threemf_writer import gcode_bytes, threemf_bytes  # Pillow: drawn on first use
+
+    out = []
+    for name, info in stages.SAMPLE_FILES.items():
+        if name.endswith(".gcode"):
+            data = gcode_bytes(layers=info.layers, seconds=info.minutes * 60, grams=info.grams)
+        else:
+            data = threemf_bytes(
+                name=name.rsplit(".", 1)[0],
+                objects=(name.rsplit(".", 1)[0],),
+                layers=info.layers,
+                seconds=info.minutes * 60,
+                grams=(info.grams,),
+                filaments=(("PLA", "#00AE42FF"),),
+            )
+        out.append((name, data))
+    return tuple(out)
+
+
 def _sample_files() -> dict[str, bytes]:
-    """What a fresh card holds: the sample jobs (placeholders until 3MFs are written)."""
-    return dict.fromkeys(stages.SAMPLE_FILES, b"")
+    """What a fresh card holds: the sample jobs, as sliced 3MFs and G-code."""
+    return dict(_sample_bytes())
 
 
 def _deep_copy(value: _T) -> _T:

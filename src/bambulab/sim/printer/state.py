@@ -11,6 +11,7 @@ simulated seconds.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from dataclasses import dataclass, replace
@@ -274,11 +275,12 @@ class PrinterState:
             return
         work = h * self.speed_percent / 100
         job.work_done = min(job.work_total, job.work_done + work)
-        if job.tray != NO_TRAY and job.work_total > 0:
-            grams = job.grams * work / job.work_total
-            if self.ams.consume(job.tray, grams):
-                address = self.ams.address(job.tray) or (0, 0)
-                ams_id = 0xFF if job.tray in (EXTERNAL, NO_TRAY) else address[0]
+        for tray, total in job.consumption():  # each mapped tray by its filament's share
+            if tray == NO_TRAY or job.work_total <= 0:
+                continue
+            if self.ams.consume(tray, total * work / job.work_total):
+                address = self.ams.address(tray) or (0, 0)
+                ams_id = 0xFF if tray in (EXTERNAL, NO_TRAY) else address[0]
                 self.runout(ams_id, address[1])
                 return
         if job.work_done >= job.work_total:
@@ -289,6 +291,10 @@ class PrinterState:
         job = self.job
         if job is not None:
             job.work_done = job.work_total
+            if job.timelapse and not job.calibration:
+                # A full or missing card records no video; the print still finished.
+                with contextlib.suppress(OSError, ValueError):
+                    self.card.write(*stages.timelapse_file(self.profile.family, self.time))
         self.gcode_state = "FINISH"
         self._cool_down()
 
