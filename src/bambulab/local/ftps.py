@@ -583,7 +583,7 @@ class LocalFTPClient:
             total = _remaining(local)
         try:
             try:
-                moved = self._upload(handle, tmp, total, progress)
+                moved = self._upload(handle, tmp, where, total, progress)
                 self.rename(tmp, where)
             except BaseException:
                 self._discard(tmp)
@@ -594,9 +594,15 @@ class LocalFTPClient:
         return moved
 
     def _upload(
-        self, source: IO[bytes], tmp: str, total: int | None, progress: Progress | None
+        self,
+        source: IO[bytes],
+        tmp: str,
+        where: str,
+        total: int | None,
+        progress: Progress | None,
     ) -> int:
-        data = self._open_data(f"STOR {tmp}", "STOR", tmp)
+        # Errors name the target (what the caller asked for), not the temporary name.
+        data = self._open_data(f"STOR {tmp}", "STOR", where)
         moved = 0
         try:
             while True:
@@ -607,7 +613,7 @@ class LocalFTPClient:
                     data.sendall(block)
                 except (OSError, ssl.SSLError) as exc:
                     _quiet(data)
-                    raise self._data_error(exc, "STOR", tmp) from exc
+                    raise self._data_error(exc, "STOR", where) from exc
                 moved += len(block)
                 if progress is not None:
                     progress(moved, total)
@@ -617,7 +623,7 @@ class LocalFTPClient:
                 _drain(data, self.timeout)
             except (OSError, ssl.SSLError) as exc:
                 _quiet(data)
-                raise self._data_error(exc, "STOR", tmp) from exc
+                raise self._data_error(exc, "STOR", where) from exc
         except BambuError:
             raise
         except BaseException:
@@ -625,7 +631,7 @@ class LocalFTPClient:
             self._drop()
             raise
         _quiet(data)
-        self._finish("STOR", tmp)
+        self._finish("STOR", where)
         return moved
 
     def _discard(self, tmp: str) -> None:
@@ -693,6 +699,10 @@ def _remaining(handle: IO[bytes]) -> int | None:
 
 
 def _why(exc: BaseException) -> str:
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, BrokenPipeError)):
+        return "the other side closed the connection"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
     if isinstance(exc, ssl.SSLError):
         return exc.reason or exc.__class__.__name__
     if isinstance(exc, OSError) and exc.strerror:
