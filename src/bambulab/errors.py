@@ -22,6 +22,7 @@
     │   ├── RateLimitError          429, carries ``retry_after`` seconds
     │   └── ServerError             5xx
     ├── UnsupportedCommandError     the printer's model cannot do this (refused before sending)
+    ├── PrinterBusyError            the printer is printing: a new print is refused before sending
     ├── ThreeMFError                a 3MF/G-code file is unreadable, hostile, unsliced or lacks a plate
     ├── AmsMappingError             the file's filaments cannot be mapped to the loaded trays
     ├── LoginError                  a login flow could not be completed
@@ -75,6 +76,7 @@ __all__ = [
     "MQTTError",
     "NotConnectedError",
     "NotFoundError",
+    "PrinterBusyError",
     "ProtocolError",
     "RateLimitError",
     "RemoteFileNotFoundError",
@@ -342,6 +344,15 @@ class UnsupportedCommandError(BambuError):
         self.command = command
         self.model = model
         self.reason = reason
+
+
+class PrinterBusyError(BambuError):
+    """The printer is busy with a print (``state`` says how); nothing was sent."""
+
+    def __init__(self, message: str, *, serial: str | None = None, state: str = "") -> None:
+        super().__init__(message)
+        self.serial = serial
+        self.state = state
 
 
 class ThreeMFError(BambuError):
