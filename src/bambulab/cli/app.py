@@ -143,6 +143,9 @@ def build_app() -> typer.Typer:
     from .threemf import threemf  # likewise kept apart from the import list
 
     app.command("3mf")(threemf)
+    from .files import files_app  # likewise kept apart from the import list
+
+    app.add_typer(files_app, name="files")
     app.command(
         "sim",
         context_settings=sim.SIM_CONTEXT,
