@@ -28,6 +28,9 @@ _EXPORTS = {
     "read_3mf": "bambulab.protocol.threemf",
     "ams_mapping": "bambulab.protocol.ams_mapping",
     "decode_claims": "bambulab.protocol.jwt",
+    "LocalFTPClient": "bambulab.local.ftps",
+    "AsyncLocalFTPClient": "bambulab.local.ftps",
+    "LanPrinter": "bambulab.local.lan_print",
 }
 _ERRORS = (
     "APIError",
@@ -62,6 +65,13 @@ _ERRORS = (
     "TokenInvalidError",
     "TransportError",
     "VerificationCodeError",
+    "FTPError",
+    "FTPAuthenticationError",
+    "RemoteFileNotFoundError",
+    "StorageFullError",
+    "SessionReuseError",
+    "TransferInterruptedError",
+    "PrinterBusyError",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "bambulab.errors"))
 
@@ -72,14 +82,16 @@ if TYPE_CHECKING:
     from .cloud.client import AsyncBambuClient, BambuClient
     from .cloud.tokens import TokenStore
     from .errors import *
+    from .local.ftps import AsyncLocalFTPClient, LocalFTPClient
+    from .local.lan_print import LanPrinter
     from .models.state import PrinterState
     from .models.threemf import ThreeMF
-    from .protocol.ams_mapping import ams_mapping
-    from .protocol.threemf import read_3mf
     from .mqtt.client import AsyncBambuMQTT, BambuMQTT, MQTTClient
+    from .protocol.ams_mapping import ams_mapping
     from .protocol.http import RetryPolicy
     from .protocol.jwt import TokenClaims, decode_claims
     from .protocol.login import AskCode
+    from .protocol.threemf import read_3mf
 
 
 def __getattr__(name: str) -> Any:

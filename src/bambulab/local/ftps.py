@@ -520,19 +520,23 @@ class LocalFTPClient:
         total = self.size(where)
         data = self._open_data(f"RETR {where}", "RETR", where)
         moved = 0
+        # One reusable 1 MiB buffer, filled record by record (a TLS read returns
+        # at most one 16 KiB record): one write and one progress call per MiB.
+        buffer = memoryview(bytearray(BLOCK))
         try:
             while True:
                 try:
-                    block = _recv(data, BLOCK)
+                    filled = _fill(data, buffer)
                 except (OSError, ssl.SSLError) as exc:
                     _quiet(data)
                     raise self._data_error(exc, "RETR", where) from exc
-                if not block:
+                if filled:
+                    sink.write(buffer[:filled])
+                    moved += filled
+                    if progress is not None:
+                        progress(moved, total)
+                if filled < BLOCK:
                     break
-                sink.write(block)
-                moved += len(block)
-                if progress is not None:
-                    progress(moved, total)
         except BambuError:
             raise
         except BaseException:
@@ -653,6 +657,21 @@ class LocalFTPClient:
         import io
 
         return self.upload(io.BytesIO(data), remote)
+
+
+def _fill(sock: ssl.SSLSocket, buffer: memoryview) -> int:
+    """Read until ``buffer`` is full or the peer closed; the bytes read (short only at the end)."""
+    filled = 0
+    size = len(buffer)
+    while filled < size:
+        try:
+            got = sock.recv_into(buffer[filled:], size - filled)
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return filled
+        if not got:
+            return filled
+        filled += got
+    return filled
 
 
 def _recv(sock: ssl.SSLSocket, size: int) -> bytes:
