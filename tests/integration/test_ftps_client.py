@@ -22,6 +22,7 @@ from bambulab.errors import (
     BambuError,
     FTPAuthenticationError,
     RemoteFileNotFoundError,
+    RequestTimeoutError,
     StorageFullError,
     TransferInterruptedError,
 )
@@ -206,3 +207,131 @@ def test_wrong_access_code_is_one_clear_line(sim: Simulator, face: str) -> None:
         assert sim.printers[serial].access_code not in text
     finally:
         card.close()
+
+
+# --- hostile or silent servers: every read has a deadline, every line a cap -------------------
+
+HOSTILE_SERIAL = "01P00A000000009"
+
+
+class HostileServer:
+    """A TLS listener on loopback that misbehaves in one chosen way, one connection at a time."""
+
+    def __init__(self, directory: Path, behaviour: str) -> None:
+        import socket
+        import ssl
+        import threading
+
+        from cryptography.hazmat.primitives import serialization
+
+        from bambulab.sim.certs import CertificateAuthority
+
+        authority = CertificateAuthority.generate()
+        key, cert = authority.issue(HOSTILE_SERIAL)
+        self.ca_file = directory / "ca.pem"
+        self.ca_file.write_bytes(authority.certificate_pem())
+        chain = directory / "server.pem"
+        chain.write_bytes(
+            cert.public_bytes(serialization.Encoding.PEM)
+            + key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(chain)
+        self.behaviour = behaviour
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import contextlib
+        import ssl
+
+        self.listener.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with contextlib.suppress(OSError, ssl.SSLError):
+                self._one(raw)
+            raw.close()
+
+    def _one(self, raw: Any) -> None:
+        if self.behaviour == "no-handshake":
+            self.stop.wait(5)
+            return
+        raw.settimeout(5)
+        tls = self.context.wrap_socket(raw, server_side=True)
+        if self.behaviour == "silent":
+            self.stop.wait(5)
+        elif self.behaviour == "endless-line":
+            chunk = b"2" * 65536
+            while not self.stop.is_set():
+                tls.sendall(chunk)
+        elif self.behaviour == "garbage":
+            tls.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            self.stop.wait(5)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error", "words"),
+    [
+        ("silent", "RequestTimeoutError", "did not answer"),
+        ("no-handshake", "RequestTimeoutError", "handshake"),
+        ("endless-line", "ProtocolError", "longer than the limit"),
+        ("garbage", "ProtocolError", "not an FTP reply"),
+    ],
+)
+def test_hostile_servers_give_one_clear_line_in_time(
+    tmp_path: Path, behaviour: str, error: str, words: str
+) -> None:
+    import time
+
+    server = HostileServer(tmp_path, behaviour)
+    try:
+        client = LocalFTPClient(
+            "127.0.0.1",
+            "12345678",
+            HOSTILE_SERIAL,
+            port=server.port,
+            ca_file=server.ca_file,
+            timeout=1.0,
+        )
+        started = time.monotonic()
+        with pytest.raises(BambuError) as caught:
+            client.connect()
+        assert time.monotonic() - started < 4
+        assert type(caught.value).__name__ == error, caught.value
+        assert words in str(caught.value) and "\n" not in str(caught.value)
+        assert "12345678" not in str(caught.value)
+    finally:
+        server.close()
+
+
+def test_a_stalled_printer_times_out_mid_session(sim: Simulator, face: str) -> None:
+    serial = serial_of(sim, "01P")
+    card = open_card(sim, face, serial, timeout=1.0)
+    try:
+        card.list("/")
+        assert sim.ftps is not None
+        sim.ftps.stall(serial, 3.0)
+        with pytest.raises(RequestTimeoutError):
+            card.list("/cache")
+    finally:
+        card.close()
+    import time
+
+    time.sleep(2.5)  # let the stall pass for the next test
