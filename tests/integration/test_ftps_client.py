@@ -196,6 +196,28 @@ def test_connection_cut_mid_upload_leaves_nothing_under_the_name(
     (root / "cache" / "keep.3mf").unlink()
 
 
+def test_connection_cut_mid_download_keeps_no_partial_file(
+    sim: Simulator, face: str, tmp_path: Path
+) -> None:
+    serial = serial_of(sim, "01P")
+    root = card_dir(sim, serial)
+    (root / "cache" / "long.3mf").write_bytes(secrets.token_bytes(4 << 20))
+    (tmp_path / "long.3mf").write_bytes(b"the old local copy")
+    assert sim.ftps is not None
+    sim.ftps.drop_after(serial, 1 << 20)
+    card = open_card(sim, face, serial)
+    try:
+        with pytest.raises(TransferInterruptedError) as caught:
+            card.download("/cache/long.3mf", tmp_path / "long.3mf")
+        assert "long.3mf" in str(caught.value) and "\n" not in str(caught.value)
+    finally:
+        card.close()
+        (root / "cache" / "long.3mf").unlink()
+    # the local file is what it was; no partial file beside it
+    assert (tmp_path / "long.3mf").read_bytes() == b"the old local copy"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.3mf"]
+
+
 def test_wrong_access_code_is_one_clear_line(sim: Simulator, face: str) -> None:
     serial = serial_of(sim, "01P")
     card = open_card(sim, face, serial, code="00000000")

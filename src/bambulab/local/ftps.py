@@ -268,19 +268,8 @@ class LocalFTPClient:
         while not self._replies:
             try:
                 data = sock.recv(8192)
-            except TimeoutError as exc:
-                self._drop()
-                raise RequestTimeoutError(
-                    f"{self.label} did not answer {what} within {self.timeout:g} s",
-                    url=self.label,
-                ) from exc
             except (OSError, ssl.SSLError) as exc:
-                self._drop()
-                raise TransferInterruptedError(
-                    f"the connection to {self.label} broke waiting for {what}: {_why(exc)}",
-                    host=self.host,
-                    command=what,
-                ) from exc
+                raise self._control_broke(exc, what, "did not answer", "waiting for") from exc
             if not data:
                 self._drop()
                 raise TransferInterruptedError(
@@ -299,19 +288,22 @@ class LocalFTPClient:
         sock = self._control()
         try:
             sock.sendall(line.encode("utf-8") + b"\r\n")
-        except TimeoutError as exc:
-            self._drop()
-            raise RequestTimeoutError(
-                f"{self.label} did not take {verb} within {self.timeout:g} s", url=self.label
-            ) from exc
         except (OSError, ssl.SSLError) as exc:
-            self._drop()
-            raise TransferInterruptedError(
-                f"the connection to {self.label} broke sending {verb}: {_why(exc)}",
-                host=self.host,
-                command=verb,
-            ) from exc
+            raise self._control_broke(exc, verb, "did not take", "sending") from exc
         return self._reply(verb)
+
+    def _control_broke(self, exc: BaseException, verb: str, late: str, doing: str) -> BambuError:
+        """The control connection failed (timeout or break): it is dropped; the error to raise."""
+        self._drop()
+        if isinstance(exc, TimeoutError):
+            return RequestTimeoutError(
+                f"{self.label} {late} {verb} within {self.timeout:g} s", url=self.label
+            )
+        return TransferInterruptedError(
+            f"the connection to {self.label} broke {doing} {verb}: {_why(exc)}",
+            host=self.host,
+            command=verb,
+        )
 
     def _expect(self, reply: ftp.Reply, verb: str, kind: int, path: str | None = None) -> ftp.Reply:
         if reply.kind != kind:
@@ -378,7 +370,16 @@ class LocalFTPClient:
 
     def _finish(self, verb: str, path: str | None) -> ftp.Reply:
         """The reply ending a transfer (226); a refusal becomes its error."""
-        return self._expect(self._reply(verb), verb, 2, path)
+        try:
+            reply = self._reply(verb)
+        except TransferInterruptedError as exc:
+            raise TransferInterruptedError(
+                f"the connection to {self.label} broke before {verb} {path!r} was confirmed",
+                host=self.host,
+                command=verb,
+                path=path,
+            ) from exc
+        return self._expect(reply, verb, 2, path)
 
     def _data_error(self, exc: BaseException, verb: str, path: str | None) -> BambuError:
         """A broken data channel: the server's own reason when it gave one (522, 552)."""
@@ -735,6 +736,18 @@ def _short(text: str) -> str:
     return visible(text)[:120]
 
 
+def on_loop(progress: Progress | None) -> Progress | None:
+    """``progress`` as a callback that a worker thread may call: it runs on the running loop."""
+    if progress is None:
+        return None
+    loop = asyncio.get_running_loop()
+
+    def relay(done: int, total: int | None) -> None:
+        loop.call_soon_threadsafe(progress, done, total)
+
+    return relay
+
+
 class AsyncLocalFTPClient:
     """The async face of :class:`LocalFTPClient`: the same methods, awaited.
 
@@ -766,16 +779,6 @@ class AsyncLocalFTPClient:
             raise ConfigurationError("this FTPS client is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: function(*args, **kw))
-
-    def _relay(self, progress: Progress | None) -> Progress | None:
-        if progress is None:
-            return None
-        loop = asyncio.get_running_loop()
-
-        def relay(done: int, total: int | None) -> None:
-            loop.call_soon_threadsafe(progress, done, total)
-
-        return relay
 
     async def connect(self) -> AsyncLocalFTPClient:
         await self._run(self._sync.connect)
@@ -812,7 +815,7 @@ class AsyncLocalFTPClient:
         *,
         progress: Progress | None = None,
     ) -> int:
-        return await self._run(self._sync.download, remote, local, progress=self._relay(progress))
+        return await self._run(self._sync.download, remote, local, progress=on_loop(progress))
 
     async def upload(
         self,
@@ -821,7 +824,7 @@ class AsyncLocalFTPClient:
         *,
         progress: Progress | None = None,
     ) -> int:
-        return await self._run(self._sync.upload, local, remote, progress=self._relay(progress))
+        return await self._run(self._sync.upload, local, remote, progress=on_loop(progress))
 
     async def aclose(self) -> None:
         """Close the session and stop the worker thread."""

@@ -52,7 +52,7 @@ from ..models.printing import PrintOptions, PrintOutcome
 from ..models.state import PrinterState
 from ..models.threemf import Plate, ThreeMF
 from ..protocol import ftp
-from .ftps import DEFAULT_TIMEOUT, FTPS_PORT, LocalFTPClient, Progress
+from .ftps import DEFAULT_TIMEOUT, FTPS_PORT, LocalFTPClient, Progress, on_loop
 
 LAN_MQTT_PORT = 8883
 DEFAULT_DIR = "/"  # where slicers and LAN tools put files to print: the card's root
@@ -430,22 +430,11 @@ def print_many(
         return [f.result() for f in futures]
 
 
-def _relay(progress: Progress | None) -> Progress | None:
-    if progress is None:
-        return None
-    loop = asyncio.get_running_loop()
-
-    def relay(done: int, total: int | None) -> None:
-        loop.call_soon_threadsafe(progress, done, total)
-
-    return relay
-
-
 async def print_file_async(
     path: str | os.PathLike[str], *, progress: Progress | None = None, **kw: Any
 ) -> PrintOutcome:
     """:func:`print_file`, awaited (worker thread; progress delivered on this loop)."""
-    return await asyncio.to_thread(print_file, path, progress=_relay(progress), **kw)
+    return await asyncio.to_thread(print_file, path, progress=on_loop(progress), **kw)
 
 
 async def print_existing_async(remote_path: str, **kw: Any) -> PrintOutcome:
