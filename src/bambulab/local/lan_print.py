@@ -183,7 +183,12 @@ def same_file_on_card(card: LocalFTPClient, remote: str, size: int, md5: str) ->
 
 
 def check_idle(state: PrinterState, serial: str) -> None:
-    """Refuse a printer that is busy with a print (printing, preparing or paused)."""
+    """Refuse a printer that is busy with a print (printing, preparing or paused).
+
+    Bambu Studio sends to several machines only those that are online and
+    cannot abort a job (SendMultiMachinePage::on_send: ``!obj->can_abort()``),
+    i.e. not printing or paused.
+    """
     if state.printing or state.gcode_state == "PAUSE":
         job = state.get("subtask_name") or state.get("gcode_file") or ""
         what = f" ({str(job)[:60]!r}, {state.percent or 0} %)" if job else ""
@@ -202,13 +207,13 @@ def mapping_for(
     choice: Any,
 ) -> tuple[bool, list[int]]:
     """``(use_ams, ams_mapping)`` for ``project_file`` from the options' ``ams_mapping``."""
-    from ..protocol.ams_mapping import ams_mapping
+    from ..protocol.ams_mapping import UNUSED, ams_mapping
 
     if plate is None or project is None:
         return False, []
     if isinstance(choice, str):
         if choice == "none":
-            return False, []
+            return False, [UNUSED] * project.mapping_length
         if choice != "auto":
             raise ConfigurationError(f"ams_mapping is 'auto', 'none' or a list, not {choice!r}")
         if not plate.filaments:
@@ -222,9 +227,14 @@ def mapping_for(
         mapping = ams_mapping(
             plate.filaments, state.trays, length=project.mapping_length, explicit=explicit
         )
-    used = [t for t in mapping if t >= 0]
-    # Every filament from an external spool: the AMS stays out of it.
-    use_ams = any(t < 254 for t in used)
+    # Every filament from an external spool: the AMS stays out of it, and the
+    # (old-style) mapping says -1 for each filament, never a short list.
+    # Bambu Studio's SendMultiMachinePage::request_params does the same:
+    # without AMS every entry goes to the virtual tray, which
+    # get_ams_mapping_result writes as -1 in ``ams_mapping``.
+    use_ams = any(0 <= t < 254 for t in mapping)
+    if not use_ams:
+        return False, [UNUSED] * len(mapping)
     return use_ams, mapping
 
 
