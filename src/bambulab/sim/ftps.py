@@ -364,6 +364,33 @@ class _Data(TLS_DTPHandler):  # type: ignore[misc]
         self._counted += sent
         return sent
 
+    def handle_failed_ssl_handshake(self) -> None:
+        if not self._initialized:
+            # A data connection no transfer is waiting for (the client gave
+            # up after a 550, say): vsftpd would not even have accepted it.
+            self._resp = ()
+            self.close()
+            return
+        super().handle_failed_ssl_handshake()
+
+    def close(self) -> None:
+        # An upload the server cut (card full, dropped connection, no session
+        # reuse) must not stay behind under the target's name; remove it
+        # before the socket closes or the answer goes out, so that a client
+        # that sees either already finds it gone.
+        upload = self.file_obj
+        if (
+            not self._closed
+            and self.receive
+            and not self.transfer_finished
+            and self.cmd_channel.server_aborted
+            and upload is not None
+        ):
+            upload.close()
+            with contextlib.suppress(OSError):
+                os.remove(upload.name)
+        super().close()
+
     def handle_error(self) -> None:
         upload = self.file_obj
         if isinstance(upload, _Upload) and upload.full:
@@ -509,13 +536,6 @@ class _Control(TLS_FTPHandler):  # type: ignore[misc]
         finally:
             self.upload_room = None
         return None if result is None else str(result)
-
-    def on_incomplete_file_received(self, file: str) -> None:
-        # The server cut this upload (card full, dropped connection, no session
-        # reuse): the partial file must not stay behind under the target's name.
-        if self.server_aborted:
-            with contextlib.suppress(OSError):
-                os.remove(file)
 
 
 class _Server(FTPServer):  # type: ignore[misc]
