@@ -78,19 +78,36 @@ def context_for(sim: Simulator, *, tls13: bool = False) -> ssl.SSLContext:
     return context
 
 
+@pytest.fixture(scope="module")
+def modern() -> Iterator[Simulator]:
+    """Printers whose FTPS servers also speak TLS 1.3 (``ftps_tls13``)."""
+    with Simulator(UNLIMITED, tick_interval=0.5, ftps_tls13=True) as running:
+        yield running
+
+
 @pytest.fixture
-def ftp(sim: Simulator) -> Iterator[Callable[..., ImplicitFTPS]]:
-    """``ftp(serial, login=True, prot=True, reuse=True)``: a connected client, closed after."""
+def ftp(sim: Simulator, modern: Simulator) -> Iterator[Callable[..., ImplicitFTPS]]:
+    """``ftp(serial, login=True, prot=True, reuse=True, tls13=False)``: a connected client.
+
+    ``tls13=True`` talks to the ``modern`` simulator with a client that allows
+    TLS 1.3; every client is closed after the test.
+    """
     made: list[ImplicitFTPS] = []
 
     def open_client(
-        serial: str, *, login: bool = True, prot: bool = True, reuse: bool = True, **kw: Any
+        serial: str,
+        *,
+        login: bool = True,
+        prot: bool = True,
+        reuse: bool = True,
+        tls13: bool = False,
     ) -> ImplicitFTPS:
-        client = ImplicitFTPS(context_for(sim, **kw), reuse=reuse)
+        target = modern if tls13 else sim
+        client = ImplicitFTPS(context_for(target, tls13=tls13), reuse=reuse)
         made.append(client)
-        client.connect(*sim.ftps_address(serial), server_name=serial)
+        client.connect(*target.ftps_address(serial), server_name=serial)
         if login:
-            client.login("bblp", sim.printers[serial].access_code)
+            client.login("bblp", target.printers[serial].access_code)
         if prot:
             client.prot_p()
         return client
@@ -252,23 +269,23 @@ def test_an_upload_without_session_reuse_leaves_nothing(
     assert "cache/no-reuse.3mf" not in card_files(sim, X1C)
 
 
-def test_tls13_server_option(ftp: Callable[..., ImplicitFTPS]) -> None:
+def test_tls12_by_default_tls13_as_an_option(sim: Simulator) -> None:
     # The default server caps at TLS 1.2 (PROTOCOL.md §3), whatever the client offers.
+    context = context_for(sim, tls13=True)
+    with (
+        socket.create_connection(sim.ftps_address(P1P), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=P1P) as tls,
+    ):
+        assert tls.version() == "TLSv1.2"
+
+
+def test_tls13_round_trip(ftp: Callable[..., ImplicitFTPS]) -> None:
     client = ftp(P1P, tls13=True)
-    assert client.sock.version() == "TLSv1.2"  # type: ignore[attr-defined]
-    with Simulator(UNLIMITED, ftps_tls13=True) as modern:
-        context = context_for(modern, tls13=True)
-        other = ImplicitFTPS(context)
-        try:
-            other.connect(*modern.ftps_address(P1P), server_name=P1P)
-            other.login("bblp", modern.printers[P1P].access_code)
-            other.prot_p()
-            assert other.sock.version() == "TLSv1.3"  # type: ignore[attr-defined]
-            data = os.urandom(200_000)
-            upload(other, "/cache/t13.bin", data)
-            assert download(other, "/cache/t13.bin") == data
-        finally:
-            other.close()
+    assert client.sock.version() == "TLSv1.3"  # type: ignore[attr-defined]
+    data = os.urandom(200_000)
+    upload(client, "/cache/t13.bin", data)
+    assert download(client, "/cache/t13.bin") == data
+    client.delete("/cache/t13.bin")
 
 
 # --- listings ------------------------------------------------------------------------------
