@@ -311,7 +311,7 @@ def test_list_is_vsftpds_ls_form(ftp: Callable[..., ImplicitFTPS]) -> None:
     client.retrlines("LIST /cache", lines.append)
     client.delete("/cache/listed.gcode")
     form = re.compile(
-        r"^-rw-r--r-- +1 root +root +40 [A-Z][a-z]{2} [ 1-3]\d (\d\d:\d\d| \d{4}) listed\.gcode$"
+        r"^-rw-r--r-- +1 root +root +40 [A-Z][a-z]{2} [0-3]\d (\d\d:\d\d| \d{4}) listed\.gcode$"
     )
     assert any(form.match(line) for line in lines), lines
     root: list[str] = []

@@ -252,15 +252,21 @@ class _Upload:
 
 
 def _ls_line(name: str, st: os.stat_result, now: float) -> str:
-    """One ``LIST`` line as vsftpd writes it (``ls -l``, numeric-free owner)."""
+    """One ``LIST`` line as vsftpd's ``build_dir_line`` writes it.
+
+    Link count padded to 4, owner and group to 8, size to 8, and the date as
+    strftime ``%b %d %H:%M`` (``%b %d  %Y`` past six months): the day is
+    zero-padded, unlike GNU ls, and LAN libraries parse exactly that
+    (bambu-printer-manager's ``FTP_LIST_PATTERN`` wants two digits).
+    """
     kind = "d" if stat.S_ISDIR(st.st_mode) else "-"
     perms = kind + ("rwxr-xr-x" if kind == "d" else "rw-r--r--")
     moment = time.gmtime(st.st_mtime)
     if abs(now - st.st_mtime) > _SIX_MONTHS:
-        when = f"{_MONTHS[moment.tm_mon - 1]} {moment.tm_mday:2d}  {moment.tm_year}"
+        when = f"{_MONTHS[moment.tm_mon - 1]} {moment.tm_mday:02d}  {moment.tm_year}"
     else:
         clock = f"{moment.tm_hour:02d}:{moment.tm_min:02d}"
-        when = f"{_MONTHS[moment.tm_mon - 1]} {moment.tm_mday:2d} {clock}"
+        when = f"{_MONTHS[moment.tm_mon - 1]} {moment.tm_mday:02d} {clock}"
     return f"{perms} {st.st_nlink:4d} {'root':<8} {'root':<8} {st.st_size:8d} {when} {name}\r\n"
 
 
