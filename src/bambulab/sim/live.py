@@ -467,11 +467,12 @@ class Simulator:
             first = endpoints[0]
             values.append(("BAMBU_SERIAL", first.serial))
             values.append(("BAMBU_ACCESS_CODE", first.access_code))
+            if first.ftp_port is not None:
+                values.append(("BAMBU_PRINTER_FTP_PORT", str(first.ftp_port)))
+            # BAMBU_PRINTER_PORT stays the last line: scripts read up to it.
             if first.host is not None and first.port is not None:
                 values.append(("BAMBU_PRINTER_HOST", first.host))
                 values.append(("BAMBU_PRINTER_PORT", str(first.port)))
-            if first.ftp_port is not None:
-                values.append(("BAMBU_PRINTER_FTP_PORT", str(first.ftp_port)))
         return lines + [f"export {name}={shlex.quote(value)}" for name, value in values]
 
     # --- printers -----------------------------------------------------------------------
