@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from bambulab.sim import Simulator
+from bambulab.sim.ftps import MAX_SESSIONS_PER_IP
 from tests.binaries import needs
 from tests.sim.simtools import SEED_DEVICE, UNLIMITED
 
@@ -430,6 +431,22 @@ def test_a_stalled_printer_answers_late(sim: Simulator, ftp: Callable[..., Impli
     client.sock.settimeout(0.3)  # type: ignore[attr-defined]
     with pytest.raises(TimeoutError):
         client.pwd()
+
+
+def test_connections_per_address_are_capped(sim: Simulator) -> None:
+    context = context_for(sim)
+    opened: list[ssl.SSLSocket] = []
+    try:
+        for _ in range(MAX_SESSIONS_PER_IP):
+            raw = socket.create_connection(sim.ftps_address(A1), timeout=5)
+            opened.append(context.wrap_socket(raw, server_hostname=A1))
+            assert opened[-1].recv(100).startswith(b"220 ")
+        raw = socket.create_connection(sim.ftps_address(A1), timeout=5)
+        opened.append(context.wrap_socket(raw, server_hostname=A1))
+        assert opened[-1].recv(100).startswith(b"421 ")
+    finally:
+        for conn in opened:
+            conn.close()
 
 
 def test_faults_over_http(sim: Simulator, ftp: Callable[..., ImplicitFTPS]) -> None:

@@ -76,6 +76,10 @@ log = logging.getLogger("bambulab.sim.ftps")
 T = TypeVar("T")
 
 FTPS_PORT = 990  # where a real printer listens
+# Control connections one address may hold open on one printer: a cap against
+# a runaway client eating the simulator's file descriptors (vsftpd's own
+# default is unlimited; a printer is a small device).
+MAX_SESSIONS_PER_IP = 32
 REUSE_REQUIRED = "522 SSL connection failed: session reuse required"
 MUST_ENCRYPT = "522 Data connections must be encrypted."
 CARD_FULL = "552 Insufficient storage space."
@@ -446,6 +450,7 @@ class _Control(TLS_FTPHandler):  # type: ignore[misc]
         self.upload_room: int | None = None
         self.server_aborted = False
         self._greeted = False
+        self._refusal = ""
         super().__init__(conn, server, ioloop)
         if not self.connected:
             return
@@ -463,9 +468,20 @@ class _Control(TLS_FTPHandler):  # type: ignore[misc]
             _pause(self, seconds)
 
     def handle_ssl_established(self) -> None:
-        if not self._greeted:
-            self._greeted = True
-            self.respond(f"220 {self.banner}")
+        if self._greeted:
+            return
+        self._greeted = True
+        if self._refusal:
+            self.respond(self._refusal)
+            self.close_when_done()
+            return
+        self.respond(f"220 {self.banner}")
+
+    def handle_max_cons_per_ip(self) -> None:
+        # pyftpdlib would answer in clear text; on implicit TLS the refusal
+        # comes after the handshake, in place of the banner.
+        self._refusal = "421 There are too many connections from your internet address."
+        self.handle()
 
     def close(self) -> None:
         self.endpoint.sessions.discard(self)
@@ -552,7 +568,8 @@ class _Control(TLS_FTPHandler):  # type: ignore[misc]
 class _Server(FTPServer):  # type: ignore[misc]
     """One printer's listener."""
 
-    max_cons = 0  # the loop serves a whole fleet: no global cap per listener
+    max_cons = 0  # pyftpdlib counts the whole loop's sockets, every printer's: no use here
+    max_cons_per_ip = MAX_SESSIONS_PER_IP
 
     def __init__(self, endpoint: Endpoint, ioloop: Any) -> None:
         self.endpoint = endpoint
