@@ -311,3 +311,23 @@ def test_a_printing_p1_over_ftps_and_mqtt(sim: Simulator, session: Any) -> None:
         == "RUNNING"
     )
     assert printer.internalException is None
+
+
+def test_sd_card_upload_download_delete_over_ftps(
+    sim: Simulator, session: Any, tmp_path: Path
+) -> None:
+    """``upload_sdcard_file`` (its own STOR that shuts the socket down instead of
+    unwrapping TLS for servers whose banner is not vsFTPd's), then download and delete."""
+    serial = serial_of(sim, P1S)
+    printer = session(serial)
+    source = tmp_path / "bpm.gcode"
+    source.write_bytes(b"G28\nG1 X10 Y10 F3000\n" * 20_000)
+    printer.upload_sdcard_file(str(source), "/cache/bpm.gcode")
+    card = sim.printers[serial].card.root / "cache" / "bpm.gcode"
+    assert eventually(card.exists, bool)
+    assert card.read_bytes() == source.read_bytes()
+    back = tmp_path / "back.gcode"
+    printer.download_sdcard_file("/cache/bpm.gcode", str(back))
+    assert back.read_bytes() == source.read_bytes()
+    printer.delete_sdcard_file("/cache/bpm.gcode")
+    assert not card.exists()

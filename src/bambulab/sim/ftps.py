@@ -532,7 +532,8 @@ class _Control(TLS_FTPHandler):  # type: ignore[misc]
 
     def ftp_NLST(self, path: str) -> str | None:
         if not self.endpoint.full_path_nlst:
-            return str(super().ftp_NLST(path))
+            listed: str | None = super().ftp_NLST(path)
+            return listed
         try:
             if self.fs.isdir(path):
                 names = sorted(self.fs.listdir(path))
