@@ -23,7 +23,7 @@
     │   └── ServerError             5xx
     ├── UnsupportedCommandError     the printer's model cannot do this (refused before sending)
     ├── PrinterBusyError            the printer is printing: a new print is refused before sending
-    ├── ThreeMFError                a 3MF/G-code file is unreadable, hostile, unsliced or lacks a plate
+    ├── ThreeMFError                a 3MF or G-code file is unreadable, hostile, unsliced, plateless
     ├── AmsMappingError             the file's filaments cannot be mapped to the loaded trays
     ├── LoginError                  a login flow could not be completed
     │   ├── VerificationCodeError   the emailed/SMS/authenticator code was refused too often
@@ -84,9 +84,9 @@ __all__ = [
     "ServerError",
     "SessionReuseError",
     "StorageFullError",
+    "ThreeMFError",
     "TokenExpiredError",
     "TokenFileError",
-    "ThreeMFError",
     "TokenInvalidError",
     "TransferInterruptedError",
     "TransportError",

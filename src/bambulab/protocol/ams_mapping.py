@@ -116,7 +116,7 @@ def colour_distance(a: str, b: str) -> float:
     la, lb = _lab(a), _lab(b)
     if la is None or lb is None:
         return 1000.0
-    return sum((x - y) ** 2 for x, y in zip(la, lb, strict=True)) ** 0.5
+    return float(sum((x - y) ** 2 for x, y in zip(la, lb, strict=True)) ** 0.5)
 
 
 def _lab(colour: str) -> tuple[float, float, float] | None:

@@ -61,17 +61,23 @@ THUMBNAIL_KEYS = {
 Source = bytes | bytearray | memoryview | IO[bytes]
 
 
-def read_3mf(source: Source) -> ThreeMF:
+def read_3mf(source: Source, *, md5: bool = True) -> ThreeMF:
     """The project in ``source`` (bytes or a seekable binary file, left open).
 
     Raises :class:`ThreeMFError` for anything that is not a sane 3MF. An
     unsliced project reads fine (its plates have no ``gcode_path``); asking
     :meth:`ThreeMF.plate` for a plate to print is what refuses it.
+    ``md5=False`` skips hashing the whole file (``ThreeMF.md5`` is then ``""``):
+    the metadata alone costs only the few members read.
     """
     stream = _stream(source)
-    md5, size = _md5(stream)
+    if md5:
+        digest, size = _md5(stream)
+    else:
+        digest, size = "", stream.seek(0, 2)
+        stream.seek(0)
     with _Archive(stream) as archive:
-        return _read(archive, md5, size)
+        return _read(archive, digest, size)
 
 
 def thumbnail(source: Source, plate: int = 1, kind: str = "plate") -> bytes:
@@ -216,8 +222,10 @@ class _Archive:
     def has(self, name: str) -> bool:
         return name in self._members
 
-    def read(self, name: str, cap: int = MAX_METADATA_BYTES, *, head: bool = False) -> bytes:
+    def read(self, name: str, cap: int | None = None, *, head: bool = False) -> bytes:
         """A member's bytes (``head``: only its first ``cap`` bytes), within every limit."""
+        if cap is None:
+            cap = MAX_METADATA_BYTES
         info = self._members.get(name)
         if info is None:
             raise ThreeMFError(f"the 3MF has no {name}", entry=name)
@@ -238,8 +246,13 @@ class _Archive:
         except NotImplementedError:
             raise ThreeMFError(f"{name} uses an unsupported compression", entry=name) from None
         if len(data) > limit:
-            if head:
+            if head and limit == cap:
                 data = data[:limit]
+            elif limit < cap:
+                raise ThreeMFError(
+                    f"the 3MF's metadata is over {MAX_TOTAL_BYTES} bytes in all (zip bomb?)",
+                    entry=name,
+                )
             else:
                 raise ThreeMFError(f"{name} is larger than it claims (zip bomb?)", entry=name)
         self._budget -= len(data)

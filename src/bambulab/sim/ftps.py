@@ -76,6 +76,10 @@ log = logging.getLogger("bambulab.sim.ftps")
 T = TypeVar("T")
 
 FTPS_PORT = 990  # where a real printer listens
+# Control connections one address may hold open on one printer: a cap against
+# a runaway client eating the simulator's file descriptors (vsftpd's own
+# default is unlimited; a printer is a small device).
+MAX_SESSIONS_PER_IP = 32
 REUSE_REQUIRED = "522 SSL connection failed: session reuse required"
 MUST_ENCRYPT = "522 Data connections must be encrypted."
 CARD_FULL = "552 Insufficient storage space."
@@ -252,15 +256,21 @@ class _Upload:
 
 
 def _ls_line(name: str, st: os.stat_result, now: float) -> str:
-    """One ``LIST`` line as vsftpd writes it (``ls -l``, numeric-free owner)."""
+    """One ``LIST`` line as vsftpd's ``build_dir_line`` writes it.
+
+    Link count padded to 4, owner and group to 8, size to 8, and the date as
+    strftime ``%b %d %H:%M`` (``%b %d  %Y`` past six months): the day is
+    zero-padded, unlike GNU ls, and LAN libraries parse exactly that
+    (bambu-printer-manager's ``FTP_LIST_PATTERN`` wants two digits).
+    """
     kind = "d" if stat.S_ISDIR(st.st_mode) else "-"
     perms = kind + ("rwxr-xr-x" if kind == "d" else "rw-r--r--")
     moment = time.gmtime(st.st_mtime)
     if abs(now - st.st_mtime) > _SIX_MONTHS:
-        when = f"{_MONTHS[moment.tm_mon - 1]} {moment.tm_mday:2d}  {moment.tm_year}"
+        when = f"{_MONTHS[moment.tm_mon - 1]} {moment.tm_mday:02d}  {moment.tm_year}"
     else:
         clock = f"{moment.tm_hour:02d}:{moment.tm_min:02d}"
-        when = f"{_MONTHS[moment.tm_mon - 1]} {moment.tm_mday:2d} {clock}"
+        when = f"{_MONTHS[moment.tm_mon - 1]} {moment.tm_mday:02d} {clock}"
     return f"{perms} {st.st_nlink:4d} {'root':<8} {'root':<8} {st.st_size:8d} {when} {name}\r\n"
 
 
@@ -290,6 +300,11 @@ class _CardFS(AbstractedFS):  # type: ignore[misc]
 
 class _Data(TLS_DTPHandler):  # type: ignore[misc]
     """A data channel that proves TLS session reuse before it moves a byte."""
+
+    # 256 KiB per read and write instead of pyftpdlib's 64 KiB: fewer trips
+    # through the Python loop per megabyte on a fast loopback.
+    ac_in_buffer_size = 1 << 18
+    ac_out_buffer_size = 1 << 18
 
     def __init__(self, sock: socket.socket, cmd_channel: Any) -> None:
         self._verified = False
@@ -364,6 +379,33 @@ class _Data(TLS_DTPHandler):  # type: ignore[misc]
         self._counted += sent
         return sent
 
+    def handle_failed_ssl_handshake(self) -> None:
+        if not self._initialized:
+            # A data connection no transfer is waiting for (the client gave
+            # up after a 550, say): vsftpd would not even have accepted it.
+            self._resp = ()
+            self.close()
+            return
+        super().handle_failed_ssl_handshake()
+
+    def close(self) -> None:
+        # An upload the server cut (card full, dropped connection, no session
+        # reuse) must not stay behind under the target's name; remove it
+        # before the socket closes or the answer goes out, so that a client
+        # that sees either already finds it gone.
+        upload = self.file_obj
+        if (
+            not self._closed
+            and self.receive
+            and not self.transfer_finished
+            and self.cmd_channel.server_aborted
+            and upload is not None
+        ):
+            upload.close()
+            with contextlib.suppress(OSError):
+                os.remove(upload.name)
+        super().close()
+
     def handle_error(self) -> None:
         upload = self.file_obj
         if isinstance(upload, _Upload) and upload.full:
@@ -408,6 +450,7 @@ class _Control(TLS_FTPHandler):  # type: ignore[misc]
         self.upload_room: int | None = None
         self.server_aborted = False
         self._greeted = False
+        self._refusal = ""
         super().__init__(conn, server, ioloop)
         if not self.connected:
             return
@@ -425,9 +468,20 @@ class _Control(TLS_FTPHandler):  # type: ignore[misc]
             _pause(self, seconds)
 
     def handle_ssl_established(self) -> None:
-        if not self._greeted:
-            self._greeted = True
-            self.respond(f"220 {self.banner}")
+        if self._greeted:
+            return
+        self._greeted = True
+        if self._refusal:
+            self.respond(self._refusal)
+            self.close_when_done()
+            return
+        self.respond(f"220 {self.banner}")
+
+    def handle_max_cons_per_ip(self) -> None:
+        # pyftpdlib would answer in clear text; on implicit TLS the refusal
+        # comes after the handshake, in place of the banner.
+        self._refusal = "421 There are too many connections from your internet address."
+        self.handle()
 
     def close(self) -> None:
         self.endpoint.sessions.discard(self)
@@ -478,7 +532,8 @@ class _Control(TLS_FTPHandler):  # type: ignore[misc]
 
     def ftp_NLST(self, path: str) -> str | None:
         if not self.endpoint.full_path_nlst:
-            return str(super().ftp_NLST(path))
+            listed: str | None = super().ftp_NLST(path)
+            return listed
         try:
             if self.fs.isdir(path):
                 names = sorted(self.fs.listdir(path))
@@ -510,18 +565,12 @@ class _Control(TLS_FTPHandler):  # type: ignore[misc]
             self.upload_room = None
         return None if result is None else str(result)
 
-    def on_incomplete_file_received(self, file: str) -> None:
-        # The server cut this upload (card full, dropped connection, no session
-        # reuse): the partial file must not stay behind under the target's name.
-        if self.server_aborted:
-            with contextlib.suppress(OSError):
-                os.remove(file)
-
 
 class _Server(FTPServer):  # type: ignore[misc]
     """One printer's listener."""
 
-    max_cons = 0  # the loop serves a whole fleet: no global cap per listener
+    max_cons = 0  # pyftpdlib counts the whole loop's sockets, every printer's: no use here
+    max_cons_per_ip = MAX_SESSIONS_PER_IP
 
     def __init__(self, endpoint: Endpoint, ioloop: Any) -> None:
         self.endpoint = endpoint

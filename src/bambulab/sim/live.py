@@ -50,6 +50,7 @@ from .ftps import FtpsHost
 from .mosquitto import ExternalBroker, MosquittoBroker
 from .mqtt_host import PrinterHost, Route
 from .printer import SimPrinter
+from .printer.sdcard import DEFAULT_CAPACITY
 from .records import Account
 from .server import CloudSimulator
 from .world import World
@@ -125,7 +126,8 @@ class Simulator:
 
     With the LAN side on, every printer also serves its SD card over
     implicit FTPS (:mod:`.ftps`; ``ftps=False`` turns that off):
-    ``ftps_ports`` fixes ports per serial (default: free ports),
+    ``ftps_ports`` fixes ports per serial, ``ftps_port`` is the first
+    printer's port and the next ones follow (default: free ports),
     ``ftps_tls13`` allows TLS 1.3 (real printers' vsftpd is taken as 1.2).
     """
 
@@ -143,6 +145,7 @@ class Simulator:
         printer_options: Mapping[str, Any] | None = None,
         ftps: bool = True,
         ftps_ports: Mapping[str, int] | None = None,
+        ftps_port: int = 0,
         ftps_tls13: bool = False,
     ) -> None:
         if time_scale <= 0 or tick_interval <= 0:
@@ -177,7 +180,11 @@ class Simulator:
         self._lan_brokers: dict[str, EmbeddedBroker] = {}
         self._mosquitto: MosquittoBroker | None = None
         self._ftps_enabled = ftps
-        self._ftps_ports = dict(ftps_ports or {})
+        self._ftps_ports = {
+            serial: ftps_port + index if ftps_port else 0
+            for index, serial in enumerate(self.printers)
+        }
+        self._ftps_ports.update(ftps_ports or {})
         for serial, port in self._ftps_ports.items():
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise ValueError(f"FTPS port for {serial} must be 0-65535")
@@ -460,11 +467,12 @@ class Simulator:
             first = endpoints[0]
             values.append(("BAMBU_SERIAL", first.serial))
             values.append(("BAMBU_ACCESS_CODE", first.access_code))
+            if first.ftp_port is not None:
+                values.append(("BAMBU_PRINTER_FTP_PORT", str(first.ftp_port)))
+            # BAMBU_PRINTER_PORT stays the last line: scripts read up to it.
             if first.host is not None and first.port is not None:
                 values.append(("BAMBU_PRINTER_HOST", first.host))
                 values.append(("BAMBU_PRINTER_PORT", str(first.port)))
-            if first.ftp_port is not None:
-                values.append(("BAMBU_PRINTER_FTP_PORT", str(first.ftp_port)))
         return lines + [f"export {name}={shlex.quote(value)}" for name, value in values]
 
     # --- printers -----------------------------------------------------------------------
@@ -668,6 +676,50 @@ class Simulator:
         broker.cert = cert
         self.restart_broker(serial)
 
+    # --- FTPS faults ------------------------------------------------------------------------
+
+    def _require_ftps(self) -> FtpsHost:
+        if self.ftps is None:
+            raise RuntimeError("the printers' FTPS servers are not running (lan=False or no MQTT)")
+        return self.ftps
+
+    def set_card_free(self, serial: str, free_bytes: int | None) -> None:
+        """Leave only ``free_bytes`` free on a printer's SD card (None: a roomy card again).
+
+        An FTPS upload that finds nothing free answers ``552``; one that
+        outgrows the room answers ``452`` and its partial file is removed.
+        """
+        card = self.printers[serial].card
+        if free_bytes is None:
+            card.capacity = DEFAULT_CAPACITY
+            return
+        if free_bytes < 0:
+            raise ValueError("free_bytes must be >= 0")
+        card.capacity = card.used_bytes() + free_bytes
+
+    def ftps_drop_after(self, serial: str, nbytes: int | None, *, times: int = 1) -> None:
+        """Cut the next ``times`` FTPS file transfers after ``nbytes`` bytes (TCP reset).
+
+        Data and control connections both go, without an answer, as when a
+        printer's Wi-Fi drops; a partial upload is removed. ``None`` clears it.
+        """
+        self._require_ftps().drop_after(serial, nbytes, times)
+
+    def ftps_drop_connections(self, serial: str) -> int:
+        """Reset every FTPS connection of a printer now; it keeps listening."""
+        return self._require_ftps().drop_connections(serial)
+
+    def ftps_stall(self, serial: str, seconds: float) -> None:
+        """The printer's FTPS server answers nothing for ``seconds`` (banner, commands, data)."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._require_ftps().stall(serial, seconds)
+
+    def ftps_refuse(self, serial: str, refuse: bool = True) -> None:
+        """Stop listening for FTPS (connection refused), or listen again on the same port."""
+        ftps = self._require_ftps()
+        ftps.set_listening(serial, not refuse and self.world.devices[serial].online)
+
     def refresh_acl(self) -> None:
         """mosquitto: rewrite the cloud ACL from the bindings (amqtt needs nothing).
 
@@ -727,7 +779,22 @@ def _access_code_of(printer: SimPrinter) -> Callable[[], str]:
 
 # --- HTTP: /sim/mqtt -------------------------------------------------------------------------
 
-FAULTS = ("drop", "restart", "stall", "malformed", "offline", "online", "wrong_cert", "right_cert")
+FAULTS = (
+    "drop",
+    "restart",
+    "stall",
+    "malformed",
+    "offline",
+    "online",
+    "wrong_cert",
+    "right_cert",
+    "card_full",
+    "ftps_drop",
+    "ftps_stall",
+    "ftps_refuse",
+    "ftps_listen",
+)
+_PRINTER_FAULTS = frozenset(FAULTS) - {"drop", "restart"}
 
 
 def _router(sim: Simulator) -> APIRouter:
@@ -765,9 +832,7 @@ def _fault_action(sim: Simulator, body: dict[str, Any]) -> Callable[[], object]:
     serial = body.get("serial")
     if not isinstance(broker, str):
         raise bad_request("broker must be 'cloud' or a printer serial")
-    if fault in ("stall", "malformed", "offline", "online", "wrong_cert", "right_cert") and (
-        not isinstance(serial, str) or serial not in sim.printers
-    ):
+    if fault in _PRINTER_FAULTS and (not isinstance(serial, str) or serial not in sim.printers):
         raise bad_request("serial must name a simulated printer")
     assert isinstance(serial, str) or fault in ("drop", "restart")
     if fault == "drop":
@@ -788,7 +853,28 @@ def _fault_action(sim: Simulator, body: dict[str, Any]) -> Callable[[], object]:
         return lambda: sim.publish_malformed(str(serial), kind, target=target)
     if fault in ("offline", "online"):
         return lambda: sim.set_online(str(serial), fault == "online")
+    if fault == "card_full":
+        free = _count(body, "free_bytes", 0, allow_none=True)
+        return lambda: sim.set_card_free(str(serial), free)
+    if fault == "ftps_drop":
+        after = _count(body, "after_bytes", 0, allow_none=True)
+        times = _count(body, "times", 1) or 1
+        return lambda: sim.ftps_drop_after(str(serial), after, times=times)
+    if fault == "ftps_stall":
+        seconds = _number(body, "seconds", 10.0)
+        return lambda: sim.ftps_stall(str(serial), seconds)
+    if fault in ("ftps_refuse", "ftps_listen"):
+        return lambda: sim.ftps_refuse(str(serial), fault == "ftps_refuse")
     return lambda: sim.use_wrong_certificate(str(serial), fault == "wrong_cert")
+
+
+def _count(body: dict[str, Any], key: str, default: int, *, allow_none: bool = False) -> int | None:
+    value = body.get(key, default)
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise bad_request(f"{key} must be a non-negative integer")
+    return value
 
 
 def _number(body: dict[str, Any], key: str, default: float) -> float:

@@ -260,6 +260,11 @@ def _plate_of(body: Body) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _url_name(body: Body, url: str) -> str:
+    """The file a cloud URL names: ``file`` when given, else the URL's last path part."""
+    return _str(body, "file", "") or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
 def _job_name(body: Body, name: str) -> str:
     return _str(body, "subtask_name", "") or name.rsplit(".3mf", 1)[0].rsplit(".gcode", 1)[0]
 
@@ -358,9 +363,9 @@ def job_from_3mf(
     url = _str(body, "url", "")
     cloud = url.startswith(("https://", "http://"))
     if not name:
-        name = _str(body, "file", "") or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        name = _url_name(body, url)
     try:
-        project = read_3mf(fileobj)
+        project = read_3mf(fileobj, md5=False)  # the printer checks a cloud file's MD5 itself
         chosen = project.plate(plate)
     except ThreeMFError as exc:
         return _refuse(state, f"cannot print {name}: {exc}", stages.ERROR_FILE)
@@ -439,8 +444,7 @@ def project_file(state: PrinterState, body: Body) -> Outcome:
         shown = body.get("param")
         return fail(f"param must be a plate's G-code (Metadata/plate_<N>.gcode), not {shown!r}")
     if url.startswith(("https://", "http://")):
-        name = _str(body, "file", "") or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-        job: Job | str = _legacy_job(state, body, name, cloud=True)
+        job: Job | str = _legacy_job(state, body, _url_name(body, url), cloud=True)
     else:
         scheme, _, path = url.partition("://")
         if scheme not in ("file", "ftp") or not path:

@@ -273,8 +273,9 @@ class PrinterState:
             else:
                 self._enter(job, stages.PRINTING)
             return
-        work = h * self.speed_percent / 100
-        job.work_done = min(job.work_total, job.work_done + work)
+        # The last step stops at the end: filament is burnt only for work actually done.
+        work = min(h * self.speed_percent / 100, max(0.0, job.work_total - job.work_done))
+        job.work_done += work
         for tray, total in job.consumption():  # each mapped tray by its filament's share
             if tray == NO_TRAY or job.work_total <= 0:
                 continue
