@@ -357,3 +357,34 @@ def test_a_stalled_printer_times_out_mid_session(sim: Simulator, face: str) -> N
     import time
 
     time.sleep(2.5)  # let the stall pass for the next test
+
+
+def test_cancelling_an_async_upload_stops_it_and_leaves_nothing(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    import asyncio
+
+    serial = serial_of(sim, "01P")
+    root = card_dir(sim, serial)
+    source = tmp_path / "huge.bin"
+    source.write_bytes(secrets.token_bytes(96 << 20))
+    host, port = sim.ftps_address(serial)
+
+    async def main() -> list[str]:
+        async with AsyncLocalFTPClient(
+            host, sim.printers[serial].access_code, serial, port=port, ca_file=sim.ca_file
+        ) as client:
+            started = asyncio.Event()
+            task = asyncio.create_task(
+                client.upload(source, "/cache/huge.bin", progress=lambda d, t: started.set())
+            )
+            await asyncio.wait_for(started.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # queued behind the cancelled call on the same worker: runs once it stopped
+            return [e.name for e in await client.list("/cache")]
+
+    names = asyncio.run(main())
+    assert not any("huge" in n for n in names)
+    assert not any("huge" in p.name for p in (root / "cache").iterdir())

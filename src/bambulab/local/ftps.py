@@ -131,6 +131,9 @@ class LocalFTPClient:
         self._replies: list[ftp.Reply] = []
         # Tests switch this off to prove that reuse is what the server demands.
         self._reuse_session = True
+        # Set (from another thread) to stop the transfer under way: the async
+        # face sets it when the awaiting task is cancelled.
+        self._cancel: threading.Event | None = None
 
     # --- connection ------------------------------------------------------------------
 
@@ -368,6 +371,20 @@ class LocalFTPClient:
             _quiet(raw)
             raise
 
+    def _stop_if_cancelled(self, data: ssl.SSLSocket, verb: str, path: str) -> None:
+        """Abandon the transfer (both connections: the server is mid-transfer) if cancelled."""
+        cancel = self._cancel
+        if cancel is None or not cancel.is_set():
+            return
+        _quiet(data)
+        self._drop()
+        raise TransferInterruptedError(
+            f"{verb} {path!r} on {self.label} was cancelled",
+            host=self.host,
+            command=verb,
+            path=path,
+        )
+
     def _finish(self, verb: str, path: str | None) -> ftp.Reply:
         """The reply ending a transfer (226); a refusal becomes its error."""
         try:
@@ -536,6 +553,7 @@ class LocalFTPClient:
                     moved += filled
                     if progress is not None:
                         progress(moved, total)
+                self._stop_if_cancelled(data, "RETR", where)
                 if filled < BLOCK:
                     break
         except BambuError:
@@ -622,6 +640,7 @@ class LocalFTPClient:
                 moved += len(block)
                 if progress is not None:
                     progress(moved, total)
+                self._stop_if_cancelled(data, "STOR", where)
             # Not unwrap() (hangs) nor close() (may reset and truncate under
             # TLS 1.3): see _drain.
             try:
@@ -758,7 +777,9 @@ class AsyncLocalFTPClient:
     own worker thread, which owns every socket of that client; the event
     loop only awaits results. Progress callbacks are handed back to the
     event loop (``call_soon_threadsafe``), never run on the worker thread.
-    ``async with`` / ``aclose()`` end the session and the thread.
+    ``async with`` / ``aclose()`` end the session and the thread. Cancelling
+    the task that awaits a transfer stops the worker at the next block (an
+    upload's temporary file is deleted, a download's not kept).
     """
 
     def __init__(self, host: str, access_code: str, serial: str, **kw: Any) -> None:
@@ -778,7 +799,23 @@ class AsyncLocalFTPClient:
         if self._closed.is_set():
             raise ConfigurationError("this FTPS client is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: function(*args, **kw))
+        cancel = threading.Event()
+
+        def call() -> T:
+            # On the worker: this call's own cancel flag (a queued call cannot clear it).
+            self._sync._cancel = cancel
+            try:
+                return function(*args, **kw)
+            finally:
+                self._sync._cancel = None
+
+        try:
+            return await loop.run_in_executor(self._pool, call)
+        except asyncio.CancelledError:
+            # The worker stops at the next block; an upload's temporary file is
+            # deleted there, so a cancelled upload leaves nothing behind either.
+            cancel.set()
+            raise
 
     async def connect(self) -> AsyncLocalFTPClient:
         await self._run(self._sync.connect)
