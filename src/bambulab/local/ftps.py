@@ -870,7 +870,8 @@ class AsyncLocalFTPClient:
         with contextlib.suppress(Exception):
             await self._run(self._sync.close)
         self._closed.set()
-        self._pool.shutdown(wait=False)
+        # The worker is idle now; joining it off the loop leaves no thread behind.
+        await asyncio.to_thread(self._pool.shutdown, True)
 
     async def __aenter__(self) -> AsyncLocalFTPClient:
         return await self.connect()
