@@ -388,3 +388,46 @@ def test_cancelling_an_async_upload_stops_it_and_leaves_nothing(
     names = asyncio.run(main())
     assert not any("huge" in n for n in names)
     assert not any("huge" in p.name for p in (root / "cache").iterdir())
+
+
+def test_one_pin_serves_the_broker_and_the_card(sim: Simulator, tmp_path: Path) -> None:
+    """The printer's certificate pinned by the LAN MQTT connection is the one FTPS checks."""
+    from bambulab import BambuMQTT
+    from bambulab.errors import CertificatePinMismatchError
+    from bambulab.mqtt.tls import PinStore
+
+    serial = serial_of(sim, "01P")
+    endpoint = next(e for e in sim.endpoints() if e.serial == serial)
+    assert endpoint.host is not None and endpoint.port is not None
+    pins = tmp_path / "pins.json"
+    mqtt = BambuMQTT.lan(
+        endpoint.host, serial, endpoint.access_code, port=endpoint.port, pin_file=pins
+    )
+    mqtt.connect()
+    mqtt.disconnect()
+    pinned = PinStore(pins).get(serial)
+    assert pinned
+    card = open_card(sim, "sync", serial, ca_file=None, pin_file=pins)
+    try:
+        assert card.list("/")
+    finally:
+        card.close()
+    assert PinStore(pins).get(serial) == pinned  # not pinned again
+    # a pin that is not this printer's certificate refuses the card, naming both
+    PinStore(pins).pin(serial, _foreign_pem())
+    card = open_card(sim, "sync", serial, ca_file=None, pin_file=pins)
+    try:
+        with pytest.raises(CertificatePinMismatchError) as caught:
+            card.list("/")
+        assert "bambu pin forget" in str(caught.value)
+    finally:
+        card.close()
+
+
+def _foreign_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    from bambulab.sim.certs import CertificateAuthority
+
+    _, cert = CertificateAuthority.generate().issue("01P00A000000077")
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
