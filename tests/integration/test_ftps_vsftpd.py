@@ -410,3 +410,13 @@ def test_unreachable_host_is_one_line() -> None:
     with pytest.raises(BambuError) as caught:
         client.connect()
     assert "\n" not in str(caught.value) and str(port) in str(caught.value)
+
+
+def test_names_with_spaces_and_unicode(ftps: LocalFTPClient, vsftpd: Vsftpd) -> None:
+    name = "Würfel Plate 1 – ✓.3mf"
+    ftps.upload(io.BytesIO(b"cube"), f"/cache/{name}")
+    assert (vsftpd.root / "cache" / name).read_bytes() == b"cube"
+    entry = next(e for e in ftps.list("/cache") if e.name == name)
+    assert entry.path == f"/cache/{name}" and entry.size == 4
+    assert ftps.exists(f"/cache/{name}")
+    ftps.delete(f"/cache/{name}")
