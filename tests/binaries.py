@@ -106,6 +106,8 @@ def provision() -> int:
                 last = (done.stderr.strip().splitlines() or ["no output"])[-1]
                 print(f"provision: {' '.join(step[:2])} failed: {last}", flush=True)
                 break
+        if "vsftpd" in packages:
+            _stop_distro_vsftpd(env)
         absent = missing()
         if not absent:
             return 0
@@ -114,6 +116,18 @@ def provision() -> int:
     consequence = "CI=true: their tests will fail" if in_ci() else "their tests will be skipped"
     print(f"provision: {still} not installed ({why_not}); {consequence}", flush=True)
     return 0
+
+
+def _stop_distro_vsftpd(env: dict[str, str]) -> None:
+    """Debian's postinst starts vsftpd on port 21 (where no policy-rc.d forbids it): the
+    tests start their own private one, so the system's is stopped and not started at boot."""
+    steps = (
+        (["systemctl", "disable", "--now", "vsftpd"], shutil.which("systemctl")),
+        (["invoke-rc.d", "vsftpd", "stop"], shutil.which("invoke-rc.d")),
+    )
+    for step, present in steps:
+        if present:
+            subprocess.run(step, env=env, capture_output=True, check=False)
 
 
 def _cannot_install() -> str | None:

@@ -28,6 +28,9 @@ _EXPORTS = {
     "read_3mf": "bambulab.protocol.threemf",
     "ams_mapping": "bambulab.protocol.ams_mapping",
     "decode_claims": "bambulab.protocol.jwt",
+    "LocalFTPClient": "bambulab.local.ftps",
+    "AsyncLocalFTPClient": "bambulab.local.ftps",
+    "LanPrinter": "bambulab.local.lan_print",
 }
 _ERRORS = (
     "APIError",
@@ -62,6 +65,13 @@ _ERRORS = (
     "TokenInvalidError",
     "TransportError",
     "VerificationCodeError",
+    "FTPError",
+    "FTPAuthenticationError",
+    "RemoteFileNotFoundError",
+    "StorageFullError",
+    "SessionReuseError",
+    "TransferInterruptedError",
+    "PrinterBusyError",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "bambulab.errors"))
 
@@ -72,6 +82,8 @@ if TYPE_CHECKING:
     from .cloud.client import AsyncBambuClient, BambuClient
     from .cloud.tokens import TokenStore
     from .errors import *
+    from .local.ftps import AsyncLocalFTPClient, LocalFTPClient
+    from .local.lan_print import LanPrinter
     from .models.state import PrinterState
     from .models.threemf import ThreeMF
     from .mqtt.client import AsyncBambuMQTT, BambuMQTT, MQTTClient

@@ -31,6 +31,12 @@
     ├── LoginError                  a login flow could not be completed
     │   ├── VerificationCodeError   the emailed/SMS/authenticator code was refused too often
     │   └── CodeRequiredError       a code is needed but no ``code_callback`` was given
+    ├── FTPError                    the printer's FTPS server refused or broke a file operation
+    │   ├── FTPAuthenticationError  wrong access code (530; also an AuthenticationError)
+    │   ├── RemoteFileNotFoundError no such file or directory on the printer (550)
+    │   ├── StorageFullError        the printer's storage is full (452/552)
+    │   ├── SessionReuseError       the data channel did not reuse the TLS session (522)
+    │   └── TransferInterruptedError  the connection dropped mid-transfer
     └── MQTTError                   live connection to a broker or printer
         ├── NotConnectedError       the connection is down and the call needs it
         ├── MQTTAuthenticationError wrong access code or token (also an AuthenticationError)
@@ -64,6 +70,8 @@ __all__ = [
     "CommandInterruptedError",
     "CommandTimeoutError",
     "ConfigurationError",
+    "FTPAuthenticationError",
+    "FTPError",
     "ForbiddenError",
     "InvalidCredentialsError",
     "LoginError",
@@ -77,12 +85,16 @@ __all__ = [
     "PrinterOfflineError",
     "ProtocolError",
     "RateLimitError",
+    "RemoteFileNotFoundError",
     "RequestTimeoutError",
     "ServerError",
+    "SessionReuseError",
+    "StorageFullError",
     "ThreeMFError",
     "TokenExpiredError",
     "TokenFileError",
     "TokenInvalidError",
+    "TransferInterruptedError",
     "TransportError",
     "UnsupportedCommandError",
     "VerificationCodeError",
@@ -237,6 +249,52 @@ class CodeRequiredError(LoginError):
     def __init__(self, message: str, *, kind: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class FTPError(BambuError):
+    """A file operation on a printer's storage (implicit FTPS, port 990) failed.
+
+    ``host`` names the printer's address, ``code`` the FTP reply code when
+    the server sent one, ``command`` the FTP verb (never its argument when it
+    is ``PASS``), ``path`` the remote path concerned.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str | None = None,
+        code: int | None = None,
+        command: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.host = host
+        self.code = code
+        self.command = command
+        self.path = path
+
+
+class FTPAuthenticationError(FTPError, AuthenticationError):
+    """The printer refused ``bblp`` with this access code (530): not retried."""
+
+
+class RemoteFileNotFoundError(FTPError):
+    """No such file or directory on the printer's storage (550)."""
+
+
+class StorageFullError(FTPError):
+    """The printer's storage has no room for the file (452 or 552); nothing was left behind."""
+
+
+class SessionReuseError(FTPError):
+    """The server refused a data channel that did not resume the control channel's
+    TLS session (522)."""
+
+
+class TransferInterruptedError(FTPError):
+    """The connection broke during a transfer; a partial upload was removed, a partial
+    download was not kept."""
 
 
 class MQTTError(BambuError):

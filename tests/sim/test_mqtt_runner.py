@@ -77,6 +77,8 @@ def test_exports_reach_a_printer_and_sigterm_exits_cleanly(tmp_path: Path) -> No
         assert env["BAMBU_ACCESS_CODE"] == env["BAMBU_PRINTER_1_ACCESS_CODE"] == "01234567"
         assert env["BAMBU_PRINTER_HOST"] == env["BAMBU_PRINTER_1_HOST"]
         assert env["BAMBU_PRINTER_PORT"] == env["BAMBU_PRINTER_1_PORT"]
+        assert env["BAMBU_PRINTER_FTP_PORT"] == env["BAMBU_PRINTER_1_FTP_PORT"]
+        assert len({env[f"BAMBU_PRINTER_{n}_FTP_PORT"] for n in (1, 2, 3)}) == 3
         assert Path(env["BAMBU_CA_FILE"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
         exported = [x for x in env_file.read_text().splitlines() if x.startswith("export ")]
         assert exported == [f"export {k}={v}" for k, v in env.items()]

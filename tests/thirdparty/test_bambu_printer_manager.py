@@ -25,6 +25,7 @@ import pytest
 from bambulab.sim import Simulator
 from tests.thirdparty.conftest import (
     BINDABLE_H2D,
+    SEED_DEVICE,
     TIMINGS,
     WAIT,
     access_code,
@@ -46,9 +47,6 @@ def _installed() -> None:
 
 X1C = "BL-P001"
 A1_MINI = "N1"
-# The seed's P1P prints in the demo fleet, and while a job runs the library lists the
-# SD card over implicit FTPS, which the simulator does not serve yet (issue 9): its
-# session dies on the refusal. The idle P1S stands for the P1 family meanwhile.
 P1S = "C12"
 
 
@@ -83,15 +81,14 @@ def session(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     bambuprinter = require("bpm.bambuprinter")
     # While a job runs the library lists the SD card over implicit FTPS on port 990
     # (hard-coded) to find the job's 3MF. Dial the simulated printer's FTPS port
-    # instead, once the simulator serves one (``ftps_address``); until then the
-    # connection is refused, as by a printer without FTPS.
-    ftps_address = getattr(sim, "ftps_address", None)
+    # instead: every simulated printer is on 127.0.0.1, so the printer is the one
+    # the test's session was started for.
     original = bambuprinter.IoTFTPSClient
+    current: list[str] = []
 
     def ftps_client(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
-        if port == 990 and ftps_address is not None:
-            serial = next(s for s in sim.printers if sim.lan_address(s)[0] == host)
-            host, port = ftps_address(serial)
+        if port == 990 and current:
+            host, port = sim.ftps_address(current[-1])
         return original(host, port, *args, **kwargs)
 
     monkeypatch.setattr(bambuprinter, "IoTFTPSClient", ftps_client)
@@ -102,6 +99,7 @@ def session(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     printers: list[Any] = []
 
     def start(serial: str) -> Any:
+        current.append(serial)
         host, port = sim.lan_address(serial)
         config = BambuConfig(
             hostname=host,
@@ -291,3 +289,45 @@ def test_h2d_airduct_parts_carry_the_fan_speeds(sim: Simulator, session: Any) ->
         assert got == want
     finally:
         printer.send_gcode("M106 P1 S0")
+
+
+def test_a_printing_p1_over_ftps_and_mqtt(sim: Simulator, session: Any) -> None:
+    """The seed's P1P is printing: the library lists its SD card over implicit FTPS
+    (the simulated printer's server, session reuse and all) and pauses and resumes it."""
+    printer = session(SEED_DEVICE)
+    assert held(sim, SEED_DEVICE).gcode_state == "RUNNING"
+    listing = printer.get_sdcard_contents()
+    # The library parses vsftpd's LIST lines with its own pattern: every entry must come through.
+    names = {child["id"] for child in listing.get("children", [])}
+    card = sim.with_printer(SEED_DEVICE, lambda p: list(p.sdcard_files))
+    folders = {"/cache/", "/image/", "/logger/", "/timelapse/"}
+    assert names == folders | {f"/{name}" for name in card if "/" not in name}, (names, card)
+    printer.pause_printing()
+    assert eventually(lambda: held(sim, SEED_DEVICE).gcode_state, lambda s: s == "PAUSE") == "PAUSE"
+    assert eventually(lambda: printer.printer_state.gcode_state, lambda s: s == "PAUSE") == "PAUSE"
+    printer.resume_printing()
+    assert (
+        eventually(lambda: held(sim, SEED_DEVICE).gcode_state, lambda s: s == "RUNNING")
+        == "RUNNING"
+    )
+    assert printer.internalException is None
+
+
+def test_sd_card_upload_download_delete_over_ftps(
+    sim: Simulator, session: Any, tmp_path: Path
+) -> None:
+    """``upload_sdcard_file`` (its own STOR that shuts the socket down instead of
+    unwrapping TLS for servers whose banner is not vsFTPd's), then download and delete."""
+    serial = serial_of(sim, P1S)
+    printer = session(serial)
+    source = tmp_path / "bpm.gcode"
+    source.write_bytes(b"G28\nG1 X10 Y10 F3000\n" * 20_000)
+    printer.upload_sdcard_file(str(source), "/cache/bpm.gcode")
+    card = sim.printers[serial].card.root / "cache" / "bpm.gcode"
+    assert eventually(card.exists, bool)
+    assert card.read_bytes() == source.read_bytes()
+    back = tmp_path / "back.gcode"
+    printer.download_sdcard_file("/cache/bpm.gcode", str(back))
+    assert back.read_bytes() == source.read_bytes()
+    printer.delete_sdcard_file("/cache/bpm.gcode")
+    assert not card.exists()

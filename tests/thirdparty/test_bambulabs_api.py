@@ -14,8 +14,11 @@ merges whatever comes back; real printers answer each family (PROTOCOL.md
 
 from __future__ import annotations
 
+import hashlib
 import time
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -186,3 +189,64 @@ def test_light_command_without_ledctrl_is_not_acted_on(sim: Simulator, connect: 
     time.sleep(1.0)  # two report ticks
     assert held(sim, serial).lights == before
     assert printer.get_light_state() == before["chamber_light"]
+
+
+IDLE_P1S = "01P09C470100201"
+IDLE_H2D = "09409B120100202"
+
+
+def small_project(path: Path) -> Path:
+    """A small sliced-project-shaped 3MF: plate 1's G-code, its MD5, slice_info."""
+    gcode = "".join(f"G1 X{10 + i % 20} Y{10 + i // 20} E0.1 F1200\n" for i in range(400))
+    gcode = "; HEADER_BLOCK_START\n; total layer number: 4\n; HEADER_BLOCK_END\nG28\n" + gcode
+    slice_info = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<config>\n  <plate>\n'
+        '    <metadata key="index" value="1"/>\n'
+        '    <metadata key="printer_model_id" value="C12"/>\n'
+        '    <metadata key="prediction" value="600"/>\n'
+        '    <metadata key="weight" value="2.50"/>\n'
+        '    <object identify_id="75" name="cube" skipped="false"/>\n'
+        '    <filament id="1" type="PLA" color="#FFFFFF" used_m="0.80" used_g="2.50"/>\n'
+        "  </plate>\n</config>\n"
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("Metadata/plate_1.gcode", gcode)
+        archive.writestr("Metadata/plate_1.gcode.md5", hashlib.md5(gcode.encode()).hexdigest())
+        archive.writestr("Metadata/slice_info.config", slice_info)
+    return path
+
+
+@pytest.mark.parametrize("serial", [IDLE_H2D, IDLE_P1S], ids=["h2d", "p1s"])
+def test_upload_over_ftps_then_start_print(
+    sim: Simulator, connect: Any, tmp_path: Path, serial: str
+) -> None:
+    """The README's ``upload_file`` (implicit FTPS on 990) and ``start_print``.
+
+    The library sends ``ftp:///<name>`` to every model; users report that working
+    on a P1S (issue 9), so every simulated family must take it.
+    """
+    if "ftp" not in sim.printers[serial].profile.url_schemes:
+        pytest.skip(f"{sim.printers[serial].profile.product} does not take ftp:/// URLs yet")
+    printer = connect(serial)
+    printer.ftp_client.port = sim.ftps_address(serial)[1]  # the printer's 990
+    project = small_project(tmp_path / "bambulab-thirdparty.3mf")
+    with project.open("rb") as file:
+        result = printer.upload_file(file, "bambulab-thirdparty.3mf")
+    assert str(result).startswith("226"), result
+    card = sim.printers[serial].card.root / "bambulab-thirdparty.3mf"
+    assert card.read_bytes() == project.read_bytes()
+    try:
+        assert printer.start_print("bambulab-thirdparty.3mf", 1, use_ams=False)
+
+        def job_file() -> str | None:
+            return sim.with_printer(
+                serial, lambda p: p.state.job.gcode_file if p.state.job else None
+            )
+
+        assert eventually(job_file, lambda f: f is not None and "bambulab-thirdparty" in f)
+        assert eventually(
+            lambda: held(sim, serial).gcode_state, lambda s: s in ("PREPARE", "RUNNING")
+        ) in ("PREPARE", "RUNNING")
+    finally:
+        printer.stop_print()
+        eventually(lambda: held(sim, serial).gcode_state, lambda s: s not in ("PREPARE", "RUNNING"))

@@ -12,7 +12,22 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from . import auth, demo, devices, live, messages, notifications, profile, projects, sim, tasks
+from . import (
+    auth,
+    demo,
+    devices,
+    files,
+    live,
+    messages,
+    notifications,
+    pins,
+    profile,
+    projects,
+    sim,
+    tasks,
+    threemf,
+    upload,
+)
 from .base import OPTIONS, check_api_url, check_region, new_typer
 
 HELP = """Bambu Lab printers from the command line: cloud account, printers, history.
@@ -137,15 +152,10 @@ def build_app() -> typer.Typer:
     app.command("gcode")(live.gcode)
     app.command("ams")(live.ams)
     app.command("hms")(live.hms)
-    from .pins import pin_app  # here, not above: keeps this edit apart from the import list
-
-    app.add_typer(pin_app, name="pin")
-    from .threemf import threemf  # likewise kept apart from the import list
-
-    app.command("3mf")(threemf)
-    from .upload import upload  # the same: issue 9's commands join apart from the import list
-
-    app.command("upload")(upload)
+    app.add_typer(pins.pin_app, name="pin")
+    app.command("3mf")(threemf.threemf)
+    app.command("upload")(upload.upload)
+    app.add_typer(files.files_app, name="files")
     app.command(
         "sim",
         context_settings=sim.SIM_CONTEXT,

@@ -107,6 +107,19 @@ def build_parser(prog: str = "bambu sim") -> argparse.ArgumentParser:
         "--no-lan", action="store_true", help="no per-printer LAN brokers (large fleets)"
     )
     mqtt.add_argument(
+        "--no-ftps", action="store_true", help="no per-printer FTPS servers (SD cards)"
+    )
+    mqtt.add_argument(
+        "--ftps-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="first printer's FTPS port, the next ones follow (default: free ports)",
+    )
+    mqtt.add_argument(
+        "--ftps-tls13", action="store_true", help="let FTPS clients use TLS 1.3 (default 1.2)"
+    )
+    mqtt.add_argument(
         "--time-scale",
         type=float,
         default=1.0,
@@ -179,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             lan=not args.no_lan,
             time_scale=args.time_scale,
             state_dir=args.state_dir,
+            ftps=not args.no_ftps,
+            ftps_port=args.ftps_port,
+            ftps_tls13=args.ftps_tls13,
         )
     except ValueError as exc:
         print(f"bambu sim: {exc}", file=sys.stderr)

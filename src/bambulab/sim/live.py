@@ -10,13 +10,16 @@ running jobs. ``bambu sim`` runs exactly this.
     with Simulator(SimConfig(), time_scale=60) as sim:
         sim.mqtt_host, sim.mqtt_port, sim.ca_file      # the cloud broker (TLS)
         sim.lan_address(serial)                        # a printer's own broker
+        sim.ftps_address(serial)                       # its SD card over implicit FTPS
         sim.issue_token("maker@example.com")           # password for u_<uid>
         sim.restart_broker("cloud")                    # and other faults
 
 Faults for tests (also ``POST /sim/mqtt/faults``): cut every connection of a
 broker, restart a broker on the same port, stall a printer's reports,
 publish malformed payloads on a printer's report topic, take a printer
-offline and back, and serve a LAN certificate with the wrong CN.
+offline and back, and serve a LAN certificate with the wrong CN. The
+printers' FTPS servers (:mod:`.ftps`) have theirs: a full SD card,
+connections cut after N bytes, a stall, not listening.
 """
 
 from __future__ import annotations
@@ -44,9 +47,11 @@ from .certs import SimCertificates
 from .config import SimConfig
 from .errors import bad_request
 from .follow import FOLLOW_INTERVAL, CloudFollower, CloudStorage, snapshot
+from .ftps import FtpsHost
 from .mosquitto import ExternalBroker, MosquittoBroker
 from .mqtt_host import PrinterHost, Route
 from .printer import SimPrinter
+from .printer.sdcard import DEFAULT_CAPACITY
 from .records import Account
 from .server import CloudSimulator
 from .world import World
@@ -108,6 +113,7 @@ class PrinterEndpoint:
     model: str  # dev_model_name, e.g. "C12"
     host: str | None
     port: int | None
+    ftp_port: int | None = None  # implicit FTPS (a real printer: 990)
 
 
 class Simulator:
@@ -118,6 +124,12 @@ class Simulator:
     used as the cloud broker. ``lan=False`` skips the per-printer brokers
     (large fleets). ``time_scale`` speeds printers up (60: a minute per
     second); ``tick_interval`` is how often printers report.
+
+    With the LAN side on, every printer also serves its SD card over
+    implicit FTPS (:mod:`.ftps`; ``ftps=False`` turns that off):
+    ``ftps_ports`` fixes ports per serial, ``ftps_port`` is the first
+    printer's port and the next ones follow (default: free ports),
+    ``ftps_tls13`` allows TLS 1.3 (real printers' vsftpd is taken as 1.2).
     """
 
     def __init__(
@@ -132,6 +144,10 @@ class Simulator:
         state_dir: Path | None = None,
         mosquitto_binary: str | None = None,
         printer_options: Mapping[str, Any] | None = None,
+        ftps: bool = True,
+        ftps_ports: Mapping[str, int] | None = None,
+        ftps_port: int = 0,
+        ftps_tls13: bool = False,
     ) -> None:
         if time_scale <= 0 or tick_interval <= 0:
             raise ValueError("time_scale and tick_interval must be positive")
@@ -170,6 +186,17 @@ class Simulator:
         self._cloud_broker: EmbeddedBroker | None = None
         self._lan_brokers: dict[str, EmbeddedBroker] = {}
         self._mosquitto: MosquittoBroker | None = None
+        self._ftps_enabled = ftps
+        self._ftps_ports = {
+            serial: ftps_port + index if ftps_port else 0
+            for index, serial in enumerate(self.printers)
+        }
+        self._ftps_ports.update(ftps_ports or {})
+        for serial, port in self._ftps_ports.items():
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise ValueError(f"FTPS port for {serial} must be 0-65535")
+        self._ftps_tls13 = ftps_tls13
+        self.ftps: FtpsHost | None = None
         self.startup_seconds = 0.0
         self.cloud.app.include_router(_router(self))
 
@@ -244,9 +271,25 @@ class Simulator:
             interval=min(FOLLOW_INTERVAL, self.tick_interval),
         )
         self.follower.start()
+        if self.lan and self._ftps_enabled:
+            self._start_ftps(certs)
         for serial, printer in self.printers.items():
             if not printer.online:
                 self._lan_power(serial, online=False)
+
+    def _start_ftps(self, certs: SimCertificates) -> None:
+        ftps = FtpsHost(tls13=self._ftps_tls13)
+        for serial, printer in self.printers.items():
+            ftps.add(
+                serial,
+                printer.card,
+                _access_code_of(printer),
+                certs.printer(serial),
+                family=printer.profile.family,
+                port=self._ftps_ports.get(serial, 0),
+            )
+        self.ftps = ftps
+        ftps.start()
 
     def _build_host(self) -> PrinterHost:
         host = PrinterHost(tick_interval=self.tick_interval)
@@ -285,6 +328,9 @@ class Simulator:
         if self.follower is not None:
             self.follower.stop()
             self.follower = None
+        if self.ftps is not None:
+            self.ftps.stop()
+            self.ftps = None
         if self.host is not None:
             self.host.stop()
             self.host = None
@@ -361,6 +407,17 @@ class Simulator:
             raise RuntimeError("the printers' LAN brokers are not running (lan=False or no MQTT)")
         return LOOPBACK, broker.port
 
+    def ftps_address(self, serial: str) -> tuple[str, int]:
+        """``(host, port)`` of a printer's implicit FTPS server (``bblp``, CN = serial).
+
+        The port stays the same while the printer is off (nothing listens then).
+        """
+        if self.ftps is None:
+            raise RuntimeError("the printers' FTPS servers are not running (lan=False or no MQTT)")
+        if serial not in self.ftps.endpoints:
+            raise KeyError(f"no simulated printer {serial!r}")
+        return self.ftps.address(serial)
+
     @property
     def demo_account(self) -> Account:
         """The demo account (``.email``, ``.password``, ``.uid``)."""
@@ -398,6 +455,7 @@ class Simulator:
                     model=device.model.model_name,
                     host=address[0],
                     port=address[1],
+                    ftp_port=self.ftps_address(device.dev_id)[1] if self.ftps else None,
                 )
             )
         return found
@@ -421,11 +479,16 @@ class Simulator:
             if endpoint.host is not None and endpoint.port is not None:
                 values.append((f"{prefix}HOST", endpoint.host))
                 values.append((f"{prefix}PORT", str(endpoint.port)))
+            if endpoint.ftp_port is not None:
+                values.append((f"{prefix}FTP_PORT", str(endpoint.ftp_port)))
             values.append((f"{prefix}MODEL", endpoint.model))
         if endpoints:
             first = endpoints[0]
             values.append(("BAMBU_SERIAL", first.serial))
             values.append(("BAMBU_ACCESS_CODE", first.access_code))
+            if first.ftp_port is not None:
+                values.append(("BAMBU_PRINTER_FTP_PORT", str(first.ftp_port)))
+            # BAMBU_PRINTER_PORT stays the last line: scripts read up to it.
             if first.host is not None and first.port is not None:
                 values.append(("BAMBU_PRINTER_HOST", first.host))
                 values.append(("BAMBU_PRINTER_PORT", str(first.port)))
@@ -482,7 +545,10 @@ class Simulator:
         again, it listens on the same port and the printer host reconnects.
         A shared mosquitto cannot close one listener: there the printer's
         listener refuses every login instead (:meth:`MosquittoBroker.set_online`).
+        Its FTPS server stops listening too, and comes back on the same port.
         """
+        if self.ftps is not None:
+            self.ftps.set_listening(serial, online)
         if self._mosquitto is not None:
             self._mosquitto.set_online(serial, online)
             return
@@ -615,14 +681,18 @@ class Simulator:
     def use_wrong_certificate(self, serial: str, wrong: bool = True) -> None:
         """Serve a LAN certificate whose CN is not ``serial`` (same CA), or the right one again.
 
-        The broker restarts on the same port. amqtt only.
+        The broker restarts on the same port (amqtt only); the printer's FTPS
+        server presents the same certificate to its next connections.
         """
         if self.certs is None:
             raise RuntimeError("MQTT is not running")
         broker = self._lan_brokers.get(serial)
         if broker is None:
             raise RuntimeError("wrong certificates need the embedded (amqtt) LAN brokers")
-        broker.cert = self.certs.wrong_cn(serial) if wrong else self.certs.printer(serial)
+        cert = self.certs.wrong_cn(serial) if wrong else self.certs.printer(serial)
+        if self.ftps is not None:
+            self.ftps.set_certificate(serial, cert)
+        broker.cert = cert
         self.restart_broker(serial)
 
     def renew_certificate(self, serial: str) -> None:
@@ -630,15 +700,63 @@ class Simulator:
 
         A client that pinned the old one must refuse it and say why; the
         original comes back with ``use_wrong_certificate(serial, False)``.
-        The broker restarts on the same port. amqtt only.
+        The broker restarts on the same port (amqtt only); the FTPS server
+        presents the new certificate too.
         """
         if self.certs is None:
             raise RuntimeError("MQTT is not running")
         broker = self._lan_brokers.get(serial)
         if broker is None:
             raise RuntimeError("new certificates need the embedded (amqtt) LAN brokers")
-        broker.cert = self.certs.renewed(serial)
+        cert = self.certs.renewed(serial)
+        if self.ftps is not None:
+            self.ftps.set_certificate(serial, cert)
+        broker.cert = cert
         self.restart_broker(serial)
+
+    # --- FTPS faults ------------------------------------------------------------------------
+
+    def _require_ftps(self) -> FtpsHost:
+        if self.ftps is None:
+            raise RuntimeError("the printers' FTPS servers are not running (lan=False or no MQTT)")
+        return self.ftps
+
+    def set_card_free(self, serial: str, free_bytes: int | None) -> None:
+        """Leave only ``free_bytes`` free on a printer's SD card (None: a roomy card again).
+
+        An FTPS upload that finds nothing free answers ``552``; one that
+        outgrows the room answers ``452`` and its partial file is removed.
+        """
+        card = self.printers[serial].card
+        if free_bytes is None:
+            card.capacity = DEFAULT_CAPACITY
+            return
+        if free_bytes < 0:
+            raise ValueError("free_bytes must be >= 0")
+        card.capacity = card.used_bytes() + free_bytes
+
+    def ftps_drop_after(self, serial: str, nbytes: int | None, *, times: int = 1) -> None:
+        """Cut the next ``times`` FTPS file transfers after ``nbytes`` bytes (TCP reset).
+
+        Data and control connections both go, without an answer, as when a
+        printer's Wi-Fi drops; a partial upload is removed. ``None`` clears it.
+        """
+        self._require_ftps().drop_after(serial, nbytes, times)
+
+    def ftps_drop_connections(self, serial: str) -> int:
+        """Reset every FTPS connection of a printer now; it keeps listening."""
+        return self._require_ftps().drop_connections(serial)
+
+    def ftps_stall(self, serial: str, seconds: float) -> None:
+        """The printer's FTPS server answers nothing for ``seconds`` (banner, commands, data)."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._require_ftps().stall(serial, seconds)
+
+    def ftps_refuse(self, serial: str, refuse: bool = True) -> None:
+        """Stop listening for FTPS (connection refused), or listen again on the same port."""
+        ftps = self._require_ftps()
+        ftps.set_listening(serial, not refuse and self.world.devices[serial].online)
 
     def refresh_acl(self) -> None:
         """mosquitto: rewrite the cloud ACL from the bindings (amqtt needs nothing).
@@ -670,6 +788,8 @@ class Simulator:
             entry: dict[str, Any] = {"serial": serial, "online": printer.online}
             if self.lan and self.mqtt_enabled and self.host is not None:
                 entry["lan_host"], entry["lan_port"] = self.lan_address(serial)
+            if self.ftps is not None:
+                entry["ftp_port"] = self.ftps_address(serial)[1]
             printers.append(entry)
         return {
             "enabled": self.mqtt_enabled and self.host is not None,
@@ -697,7 +817,22 @@ def _access_code_of(printer: SimPrinter) -> Callable[[], str]:
 
 # --- HTTP: /sim/mqtt -------------------------------------------------------------------------
 
-FAULTS = ("drop", "restart", "stall", "malformed", "offline", "online", "wrong_cert", "right_cert")
+FAULTS = (
+    "drop",
+    "restart",
+    "stall",
+    "malformed",
+    "offline",
+    "online",
+    "wrong_cert",
+    "right_cert",
+    "card_full",
+    "ftps_drop",
+    "ftps_stall",
+    "ftps_refuse",
+    "ftps_listen",
+)
+_PRINTER_FAULTS = frozenset(FAULTS) - {"drop", "restart"}
 
 
 def _router(sim: Simulator) -> APIRouter:
@@ -735,9 +870,7 @@ def _fault_action(sim: Simulator, body: dict[str, Any]) -> Callable[[], object]:
     serial = body.get("serial")
     if not isinstance(broker, str):
         raise bad_request("broker must be 'cloud' or a printer serial")
-    if fault in ("stall", "malformed", "offline", "online", "wrong_cert", "right_cert") and (
-        not isinstance(serial, str) or serial not in sim.printers
-    ):
+    if fault in _PRINTER_FAULTS and (not isinstance(serial, str) or serial not in sim.printers):
         raise bad_request("serial must name a simulated printer")
     assert isinstance(serial, str) or fault in ("drop", "restart")
     if fault == "drop":
@@ -758,7 +891,28 @@ def _fault_action(sim: Simulator, body: dict[str, Any]) -> Callable[[], object]:
         return lambda: sim.publish_malformed(str(serial), kind, target=target)
     if fault in ("offline", "online"):
         return lambda: sim.set_online(str(serial), fault == "online")
+    if fault == "card_full":
+        free = _count(body, "free_bytes", 0, allow_none=True)
+        return lambda: sim.set_card_free(str(serial), free)
+    if fault == "ftps_drop":
+        after = _count(body, "after_bytes", 0, allow_none=True)
+        times = _count(body, "times", 1) or 1
+        return lambda: sim.ftps_drop_after(str(serial), after, times=times)
+    if fault == "ftps_stall":
+        seconds = _number(body, "seconds", 10.0)
+        return lambda: sim.ftps_stall(str(serial), seconds)
+    if fault in ("ftps_refuse", "ftps_listen"):
+        return lambda: sim.ftps_refuse(str(serial), fault == "ftps_refuse")
     return lambda: sim.use_wrong_certificate(str(serial), fault == "wrong_cert")
+
+
+def _count(body: dict[str, Any], key: str, default: int, *, allow_none: bool = False) -> int | None:
+    value = body.get(key, default)
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise bad_request(f"{key} must be a non-negative integer")
+    return value
 
 
 def _number(body: dict[str, Any], key: str, default: float) -> float:
