@@ -16,7 +16,7 @@ Only typer is imported at module level (this module is loaded for
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,6 +24,7 @@ import typer
 
 from .base import OPTIONS, CliError, new_typer
 from .live import live_command
+from .output import transfer_progress
 
 if TYPE_CHECKING:
     from ..local.ftps import LocalFTPClient
@@ -83,43 +84,6 @@ def _card(conn: Connect, ftp_port: int | None, tls12: bool) -> Iterator[LocalFTP
     )
     with client:
         yield client
-
-
-@contextlib.contextmanager
-def transfer_progress(label: str) -> Iterator[Callable[[int, int | None], None] | None]:
-    """A progress callback drawing a bar on stderr at a terminal (else ``None``: quiet)."""
-    from .output import err_console
-
-    stream = err_console()
-    if OPTIONS.json or not stream.is_terminal:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    from ..safetext import visible
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=stream,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(visible(label)[:60], total=None)
-
-        def update(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 def _size(value: int | None) -> str:

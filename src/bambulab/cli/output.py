@@ -15,10 +15,11 @@ raw: every helper here that prints a value passes it through
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -230,3 +231,40 @@ def duration(seconds: Any) -> str:
     if minutes:
         return f"{minutes}m"
     return f"{secs}s"
+
+
+@contextlib.contextmanager
+def transfer_progress(label: str) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A ``progress(done, total)`` callback drawing a bar on a terminal's stderr, else None.
+
+    Never under ``--json`` or when stderr is not a terminal. ``label`` (a file
+    name, maybe from elsewhere) is neutralised and escaped for rich.
+    """
+    stream = err_console()
+    if OPTIONS.json or not stream.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stream,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(esc(label[:60]), total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

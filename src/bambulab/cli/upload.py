@@ -6,14 +6,13 @@ at the end the file id, name, size, MD5 and URL (without its signature).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from .base import OPTIONS, open_client
+from .output import transfer_progress
 
 
 def upload(
@@ -47,39 +46,3 @@ def upload(
             ("url", result.file_url),
         ],
     )
-
-
-@contextmanager
-def transfer_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A ``progress(sent, total)`` callback drawing a bar on a terminal's stderr, else None."""
-    from .output import err_console, esc
-
-    stderr = err_console()
-    if OPTIONS.json or not stderr.is_terminal:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        transient=True,
-    )
-    task = bar.add_task(esc(label), total=None)
-
-    def progress(sent: int, total: int) -> None:
-        bar.update(task, completed=sent, total=total)
-
-    with bar:
-        yield progress
