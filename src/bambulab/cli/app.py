@@ -21,6 +21,7 @@ from . import (
     messages,
     notifications,
     pins,
+    printing,
     profile,
     projects,
     sim,
@@ -156,6 +157,7 @@ def build_app() -> typer.Typer:
     app.command("3mf")(threemf.threemf)
     app.command("upload")(upload.upload)
     app.add_typer(files.files_app, name="files")
+    app.command("print")(printing.print_file)
     app.command(
         "sim",
         context_settings=sim.SIM_CONTEXT,
