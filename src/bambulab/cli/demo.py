@@ -27,9 +27,11 @@ from .base import OPTIONS, CliError, sim_extra
 
 if TYPE_CHECKING:
     from ..cloud.client import BambuClient
+    from ..models.state import PrinterState
     from ..mqtt.client import BambuMQTT
     from ..protocol.login import AskCode
     from ..sim import Simulator
+    from .live_session import PrinterRef
 
 # How long to wait for the simulator's outbox to show the code just sent.
 OUTBOX_WAIT = 3.0
@@ -229,8 +231,106 @@ def start_sample_print(run: DemoRun, mqtt: BambuMQTT, serial: str) -> str:
     return name
 
 
-# Later parts of the toolkit append their step here (upload, camera...).
-STEPS: list[Step] = [step_login, step_devices, step_tasks, step_live]
+def step_print_files(run: DemoRun) -> None:
+    """Write a 3MF; print it on one printer through the cloud, on another over the LAN."""
+    from ..local.lan_print import print_file
+    from ..models.printing import PrintOptions
+    from ..protocol.jwt import decode_claims
+    from ..protocol.threemf import read_3mf
+    from .live_session import refs_from_devices
+    from .live_views import Watcher, run_watch
+    from .output import duration, esc
+
+    sim = run.sim
+    run.heading("Print a file: uploaded to the cloud for one printer, sent over FTPS to another")
+    if not run.token or not sim.mqtt_enabled:
+        raise CliError("the demo's simulator runs without MQTT")
+    refs = [r for r in refs_from_devices(run.api.get_devices()) if r.online]
+    uid = decode_claims(run.token).uid or run.api.get_user_id()
+    mqtt = live_client(run, uid, [r.serial for r in refs], {r.serial: r.model for r in refs})
+    try:
+        mqtt.connect()
+        states = {r.serial: mqtt.get_full_status(r.serial, timeout=5.0) for r in refs}
+        idle = [r for r in refs if states[r.serial].gcode_state not in ACTIVE]
+        pair = _shared_filament(idle, states)
+        if pair is None:
+            raise CliError("no two idle simulated printers share a loaded filament type")
+        (by_cloud, by_lan), filament = pair
+        path = Path(run.token_file).parent / "demo-cube.3mf"
+        write_demo_3mf(path, filament)
+        with path.open("rb") as stream:
+            project = read_3mf(stream)
+        plate = project.plates[0]
+        _say(
+            f"   wrote {esc(path.name)}: {path.stat().st_size // 1024} KiB, plate 1 takes "
+            f"{duration(plate.seconds)}, {plate.weight:.1f} g of {esc(filament[0])}, "
+            f"md5 {project.md5[:12]}…"
+        )
+        options = PrintOptions(bed_levelling=False, subtask_name="Demo cube")
+        uploaded = run.api.upload_file(path.name, path)
+        _say(f"   uploaded to the cloud as file {esc(uploaded.file_id)} (streamed, md5 checked)")
+        task = run.api.start_cloud_print(
+            by_cloud.serial, uploaded.file_id, path.name, options=options, mqtt=mqtt
+        )
+        _say(
+            f"   cloud print on {esc(by_cloud.name)}: task {esc(getattr(task, 'id', ''))}, "
+            "print.project_file sent on the cloud broker with the file's HTTPS URL and MD5"
+        )
+        endpoint = next(e for e in sim.endpoints() if e.serial == by_lan.serial)
+        if endpoint.host is None or endpoint.port is None or endpoint.ftp_port is None:
+            raise CliError(f"printer {by_lan.serial} has no LAN side in this simulator")
+        outcome = print_file(
+            path,
+            host=endpoint.host,
+            serial=endpoint.serial,
+            access_code=endpoint.access_code,
+            mqtt_port=endpoint.port,
+            ftp_port=endpoint.ftp_port,
+            ca_file=sim.ca_file,
+            options=options,
+        )
+        if not outcome.ok:
+            raise CliError(f"the LAN print on {by_lan.name} failed: {outcome.error}")
+        _say(
+            f"   LAN print on {esc(by_lan.name)}: sent over implicit FTPS to its SD card, "
+            f"then {esc(outcome.url)} on its own broker"
+        )
+        watcher = Watcher([by_cloud, by_lan])
+        # Connected long ago: the watch starts from the connection's status, then its events.
+        watcher.connection = mqtt.connection_status
+        mqtt.on_event = watcher.on_event
+        _say(f"   both printing, watched for {WATCH_SECONDS:g} s:")
+        run_watch(watcher, duration=WATCH_SECONDS, lines=False)
+    finally:
+        mqtt.disconnect()
+
+
+def _shared_filament(
+    refs: list[PrinterRef], states: dict[str, PrinterState]
+) -> tuple[tuple[PrinterRef, PrinterRef], tuple[str, str]] | None:
+    """Two printers with a filament type loaded in both, and that filament (type, colour)."""
+    loaded = {
+        r.serial: [t for unit in states[r.serial].ams_units for t in unit.trays if not t.empty]
+        for r in refs
+    }
+    for i, first in enumerate(refs):
+        for second in refs[i + 1 :]:
+            for tray in loaded[first.serial]:
+                if any(t.type == tray.type for t in loaded[second.serial]):
+                    colour = f"#{(tray.colour or 'FFFFFFFF')[:8]}"
+                    return (first, second), (tray.type, colour)
+    return None
+
+
+def write_demo_3mf(path: Path, filament: tuple[str, str]) -> None:
+    """The demo's sliced cube: a real 3MF with G-code, metadata and thumbnails."""
+    from ..sim.threemf_writer import write_3mf
+
+    write_3mf(path, name="Demo cube", filaments=(filament,), layers=60, seconds=900)
+
+
+# Later parts of the toolkit append their step here (camera...).
+STEPS: list[Step] = [step_login, step_devices, step_tasks, step_live, step_print_files]
 
 
 def demo(
