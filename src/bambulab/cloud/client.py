@@ -242,6 +242,10 @@ class _ClientBase:
         """The API host in use."""
         return self.endpoints.api
 
+    def mqtt_keywords(self) -> dict[str, Any]:
+        """What a cloud ``BambuMQTT``/``AsyncBambuMQTT`` needs of this account: token and region."""
+        return {"token": self._args[1], "region": self.region}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(region={self.region!r}, base_url={self.base_url!r})"
 

@@ -136,8 +136,7 @@ def start_cloud_print(
                 own = BambuMQTT(
                     client.get_user_id(),
                     step.serial,
-                    token=client._args[1],
-                    region=client.region,
+                    **client.mqtt_keywords(),
                     signer=signer,
                     command_timeout=command_timeout,
                 )
@@ -216,8 +215,7 @@ def print_many_cloud(
         own = BambuMQTT(
             client.get_user_id(),
             serials,
-            token=client._args[1],
-            region=client.region,
+            **client.mqtt_keywords(),
             signer=signer,
         )
         own.connect()
@@ -298,8 +296,7 @@ async def async_start_cloud_print(
                             own = AsyncBambuMQTT(
                                 await client.get_user_id(),
                                 step.serial,
-                                token=client._args[1],
-                                region=client.region,
+                                **client.mqtt_keywords(),
                                 signer=signer,
                                 command_timeout=command_timeout,
                             )
@@ -343,8 +340,7 @@ async def async_print_many_cloud(
         own = AsyncBambuMQTT(
             await client.get_user_id(),
             serials,
-            token=client._args[1],
-            region=client.region,
+            **client.mqtt_keywords(),
             signer=signer,
         )
         await own.connect()
