@@ -225,8 +225,6 @@ def test_upload_over_ftps_then_start_print(
     The library sends ``ftp:///<name>`` to every model; users report that working
     on a P1S (issue 9), so every simulated family must take it.
     """
-    if "ftp" not in sim.printers[serial].profile.url_schemes:
-        pytest.skip(f"{sim.printers[serial].profile.product} does not take ftp:/// URLs yet")
     printer = connect(serial)
     printer.ftp_client.port = sim.ftps_address(serial)[1]  # the printer's 990
     project = small_project(tmp_path / "bambulab-thirdparty.3mf")
