@@ -54,6 +54,8 @@ BINARIES: dict[str, Binary] = {
         Binary("mosquitto", "mosquitto", ("/usr/sbin/mosquitto",)),
         # the FTPS server of the real printers, for the FTPS client's tests
         Binary("vsftpd", "vsftpd", ("/usr/sbin/vsftpd",)),
+        # writes the pam_userdb file that logs the vsftpd tests' user in
+        Binary("db_load", "db-util"),
         # a client nobody here wrote, for the simulator's FTPS server
         Binary("curl", "curl"),
     )

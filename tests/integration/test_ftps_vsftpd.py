@@ -46,7 +46,7 @@ from bambulab.local import AsyncLocalFTPClient, LocalFTPClient
 from bambulab.sim.certs import CertificateAuthority
 from tests.binaries import binary, needs
 
-pytestmark = [needs("vsftpd"), pytest.mark.timeout(120)]
+pytestmark = [needs("vsftpd"), needs("db_load"), pytest.mark.timeout(120)]
 
 SERIAL = "01P00A000000001"
 CODE = "12345678"
@@ -86,22 +86,16 @@ def _guest_account() -> pwd.struct_passwd:
 def _write_userdb(path: Path, accounts: dict[str, str]) -> None:
     """The Berkeley DB hash file ``pam_userdb`` reads (``<path>.db``: user -> password).
 
-    Python has no Berkeley DB binding here; perl's DB_File (part of Debian's
-    perl) writes the format pam_userdb links against.
+    Python has no Berkeley DB binding; Debian's ``db_load`` (db-util) writes the
+    format pam_userdb links against from "key line, value line" text.
     """
-    if shutil.which("perl") is None:
-        pytest.skip("perl (DB_File) is needed to write pam_userdb's user file")
-    script = (
-        "use DB_File; use Fcntl; my %h; "
-        "tie %h, 'DB_File', $ARGV[0], O_RDWR|O_CREAT, 0600, $DB_HASH or die $!; "
-        "while (<STDIN>) { chomp; my ($u, $p) = split / /, $_, 2; $h{$u} = $p; } untie %h;"
-    )
-    lines = "".join(f"{user} {password}\n" for user, password in accounts.items())
+    lines = "".join(f"{user}\n{password}\n" for user, password in accounts.items())
+    loader = binary("db_load").path()
+    assert loader is not None  # the module's needs("db_load") mark saw to it
     done = subprocess.run(
-        ["perl", "-e", script, f"{path}.db"], input=lines, text=True, capture_output=True
+        [loader, "-T", "-t", "hash", f"{path}.db"], input=lines, text=True, capture_output=True
     )
-    if done.returncode != 0:
-        pytest.skip(f"cannot write pam_userdb's file: {done.stderr.strip()[:200]}")
+    assert done.returncode == 0, f"db_load could not write pam_userdb's file: {done.stderr[:200]}"
 
 
 def _write_certs(directory: Path) -> tuple[Path, Path, Path]:
