@@ -19,6 +19,7 @@ from bambulab.sim import Simulator
 from bambulab.sim.config import parse_fleet
 from bambulab.sim.threemf_writer import write_3mf
 from tests.cli.conftest import unlimited_config
+from tests.cli.test_cli_commands import Terminal
 from tests.cli.test_cli_live import LiveBambu, one_error_line
 from tests.conftest import wait_for
 
@@ -47,9 +48,8 @@ def user(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> LiveBambu:
 def printers(sim: Simulator) -> Iterator[dict[str, str]]:
     """Product → serial of the demo fleet, every printer idle but one ("busy") printing."""
     found: dict[str, str] = {}
-    for device in sim.world.devices_of(sim.user_id):
-        key = "busy" if device.dev_id in found.values() or device.state == "RUNNING" else ""
-        found[key or device.model.product] = device.dev_id
+    for device in sim.world.devices_of(sim.user_id):  # in fleet order: the second P1S is "busy"
+        found["busy" if device.model.product in found else device.model.product] = device.dev_id
     for serial in found.values():
         sim.with_printer(serial, _idle)
     sim.with_printer(found["busy"], lambda p: p.start_job("Long job", progress=0.2))
@@ -158,3 +158,19 @@ def test_bad_ams_map_is_one_line(user: LiveBambu, tmp_path: Path) -> None:
 def test_missing_file_is_one_line(user: LiveBambu, tmp_path: Path) -> None:
     line = one_error_line(user("print", str(tmp_path / "nope.3mf")))
     assert "no such file" in line
+
+
+def test_lan_print_draws_a_bar_per_printer_on_a_terminal(
+    sim: Simulator, user: LiveBambu, printers: dict[str, str], tmp_path: Path
+) -> None:
+    env = exported(sim)
+    x1c, a1mini = printers["X1 Carbon"], printers["A1 mini"]
+    path = tmp_path / "big-cube.3mf"
+    write_3mf(path, name="Big", filaments=(("ABS", "#202020FF"),), padding=24 << 20)
+    terminal = Terminal(user.env(**env, COLUMNS="140"), "print", str(path), x1c, a1mini)
+    assert terminal.wait() == 0
+    shown = terminal.seen.decode(errors="replace")
+    assert f"big-cube.3mf to {x1c}" in shown and f"big-cube.3mf to {a1mini}" in shown
+    assert "━" in shown and "B/s" in shown, shown[-400:]
+    assert "started on 2 of 2 printers" in shown
+    assert not any(code in shown for code in user.secrets)

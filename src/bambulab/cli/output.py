@@ -237,8 +237,19 @@ def duration(seconds: Any) -> str:
 def transfer_progress(label: str) -> Iterator[Callable[[int, int | None], None] | None]:
     """A ``progress(done, total)`` callback drawing a bar on a terminal's stderr, else None.
 
-    Never under ``--json`` or when stderr is not a terminal. ``label`` (a file
-    name, maybe from elsewhere) is neutralised and escaped for rich.
+    Never under ``--json`` or when stderr is not a terminal.
+    """
+    with transfer_bars() as bar:
+        yield bar(label) if bar is not None else None
+
+
+@contextlib.contextmanager
+def transfer_bars() -> Iterator[Callable[[str], Callable[[int, int | None], None]] | None]:
+    """Progress bars on a terminal's stderr, one per transfer: ``bar(label)`` gives its callback.
+
+    None under ``--json`` or off a terminal. Labels (file names, printers:
+    maybe from elsewhere) are neutralised and escaped for rich; callbacks may
+    come from any thread (rich's Progress locks).
     """
     stream = err_console()
     if OPTIONS.json or not stream.is_terminal:
@@ -261,10 +272,14 @@ def transfer_progress(label: str) -> Iterator[Callable[[int, int | None], None] 
         TimeRemainingColumn(),
         console=stream,
         transient=True,
-    ) as bar:
-        task = bar.add_task(esc(label[:60]), total=None)
+    ) as bars:
 
-        def update(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total)
+        def bar(label: str) -> Callable[[int, int | None], None]:
+            task = bars.add_task(esc(label[:60]), total=None)
 
-        yield update
+            def update(done: int, total: int | None) -> None:
+                bars.update(task, completed=done, total=total)
+
+            return update
+
+        yield bar

@@ -29,6 +29,7 @@ import typer
 from .base import OPTIONS, CliError
 from .files import FtpPort, Tls12
 from .live import live_command
+from .output import transfer_bars, transfer_progress
 
 if TYPE_CHECKING:
     from ..local.lan_print import LanPrinter
@@ -123,8 +124,12 @@ def _cloud(
 
     chosen = plan(conn, wanted)
     serials = [p.serial for p in chosen.printers]
-    with open_client() as client, connected(conn, chosen) as mqtt:
-        return print_many_cloud(client, file, serials, options, mqtt=mqtt)
+    with (
+        open_client() as client,
+        connected(conn, chosen) as mqtt,
+        transfer_progress(f"{file.name} to the cloud") as progress,
+    ):
+        return print_many_cloud(client, file, serials, options, mqtt=mqtt, progress=progress)
 
 
 def _lan(
@@ -138,7 +143,13 @@ def _lan(
     from ..local.lan_print import print_many
 
     targets = lan_printers(conn, wanted, ftp_port, tls12)
-    return print_many(file, targets, options)
+    with transfer_bars() as bars:
+        if bars is None:
+            return print_many(file, targets, options)
+        each = {t.serial: bars(f"{file.name} to {t.serial}") for t in targets}
+        return print_many(
+            file, targets, options, progress=lambda serial, done, total: each[serial](done, total)
+        )
 
 
 def lan_printers(

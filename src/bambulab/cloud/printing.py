@@ -197,8 +197,12 @@ def print_many_cloud(
     max_concurrency: int = MAX_CONCURRENCY,
     mqtt: BambuMQTT | None = None,
     signer: Signer | None = None,
+    progress: Callable[[int, int], Any] | None = None,
 ) -> list[PrintOutcome]:
-    """Upload ``path`` once and print it on every printer of ``devices``; one outcome each."""
+    """Upload ``path`` once and print it on every printer of ``devices``; one outcome each.
+
+    ``progress(sent, total)`` follows the upload.
+    """
     serials = list(dict.fromkeys(d.strip() for d in devices if d and d.strip()))
     if not serials:
         raise ConfigurationError("print_many_cloud needs at least one printer")
@@ -206,7 +210,7 @@ def print_many_cloud(
     file = Path(path)
     try:
         project = read_local(file)
-        uploaded = client.upload_file(file.name, file)
+        uploaded = client.upload_file(file.name, file, progress=progress)
     except BambuError as exc:
         return [PrintOutcome(serial, ok=False, error=_line(exc)) for serial in serials]
     shared = mqtt

@@ -410,8 +410,11 @@ def print_many(
     *,
     remote_dir: str = DEFAULT_DIR,
     max_parallel: int = MAX_PARALLEL,
+    progress: Callable[[str, int, int | None], Any] | None = None,
 ) -> list[PrintOutcome]:
     """Send one file to several printers at once; one outcome per printer, in order.
+
+    ``progress(serial, done, total)`` follows each printer's upload.
 
     The local file is checked once (a file that cannot be printed anywhere is
     one error, raised); after that each printer succeeds or fails on its own.
@@ -432,7 +435,14 @@ def print_many(
             pool.submit(
                 _outcome,
                 p,
-                functools.partial(print_file, path, printer=p, options=opts, remote_dir=remote_dir),
+                functools.partial(
+                    print_file,
+                    path,
+                    printer=p,
+                    options=opts,
+                    remote_dir=remote_dir,
+                    progress=functools.partial(progress, p.serial) if progress else None,
+                ),
                 started,
             )
             for p in printers
