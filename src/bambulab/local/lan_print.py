@@ -281,14 +281,9 @@ def _send(
                 printer.serial,
                 subtask_name=name,
                 file=ftp.split(remote)[1],
-                timelapse=options.timelapse,
-                bed_levelling=options.bed_levelling,
-                flow_cali=options.flow_cali,
-                vibration_cali=options.vibration_cali,
-                layer_inspect=options.layer_inspect,
                 use_ams=use_ams,
                 ams_mapping=mapping,
-                bed_type=options.bed_type,
+                **options.switches(),
             )
     finally:
         mqtt.disconnect()

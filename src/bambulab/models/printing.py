@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 AmsChoice = Literal["auto", "none"] | Sequence[int]
 
@@ -33,6 +33,21 @@ class PrintOptions:
     ams_mapping: AmsChoice = "auto"
     bed_type: str = "auto"
     subtask_name: str = ""
+
+    def switches(self) -> dict[str, Any]:
+        """The ``print.project_file`` fields these options decide as they are.
+
+        The mapping and ``use_ams`` are worked out against the printer's trays,
+        and the job's name against the file, so they are not among them.
+        """
+        return {
+            "timelapse": self.timelapse,
+            "bed_levelling": self.bed_levelling,
+            "flow_cali": self.flow_cali,
+            "vibration_cali": self.vibration_cali,
+            "layer_inspect": self.layer_inspect,
+            "bed_type": self.bed_type,
+        }
 
 
 @dataclass(frozen=True, slots=True)

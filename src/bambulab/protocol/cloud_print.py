@@ -187,14 +187,9 @@ def cloud_print(request: CloudPrintRequest) -> Flow:
         profile_id=profile_id,
         task_id=task_id,
         subtask_id=task_id,
-        timelapse=options.timelapse,
-        bed_levelling=options.bed_levelling,
-        flow_cali=options.flow_cali,
-        vibration_cali=options.vibration_cali,
-        layer_inspect=options.layer_inspect,
         use_ams=use_ams,
         ams_mapping=mapping,
-        bed_type=options.bed_type,
+        **options.switches(),
     )
     try:
         yield Publish(serial, command)
