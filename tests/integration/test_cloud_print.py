@@ -286,7 +286,10 @@ def test_lost_reply_and_retry_never_print_twice(
     # The printer acts on the command but its reply is lost: the call learns
     # from the cloud's print status that its task runs, instead of failing.
     sim.stall(serial, 3.0)
-    first = client.start_cloud_print(serial, file_name="retry.3mf", command_timeout=1.0)
+    try:
+        first = client.start_cloud_print(serial, file_name="retry.3mf", command_timeout=1.0)
+    finally:
+        sim.stall(serial, 0.0)  # the next test must not lose its replies
     assert printing(sim, serial)["task_id"] == str(first.id)
     # The caller retries anyway (it timed out on its side): same task, nothing sent.
     again = client.start_cloud_print(serial, file_name="retry.3mf")
