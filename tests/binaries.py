@@ -36,10 +36,15 @@ class Binary:
     name: str
     package: str
     places: tuple[str, ...] = ()  # where it lives when not on PATH (daemons in /usr/sbin)
+    # a file the package installs that must exist too, found under the library
+    # directories (a GObject typelib: the executable is a plain python3)
+    marker: str = ""
 
     def path(self) -> str | None:
         """The executable, or ``None`` when missing (or hidden for a test run)."""
         if self.name in hidden():
+            return None
+        if self.marker and not _find_marker(self.marker):
             return None
         for place in (shutil.which(self.name), *self.places):
             if place and os.path.isfile(place) and os.access(place, os.X_OK):
@@ -58,8 +63,37 @@ BINARIES: dict[str, Binary] = {
         Binary("db_load", "db-util"),
         # a client nobody here wrote, for the simulator's FTPS server
         Binary("curl", "curl"),
+        # third-party clients of the simulated RTSPS camera
+        Binary("ffprobe", "ffmpeg"),
+        Binary("ffmpeg", "ffmpeg"),
+        # a real RTSP(S) server nobody here wrote, for the RTSPS client: GStreamer's
+        # gst-rtsp-server through Debian's python3 (tests/camera/gst_rtsp.py)
+        Binary(
+            "gst-rtsp-server",
+            "gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-good",
+            ("/usr/bin/python3",),
+            marker="GstRtspServer-1.0.typelib",
+        ),
+        # headless browser for the camera index page (and the farm dashboard)
+        Binary("chromium", "chromium", ("/usr/bin/chromium",)),
+        Binary("chromedriver", "chromium-driver", ("/usr/bin/chromedriver",)),
     )
 }
+
+
+def _find_marker(name: str) -> str | None:
+    for root in ("/usr/lib", "/usr/lib64", "/usr/local/lib"):
+        for found in _glob(root, name):
+            return found
+    return None
+
+
+def _glob(root: str, name: str) -> list[str]:
+    import glob
+
+    return glob.glob(f"{root}/girepository-1.0/{name}") + glob.glob(
+        f"{root}/*/girepository-1.0/{name}"
+    )
 
 
 def hidden() -> set[str]:
@@ -95,7 +129,7 @@ def provision() -> int:
     names = ", ".join(b.name for b in absent)
     why_not = _cannot_install()
     if why_not is None:
-        packages = sorted({b.package for b in absent})
+        packages = sorted({p for b in absent for p in b.package.split()})
         print(f"provision: installing {' '.join(packages)} (for {names})", flush=True)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         steps = (

@@ -62,6 +62,10 @@ __all__ = [
     "BadRequestError",
     "BambuError",
     "CSRFBlockedError",
+    "CameraAuthenticationError",
+    "CameraError",
+    "CameraStallError",
+    "CameraUnavailableError",
     "CertificateError",
     "CertificatePinMismatchError",
     "CloudflareBlockedError",
@@ -447,3 +451,26 @@ class CommandInterruptedError(CommandError):
     The command may or may not have reached the printer: check its state
     before sending it again. It is never re-sent by the connection itself.
     """
+
+
+class CameraError(BambuError):
+    """A printer camera could not be read (TLS, connection, stream).
+
+    ``serial`` names the printer when known. The access code never appears.
+    """
+
+    def __init__(self, message: str, *, serial: str | None = None) -> None:
+        super().__init__(message)
+        self.serial = serial
+
+
+class CameraAuthenticationError(CameraError, AuthenticationError):
+    """The camera refused the access code (the printer closes without a frame): not retried."""
+
+
+class CameraUnavailableError(CameraError):
+    """The camera is off or not reachable this way (LAN liveview disabled, no RTSPS, busy)."""
+
+
+class CameraStallError(CameraError):
+    """No frame arrived within the stall timeout."""

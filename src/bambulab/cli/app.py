@@ -14,6 +14,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from . import (
     auth,
+    camera,
     demo,
     devices,
     files,
@@ -158,6 +159,7 @@ def build_app() -> typer.Typer:
     app.command("upload")(upload.upload)
     app.add_typer(files.files_app, name="files")
     app.command("print")(printing.print_file)
+    app.add_typer(camera.camera_app, name="camera")
     app.command(
         "sim",
         context_settings=sim.SIM_CONTEXT,
