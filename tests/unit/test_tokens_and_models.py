@@ -139,6 +139,10 @@ def test_secrets_are_masked_in_reprs_and_redact() -> None:
     )
     text = repr(creds)
     assert "AK" not in text and "PW" not in text and "TT" not in text
+    assert creds.url == "bambu:///tutk?uid=TT&authkey=AK&passwd=PW&region=us"
+    assert creds.masked_url == "bambu:///tutk?uid=***&authkey=***&passwd=***&region=us"
+    odd = CameraCredentials.from_wire({"ttcode": "A&B", "authkey": "k=1", "passwd": "p w"})
+    assert "uid=A%26B&authkey=k%3D1&passwd=p%20w" in odd.url
     assert redact({"accessToken": "x", "nested": [{"password": "y"}], "name": "n"}) == {
         "accessToken": "***",
         "nested": [{"password": "***"}],

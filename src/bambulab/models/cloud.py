@@ -325,10 +325,28 @@ class CameraCredentials(WireModel):
 
     @property
     def url(self) -> str:
-        """The ``bambu:///tutk?...`` URL of the slicer's camera plugin (contains secrets)."""
+        """The ``bambu:///tutk?...`` URL of Bambu's camera plugin (PROTOCOL.md §4.3).
+
+        It holds the credentials: hand it to Bambu's own tools, never to a log.
+        No open implementation of the TUTK P2P protocol exists, so this
+        library stops at the URL. Values are percent-encoded.
+        """
+        return self._url(self.ttcode, self.authkey, self.passwd)
+
+    @property
+    def masked_url(self) -> str:
+        """:attr:`url` with the uid, key and password replaced by ``***``: safe to show."""
+        return self._url("***", "***", "***")
+
+    def _url(self, uid: str, authkey: str, passwd: str) -> str:
+        from urllib.parse import quote
+
+        def q(value: str) -> str:
+            return value if value == "***" else quote(value, safe="")
+
         return (
-            f"bambu:///tutk?uid={self.ttcode}&authkey={self.authkey}"
-            f"&passwd={self.passwd}&region={self.region}"
+            f"bambu:///tutk?uid={q(uid)}&authkey={q(authkey)}"
+            f"&passwd={q(passwd)}&region={q(self.region)}"
         )
 
 
