@@ -35,8 +35,11 @@ types: $(STAMP)
 provision: $(STAMP)
 	$(BIN)/python tests/binaries.py provision
 
+# The tests mostly wait on sockets, so more workers than cores pays off (2 cores:
+# 9 min in one process, about 5 in three); TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= 3
 unit: $(STAMP)
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n $(TEST_JOBS) tests
 
 test: lint types provision unit
 

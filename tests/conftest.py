@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -171,7 +172,7 @@ def client(sim: CloudSimulator, face: str) -> Iterator[Face]:
 
 # --- real servers the tests start (tests/binaries.py) -----------------------------------
 
-_skipped_for: dict[str, int] = {}
+_NOT_INSTALLED = re.compile(r"(?:Skipped: )?(\S+) is not installed$")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -206,15 +207,26 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 f"(apt-get install {wanted.package}; make test installs it when run as root)",
                 pytrace=False,
             )
-        _skipped_for[wanted.name] = _skipped_for.get(wanted.name, 0) + 1
         pytest.skip(f"{wanted.name} is not installed")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """One line naming each missing binary and how many tests it cost."""
+    """One line naming each missing binary and how many tests it cost.
+
+    Counted from the skip reports the terminal reporter holds, so it also
+    works when pytest-xdist runs the tests in worker processes.
+    """
+    from tests import binaries
+
+    _skipped_for: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+        match = _NOT_INSTALLED.fullmatch(str(reason))
+        if match and match.group(1) in binaries.BINARIES:
+            _skipped_for[match.group(1)] = _skipped_for.get(match.group(1), 0) + 1
     if not _skipped_for:
         return
-    from tests import binaries
 
     parts = ", ".join(
         f"{name} ({count} tests; apt-get install {binaries.binary(name).package})"

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests import binaries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,12 +29,16 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def pytest_run(**env: str) -> subprocess.CompletedProcess[str]:
-    return run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", MODULE, **env)
+def pytest_run(*extra: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run(
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra, MODULE, **env
+    )
 
 
-def test_missing_binary_skips_only_its_tests_with_one_summary_line() -> None:
-    done = pytest_run(BAMBU_TEST_HIDE="mosquitto")
+# make test runs the suite in pytest-xdist workers: the line must survive that too.
+@pytest.mark.parametrize("extra", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_missing_binary_skips_only_its_tests_with_one_summary_line(extra: tuple[str, ...]) -> None:
+    done = pytest_run(*extra, BAMBU_TEST_HIDE="mosquitto")
     assert done.returncode == 0, done.stdout + done.stderr
     assert NEEDING >= 2
     assert f"1 passed, {NEEDING} skipped" in done.stdout
