@@ -99,6 +99,17 @@ def session(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     printers: list[Any] = []
 
     def start(serial: str) -> Any:
+        try:
+            return attempt(serial)
+        except NotReady:
+            # bambu-printer-manager 1.0.3 writes to its TLS socket from two threads;
+            # on a loaded machine a record comes out corrupt (the broker logs
+            # DECRYPTION_FAILED_OR_BAD_RECORD_MAC and drops what followed, the
+            # get_version request among them). That is its bug, not the simulator's:
+            # a second session must then read everything.
+            return attempt(serial)
+
+    def attempt(serial: str) -> Any:
         current.append(serial)
         host, port = sim.lan_address(serial)
         config = BambuConfig(
@@ -123,11 +134,12 @@ def session(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                 and printer.config.firmware_version != ""
             )
 
-        assert eventually(ready, bool), (
-            f"no full report and get_version {WAIT} s after connect: fun "
-            f"{printer.printer_state.fun!r}, firmware {printer.config.firmware_version!r}, "
-            f"session error {printer.internalException!r}"
-        )
+        if not eventually(ready, bool):
+            raise NotReady(
+                f"no full report and get_version {WAIT} s after connect: fun "
+                f"{printer.printer_state.fun!r}, firmware {printer.config.firmware_version!r}, "
+                f"session error {printer.internalException!r}"
+            )
         TIMINGS.setdefault("bambu-printer-manager (LAN)", time.monotonic() - began)
         return printer
 
@@ -136,6 +148,10 @@ def session(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         # quit() re-raises an exception the session thread died of; the test has seen it.
         with contextlib.suppress(Exception):
             printer.quit()
+
+
+class NotReady(AssertionError):
+    """A session that never read a full report and get_version."""
 
 
 @pytest.mark.parametrize("model", [P1S, X1C, A1_MINI])
