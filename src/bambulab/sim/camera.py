@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -75,6 +76,9 @@ AUTH_TIMEOUT = 5.0  # seconds for the TLS handshake and again for the auth packe
 RECORD_SIZE = 4096  # plaintext bytes per TLS record, as the printers write them
 # Bytes a viewer may leave unread before it is cut: a few frames' worth.
 MAX_BACKLOG = 2 * 1024 * 1024
+# The kernel's send buffer per viewer, fixed instead of autotuned (up to 4 MiB
+# on Linux): a small device's, and it bounds what a stuck viewer holds there too.
+SEND_BUFFER = 256 * 1024
 
 
 def camera_view(printer: SimPrinter) -> CameraView:
@@ -159,9 +163,14 @@ class CameraEndpoint:
         return self._context
 
     def set_certificate(self, cert: CertFiles) -> None:
-        """Present ``cert`` to the next connections."""
+        """Present ``cert`` to the next connections (the open ones keep theirs).
+
+        The listener keeps its context: loading the new pair into it changes
+        what the next handshakes present, without listening again.
+        """
         self.cert = cert
-        self._context = None
+        if self._context is not None:
+            self._context.load_cert_chain(str(cert.cert_file), str(cert.key_file))
 
     def stalled(self) -> bool:
         """Whether the stall fault holds frames back now."""
@@ -192,15 +201,21 @@ class CameraEndpoint:
 class _Viewer:
     """One authenticated connection of the JPEG stream (camera thread only)."""
 
-    def __init__(self, writer: asyncio.StreamWriter, raw: asyncio.BaseTransport) -> None:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
-        self.raw = raw  # the TCP transport under TLS: its buffer counts too
 
     def backlog(self) -> int:
+        """Bytes written and not yet taken by the kernel: TLS's own buffer and the TCP one's."""
         transport = self.writer.transport
         assert isinstance(transport, asyncio.WriteTransport)
-        raw = self.raw if isinstance(self.raw, asyncio.WriteTransport) else None
-        return transport.get_write_buffer_size() + (raw.get_write_buffer_size() if raw else 0)
+        size = transport.get_write_buffer_size()
+        # asyncio's TLS transport counts what waits for encryption; the TCP
+        # transport under it holds the encrypted bytes the kernel refused.
+        protocol = getattr(transport, "_ssl_protocol", None)
+        raw = getattr(protocol, "_transport", None)
+        if isinstance(raw, asyncio.WriteTransport):
+            size += raw.get_write_buffer_size()
+        return size
 
     def send(self, data: bytes) -> None:
         transport = self.writer.transport
@@ -238,7 +253,18 @@ class JpegEndpoint(CameraEndpoint):
     async def listen(self) -> None:
         if self._server is not None:
             return
-        server = await asyncio.start_server(self._serve, LOOPBACK, self.port, reuse_address=True)
+        host = self.host
+        assert host is not None
+        # TLS by the listener itself: a client's hello may arrive with the
+        # connection, before any handler could start TLS on it.
+        server = await asyncio.start_server(
+            self._serve,
+            LOOPBACK,
+            self.port,
+            reuse_address=True,
+            ssl=self.context(),
+            ssl_handshake_timeout=host.auth_timeout,
+        )
         self._server = server
         self.port = int(server.sockets[0].getsockname()[1])
 
@@ -259,14 +285,12 @@ class JpegEndpoint(CameraEndpoint):
         host = self.host
         assert host is not None
         self._open.add(writer)
-        raw = writer.transport
         viewer: _Viewer | None = None
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         try:
-            context = self.context()
-            await asyncio.wait_for(
-                writer.start_tls(context, ssl_handshake_timeout=host.auth_timeout),
-                host.auth_timeout * 2,
-            )
             packet = await asyncio.wait_for(reader.readexactly(AUTH_SIZE), host.auth_timeout)
             user, code = parse_auth_packet(packet)
             if not self.authorised(user, code):
@@ -277,7 +301,7 @@ class JpegEndpoint(CameraEndpoint):
                 return
             if writer not in self._open:
                 return  # cut by a fault while authenticating
-            viewer = _Viewer(writer, raw)
+            viewer = _Viewer(writer)
             self.viewers.add(viewer)
             self.total += 1
             self._start_pump()
