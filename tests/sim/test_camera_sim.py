@@ -23,7 +23,7 @@ from PIL import Image, JpegImagePlugin
 
 from bambulab.protocol.camera import AUTH_SIZE, HEADER_SIZE, FrameDecoder, auth_packet
 from bambulab.sim import command
-from bambulab.sim.camera import RECORD_SIZE
+from bambulab.sim.camera import MAX_OPEN, RECORD_SIZE, JpegEndpoint
 from bambulab.sim.config import parse_fleet
 from bambulab.sim.live import Simulator
 from tests.conftest import unlimited
@@ -317,6 +317,28 @@ def test_two_viewers_at_most(sim: Simulator, viewers: Any) -> None:
     wait_for(lambda: sim.camera_connections(serial) == 1)
     assert viewers(serial).take(1)
     assert sim.camera_connections(serial) == 2
+
+
+def test_connections_that_never_authenticate_are_capped(sim: Simulator) -> None:
+    serial = a1(sim)
+    address = sim.camera_address(serial)
+    held: list[ssl.SSLSocket] = []
+    try:
+        for _ in range(MAX_OPEN):
+            raw = socket.create_connection(address, timeout=5)
+            held.append(context(sim).wrap_socket(raw, server_hostname=serial))
+        one_more = context(sim).wrap_socket(
+            socket.create_connection(address, timeout=5), server_hostname=serial
+        )
+        held.append(one_more)
+        one_more.sendall(auth_packet(sim.printers[serial].access_code))
+        assert one_more.recv(1 << 16) == b""
+    finally:
+        for sock in held:
+            sock.close()
+    camera, endpoint = sim.camera, sim.camera.endpoints[serial] if sim.camera else None
+    assert camera is not None and isinstance(endpoint, JpegEndpoint)
+    wait_for(lambda: camera.call(lambda: endpoint.open_connections) == 0)
 
 
 def test_a_viewer_that_stops_reading_is_cut(sim: Simulator, viewers: Any) -> None:
