@@ -201,6 +201,11 @@ class CameraEndpoint:
         """Cut every connection now; returns how many there were."""
         raise NotImplementedError
 
+    async def close(self) -> None:
+        """Stop listening and cut every connection (the host is stopping)."""
+        self.unlisten()
+        self.drop()
+
 
 class _Viewer:
     """One authenticated connection of the JPEG stream (camera thread only)."""
@@ -337,6 +342,13 @@ class JpegEndpoint(CameraEndpoint):
                 self._open.discard(writer)
                 writer.close()
 
+    async def close(self) -> None:
+        await super().close()
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
     def _start_pump(self) -> None:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.get_running_loop().create_task(self._run_pump())
@@ -461,13 +473,16 @@ class CameraHost:
 
     async def _close_all(self) -> None:
         for endpoint in self.endpoints.values():
-            endpoint.unlisten()
-            endpoint.drop()
+            await endpoint.close()
+        # Connection handlers end by themselves once their sockets are cut
+        # (asyncio reports a cancelled one as an error); cancel only stragglers.
         current = asyncio.current_task()
         tasks = [task for task in asyncio.all_tasks() if task is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         """Run ``coroutine`` on the camera loop from another thread; its result."""
