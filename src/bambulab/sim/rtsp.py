@@ -9,7 +9,7 @@ decoding it is the test of its fidelity.
 What a client meets:
 
 * TLS from the first byte with the printer's LAN certificate (CN = serial,
-  from the simulator CA); :meth:`RtspHost.set_certificate` swaps it for the
+  from the simulator CA); :meth:`~.camera.CameraHost.set_certificate` swaps it for the
   wrong-certificate fault.
 * ``OPTIONS``, ``DESCRIBE`` (SDP: one video track, RTP/AVP payload type 26 =
   JPEG, ``a=control``), ``SETUP`` (``RTP/AVP/TCP;interleaved=0-1`` only; UDP
@@ -26,17 +26,19 @@ What a client meets:
   second. Each frame is cut once and shared by every viewer; only the RTP
   header (sequence number) is per session.
 
-Bounds: a connection limit per printer, a deadline on every read (a request
-must be complete within ``request_timeout``; an idle session ends after
-``session_timeout``), capped request lines, header counts and bodies, and a
-viewer that does not read is dropped once ``max_backlog`` bytes wait for it.
+Bounds: a connection limit per printer, a deadline on every read (the TLS
+handshake and each request must be complete within ``request_timeout``; a
+silent session ends after ``session_timeout``), capped request lines, header
+counts and bodies, and a viewer that does not read is cut once the camera
+host's ``max_backlog`` bytes wait for it (with a fixed kernel send buffer).
 
-Faults (applied on the RTSP thread through :meth:`RtspHost.call`): a stall
-(no frames for a while), dropping every connection (now, or after N frames),
-refusing connections (the listener closed), and the wrong certificate.
-
-Threads: one thread runs one asyncio loop for every printer's listener;
-other threads hand it work through :meth:`RtspHost.call`.
+:class:`RtspEndpoint` is a :class:`~.camera.CameraEndpoint`: it runs on the
+simulator's one camera thread and loop beside the P1/A1 JPEG streams, sends
+the same status pictures (rendered off the loop at most once per the host's
+interval, cut into RTP once per picture and shared by every viewer; only the
+RTP header is per session) and takes the same faults through
+:class:`~.camera.CameraHost`: a stall (no frames, connections stay open),
+cutting every connection, not listening, and the wrong certificate.
 """
 
 from __future__ import annotations
@@ -47,25 +49,22 @@ import binascii
 import contextlib
 import hashlib
 import hmac
-import io
 import logging
 import secrets
+import socket
 import ssl
 import struct
-import threading
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..protocol.camera import CAMERA_USER, RTSPS_PATH
 from .brokers import LOOPBACK
+from .camera import MAX_BACKLOG, SEND_BUFFER, CameraEndpoint, _Viewer
 from .certs import CertFiles
 
 log = logging.getLogger("bambulab.sim.rtsp")
 
-T = TypeVar("T")
 
 RTSP_PORT = 322  # where a real printer listens
 PAYLOAD_JPEG = 26
@@ -76,10 +75,8 @@ SERVER = "bambu-sim-rtsp/1.0"
 MAX_LINE = 2048  # bytes of a request or header line
 MAX_HEADERS = 64
 MAX_BODY = 4096
-MAX_CONNECTIONS = 8  # per printer: a printer is a small device
+MAX_CONNECTIONS = 8  # open connections per printer (playing ones count against max_clients)
 DEFAULT_FPS = 5.0
-DEFAULT_WIDTH = 1280
-DEFAULT_HEIGHT = 720
 _METHODS = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, GET_PARAMETER, TEARDOWN"
 _REASONS = {
     200: "OK",
@@ -90,6 +87,7 @@ _REASONS = {
     413: "Request Entity Too Large",
     454: "Session Not Found",
     455: "Method Not Valid in This State",
+    453: "Not Enough Bandwidth",
     459: "Aggregate Operation Not Allowed",
     461: "Unsupported Transport",
     501: "Not Implemented",
@@ -198,71 +196,7 @@ def interleaved(channel: int, packet: bytes) -> bytes:
     return struct.pack(">cBH", b"$", channel, len(packet)) + packet
 
 
-def status_card(
-    serial: str, index: int, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT
-) -> bytes:
-    """A baseline 4:2:0 JPEG naming the printer and the frame number (needs Pillow)."""
-    from PIL import Image, ImageDraw
-
-    shade = (index * 7) % 200
-    image = Image.new("RGB", (width, height), (30 + shade // 4, 40, 60 + shade // 2))
-    draw = ImageDraw.Draw(image)
-    bar = (index * 16) % width
-    draw.rectangle((bar, height - 40, min(width, bar + 120), height - 10), fill=(240, 200, 40))
-    draw.text((20, 20), f"{serial}  frame {index}", fill=(255, 255, 255))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=70, optimize=False, progressive=False, subsampling=2)
-    return out.getvalue()
-
-
-# --- per printer -------------------------------------------------------------------------
-
-
-@dataclass
-class Faults:
-    """One printer's camera faults; read and written on the RTSP thread only."""
-
-    stall_until: float = 0.0  # time.monotonic() until which no frame is sent
-    drop_after_frames: int | None = None  # close every session after this many more frames
-
-    def stalled(self) -> bool:
-        """Whether frames are held back now."""
-        return time.monotonic() < self.stall_until
-
-
-@dataclass
-class Endpoint:
-    """One printer's RTSPS camera: code, certificate, listener, frames, faults."""
-
-    serial: str
-    access_code: Callable[[], str]
-    cert: CertFiles
-    port: int = 0
-    fps: float = DEFAULT_FPS
-    frame_source: Callable[[int], bytes] | None = None  # frame number -> baseline JPEG
-    listening: bool = True
-    faults: Faults = field(default_factory=Faults)
-    server: asyncio.Server | None = None
-    sessions: set[_Connection] = field(default_factory=set)
-    frames_sent: int = 0
-    _context: ssl.SSLContext | None = None
-    _ticker: asyncio.Task[None] | None = None
-
-    def context(self) -> ssl.SSLContext:
-        """The TLS context, made on first use."""
-        if self._context is None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.load_cert_chain(str(self.cert.cert_file), str(self.cert.key_file))
-            ctx.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
-            self._context = ctx
-        return self._context
-
-    def render(self, index: int) -> bytes:
-        """Frame ``index`` as a JPEG."""
-        if self.frame_source is not None:
-            return self.frame_source(index)
-        return status_card(self.serial, index)
+# --- one connection ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,12 +220,10 @@ class _Connection:
 
     def __init__(
         self,
-        host: RtspHost,
-        endpoint: Endpoint,
+        endpoint: RtspEndpoint,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        self.host = host
         self.endpoint = endpoint
         self.reader = reader
         self.writer = writer
@@ -308,8 +240,7 @@ class _Connection:
         """Queue bytes; drop the client when too much waits for it (it does not read)."""
         if self.closed:
             return
-        transport = self.writer.transport
-        if transport.get_write_buffer_size() + len(data) > self.host.max_backlog:
+        if _Viewer(self.writer).backlog() + len(data) > self.endpoint.max_backlog:
             log.info("camera %s: a viewer stopped reading; dropped", self.endpoint.serial)
             self.abort()
             return
@@ -347,7 +278,7 @@ class _Connection:
         lines.append(f"CSeq: {request.cseq if request else '0'}")
         lines.append(f"Server: {SERVER}")
         if self.session and status != 401:
-            lines.append(f"Session: {self.session};timeout={int(self.host.session_timeout)}")
+            lines.append(f"Session: {self.session};timeout={int(self.endpoint.session_timeout)}")
         for name, value in (headers or {}).items():
             lines.append(f"{name}: {value}")
         if body:
@@ -379,12 +310,12 @@ class _Connection:
 
     async def read_request(self) -> _Request | None:
         """The next request; ``None`` after an interleaved packet (RTCP from the client)."""
-        idle = self.host.session_timeout if self.session else self.host.request_timeout
+        idle = self.endpoint.session_timeout if self.session else self.endpoint.request_timeout
         try:
             first = await asyncio.wait_for(self.reader.readexactly(1), idle)
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ssl.SSLError) as exc:
             raise _Closed(type(exc).__name__) from exc
-        deadline = time.monotonic() + self.host.request_timeout
+        deadline = time.monotonic() + self.endpoint.request_timeout
         if first == b"$":
             head = await self._exact(3, deadline)
             await self._exact(struct.unpack(">H", head[1:])[0], deadline)
@@ -502,12 +433,16 @@ class _Connection:
                 self.answer(request, 454)
                 return
         if method == "PLAY":
-            rtptime = self.host.rtp_time()
+            if self not in self.endpoint.sessions and not self.endpoint.admits():
+                self.answer(request, 453)  # as many viewers as the printer serves already
+                return
+            rtptime = self.endpoint.rtp_time()
             info = f"url={request.uri};seq={self.seq};rtptime={rtptime}"
             self.answer(request, 200, {"Range": "npt=0.000-", "RTP-Info": info})
             self.playing = True
             self.endpoint.sessions.add(self)
-            self.host.ensure_ticker(self.endpoint)
+            self.endpoint.total += 1
+            self.endpoint.start_pump()
         elif method == "PAUSE":
             self.playing = False
             self.endpoint.sessions.discard(self)
@@ -587,232 +522,135 @@ def _path(uri: str) -> str:
     return uri
 
 
-# --- the host ---------------------------------------------------------------------------
+# --- the endpoint ---------------------------------------------------------------------------
 
 
-class RtspHost:
-    """Every simulated printer's RTSPS camera, on one thread with one asyncio loop."""
+class RtspEndpoint(CameraEndpoint):
+    """An X1/P2S/H2 printer's camera: RTSP over TLS, RTP/JPEG interleaved (PROTOCOL.md §4.2).
+
+    Registered with the :class:`~.camera.CameraHost` beside the P1/A1 JPEG
+    streams: the same thread and loop, the same pictures (:meth:`CameraHost.latest`,
+    re-rendered at most once per the host's interval and sent ``fps`` times a
+    second), the same faults (stall, drop, not listening, certificate).
+    ``request_timeout`` bounds the TLS handshake and each request;
+    ``session_timeout`` the silence of a client between requests (players
+    send ``GET_PARAMETER`` keep-alives).
+    """
+
+    kind = "rtsps"
 
     def __init__(
         self,
+        serial: str,
+        access_code: Callable[[], str],
+        cert: CertFiles,
         *,
-        host: str = LOOPBACK,
+        port: int = 0,
+        fps: float = DEFAULT_FPS,
         request_timeout: float = 10.0,
         session_timeout: float = 60.0,
-        max_backlog: int = 4 << 20,
-        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
-        self.host = host
+        super().__init__(serial, access_code, cert, port=port)
+        if not 0 < fps <= 60:
+            raise ValueError("the RTSP camera's fps must be more than 0 and at most 60")
+        self.fps = fps
         self.request_timeout = request_timeout
         self.session_timeout = session_timeout
-        self.max_backlog = max_backlog
-        self.max_connections = max_connections
-        self.endpoints: dict[str, Endpoint] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread: threading.Thread | None = None
+        self.sessions: set[_Connection] = set()  # playing now
+        self.frames_sent = 0
+        self._open: set[_Connection] = set()  # every connection, before auth too
+        self._server: asyncio.Server | None = None
+        self._pump: asyncio.Task[None] | None = None
         self._clock_base = secrets.randbits(32)
         self._started = time.monotonic()
-        self._connections: dict[str, set[_Connection]] = {}
 
-    # --- thread ----------------------------------------------------------------------
+    @property
+    def max_backlog(self) -> int:
+        """Unread bytes after which a viewer is cut (the host's bound)."""
+        return self.host.max_backlog if self.host is not None else MAX_BACKLOG
 
-    def start(self) -> RtspHost:
-        """Start the loop thread (listeners are added with :meth:`add`)."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._loop.run_forever, name="bambu-sim-rtsp", daemon=True
-            )
-            self._thread.start()
-        return self
+    @property
+    def connections(self) -> int:
+        return len(self.sessions)
 
-    def call(self, work: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
-        """Run a coroutine function on the RTSP thread and wait for its result."""
-        if self._thread is None:
-            raise RuntimeError("RtspHost is not started")
-        future: Future[T] = asyncio.run_coroutine_threadsafe(_wrap(work), self._loop)
-        return future.result(timeout)
-
-    def stop(self) -> None:
-        """Close every listener and connection and end the thread."""
-        if self._thread is None:
+    async def listen(self) -> None:
+        if self._server is not None:
             return
-
-        async def close_all() -> None:
-            for endpoint in self.endpoints.values():
-                await self._close_listener(endpoint)
-                self._cut(endpoint)
-                if endpoint._ticker is not None:
-                    endpoint._ticker.cancel()
-
-        with contextlib.suppress(Exception):
-            self.call(close_all)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._thread = None
-        with contextlib.suppress(RuntimeError):
-            self._loop.close()
-
-    # --- printers --------------------------------------------------------------------
-
-    def add(self, endpoint: Endpoint) -> int:
-        """Serve ``endpoint``; the port it listens on (a free one when its port is 0)."""
-        self.endpoints[endpoint.serial] = endpoint
-        self._connections[endpoint.serial] = set()
-
-        async def listen() -> int:
-            if endpoint.listening:
-                await self._listen(endpoint)
-            return endpoint.port
-
-        return self.call(listen)
-
-    def port(self, serial: str) -> int:
-        """The port ``serial``'s camera listens on."""
-        return self.endpoints[serial].port
-
-    async def _listen(self, endpoint: Endpoint) -> None:
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(endpoint, reader, writer)
-
-        endpoint.server = await asyncio.start_server(
-            accept,
-            self.host,
-            endpoint.port,
-            ssl=endpoint.context(),
+        self._server = await asyncio.start_server(
+            self._serve,
+            LOOPBACK,
+            self.port,
+            reuse_address=True,
+            ssl=self.context(),
             ssl_handshake_timeout=self.request_timeout,
             limit=MAX_LINE * 2,
-            reuse_address=True,
         )
-        endpoint.port = endpoint.server.sockets[0].getsockname()[1]
+        self.port = int(self._server.sockets[0].getsockname()[1])
 
-    async def _close_listener(self, endpoint: Endpoint) -> None:
-        if endpoint.server is not None:
-            endpoint.server.close()
-            endpoint.server = None
+    def unlisten(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
 
-    async def _serve(
-        self, endpoint: Endpoint, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        open_now = self._connections[endpoint.serial]
-        if len(open_now) >= self.max_connections or not endpoint.listening:
+    def drop(self) -> int:
+        connections = list(self._open)
+        for connection in connections:
+            connection.abort()
+        self._open.clear()
+        self.sessions.clear()
+        return len(connections)
+
+    def admits(self) -> bool:
+        """Whether one more viewer may play (the host's ``max_clients``)."""
+        limit = self.host.max_clients if self.host is not None else MAX_CONNECTIONS
+        return len(self.sessions) < limit
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._open) >= MAX_CONNECTIONS or not self.listening:
             writer.transport.abort()
             return
-        connection = _Connection(self, endpoint, reader, writer)
-        open_now.add(connection)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        connection = _Connection(self, reader, writer)
+        self._open.add(connection)
         try:
             await connection.run()
         finally:
-            open_now.discard(connection)
+            self._open.discard(connection)
 
-    def _cut(self, endpoint: Endpoint) -> int:
-        open_now = list(self._connections.get(endpoint.serial, ()))
-        for connection in open_now:
-            connection.abort()
-        return len(open_now)
-
-    # --- media -----------------------------------------------------------------------
+    # --- media
 
     def rtp_time(self) -> int:
-        """The 90 kHz clock now (one clock for every stream of this host)."""
-        return (self._clock_base + int((time.monotonic() - self._started) * CLOCK_RATE)) & (
-            0xFFFFFFFF
-        )
+        """The 90 kHz clock now (one clock for every viewer of this camera)."""
+        ticks = int((time.monotonic() - self._started) * CLOCK_RATE)
+        return (self._clock_base + ticks) & 0xFFFFFFFF
 
-    def ensure_ticker(self, endpoint: Endpoint) -> None:
-        """Start the endpoint's frame loop if no one is watching yet."""
-        if endpoint._ticker is None or endpoint._ticker.done():
-            endpoint._ticker = self._loop.create_task(self._tick(endpoint))
+    def start_pump(self) -> None:
+        """Start sending frames if no one was watching."""
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.get_running_loop().create_task(self._run_pump())
 
-    async def _tick(self, endpoint: Endpoint) -> None:
-        """Render, cut and send a frame every ``1/fps`` s while someone plays."""
-        interval = 1.0 / max(endpoint.fps, 0.1)
-        next_at = time.monotonic()
-        while any(c.playing for c in endpoint.sessions):
-            if not endpoint.faults.stalled():
+    async def _run_pump(self) -> None:
+        """Cut the current picture into RTP/JPEG and send it ``fps`` times a second."""
+        host = self.host
+        assert host is not None
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self.fps
+        cut: tuple[bytes, list[bytes]] | None = None
+        while self.sessions:
+            started = loop.time()
+            if not self.stalled():
                 try:
-                    parts = parse_jpeg(endpoint.render(endpoint.frames_sent + 1))
-                except Exception:
-                    log.exception("camera %s: cannot render a frame", endpoint.serial)
-                    return
-                payloads = rtp_jpeg_payloads(parts)
-                stamp = self.rtp_time()
-                endpoint.frames_sent += 1
-                for connection in list(endpoint.sessions):
-                    if connection.playing:
-                        connection.send_frame(payloads, stamp)
-                drop = endpoint.faults.drop_after_frames
-                if drop is not None:
-                    if drop <= 1:
-                        endpoint.faults.drop_after_frames = None
-                        self._cut(endpoint)
-                    else:
-                        endpoint.faults.drop_after_frames = drop - 1
-            next_at += interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            if next_at < time.monotonic() - interval:
-                next_at = time.monotonic()
-
-    # --- faults ----------------------------------------------------------------------
-
-    def stall(self, serial: str, seconds: float) -> None:
-        """Send no frame for ``seconds`` (0 ends a stall)."""
-
-        async def apply() -> None:
-            self.endpoints[serial].faults.stall_until = time.monotonic() + seconds
-
-        self.call(apply)
-
-    def drop_connections(self, serial: str, *, after_frames: int | None = None) -> int:
-        """Cut every connection now (how many), or after ``after_frames`` more frames."""
-
-        async def apply() -> int:
-            endpoint = self.endpoints[serial]
-            if after_frames is not None:
-                endpoint.faults.drop_after_frames = after_frames
-                return 0
-            return self._cut(endpoint)
-
-        return self.call(apply)
-
-    def refuse(self, serial: str, refuse: bool = True) -> None:
-        """Stop listening (connections refused, open ones cut), or listen again on the same port."""
-
-        async def apply() -> None:
-            endpoint = self.endpoints[serial]
-            endpoint.listening = not refuse
-            if refuse:
-                await self._close_listener(endpoint)
-                self._cut(endpoint)
-            elif endpoint.server is None:
-                await self._listen(endpoint)
-
-        self.call(apply)
-
-    def set_certificate(self, serial: str, cert: CertFiles) -> None:
-        """Present ``cert`` from now on (the listener restarts on the same port)."""
-
-        async def apply() -> None:
-            endpoint = self.endpoints[serial]
-            endpoint.cert = cert
-            endpoint._context = None
-            if endpoint.server is not None:
-                await self._close_listener(endpoint)
-                await self._listen(endpoint)
-
-        self.call(apply)
-
-    def frames_sent(self, serial: str) -> int:
-        """Frames ``serial``'s camera has sent (shared by its viewers)."""
-        return self.endpoints[serial].frames_sent
-
-    def viewers(self, serial: str) -> int:
-        """Open connections to ``serial``'s camera."""
-
-        async def count() -> int:
-            return len(self._connections[serial])
-
-        return self.call(count)
-
-
-async def _wrap(work: Callable[[], Awaitable[T]]) -> T:
-    return await work()
+                    jpeg = await host.latest(self.serial)
+                    if cut is None or cut[0] is not jpeg:
+                        cut = (jpeg, rtp_jpeg_payloads(parse_jpeg(jpeg)))
+                except Exception:  # a printer host that is stopping: try again next time
+                    log.debug("camera %s: no picture", self.serial, exc_info=True)
+                else:
+                    stamp = self.rtp_time()
+                    self.frames_sent += 1
+                    for connection in list(self.sessions):
+                        connection.send_frame(cut[1], stamp)
+            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
