@@ -16,6 +16,7 @@ import json
 import socket
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from bambulab.errors import (
     CameraStallError,
     CameraUnavailableError,
     CertificateError,
+    ConfigurationError,
 )
 from bambulab.local.rtsp import AsyncRTSPStream, RTSPStream
 from bambulab.protocol.camera import is_jpeg, with_credentials
@@ -93,6 +95,7 @@ def stream(sim: Simulator, serial: str, **options: Any) -> RTSPStream:
     options.setdefault("ca_file", sim.ca_file)
     options.setdefault("timeout", 5.0)
     options.setdefault("stall_timeout", 5.0)
+    options.setdefault("backoff", 0.05)
     return RTSPStream(sim.rtsp_url(serial), code(sim, serial), serial, **options)
 
 
@@ -341,6 +344,31 @@ def test_a_stall_raises_camera_stall_error(sim: Simulator) -> None:
         sim.camera_stall(serial, 30)
         with pytest.raises(CameraStallError, match=r"0\.6 s"):
             read_many(camera, int(FPS))
+
+
+def test_an_unreachable_camera_is_one_clear_error(sim: Simulator) -> None:
+    serial = x1c(sim)
+    sim.camera_refuse(serial)
+    with pytest.raises(CameraError, match=r"cannot reach camera rtsps://127\.0\.0\.1") as caught:
+        stream(sim, serial).snapshot()
+    assert str(caught.value).count("\n") == 0 and caught.value.serial == serial
+
+
+def test_reconnects_give_up_after_max_reconnects(sim: Simulator) -> None:
+    serial = x1c(sim)
+    with stream(sim, serial, max_reconnects=2) as camera:
+        camera.next_frame()
+        sim.camera_refuse(serial)  # cuts the stream and refuses the next connections
+        with pytest.raises(CameraError, match="gave up after 2 reconnects"):
+            read_many(camera, 3 * int(FPS))
+
+
+def test_without_pyav_the_error_names_the_extra(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # import av fails
+    with pytest.raises(ConfigurationError, match=r"pip install 'bambulab\[camera\]'"):
+        stream(sim, x1c(sim)).snapshot()
 
 
 def test_the_wrong_certificate_is_refused(sim: Simulator) -> None:

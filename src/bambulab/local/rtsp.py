@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import ssl
 import threading
@@ -60,6 +61,7 @@ from ..models.camera import Frame
 from ..mqtt.tls import PinStore, lan_context, pin_diagnosis
 from ..protocol.camera import (
     CAMERA_USER,
+    MAX_FRAME,
     RTSPS_PORT,
     is_jpeg,
     rtsps_url,
@@ -69,8 +71,11 @@ from ..protocol.camera import (
 
 log = logging.getLogger("bambulab.camera")
 
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_STALL_TIMEOUT = 15.0
+DEFAULT_TIMEOUT = 10.0  # seconds to open the stream (TLS, RTSP, the first picture)
+DEFAULT_STALL_TIMEOUT = 10.0  # seconds without a frame
+DEFAULT_MAX_RECONNECTS = 5  # attempts in a row without a frame before giving up
+DEFAULT_BACKOFF = 0.5  # seconds before the first reconnect, doubled each time
+DEFAULT_MAX_BACKOFF = 10.0
 MAILBOX = 8  # frames held for a slow reader before the oldest is dropped
 LIVEVIEW_OFF = (
     "LAN liveview is switched off on printer {serial}: its report says rtsp_url "
@@ -184,10 +189,16 @@ class RTSPStream:
         timeout: float = DEFAULT_TIMEOUT,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         reconnect: bool = True,
+        max_reconnects: int = DEFAULT_MAX_RECONNECTS,
+        backoff: float = DEFAULT_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
         ca_file: str | os.PathLike[str] | None = None,
         pin_file: str | os.PathLike[str] | None = None,
         insecure: bool = False,
+        max_frame: int = MAX_FRAME,
     ) -> None:
+        if timeout <= 0 or stall_timeout <= 0:
+            raise ConfigurationError("camera timeouts must be positive")
         if not url_or_host:
             raise ConfigurationError("the printer's address or RTSPS URL is needed")
         if url_or_host.strip().lower() == "disable":
@@ -214,6 +225,10 @@ class RTSPStream:
         self.timeout = timeout
         self.stall_timeout = stall_timeout
         self.reconnect = reconnect
+        self.max_reconnects = max_reconnects
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_frame = max_frame
         self._code = access_code.strip()
         self._ca_file = ca_file
         self._pin_file = pin_file
@@ -238,6 +253,16 @@ class RTSPStream:
     def access_code(self) -> str:
         """The access code (the seed exposes it; never printed by this class)."""
         return self._code
+
+    @property
+    def label(self) -> str:
+        """The URL without credentials (what errors name)."""
+        return self.url
+
+    @property
+    def frames_received(self) -> int:
+        """Frames so far on this stream (the last ``index``)."""
+        return self._index
 
     def get_stream_url(self) -> str:
         """The URL WITH credentials, for another player (do not log it)."""
@@ -311,7 +336,9 @@ class RTSPStream:
             raise self._stalled()
         return frame
 
-    get_frame = next_frame
+    def get_frame(self) -> bytes:
+        """The next frame's JPEG bytes (the seed library's call)."""
+        return self.next_frame().jpeg
 
     def snapshot(self, timeout: float | None = None) -> Frame:
         """The newest frame: one already waiting, else the next to arrive."""
@@ -326,7 +353,10 @@ class RTSPStream:
             yield self.next_frame()
             count += 1
 
-    stream_frames = frames
+    def stream_frames(self) -> Iterator[bytes]:
+        """JPEG bytes as they come (the seed library's generator)."""
+        for frame in self.frames():
+            yield frame.jpeg
 
     def __iter__(self) -> Iterator[Frame]:
         return self.frames()
@@ -334,14 +364,14 @@ class RTSPStream:
     # --- the worker --------------------------------------------------------------------
 
     def _work(self) -> None:
-        delay = 0.2
+        failures = 0  # attempts in a row without a frame
         had_frames = False
         while not self._stop.is_set():
+            before = self._index
             try:
                 self._check_tls()
                 for frame in self._stream():
                     had_frames = True
-                    delay = 0.2
                     self._mailbox.put(frame)
                 if self._stop.is_set():
                     return
@@ -353,13 +383,23 @@ class RTSPStream:
                 self._last_error = str(exc)
                 if self._stop.is_set():
                     return
+                failures = 0 if self._index > before else failures + 1
                 if not (self.reconnect and had_frames):
                     self._mailbox.put(exc)
                     return
+                if failures > self.max_reconnects:
+                    self._mailbox.put(
+                        type(exc)(
+                            f"{exc} (gave up after {self.max_reconnects} reconnects)",
+                            serial=self.serial,
+                        )
+                    )
+                    return
+                delay = min(self.max_backoff, self.backoff * 2.0 ** max(0, failures - 1))
+                delay *= random.uniform(0.5, 1.0)  # viewers of one printer spread out
                 log.info("%s; reconnecting in %.1f s", exc, delay)
                 if self._stop.wait(delay):
                     return
-                delay = min(delay * 2, 5.0)
             except BambuError as exc:
                 self._mailbox.put(exc)
                 return
@@ -450,6 +490,12 @@ class RTSPStream:
                         if encoder is None:
                             encoder = _jpeg_encoder(av, picture.width, picture.height)
                         jpeg = _encode(encoder, picture)
+                    if len(jpeg) > self.max_frame:
+                        raise CameraError(
+                            f"camera {self.url} sent a {len(jpeg)}-byte picture "
+                            f"(allowed up to {self.max_frame})",
+                            serial=self.serial,
+                        )
                     self._index += 1
                     yield Frame(
                         jpeg=jpeg,
