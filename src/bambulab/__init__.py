@@ -35,6 +35,8 @@ _EXPORTS = {
     "AsyncJPEGFrameStream": "bambulab.local.camera",
     "open_camera": "bambulab.local.camera",
     "open_async_camera": "bambulab.local.camera",
+    "RTSPStream": "bambulab.local.rtsp",
+    "AsyncRTSPStream": "bambulab.local.rtsp",
     "Frame": "bambulab.models.camera",
 }
 _ERRORS = (
@@ -99,6 +101,7 @@ if TYPE_CHECKING:
     )
     from .local.ftps import AsyncLocalFTPClient, LocalFTPClient
     from .local.lan_print import LanPrinter
+    from .local.rtsp import AsyncRTSPStream, RTSPStream
     from .models.camera import Frame
     from .models.state import PrinterState
     from .models.threemf import ThreeMF

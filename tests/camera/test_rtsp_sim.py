@@ -379,6 +379,27 @@ def test_the_wrong_certificate_is_refused(sim: Simulator) -> None:
         camera.snapshot()
 
 
+def test_open_camera_picks_rtsps_for_an_x1c(sim: Simulator) -> None:
+    from bambulab import RTSPStream as Exported
+    from bambulab.local.camera import open_async_camera, open_camera
+
+    serial = x1c(sim)
+    options: dict[str, Any] = {"ca_file": sim.ca_file, "timeout": 5.0}
+    url = reported_url(sim, serial)
+    with open_camera("127.0.0.1", code(sim, serial), serial, rtsp_url=url, **options) as camera:
+        assert isinstance(camera, Exported)
+        assert camera.snapshot().width == 1280
+
+    async def look() -> int:
+        camera = open_async_camera("127.0.0.1", code(sim, serial), serial, rtsp_url=url, **options)
+        try:
+            return (await camera.snapshot()).height
+        finally:
+            await camera.aclose()
+
+    assert asyncio.run(look()) == 720
+
+
 def test_exports_and_urls(sim: Simulator) -> None:
     lines = "\n".join(sim.export_lines())
     for index, endpoint in enumerate(sim.endpoints(), 1):
