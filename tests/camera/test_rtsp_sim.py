@@ -17,6 +17,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,14 +159,42 @@ def test_ffprobe_with_a_wrong_password_is_refused(sim: Simulator) -> None:
 class Raw:
     """One TLS connection to the simulated camera, speaking RTSP by hand."""
 
-    def __init__(self, sim: Simulator, serial: str) -> None:
+    def __init__(self, sim: Simulator, serial: str, rcvbuf: int | None = None) -> None:
         assert sim.ca_file is not None
         context = ssl.create_default_context(cafile=sim.ca_file)
         context.check_hostname = False
         port = int(sim.rtsp_url(serial).rsplit(":", 1)[1].split("/")[0])
         self.base = sim.rtsp_url(serial)
-        self.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
+        self.basic = "Basic " + base64.b64encode(f"bblp:{code(sim, serial)}".encode()).decode()
+        plain = socket.socket()
+        if rcvbuf:
+            plain.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        plain.settimeout(5)
+        plain.connect(("127.0.0.1", port))
+        self.sock = context.wrap_socket(plain)
         self.cseq = 0
+
+    def play(self) -> None:
+        """DESCRIBE, SETUP, PLAY: RTP follows."""
+        assert self.request("DESCRIBE", self.base, Authorization=self.basic)[0] == 200
+        _, answer = self.request(
+            "SETUP", self.base + "/trackID=0", Authorization=self.basic,
+            Transport="RTP/AVP/TCP;unicast;interleaved=0-1",
+        )  # fmt: skip
+        session = answer["session"][0].split(";")[0]
+        assert self.request("PLAY", self.base, Authorization=self.basic, Session=session)[0] == 200
+
+    def ends(self, timeout: float = 5.0) -> bool:
+        """Whether the server closes the connection (reading what is left) within ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except (ConnectionError, ssl.SSLError):
+            return True
+        except TimeoutError:
+            return False
+        return True
 
     def request(self, method: str, uri: str, **headers: str) -> tuple[int, dict[str, list[str]]]:
         self.cseq += 1
@@ -229,6 +258,48 @@ def test_rtsp_answers_by_hand(sim: Simulator) -> None:
         assert head[:2] == b"$\x00" and head[4] == 0x80 and head[5] & 0x7F == 26
     finally:
         raw.close()
+
+
+def test_limits_on_what_a_client_sends(sim: Simulator) -> None:
+    serial = x1c(sim)
+    assert sim.camera is not None
+    endpoint: Any = sim.camera.endpoints[serial]
+    long_line = Raw(sim, serial)
+    try:
+        long_line.sock.sendall(b"OPTIONS " + b"a" * 10_000 + b" RTSP/1.0\r\n")
+        assert long_line.ends()  # closed, no answer to a 10 kB request line
+    finally:
+        long_line.close()
+    kept = endpoint.request_timeout
+    endpoint.request_timeout = 0.3
+    silent = Raw(sim, serial)
+    try:
+        silent.sock.sendall(b"OPTIONS rtsp://x RTSP/1.0\r\nCSeq: 1\r\n")  # never finished
+        assert silent.ends(timeout=3.0)
+    finally:
+        endpoint.request_timeout = kept
+        silent.close()
+
+
+def test_a_viewer_that_stops_reading_is_cut(sim: Simulator) -> None:
+    serial = x1c(sim)
+    assert sim.camera is not None
+    limit = sim.camera.max_backlog
+    sim.camera.max_backlog = 100_000  # a few frames, so the test does not wait for megabytes
+    stuck = Raw(sim, serial, rcvbuf=4096)
+    try:
+        with stream(sim, serial) as reading:
+            stuck.play()
+            reading.next_frame()
+            deadline = time.monotonic() + 10
+            while sim.camera_connections(serial) > 1:
+                assert time.monotonic() < deadline, "the stuck viewer was not cut"
+                reading.next_frame()  # the one that reads keeps getting frames
+            assert reading.connects == 1
+        assert stuck.ends()
+    finally:
+        sim.camera.max_backlog = limit
+        stuck.close()
 
 
 # --- RTSPStream ------------------------------------------------------------------------------
