@@ -281,6 +281,28 @@ def test_limits_on_what_a_client_sends(sim: Simulator) -> None:
         silent.close()
 
 
+def test_viewers_over_the_limit_are_refused_453(sim: Simulator) -> None:
+    serial = x1c(sim)
+    assert sim.camera is not None
+    players = [Raw(sim, serial) for _ in range(sim.camera.max_clients)]
+    extra = Raw(sim, serial)
+    try:
+        for player in players:
+            player.play()
+        assert extra.request("DESCRIBE", extra.base, Authorization=extra.basic)[0] == 200
+        _, answer = extra.request(
+            "SETUP", extra.base + "/trackID=0", Authorization=extra.basic,
+            Transport="RTP/AVP/TCP;unicast;interleaved=0-1",
+        )  # fmt: skip
+        session = answer["session"][0].split(";")[0]
+        status, _ = extra.request("PLAY", extra.base, Authorization=extra.basic, Session=session)
+        assert status == 453
+        assert sim.camera_connections(serial) == sim.camera.max_clients
+    finally:
+        for raw in [*players, extra]:
+            raw.close()
+
+
 def test_a_viewer_that_stops_reading_is_cut(sim: Simulator) -> None:
     serial = x1c(sim)
     assert sim.camera is not None
