@@ -12,6 +12,7 @@ running jobs. ``bambu sim`` runs exactly this.
         sim.lan_address(serial)                        # a printer's own broker
         sim.ftps_address(serial)                       # its SD card over implicit FTPS
         sim.camera_address(serial)                     # a P1/A1's JPEG camera (TLS)
+        sim.rtsp_url(serial)                           # an X1/P2/H2's RTSPS camera
         sim.issue_token("maker@example.com")           # password for u_<uid>
         sim.restart_broker("cloud")                    # and other faults
 
@@ -21,7 +22,8 @@ publish malformed payloads on a printer's report topic, take a printer
 offline and back, and serve a LAN certificate with the wrong CN. The
 printers' FTPS servers (:mod:`.ftps`) have theirs: a full SD card,
 connections cut after N bytes, a stall, not listening. So do the P1/A1
-printers' cameras (:mod:`.camera`): a stall, cut connections, not listening.
+printers' cameras (:mod:`.camera`, and :mod:`.rtsp` for the X1/P2/H2
+families): a stall, cut connections, not listening.
 """
 
 from __future__ import annotations
