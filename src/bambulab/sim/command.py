@@ -139,6 +139,26 @@ def build_parser(prog: str = "bambu sim") -> argparse.ArgumentParser:
         help="camera frames per second (default 1, like the printers)",
     )
     mqtt.add_argument(
+        "--rtsp-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="first X1/P2/H2 printer's RTSPS camera port, the next ones follow "
+        "(default: free ports; a real printer: 322)",
+    )
+    mqtt.add_argument(
+        "--rtsp-fps",
+        type=float,
+        default=5.0,
+        metavar="F",
+        help="RTSPS camera frames per second (default 5)",
+    )
+    mqtt.add_argument(
+        "--liveview",
+        action="store_true",
+        help="LAN liveview on for every X1/P2/H2 printer (the H2 family has it off by default)",
+    )
+    mqtt.add_argument(
         "--time-scale",
         type=float,
         default=1.0,
@@ -203,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.time_scale <= 0:
         print("bambu sim: --time-scale must be positive", file=sys.stderr)
         return 2
+    if not 0 < args.rtsp_fps <= 60:
+        print("bambu sim: --rtsp-fps must be more than 0 and at most 60", file=sys.stderr)
+        return 2
     if not 0 < args.camera_fps <= 60:
         print("bambu sim: --camera-fps must be more than 0 and at most 60", file=sys.stderr)
         return 2
@@ -220,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             camera=not args.no_camera,
             camera_port=args.camera_port,
             camera_interval=1.0 / args.camera_fps,
+            rtsp_port=args.rtsp_port,
+            rtsp_fps=args.rtsp_fps,
+            liveview=True if args.liveview else None,
         )
     except ValueError as exc:
         print(f"bambu sim: {exc}", file=sys.stderr)

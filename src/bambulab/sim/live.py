@@ -12,6 +12,7 @@ running jobs. ``bambu sim`` runs exactly this.
         sim.lan_address(serial)                        # a printer's own broker
         sim.ftps_address(serial)                       # its SD card over implicit FTPS
         sim.camera_address(serial)                     # a P1/A1's JPEG camera (TLS)
+        sim.rtsp_url(serial)                           # an X1/P2/H2's RTSPS camera
         sim.issue_token("maker@example.com")           # password for u_<uid>
         sim.restart_broker("cloud")                    # and other faults
 
@@ -21,7 +22,8 @@ publish malformed payloads on a printer's report topic, take a printer
 offline and back, and serve a LAN certificate with the wrong CN. The
 printers' FTPS servers (:mod:`.ftps`) have theirs: a full SD card,
 connections cut after N bytes, a stall, not listening. So do the P1/A1
-printers' cameras (:mod:`.camera`): a stall, cut connections, not listening.
+printers' cameras (:mod:`.camera`, and :mod:`.rtsp` for the X1/P2/H2
+families): a stall, cut connections, not listening.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..protocol.camera import rtsps_url
 from .brokers import LOOPBACK, BrokerRuntime, CloudPolicy, Credential, EmbeddedBroker, LanPolicy
 from .camera import DEFAULT_INTERVAL, DEFAULT_MAX_CLIENTS, CameraHost, camera_view
 from .camera_frames import CameraView
@@ -57,6 +60,7 @@ from .mqtt_host import PrinterHost, Route
 from .printer import SimPrinter
 from .printer.sdcard import DEFAULT_CAPACITY
 from .records import Account
+from .rtsp import DEFAULT_FPS, RtspEndpoint
 from .server import CloudSimulator
 from .world import World
 
@@ -119,6 +123,7 @@ class PrinterEndpoint:
     port: int | None
     ftp_port: int | None = None  # implicit FTPS (a real printer: 990)
     camera_port: int | None = None  # P1/A1 JPEG camera over TLS (a real printer: 6000)
+    rtsp_url: str | None = None  # X1/P2/H2 RTSPS camera, without credentials (port 322)
 
 
 class Simulator:
@@ -141,6 +146,13 @@ class Simulator:
     ``camera_port`` pick ports as for FTPS, ``camera_interval`` is the time
     between frames (1 s like the printers; less for tests and benchmarks),
     ``camera_max_clients`` the viewers a printer serves at once (2 like them).
+
+    The X1/P2/H2 printers serve RTSPS instead (:mod:`.rtsp`, on the same
+    camera host): ``rtsp_ports``/``rtsp_port`` pick their ports (a real
+    printer: 322), ``rtsp_fps`` the frames a second. Their reports carry the
+    real URL in ``ipcam.rtsp_url``, or ``"disable"`` where LAN liveview is off
+    (the H2 family out of the box); ``liveview=True`` switches it on for every
+    printer (False off), :meth:`set_liveview` for one.
     """
 
     def __init__(
@@ -164,6 +176,10 @@ class Simulator:
         camera_ports: Mapping[str, int] | None = None,
         camera_interval: float = DEFAULT_INTERVAL,
         camera_max_clients: int = DEFAULT_MAX_CLIENTS,
+        rtsp_port: int = 0,
+        rtsp_ports: Mapping[str, int] | None = None,
+        rtsp_fps: float = DEFAULT_FPS,
+        liveview: bool | None = None,
     ) -> None:
         if time_scale <= 0 or tick_interval <= 0:
             raise ValueError("time_scale and tick_interval must be positive")
@@ -228,6 +244,20 @@ class Simulator:
         for serial, port in self._camera_ports.items():
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise ValueError(f"camera port for {serial} must be 0-65535")
+        rtsps = [serial for serial, p in self.printers.items() if p.profile.rtsp]
+        self._rtsp_ports = {
+            serial: rtsp_port + index if rtsp_port else 0 for index, serial in enumerate(rtsps)
+        }
+        self._rtsp_ports.update(rtsp_ports or {})
+        for serial, port in self._rtsp_ports.items():
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise ValueError(f"RTSPS port for {serial} must be 0-65535")
+        if not 0 < rtsp_fps <= 60:
+            raise ValueError("rtsp_fps must be more than 0 and at most 60")
+        self._rtsp_fps = rtsp_fps
+        if liveview is not None:
+            for serial in rtsps:
+                self.printers[serial].state.liveview = liveview
         self.camera: CameraHost | None = None
         self.startup_seconds = 0.0
         self.cloud.app.include_router(_router(self))
@@ -333,7 +363,16 @@ class Simulator:
         )
         for serial, printer in self.printers.items():
             if printer.profile.rtsp:
-                continue  # X1/P2/H2 families: RTSPS (sim/rtsp.py registers those)
+                camera.add(
+                    RtspEndpoint(
+                        serial,
+                        _access_code_of(printer),
+                        certs.printer(serial),
+                        port=self._rtsp_ports.get(serial, 0),
+                        fps=self._rtsp_fps,
+                    )
+                )
+                continue
             camera.add_jpeg(
                 serial,
                 _access_code_of(printer),
@@ -342,6 +381,10 @@ class Simulator:
             )
         self.camera = camera
         camera.start()
+        for serial, endpoint in camera.endpoints.items():
+            if endpoint.kind == "rtsps":
+                # The report's ipcam.rtsp_url names the port that really listens.
+                self.with_printer(serial, _set_rtsp_port(endpoint.port))
 
     def _camera_view(self, serial: str) -> CameraView:
         """What a camera shows: read on the printer host's thread (called off the camera loop)."""
@@ -496,6 +539,40 @@ class Simulator:
             raise RuntimeError("the printers' cameras are not running (camera=False, lan=False)")
         return self.camera.address(serial)
 
+    def rtsp_url(self, serial: str) -> str:
+        """``rtsps://127.0.0.1:<port>/streaming/live/1`` of an X1/P2/H2 printer (no credentials).
+
+        The URL is there whether or not LAN liveview is on (the report says
+        ``"disable"`` while it is off; the server answers either way, as the
+        simulator cannot know what a client read). A P1/A1 printer has no
+        RTSPS camera: ValueError.
+        """
+        printer = self.printers.get(serial)
+        if printer is None:
+            raise KeyError(f"no simulated printer {serial!r}")
+        if not printer.profile.rtsp:
+            raise ValueError(
+                f"{serial} ({printer.profile.product}) streams JPEG on port 6000, not RTSPS"
+            )
+        if self.camera is None or serial not in self.camera.endpoints:
+            raise RuntimeError("the printers' cameras are not running (camera=False, lan=False)")
+        return rtsps_url(LOOPBACK, self.camera.endpoints[serial].port)
+
+    def set_liveview(self, serial: str, on: bool = True) -> None:
+        """Switch LAN liveview on or off on an X1/P2/H2 printer: its reports' ``ipcam.rtsp_url``."""
+        self.rtsp_url(serial)  # the clear error for an unknown or JPEG-camera printer
+
+        def apply(printer: SimPrinter) -> None:
+            printer.state.liveview = on
+
+        self.with_printer(serial, apply)
+
+    def _rtsp_url(self, serial: str) -> str | None:
+        endpoint = self.camera.endpoints.get(serial) if self.camera is not None else None
+        if endpoint is None or endpoint.kind != "rtsps":
+            return None
+        return rtsps_url(LOOPBACK, endpoint.port)
+
     def _camera_port(self, serial: str) -> int | None:
         endpoint = self.camera.endpoints.get(serial) if self.camera is not None else None
         return endpoint.port if endpoint is not None and endpoint.kind == "jpeg" else None
@@ -539,6 +616,7 @@ class Simulator:
                     port=address[1],
                     ftp_port=self.ftps_address(device.dev_id)[1] if self.ftps else None,
                     camera_port=self._camera_port(device.dev_id),
+                    rtsp_url=self._rtsp_url(device.dev_id),
                 )
             )
         return found
@@ -566,6 +644,8 @@ class Simulator:
                 values.append((f"{prefix}FTP_PORT", str(endpoint.ftp_port)))
             if endpoint.camera_port is not None:
                 values.append((f"{prefix}CAMERA_PORT", str(endpoint.camera_port)))
+            if endpoint.rtsp_url is not None:
+                values.append((f"{prefix}RTSP_URL", endpoint.rtsp_url))
             values.append((f"{prefix}MODEL", endpoint.model))
         if endpoints:
             first = endpoints[0]
@@ -861,9 +941,8 @@ class Simulator:
         if self.camera is None:
             raise RuntimeError("the printers' cameras are not running (camera=False, lan=False)")
         if serial not in self.camera.endpoints:
-            kind = "an RTSPS" if printer.profile.rtsp else "a"
             product = printer.profile.product
-            raise ValueError(f"{serial} ({product}) has {kind} camera not served here")
+            raise ValueError(f"{serial} ({product}): its camera is not served here")
         return self.camera
 
     def camera_stall(self, serial: str, seconds: float) -> None:
@@ -937,6 +1016,9 @@ class Simulator:
             camera_port = self._camera_port(serial)
             if camera_port is not None:
                 entry["camera_port"] = camera_port
+            rtsp = self._rtsp_url(serial)
+            if rtsp is not None:
+                entry["rtsp_url"] = rtsp
             printers.append(entry)
         return {
             "enabled": self.mqtt_enabled and self.host is not None,
@@ -956,6 +1038,13 @@ def _printer_clock(world: World, time_scale: float) -> Callable[[], float]:
     simulated seconds whatever the scale. Monotonic, since only deltas count.
     """
     return lambda: time.monotonic() + world.clock.offset / time_scale
+
+
+def _set_rtsp_port(port: int) -> Callable[[SimPrinter], None]:
+    def apply(printer: SimPrinter) -> None:
+        printer.state.rtsp_port = port
+
+    return apply
 
 
 def _access_code_of(printer: SimPrinter) -> Callable[[], str]:
@@ -982,6 +1071,7 @@ FAULTS = (
     "camera_drop",
     "camera_refuse",
     "camera_listen",
+    "liveview",
 )
 _PRINTER_FAULTS = frozenset(FAULTS) - {"drop", "restart"}
 
@@ -1068,6 +1158,9 @@ def _fault_action(sim: Simulator, body: dict[str, Any]) -> Callable[[], object]:
     if fault in ("camera_refuse", "camera_listen"):
         refuse = fault == "camera_refuse" and body.get("refuse", True) is not False
         return lambda: sim.camera_refuse(str(serial), refuse)
+    if fault == "liveview":
+        on = body.get("on", True) is not False
+        return lambda: sim.set_liveview(str(serial), on)
     return lambda: sim.use_wrong_certificate(str(serial), fault == "wrong_cert")
 
 

@@ -247,10 +247,10 @@ def _diameter(value: float) -> str:
 
 def _ipcam(state: PrinterState) -> dict[str, Any]:
     profile = state.profile
-    if profile.rtsp and profile.rtsp_on_by_default:
+    if profile.rtsp and state.liveview:
         rtsp_url = f"rtsps://{state.ip}:{state.rtsp_port}/streaming/live/1"
     else:
-        rtsp_url = "disable"  # P1/A1 stream JPEG on port 6000; H2 LAN stream off by default
+        rtsp_url = "disable"  # P1/A1 stream JPEG on port 6000; liveview off (H2 by default)
     return {
         "ipcam_dev": "1",
         "ipcam_record": state.ipcam_record,

@@ -109,6 +109,8 @@ class PrinterState:
         self.firmware = firmware
         self.ip = ip
         self.rtsp_port = rtsp_port
+        # LAN liveview (X1/P2/H2): off means ipcam.rtsp_url "disable" (H2: off out of the box)
+        self.liveview = profile.rtsp and profile.rtsp_on_by_default
         self.time = 0.0  # simulated seconds since power-on
 
         self.room = 22.0 + rng.randint(0, 40) / 10
