@@ -233,3 +233,33 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         for name, count in sorted(_skipped_for.items())
     )
     terminalreporter.write_line(f"skipped, not installed: {parts}", yellow=True)
+
+
+# --- fixed ports ------------------------------------------------------------------------
+
+
+def free_port_block(count: int = 1) -> int:
+    """The first of ``count`` consecutive free loopback ports, for tests of fixed-port options.
+
+    Picked below the kernel's ephemeral range (32768-60999 on Linux), where
+    ``bind(0)`` and outgoing connections of the other pytest-xdist workers take
+    their ports, at a random base so workers do not pick the same block.
+    """
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - count)
+        taken: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                taken.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in taken:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports between 20000 and 32000")

@@ -26,7 +26,7 @@ from bambulab.sim import command
 from bambulab.sim.camera import MAX_OPEN, RECORD_SIZE, JpegEndpoint
 from bambulab.sim.config import parse_fleet
 from bambulab.sim.live import Simulator
-from tests.conftest import unlimited
+from tests.conftest import free_port_block, unlimited
 from tests.sim.test_mqtt_runner import running_sim
 
 pytestmark = pytest.mark.timeout(60)
@@ -495,9 +495,7 @@ def test_addresses_exports_and_info(sim: Simulator) -> None:
 
 def test_fixed_ports_and_cameras_off() -> None:
     config = unlimited().with_demo_fleet(parse_fleet(["p1s", "x1c", "a1"]))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        first = probe.getsockname()[1]
+    first = free_port_block(2)
     with Simulator(config, ftps=False, camera_port=first) as fixed:
         p1s_serial, _, a1_serial = (e.serial for e in fixed.endpoints())
         # Consecutive ports over the JPEG cameras only (the X1C has none).
@@ -514,9 +512,7 @@ def test_fixed_ports_and_cameras_off() -> None:
 
 
 def test_bambu_sim_exports_camera_ports_that_stream() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        first = probe.getsockname()[1]
+    first = free_port_block(2)
     fleet = "p1s,x1c,a1"
     options = ("--fleet", fleet, "--no-ftps", "--camera-port", str(first), "--camera-fps", "20")
     with running_sim(*options) as (_, env):

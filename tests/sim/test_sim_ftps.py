@@ -27,6 +27,7 @@ import pytest
 from bambulab.sim import Simulator
 from bambulab.sim.ftps import MAX_SESSIONS_PER_IP
 from tests.binaries import needs
+from tests.conftest import free_port_block
 from tests.sim.simtools import SEED_DEVICE, UNLIMITED
 
 pytestmark = pytest.mark.timeout(60)
@@ -485,9 +486,7 @@ def test_ports_are_exported_and_listed(sim: Simulator) -> None:
 
 
 def test_fixed_ports_and_ftps_off() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        wanted = probe.getsockname()[1]
+    wanted = free_port_block(1)
     with Simulator(UNLIMITED, ftps_ports={P1P: wanted}) as fixed:
         assert fixed.ftps_address(P1P) == ("127.0.0.1", wanted)
     with Simulator(UNLIMITED, ftps=False) as without:
