@@ -5,7 +5,8 @@ in-memory data: accounts for each login mode, a mixed printer fleet, print
 history, projects, uploads through pre-signed URLs, plus fault injection and
 an adjustable clock for tests. :class:`Simulator` adds the MQTT side: a
 cloud broker and one broker per printer (TLS, the simulator's own CA) with
-live simulated printers behind them (FTPS and camera will join).
+live simulated printers behind them, their SD cards over FTPS and the
+P1/A1 printers' camera streams.
 
     from bambulab.sim import CloudSimulator, SimConfig, Simulator
 
@@ -14,6 +15,7 @@ live simulated printers behind them (FTPS and camera will join).
 
     with Simulator(SimConfig()) as sim:               # HTTP + MQTT + printers
         print(sim.mqtt_host, sim.mqtt_port, sim.ca_file, sim.lan_address(serial))
+        print(sim.camera_address(serial))           # a P1/A1 printer's camera
 
 From a shell: ``bambu sim`` or ``python -m bambulab.sim`` (see ``docs/simulator.md``).
 """

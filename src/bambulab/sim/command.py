@@ -120,6 +120,25 @@ def build_parser(prog: str = "bambu sim") -> argparse.ArgumentParser:
         "--ftps-tls13", action="store_true", help="let FTPS clients use TLS 1.3 (default 1.2)"
     )
     mqtt.add_argument(
+        "--no-camera",
+        action="store_true",
+        help="no camera streams on the P1/A1 printers (TLS JPEG, port 6000 on a real one)",
+    )
+    mqtt.add_argument(
+        "--camera-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="first P1/A1 printer's camera port, the next ones follow (default: free ports)",
+    )
+    mqtt.add_argument(
+        "--camera-fps",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="camera frames per second (default 1, like the printers)",
+    )
+    mqtt.add_argument(
         "--time-scale",
         type=float,
         default=1.0,
@@ -184,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.time_scale <= 0:
         print("bambu sim: --time-scale must be positive", file=sys.stderr)
         return 2
+    if not 0 < args.camera_fps <= 60:
+        print("bambu sim: --camera-fps must be more than 0 and at most 60", file=sys.stderr)
+        return 2
     try:
         sim = Simulator(
             config,
@@ -195,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ftps=not args.no_ftps,
             ftps_port=args.ftps_port,
             ftps_tls13=args.ftps_tls13,
+            camera=not args.no_camera,
+            camera_port=args.camera_port,
+            camera_interval=1.0 / args.camera_fps,
         )
     except ValueError as exc:
         print(f"bambu sim: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ running jobs. ``bambu sim`` runs exactly this.
         sim.mqtt_host, sim.mqtt_port, sim.ca_file      # the cloud broker (TLS)
         sim.lan_address(serial)                        # a printer's own broker
         sim.ftps_address(serial)                       # its SD card over implicit FTPS
+        sim.camera_address(serial)                     # a P1/A1's JPEG camera (TLS)
         sim.issue_token("maker@example.com")           # password for u_<uid>
         sim.restart_broker("cloud")                    # and other faults
 
@@ -19,7 +20,8 @@ broker, restart a broker on the same port, stall a printer's reports,
 publish malformed payloads on a printer's report topic, take a printer
 offline and back, and serve a LAN certificate with the wrong CN. The
 printers' FTPS servers (:mod:`.ftps`) have theirs: a full SD card,
-connections cut after N bytes, a stall, not listening.
+connections cut after N bytes, a stall, not listening. So do the P1/A1
+printers' cameras (:mod:`.camera`): a stall, cut connections, not listening.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .brokers import LOOPBACK, BrokerRuntime, CloudPolicy, Credential, EmbeddedBroker, LanPolicy
+from .camera import DEFAULT_INTERVAL, DEFAULT_MAX_CLIENTS, CameraHost, camera_view
+from .camera_frames import CameraView
 from .certs import SimCertificates
 from .config import SimConfig
 from .errors import bad_request
@@ -114,6 +118,7 @@ class PrinterEndpoint:
     host: str | None
     port: int | None
     ftp_port: int | None = None  # implicit FTPS (a real printer: 990)
+    camera_port: int | None = None  # P1/A1 JPEG camera over TLS (a real printer: 6000)
 
 
 class Simulator:
@@ -130,6 +135,12 @@ class Simulator:
     ``ftps_ports`` fixes ports per serial, ``ftps_port`` is the first
     printer's port and the next ones follow (default: free ports),
     ``ftps_tls13`` allows TLS 1.3 (real printers' vsftpd is taken as 1.2).
+
+    The P1/A1 printers (JPEG cameras) also serve their camera stream
+    (:mod:`.camera`; ``camera=False`` turns that off): ``camera_ports`` and
+    ``camera_port`` pick ports as for FTPS, ``camera_interval`` is the time
+    between frames (1 s like the printers; less for tests and benchmarks),
+    ``camera_max_clients`` the viewers a printer serves at once (2 like them).
     """
 
     def __init__(
@@ -148,6 +159,11 @@ class Simulator:
         ftps_ports: Mapping[str, int] | None = None,
         ftps_port: int = 0,
         ftps_tls13: bool = False,
+        camera: bool = True,
+        camera_port: int = 0,
+        camera_ports: Mapping[str, int] | None = None,
+        camera_interval: float = DEFAULT_INTERVAL,
+        camera_max_clients: int = DEFAULT_MAX_CLIENTS,
     ) -> None:
         if time_scale <= 0 or tick_interval <= 0:
             raise ValueError("time_scale and tick_interval must be positive")
@@ -197,6 +213,22 @@ class Simulator:
                 raise ValueError(f"FTPS port for {serial} must be 0-65535")
         self._ftps_tls13 = ftps_tls13
         self.ftps: FtpsHost | None = None
+        if camera_interval <= 0:
+            raise ValueError("camera_interval must be positive")
+        if camera_max_clients < 1:
+            raise ValueError("camera_max_clients must be at least 1")
+        self._camera_enabled = camera
+        self._camera_interval = camera_interval
+        self._camera_max_clients = camera_max_clients
+        jpeg = [serial for serial, p in self.printers.items() if not p.profile.rtsp]
+        self._camera_ports = {
+            serial: camera_port + index if camera_port else 0 for index, serial in enumerate(jpeg)
+        }
+        self._camera_ports.update(camera_ports or {})
+        for serial, port in self._camera_ports.items():
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise ValueError(f"camera port for {serial} must be 0-65535")
+        self.camera: CameraHost | None = None
         self.startup_seconds = 0.0
         self.cloud.app.include_router(_router(self))
 
@@ -273,6 +305,8 @@ class Simulator:
         self.follower.start()
         if self.lan and self._ftps_enabled:
             self._start_ftps(certs)
+        if self.lan and self._camera_enabled:
+            self._start_camera(certs)
         for serial, printer in self.printers.items():
             if not printer.online:
                 self._lan_power(serial, online=False)
@@ -290,6 +324,28 @@ class Simulator:
             )
         self.ftps = ftps
         ftps.start()
+
+    def _start_camera(self, certs: SimCertificates) -> None:
+        camera = CameraHost(
+            self._camera_view,
+            interval=self._camera_interval,
+            max_clients=self._camera_max_clients,
+        )
+        for serial, printer in self.printers.items():
+            if printer.profile.rtsp:
+                continue  # X1/P2/H2 families: RTSPS (sim/rtsp.py registers those)
+            camera.add_jpeg(
+                serial,
+                _access_code_of(printer),
+                certs.printer(serial),
+                port=self._camera_ports.get(serial, 0),
+            )
+        self.camera = camera
+        camera.start()
+
+    def _camera_view(self, serial: str) -> CameraView:
+        """What a camera shows: read on the printer host's thread (called off the camera loop)."""
+        return self.with_printer(serial, camera_view)
 
     def _build_host(self) -> PrinterHost:
         host = PrinterHost(tick_interval=self.tick_interval)
@@ -328,6 +384,9 @@ class Simulator:
         if self.follower is not None:
             self.follower.stop()
             self.follower = None
+        if self.camera is not None:
+            self.camera.stop()
+            self.camera = None
         if self.ftps is not None:
             self.ftps.stop()
             self.ftps = None
@@ -418,6 +477,29 @@ class Simulator:
             raise KeyError(f"no simulated printer {serial!r}")
         return self.ftps.address(serial)
 
+    def camera_address(self, serial: str) -> tuple[str, int]:
+        """``(host, port)`` of a P1/A1 printer's camera stream (TLS, CN = serial, ``bblp``).
+
+        The port stays the same while the printer is off (nothing listens
+        then). Printers with an RTSPS camera (X1, P2, H2 families) have no
+        such stream: asking for theirs is a ValueError.
+        """
+        printer = self.printers.get(serial)
+        if printer is None:
+            raise KeyError(f"no simulated printer {serial!r}")
+        if printer.profile.rtsp:
+            raise ValueError(
+                f"{serial} ({printer.profile.product}) has an RTSPS camera, "
+                "not the port-6000 JPEG stream"
+            )
+        if self.camera is None or serial not in self.camera.endpoints:
+            raise RuntimeError("the printers' cameras are not running (camera=False, lan=False)")
+        return self.camera.address(serial)
+
+    def _camera_port(self, serial: str) -> int | None:
+        endpoint = self.camera.endpoints.get(serial) if self.camera is not None else None
+        return endpoint.port if endpoint is not None and endpoint.kind == "jpeg" else None
+
     @property
     def demo_account(self) -> Account:
         """The demo account (``.email``, ``.password``, ``.uid``)."""
@@ -456,6 +538,7 @@ class Simulator:
                     host=address[0],
                     port=address[1],
                     ftp_port=self.ftps_address(device.dev_id)[1] if self.ftps else None,
+                    camera_port=self._camera_port(device.dev_id),
                 )
             )
         return found
@@ -481,6 +564,8 @@ class Simulator:
                 values.append((f"{prefix}PORT", str(endpoint.port)))
             if endpoint.ftp_port is not None:
                 values.append((f"{prefix}FTP_PORT", str(endpoint.ftp_port)))
+            if endpoint.camera_port is not None:
+                values.append((f"{prefix}CAMERA_PORT", str(endpoint.camera_port)))
             values.append((f"{prefix}MODEL", endpoint.model))
         if endpoints:
             first = endpoints[0]
@@ -488,6 +573,8 @@ class Simulator:
             values.append(("BAMBU_ACCESS_CODE", first.access_code))
             if first.ftp_port is not None:
                 values.append(("BAMBU_PRINTER_FTP_PORT", str(first.ftp_port)))
+            if first.camera_port is not None:
+                values.append(("BAMBU_PRINTER_CAMERA_PORT", str(first.camera_port)))
             # BAMBU_PRINTER_PORT stays the last line: scripts read up to it.
             if first.host is not None and first.port is not None:
                 values.append(("BAMBU_PRINTER_HOST", first.host))
@@ -545,10 +632,12 @@ class Simulator:
         again, it listens on the same port and the printer host reconnects.
         A shared mosquitto cannot close one listener: there the printer's
         listener refuses every login instead (:meth:`MosquittoBroker.set_online`).
-        Its FTPS server stops listening too, and comes back on the same port.
+        Its FTPS server and camera stop listening too, and come back on the same port.
         """
         if self.ftps is not None:
             self.ftps.set_listening(serial, online)
+        if self.camera is not None and serial in self.camera.endpoints:
+            self.camera.set_listening(serial, online)
         if self._mosquitto is not None:
             self._mosquitto.set_online(serial, online)
             return
@@ -682,7 +771,7 @@ class Simulator:
         """Serve a LAN certificate whose CN is not ``serial`` (same CA), or the right one again.
 
         The broker restarts on the same port (amqtt only); the printer's FTPS
-        server presents the same certificate to its next connections.
+        server and camera present the same certificate to their next connections.
         """
         if self.certs is None:
             raise RuntimeError("MQTT is not running")
@@ -692,6 +781,8 @@ class Simulator:
         cert = self.certs.wrong_cn(serial) if wrong else self.certs.printer(serial)
         if self.ftps is not None:
             self.ftps.set_certificate(serial, cert)
+        if self.camera is not None and serial in self.camera.endpoints:
+            self.camera.set_certificate(serial, cert)
         broker.cert = cert
         self.restart_broker(serial)
 
@@ -701,7 +792,7 @@ class Simulator:
         A client that pinned the old one must refuse it and say why; the
         original comes back with ``use_wrong_certificate(serial, False)``.
         The broker restarts on the same port (amqtt only); the FTPS server
-        presents the new certificate too.
+        and the camera present the new certificate too.
         """
         if self.certs is None:
             raise RuntimeError("MQTT is not running")
@@ -711,6 +802,8 @@ class Simulator:
         cert = self.certs.renewed(serial)
         if self.ftps is not None:
             self.ftps.set_certificate(serial, cert)
+        if self.camera is not None and serial in self.camera.endpoints:
+            self.camera.set_certificate(serial, cert)
         broker.cert = cert
         self.restart_broker(serial)
 
@@ -758,6 +851,49 @@ class Simulator:
         ftps = self._require_ftps()
         ftps.set_listening(serial, not refuse and self.world.devices[serial].online)
 
+    # --- camera faults ----------------------------------------------------------------------
+
+    def _require_camera(self, serial: str) -> CameraHost:
+        self.camera_address(serial)  # the clear error for an unknown or RTSPS printer
+        assert self.camera is not None
+        return self.camera
+
+    def camera_stall(self, serial: str, seconds: float) -> None:
+        """No camera frames for ``seconds`` (connections stay open; 0 ends a stall)."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._require_camera(serial).stall(serial, seconds)
+
+    def camera_drop(self, serial: str) -> int:
+        """Cut every connection of the printer's camera now (it keeps listening); how many."""
+        return self._require_camera(serial).drop_connections(serial)
+
+    def camera_refuse(self, serial: str, refuse: bool = True) -> None:
+        """Stop listening for camera viewers (refused), or listen again on the same port."""
+        camera = self._require_camera(serial)
+        camera.set_listening(serial, not refuse and self.world.devices[serial].online)
+
+    def camera_connections(self, serial: str) -> int:
+        """Viewers connected to the printer's camera and authenticated now."""
+        return self._require_camera(serial).connections(serial)
+
+    def camera_total_connections(self, serial: str) -> int:
+        """Viewers the printer's camera admitted (right code, under the limit) since the start."""
+        return self._require_camera(serial).total_connections(serial)
+
+    def camera_frame(self, serial: str) -> bytes:
+        """The JPEG the printer's camera shows now (rendered if older than the interval)."""
+        return self._require_camera(serial).frame(serial)
+
+    def camera_clear_faults(self) -> None:
+        """End every camera stall and refusal (a printer that is off stays off)."""
+        camera = self.camera
+        if camera is None:
+            return
+        camera.clear_faults()
+        for serial in list(camera.endpoints):
+            camera.set_listening(serial, self.world.devices[serial].online)
+
     def refresh_acl(self) -> None:
         """mosquitto: rewrite the cloud ACL from the bindings (amqtt needs nothing).
 
@@ -790,6 +926,9 @@ class Simulator:
                 entry["lan_host"], entry["lan_port"] = self.lan_address(serial)
             if self.ftps is not None:
                 entry["ftp_port"] = self.ftps_address(serial)[1]
+            camera_port = self._camera_port(serial)
+            if camera_port is not None:
+                entry["camera_port"] = camera_port
             printers.append(entry)
         return {
             "enabled": self.mqtt_enabled and self.host is not None,
@@ -831,6 +970,10 @@ FAULTS = (
     "ftps_stall",
     "ftps_refuse",
     "ftps_listen",
+    "camera_stall",
+    "camera_drop",
+    "camera_refuse",
+    "camera_listen",
 )
 _PRINTER_FAULTS = frozenset(FAULTS) - {"drop", "restart"}
 
@@ -858,6 +1001,12 @@ def _router(sim: Simulator) -> APIRouter:
         except (KeyError, ValueError, RuntimeError) as exc:
             raise bad_request(str(exc).strip("'\"")) from None
         return JSONResponse({"ok": True, "fault": body["fault"]})
+
+    @router.delete("/faults")
+    async def clear_mqtt_faults() -> JSONResponse:
+        """End the faults that last (camera stalls and refusals), so no test leaks one."""
+        await run_in_threadpool(sim.camera_clear_faults)
+        return JSONResponse({"ok": True})
 
     return router
 
@@ -903,6 +1052,14 @@ def _fault_action(sim: Simulator, body: dict[str, Any]) -> Callable[[], object]:
         return lambda: sim.ftps_stall(str(serial), seconds)
     if fault in ("ftps_refuse", "ftps_listen"):
         return lambda: sim.ftps_refuse(str(serial), fault == "ftps_refuse")
+    if fault == "camera_stall":
+        seconds = _number(body, "seconds", 10.0)
+        return lambda: sim.camera_stall(str(serial), seconds)
+    if fault == "camera_drop":
+        return lambda: sim.camera_drop(str(serial))
+    if fault in ("camera_refuse", "camera_listen"):
+        refuse = fault == "camera_refuse" and body.get("refuse", True) is not False
+        return lambda: sim.camera_refuse(str(serial), refuse)
     return lambda: sim.use_wrong_certificate(str(serial), fault == "wrong_cert")
 
 
