@@ -31,6 +31,11 @@ _EXPORTS = {
     "LocalFTPClient": "bambulab.local.ftps",
     "AsyncLocalFTPClient": "bambulab.local.ftps",
     "LanPrinter": "bambulab.local.lan_print",
+    "JPEGFrameStream": "bambulab.local.camera",
+    "AsyncJPEGFrameStream": "bambulab.local.camera",
+    "open_camera": "bambulab.local.camera",
+    "open_async_camera": "bambulab.local.camera",
+    "Frame": "bambulab.models.camera",
 }
 _ERRORS = (
     "APIError",
@@ -72,6 +77,10 @@ _ERRORS = (
     "SessionReuseError",
     "TransferInterruptedError",
     "PrinterBusyError",
+    "CameraError",
+    "CameraAuthenticationError",
+    "CameraUnavailableError",
+    "CameraStallError",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "bambulab.errors"))
 
@@ -82,8 +91,15 @@ if TYPE_CHECKING:
     from .cloud.client import AsyncBambuClient, BambuClient
     from .cloud.tokens import TokenStore
     from .errors import *
+    from .local.camera import (
+        AsyncJPEGFrameStream,
+        JPEGFrameStream,
+        open_async_camera,
+        open_camera,
+    )
     from .local.ftps import AsyncLocalFTPClient, LocalFTPClient
     from .local.lan_print import LanPrinter
+    from .models.camera import Frame
     from .models.state import PrinterState
     from .models.threemf import ThreeMF
     from .mqtt.client import AsyncBambuMQTT, BambuMQTT, MQTTClient
