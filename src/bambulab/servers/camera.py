@@ -40,6 +40,7 @@ import hmac
 import html
 import inspect
 import ipaddress
+import json
 import logging
 import secrets
 import socket
@@ -83,6 +84,8 @@ DEFAULT_LINGER = 10.0
 DEFAULT_QUEUE = 2
 SNAPSHOT_TIMEOUT = 10.0
 COOKIE = "bambu_camera_token"
+# Kernel send buffer per HTTP connection (Linux doubles it): about two camera frames.
+SEND_BUFFER = 128 * 1024
 BOUNDARY = "bambuframe"
 
 
@@ -487,61 +490,14 @@ def create_camera_app(
 
     ``secure_cookie`` marks the cookie Secure (when served behind HTTPS).
     """
-    from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.responses import StreamingResponse
 
     if not token:
         raise ConfigurationError("the camera server needs a token")
-    expected = token.encode("utf-8")
     by_serial = {p.serial: p for p in printers}
     app = FastAPI(title="bambulab camera server", docs_url=None, redoc_url=None, openapi_url=None)
-
-    def presented(request: Request) -> tuple[bool, bool]:
-        """(allowed, came in the query): the token from the header, the query or the cookie."""
-        auth = request.headers.get("authorization", "")
-        candidates: list[tuple[str, bool]] = []
-        if auth[:7].lower() == "bearer ":
-            candidates.append((auth[7:].strip(), False))
-        if "token" in request.query_params:
-            candidates.append((request.query_params["token"], True))
-        if COOKIE in request.cookies:
-            candidates.append((request.cookies[COOKIE], False))
-        for value, from_query in candidates:
-            if hmac.compare_digest(value.encode("utf-8"), expected):
-                return True, from_query
-        return False, False
-
-    def set_cookie(response: Response) -> None:
-        response.set_cookie(
-            COOKIE,
-            token,
-            httponly=True,
-            samesite="strict",
-            secure=secure_cookie,
-            path="/",
-        )
-
-    @app.middleware("http")
-    async def require_token(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        allowed, from_query = presented(request)
-        if not allowed:
-            return JSONResponse(
-                {"detail": "a valid token is needed (Authorization: Bearer, ?token= or cookie)"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if from_query and request.url.path == "/":
-            # Out of the address bar and history: the cookie carries it from here on.
-            redirect = RedirectResponse("/", status_code=303)
-            set_cookie(redirect)
-            return redirect
-        response = await call_next(request)
-        if from_query:
-            set_cookie(response)
-        return response
 
     def printer(serial: str) -> CameraPrinter | None:
         return by_serial.get(serial)
@@ -610,7 +566,98 @@ def create_camera_app(
             )
         return JSONResponse(listing, headers={"Cache-Control": "no-store"})
 
+    app.add_middleware(
+        _TokenGate,
+        token=token,
+        secure_cookie=secure_cookie,
+    )
     return app
+
+
+class _TokenGate:
+    """Pure ASGI middleware: every request needs the token, compared in constant time.
+
+    Not Starlette's ``BaseHTTPMiddleware``: that runs the endpoint behind a
+    memory stream whose ``receive`` never reports the client leaving, so an
+    MJPEG stream whose viewer has gone would stay in the hub forever.
+
+    The token may come as ``Authorization: Bearer``, ``?token=`` (which also
+    sets an HttpOnly, SameSite=Strict cookie; on the index page it redirects
+    to ``/`` so the token leaves the address bar) or that cookie.
+    """
+
+    def __init__(self, app: Any, token: str, secure_cookie: bool = False) -> None:
+        self.app = app
+        self._expected = token.encode("utf-8")
+        attributes = "; HttpOnly; SameSite=Strict; Path=/" + ("; Secure" if secure_cookie else "")
+        self._cookie = f"{COOKIE}={token}{attributes}".encode("latin-1")
+
+    def _check(self, scope: dict[str, Any]) -> tuple[bool, bool]:
+        """(allowed, came in the query)."""
+        from http.cookies import CookieError, SimpleCookie
+        from urllib.parse import parse_qs
+
+        candidates: list[tuple[str, bool]] = []
+        query = scope.get("query_string", b"").decode("latin-1")
+        for value in parse_qs(query).get("token", [])[:1]:
+            candidates.append((value, True))  # first: it decides the cookie and redirect
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                text = value.decode("latin-1")
+                if text[:7].lower() == "bearer ":
+                    candidates.append((text[7:].strip(), False))
+            elif name == b"cookie":
+                with contextlib.suppress(CookieError):
+                    jar: SimpleCookie = SimpleCookie(value.decode("latin-1"))
+                    if COOKIE in jar:
+                        candidates.append((jar[COOKIE].value, False))
+        for value, from_query in candidates:
+            if hmac.compare_digest(value.encode("utf-8", "replace"), self._expected):
+                return True, from_query
+        return False, False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        allowed, from_query = self._check(scope)
+        if not allowed:
+            body = json.dumps(
+                {"detail": "a valid token is needed (Authorization: Bearer, ?token= or cookie)"}
+            ).encode()
+            await _reply(send, 401, body, b"application/json", [(b"www-authenticate", b"Bearer")])
+            return
+        if not from_query:
+            await self.app(scope, receive, send)
+            return
+        if scope.get("path") == "/":
+            # Out of the address bar and history: the cookie carries it from here on.
+            await _reply(send, 303, b"", b"text/plain", [(b"location", b"/"), self._set_cookie])
+            return
+
+        async def send_with_cookie(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self._set_cookie]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+    @property
+    def _set_cookie(self) -> tuple[bytes, bytes]:
+        return (b"set-cookie", self._cookie)
+
+
+async def _reply(
+    send: Any, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 # --- running it ---------------------------------------------------------------------------
@@ -649,8 +696,10 @@ class CameraServer:
         backoff: float = 0.5,
         max_backoff: float = 10.0,
         snapshot_timeout: float = SNAPSHOT_TIMEOUT,
+        send_buffer: int = SEND_BUFFER,
     ) -> None:
         self.printers = list(printers)
+        self.send_buffer = send_buffer
         self.token = token or secrets.token_urlsafe(24)
         self.host = host
         self._port = port
@@ -696,7 +745,7 @@ class CameraServer:
                 access_log=False,  # ?token= would be in every line
                 lifespan="off",
                 loop="asyncio",
-                http="h11",
+                http=_protocol(self.send_buffer),
                 timeout_graceful_shutdown=1,
             )
         )
@@ -784,6 +833,34 @@ class CameraServer:
     def login_url(self) -> str:
         """The index URL with ``?token=``: opening it once sets the cookie."""
         return f"{self.url}/?token={quote(self.token, safe='')}"
+
+
+def _protocol(send_buffer: int) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, without the access log, the kernel's send buffer capped.
+
+    Linux lets a loopback or LAN socket's send buffer grow to 4 MiB: a viewer
+    that stops reading would pin that much kernel memory and, once it reads
+    again, see pictures seconds old. Capped, the buffer fills after a couple
+    of frames, the viewer's queue in the hub takes over and drops the oldest.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # uvicorn turns its access log on whenever "uvicorn.access" has a handler
+            # anywhere up the tree (any application's logging setup); its lines carry
+            # the query string, and with it ?token=. Never for this server.
+            self.access_log = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            sock = transport.get_extra_info("socket")
+            if sock is not None and send_buffer > 0:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+            super().connection_made(transport)
+
+    return Protocol
 
 
 def _listen(host: str, port: int) -> socket.socket:
