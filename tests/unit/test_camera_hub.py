@@ -44,6 +44,7 @@ class Source:
             yield item
 
     async def aclose(self) -> None:
+        await asyncio.sleep(self.registry.close_delay)
         self.closed = True
         self.registry.open.remove(self)
 
@@ -56,6 +57,7 @@ class Registry:
         self.opened = 0
         self.index = 0
         self.refuse = False
+        self.close_delay = 0.0
 
     def __call__(self, serial: str) -> Source:
         if self.refuse:
@@ -210,6 +212,24 @@ def test_viewer_stall_and_unknown_printer() -> None:
             await viewer.next(0.05)
         with pytest.raises(CameraError):
             hub.join("nope")
+        await hub.aclose()
+
+    run(body)
+
+
+def test_a_viewer_joining_while_the_upstream_closes_gets_a_new_one() -> None:
+    async def body() -> None:
+        reg = Registry()
+        reg.close_delay = 0.2  # a TLS close that takes a while
+        hub = CameraHub(reg, linger=0.01)
+        hub.join("S1").close()
+        await until(lambda: reg.open)
+        await until(lambda: not hub.stats("S1").upstream_open)  # linger over, closing
+        assert reg.open, "the close should still be under way"
+        late = hub.join("S1")
+        await until(lambda: reg.opened == 2 and len(reg.open) == 1, 2.0)
+        frame = reg.push()
+        assert (await late.next(1)) is frame
         await hub.aclose()
 
     run(body)

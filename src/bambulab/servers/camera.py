@@ -345,6 +345,10 @@ class CameraHub:
             if feed.linger is not None:
                 feed.linger.cancel()
                 feed.linger = None
+            if feed.viewers and not self._closed:
+                # A viewer came while this upstream was closing (after the linger):
+                # it found a pump not yet done and started none, so start it here.
+                self._ensure_pump(feed)
 
     async def _read_once(self, feed: _Feed) -> bool:
         """One upstream session: open, publish frames until it ends; whether any frame came."""
@@ -514,7 +518,10 @@ def create_camera_app(
     async def stream(serial: str) -> Response:
         if printer(serial) is None:
             return unknown()
-        viewer = hub.join(serial)
+        try:
+            viewer = hub.join(serial)
+        except CameraError as exc:  # the server is stopping
+            return JSONResponse({"detail": _one_line(exc)}, status_code=503)
 
         async def parts() -> AsyncIterator[bytes]:
             try:
