@@ -176,20 +176,25 @@ def test_stalled_viewer_slows_nobody_and_stays_bounded(
     try:
         wait_for(lambda: server.stats(serial).viewers == 1, 5, "the stalled viewer joining")
 
-        async def others() -> list[float]:
+        async def others() -> tuple[list[float], float]:
             viewers = [await viewer(server, serial).open() for _ in range(5)]
+            await asyncio.gather(*(v.next_frame(5) for v in viewers))
+            frames_in, started = server.stats(serial).frames_in, time.monotonic()
             await asyncio.gather(*(v.read_for(2.0) for v in viewers))
+            upstream = (server.stats(serial).frames_in - frames_in) / (time.monotonic() - started)
             for v in viewers:
                 await v.close()
-            return [rate(v.times) for v in viewers]
+            return [rate(v.times[1:]) for v in viewers], upstream
 
-        rates = run(others())
+        rates, upstream = run(others())
         stats = server.stats(serial)
         # the stalled one joined first; it lost frames instead of holding them
         assert stats.queued[0] <= server.hub.queue_size
         assert stats.dropped[0] >= 5
-        expected = 1 / INTERVAL
-        assert min(rates) >= 0.7 * expected, f"others slowed down: {rates} fps, {expected} sent"
+        # the others kept the printer's pace (measured, not assumed: a loaded machine
+        # renders fewer frames than asked)
+        assert upstream >= 0.4 / INTERVAL
+        assert min(rates) >= 0.8 * upstream, f"others slowed: {rates} fps, upstream {upstream}"
     finally:
         stalled.close()
 
