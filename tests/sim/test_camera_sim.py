@@ -8,6 +8,7 @@ byte, refused, silent, cut). Frames come every 50 ms so the tests stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import ssl
@@ -21,10 +22,12 @@ import pytest
 from PIL import Image, JpegImagePlugin
 
 from bambulab.protocol.camera import AUTH_SIZE, HEADER_SIZE, FrameDecoder, auth_packet
-from bambulab.sim.camera import RECORD_SIZE
+from bambulab.sim import command
+from bambulab.sim.camera import MAX_OPEN, RECORD_SIZE, JpegEndpoint
 from bambulab.sim.config import parse_fleet
 from bambulab.sim.live import Simulator
 from tests.conftest import unlimited
+from tests.sim.test_mqtt_runner import running_sim
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -124,11 +127,8 @@ class Viewer:
 
     def closed_without_a_byte(self, timeout: float = 5.0) -> bool:
         """Whether the server closes (or resets) the connection having sent nothing."""
-        try:
-            while self.read(timeout):
-                pass
-        except (ConnectionResetError, ssl.SSLError):
-            pass
+        with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+            self.read(timeout)  # b"" at the close; the first byte of a frame otherwise
         return not self.stream
 
     def ends(self, timeout: float = 5.0) -> bool:
@@ -319,6 +319,28 @@ def test_two_viewers_at_most(sim: Simulator, viewers: Any) -> None:
     assert sim.camera_connections(serial) == 2
 
 
+def test_connections_that_never_authenticate_are_capped(sim: Simulator) -> None:
+    serial = a1(sim)
+    address = sim.camera_address(serial)
+    held: list[ssl.SSLSocket] = []
+    try:
+        for _ in range(MAX_OPEN):
+            raw = socket.create_connection(address, timeout=5)
+            held.append(context(sim).wrap_socket(raw, server_hostname=serial))
+        one_more = context(sim).wrap_socket(
+            socket.create_connection(address, timeout=5), server_hostname=serial
+        )
+        held.append(one_more)
+        one_more.sendall(auth_packet(sim.printers[serial].access_code))
+        assert one_more.recv(1 << 16) == b""
+    finally:
+        for sock in held:
+            sock.close()
+    camera, endpoint = sim.camera, sim.camera.endpoints[serial] if sim.camera else None
+    assert camera is not None and isinstance(endpoint, JpegEndpoint)
+    wait_for(lambda: camera.call(lambda: endpoint.open_connections) == 0)
+
+
 def test_a_viewer_that_stops_reading_is_cut(sim: Simulator, viewers: Any) -> None:
     assert sim.camera is not None
     serial = p1s(sim)
@@ -486,3 +508,59 @@ def test_fixed_ports_and_cameras_off() -> None:
             without.camera_address(p1s_serial)
         assert all(e.camera_port is None for e in without.endpoints())
         assert not any("CAMERA_PORT" in line for line in without.export_lines())
+
+
+# --- bambu sim ---------------------------------------------------------------------------
+
+
+def test_bambu_sim_exports_camera_ports_that_stream() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        first = probe.getsockname()[1]
+    fleet = "p1s,x1c,a1"
+    options = ("--fleet", fleet, "--no-ftps", "--camera-port", str(first), "--camera-fps", "20")
+    with running_sim(*options) as (_, env):
+        assert env["BAMBU_PRINTER_1_CAMERA_PORT"] == env["BAMBU_PRINTER_CAMERA_PORT"] == str(first)
+        assert "BAMBU_PRINTER_2_CAMERA_PORT" not in env  # the X1C: RTSPS
+        assert env["BAMBU_PRINTER_3_CAMERA_PORT"] == str(first + 1)
+        assert list(env)[-1] == "BAMBU_PRINTER_PORT"
+        # A client needs nothing but these lines.
+        serial = env["BAMBU_PRINTER_3_SERIAL"]
+        raw = socket.create_connection(("127.0.0.1", first + 1), timeout=5)
+        tls = ssl.create_default_context(cafile=env["BAMBU_CA_FILE"])
+        with tls.wrap_socket(raw, server_hostname=serial) as sock:
+            sock.sendall(auth_packet(env["BAMBU_PRINTER_3_ACCESS_CODE"]))
+            decoder, frames = FrameDecoder(), []
+            started = time.monotonic()
+            while len(frames) < 4:
+                frames += decoder.feed(sock.recv(1 << 16))
+            assert time.monotonic() - started < 1.5  # 20 frames a second, not 1
+
+
+def test_bambu_sim_camera_options_reach_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[dict[str, Any]] = []
+
+    class Recorder:
+        cloud = type("Cloud", (), {"port": 1})()
+
+        def __init__(self, config: Any, **options: Any) -> None:
+            made.append(options)
+
+        def start(self) -> None:
+            raise RuntimeError("not really")
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(command, "Simulator", Recorder)
+    monkeypatch.setattr(command, "_configure_logging", lambda quiet: None)  # leave logging be
+    assert command.main(["--port", "0", "--no-camera", "--quiet"]) == 1
+    assert command.main(["--port", "0", "--camera-port", "7000", "--camera-fps", "4"]) == 1
+    assert made[0]["camera"] is False
+    assert (made[1]["camera"], made[1]["camera_port"], made[1]["camera_interval"]) == (
+        True,
+        7000,
+        0.25,
+    )
+    assert command.main(["--port", "0", "--camera-fps", "0"]) == 2
+    assert len(made) == 2

@@ -14,7 +14,8 @@ is what the printers do:
   code *now* (read through a callable). Anything else, or a malformed packet,
   and the connection is closed without a byte, as the printer does;
 * at most ``max_clients`` viewers at once (2, like the printers): the next
-  one is closed right after its auth packet;
+  one is closed right after its auth packet; and at most 16 connections
+  open at all, authenticated or not;
 * then frames every ``interval`` seconds (1.0 by default, the printers'
   cadence; tests and benchmarks ask for more), each the 16-byte header and a
   1280x720 JPEG (:mod:`.camera_frames`), written in TLS records of at most
@@ -76,6 +77,9 @@ AUTH_TIMEOUT = 5.0  # seconds for the TLS handshake and again for the auth packe
 RECORD_SIZE = 4096  # plaintext bytes per TLS record, as the printers write them
 # Bytes a viewer may leave unread before it is cut: a few frames' worth.
 MAX_BACKLOG = 2 * 1024 * 1024
+# Connections (authenticated or not yet) one printer's camera holds open: a
+# cap against a client that opens sockets and never sends its packet.
+MAX_OPEN = 16
 # The kernel's send buffer per viewer, fixed instead of autotuned (up to 4 MiB
 # on Linux): a small device's, and it bounds what a stuck viewer holds there too.
 SEND_BUFFER = 256 * 1024
@@ -197,6 +201,11 @@ class CameraEndpoint:
         """Cut every connection now; returns how many there were."""
         raise NotImplementedError
 
+    async def close(self) -> None:
+        """Stop listening and cut every connection (the host is stopping)."""
+        self.unlisten()
+        self.drop()
+
 
 class _Viewer:
     """One authenticated connection of the JPEG stream (camera thread only)."""
@@ -250,6 +259,11 @@ class JpegEndpoint(CameraEndpoint):
     def connections(self) -> int:
         return len(self.viewers)
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, authenticated or not (camera thread)."""
+        return len(self._open)
+
     async def listen(self) -> None:
         if self._server is not None:
             return
@@ -284,6 +298,10 @@ class JpegEndpoint(CameraEndpoint):
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host = self.host
         assert host is not None
+        if len(self._open) >= MAX_OPEN:
+            log.info("camera %s: refused a connection over %d open ones", self.serial, MAX_OPEN)
+            writer.close()
+            return
         self._open.add(writer)
         viewer: _Viewer | None = None
         sock = writer.get_extra_info("socket")
@@ -323,6 +341,13 @@ class JpegEndpoint(CameraEndpoint):
             if writer in self._open:
                 self._open.discard(writer)
                 writer.close()
+
+    async def close(self) -> None:
+        await super().close()
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
 
     def _start_pump(self) -> None:
         if self._pump is None or self._pump.done():
@@ -441,18 +466,23 @@ class CameraHost:
         self._loop = None
         self._thread = None
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # Wait for a picture being drawn: it may be reading a printer,
+            # whose host stops next.
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     async def _close_all(self) -> None:
         for endpoint in self.endpoints.values():
-            endpoint.unlisten()
-            endpoint.drop()
+            await endpoint.close()
+        # Connection handlers end by themselves once their sockets are cut
+        # (asyncio reports a cancelled one as an error); cancel only stragglers.
         current = asyncio.current_task()
         tasks = [task for task in asyncio.all_tasks() if task is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         """Run ``coroutine`` on the camera loop from another thread; its result."""

@@ -854,8 +854,16 @@ class Simulator:
     # --- camera faults ----------------------------------------------------------------------
 
     def _require_camera(self, serial: str) -> CameraHost:
-        self.camera_address(serial)  # the clear error for an unknown or RTSPS printer
-        assert self.camera is not None
+        """The camera host serving ``serial``, whatever its kind; a clear error otherwise."""
+        printer = self.printers.get(serial)
+        if printer is None:
+            raise KeyError(f"no simulated printer {serial!r}")
+        if self.camera is None:
+            raise RuntimeError("the printers' cameras are not running (camera=False, lan=False)")
+        if serial not in self.camera.endpoints:
+            kind = "an RTSPS" if printer.profile.rtsp else "a"
+            product = printer.profile.product
+            raise ValueError(f"{serial} ({product}) has {kind} camera not served here")
         return self.camera
 
     def camera_stall(self, serial: str, seconds: float) -> None:
