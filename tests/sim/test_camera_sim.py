@@ -553,6 +553,7 @@ def test_bambu_sim_camera_options_reach_the_simulator(monkeypatch: pytest.Monkey
             pass
 
     monkeypatch.setattr(command, "Simulator", Recorder)
+    monkeypatch.setattr(command, "_configure_logging", lambda quiet: None)  # leave logging be
     assert command.main(["--port", "0", "--no-camera", "--quiet"]) == 1
     assert command.main(["--port", "0", "--camera-port", "7000", "--camera-fps", "4"]) == 1
     assert made[0]["camera"] is False
