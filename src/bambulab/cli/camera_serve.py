@@ -18,8 +18,6 @@ Only typer is imported at module level (this module is loaded for
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +30,6 @@ from .live import CaFile, Insecure, PinFile
 
 if TYPE_CHECKING:
     from ..servers.camera import AsyncFrameSource, CameraPrinter
-
-_ENV = re.compile(r"BAMBU_PRINTER_(\d+)_(SERIAL|HOST|ACCESS_CODE|CAMERA_PORT|MODEL|NAME)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +46,10 @@ class CameraTarget:
 
 def environment_targets() -> list[CameraTarget]:
     """The printers of ``BAMBU_PRINTER_<N>_*`` (``bambu sim`` exports them), in ``N`` order."""
-    found: dict[int, dict[str, str]] = {}
-    for variable, value in os.environ.items():
-        match = _ENV.fullmatch(variable)
-        if match:
-            found.setdefault(int(match.group(1)), {})[match.group(2)] = value.strip()
+    from .printing import environment_printers
+
     targets = []
-    for number, fields in sorted(found.items()):
+    for number, fields in environment_printers().items():
         serial, host = fields.get("SERIAL", ""), fields.get("HOST", "")
         if not serial or not host:
             continue
@@ -68,7 +61,7 @@ def environment_targets() -> list[CameraTarget]:
                 host=host,
                 access_code=fields.get("ACCESS_CODE", ""),
                 model=model,
-                name=fields.get("NAME", "") or (f"{model} {number}" if model else serial),
+                name=f"{model} {number}" if model else serial,
                 port=int(port) if port.isdigit() else None,
             )
         )
