@@ -15,6 +15,7 @@ from typer.core import TyperCommand, TyperGroup
 from . import (
     auth,
     camera,
+    camera_serve,
     demo,
     devices,
     files,
@@ -159,6 +160,7 @@ def build_app() -> typer.Typer:
     app.command("upload")(upload.upload)
     app.add_typer(files.files_app, name="files")
     app.command("print")(printing.print_file)
+    camera.camera_app.command("serve")(camera_serve.serve)
     app.add_typer(camera.camera_app, name="camera")
     app.command(
         "sim",

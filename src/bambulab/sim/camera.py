@@ -18,7 +18,8 @@ is what the printers do:
   open at all, authenticated or not;
 * then frames every ``interval`` seconds (1.0 by default, the printers'
   cadence; tests and benchmarks ask for more), each the 16-byte header and a
-  1280x720 JPEG (:mod:`.camera_frames`), written in TLS records of at most
+  1280x720 JPEG (:mod:`.camera_frames`), the header in a TLS record of its
+  own, the JPEG in TLS records of at most
   4 KiB. A viewer that does not read is cut once its backlog passes a bound,
   so a stuck client never makes the simulator hold unbounded memory.
 
@@ -51,7 +52,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..errors import ProtocolError
-from ..protocol.camera import AUTH_SIZE, CAMERA_PORT, frame_header, parse_auth_packet
+from ..protocol.camera import (
+    AUTH_SIZE,
+    CAMERA_PORT,
+    HEADER_SIZE,
+    frame_header,
+    parse_auth_packet,
+)
 from .brokers import LAN_USER, LOOPBACK, Credential
 from .camera_frames import CameraView, render_frame
 from .certs import CertFiles
@@ -227,10 +234,18 @@ class _Viewer:
         return size
 
     def send(self, data: bytes) -> None:
+        """One frame: its 16-byte header in a TLS record of its own, the JPEG in 4 KiB records.
+
+        The printers deliver the header by itself (clients such as pybambu's
+        chamber image thread and bambulabs_api take a 16-byte read as the
+        header and drop the connection on any other first read).
+        """
         transport = self.writer.transport
         assert isinstance(transport, asyncio.WriteTransport)
         view = memoryview(data)
-        transport.writelines([view[i : i + RECORD_SIZE] for i in range(0, len(data), RECORD_SIZE)])
+        body = view[HEADER_SIZE:]
+        records = [body[i : i + RECORD_SIZE] for i in range(0, len(body), RECORD_SIZE)]
+        transport.writelines([view[:HEADER_SIZE], *records])
 
     def abort(self) -> None:
         self.writer.transport.abort()

@@ -1,0 +1,107 @@
+"""``bambu camera serve`` as a user runs it: the printers ``bambu sim`` exports, one URL printed.
+
+A real subprocess with the simulator's export lines as its environment
+(``eval "$(bambu sim ...)"`` in a shell): the server lists every JPEG-camera
+printer, prints the URL with a generated token once, serves a snapshot, and
+stops cleanly on Ctrl-C without printing a printer's access code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from PIL import Image
+
+from bambulab.sim.config import parse_fleet
+from bambulab.sim.live import Simulator
+from tests.conftest import unlimited
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    config = unlimited().with_demo_fleet(parse_fleet(["p1s", "a1"]))
+    with Simulator(config, tick_interval=0.5, camera_interval=0.2) as simulator:
+        yield simulator
+
+
+def exported(sim: Simulator) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAMBU_")}
+    for line in sim.export_lines():
+        name, value = line.removeprefix("export ").split("=", 1)
+        env[name] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def test_serve_the_simulated_printers(sim: Simulator) -> None:
+    env = exported(sim)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bambulab.cli", "camera", "serve", "--port", "0", "--linger", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout = proc.stdout
+
+    def pump() -> None:
+        for text in stdout:
+            lines.put(text)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 20
+        url = ""
+        while not url:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if "?token=" in line:
+                url = next(word for word in line.split() if "?token=" in word)
+        base = url.split("/?token=")[0]
+        cameras = [e for e in sim.endpoints() if e.camera_port is not None]
+        with httpx.Client(timeout=10) as browser:
+            page = browser.get(url, follow_redirects=True)
+            assert page.status_code == 200
+            assert page.text.count("stream.mjpg") == len(cameras)
+            listing = browser.get(f"{base}/api/cameras").json()
+            assert sorted(r["serial"] for r in listing) == sorted(e.serial for e in cameras)
+            snap = browser.get(f"{base}/camera/{cameras[0].serial}/snapshot.jpg")
+            assert snap.status_code == 200
+            assert Image.open(io.BytesIO(snap.content)).format == "JPEG"
+        assert httpx.get(f"{base}/api/cameras").status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    rest = "".join(lines.queue) + proc.stderr.read()
+    assert proc.returncode == 0, rest
+    for endpoint in sim.endpoints():
+        assert endpoint.access_code not in url + rest
+    assert "Traceback" not in rest
+
+
+def test_serve_without_printers_says_how() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAMBU_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bambulab.cli", "camera", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "no printer to serve" in done.stderr and "Traceback" not in done.stderr
