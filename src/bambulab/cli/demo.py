@@ -295,6 +295,7 @@ def step_print_files(run: DemoRun) -> None:
             f"   LAN print on {esc(by_lan.name)}: sent over implicit FTPS to its SD card, "
             f"then {esc(outcome.url)} on its own broker"
         )
+        run.notes["printing"] = [by_cloud.serial, by_lan.serial]
         watcher = Watcher([by_cloud, by_lan])
         # Connected long ago: the watch starts from the connection's status, then its events.
         watcher.connection = mqtt.connection_status
@@ -329,8 +330,72 @@ def write_demo_3mf(path: Path, filament: tuple[str, str]) -> None:
     write_3mf(path, name="Demo cube", filaments=(filament,), layers=60, seconds=900)
 
 
-# Later parts of the toolkit append their step here (camera...).
-STEPS: list[Step] = [step_login, step_devices, step_tasks, step_live, step_print_files]
+def demo_output_dir() -> Path:
+    """Where the demo leaves what it saves (``BAMBU_DEMO_DIR``, else ``$TMPDIR/bambu-demo``)."""
+    chosen = os.environ.get("BAMBU_DEMO_DIR") or str(Path(tempfile.gettempdir()) / "bambu-demo")
+    path = Path(chosen)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def step_camera(run: DemoRun) -> None:
+    """Save a snapshot from each kind of simulated camera: the JPEG stream and RTSPS."""
+    from ..errors import ConfigurationError
+    from ..local.camera import open_camera
+    from ..models.printer import UNKNOWN_MODEL, model_of
+    from .output import esc
+
+    run.heading("Camera: snapshots from the simulated printers' cameras")
+    printing = run.notes.get("printing", [])
+    endpoints = sorted(run.sim.endpoints(), key=lambda e: e.serial not in printing)
+    saved = 0
+    for kind in ("jpeg", "rtsps"):
+        chosen = next(
+            (e for e in endpoints if (model_of(e.model) or UNKNOWN_MODEL).camera == kind), None
+        )
+        if chosen is None:
+            continue
+        product = (model_of(chosen.model) or UNKNOWN_MODEL).product
+        options: dict[str, Any] = {"ca_file": run.sim.ca_file, "timeout": 10.0}
+        if kind == "jpeg":
+            if chosen.camera_port is None:
+                continue
+            options["port"] = chosen.camera_port
+            where, how = chosen.host or "127.0.0.1", "TLS JPEG stream"
+        else:
+            if not chosen.rtsp_url:
+                continue
+            where, how = chosen.rtsp_url, "RTSPS, decoded by PyAV"
+        try:
+            camera = open_camera(
+                where, chosen.access_code, chosen.serial, model=chosen.model, **options
+            )
+            try:
+                frame = camera.snapshot(timeout=10.0)
+            finally:
+                camera.close()
+        except ConfigurationError as exc:  # no PyAV: the camera extra is not installed
+            _say(f"   {esc(product)}: {esc(str(exc))}")
+            continue
+        path = demo_output_dir() / f"camera-{chosen.serial}.jpg"
+        frame.save(str(path))
+        saved += 1
+        _say(
+            f"   {esc(product)} {esc(chosen.serial)} ({how}): "
+            f"{frame.size // 1024} KiB JPEG saved to {esc(str(path))}"
+        )
+    if not saved:
+        raise CliError("no simulated camera gave a snapshot")
+
+
+STEPS: list[Step] = [
+    step_login,
+    step_devices,
+    step_tasks,
+    step_live,
+    step_print_files,
+    step_camera,
+]
 
 
 def demo(
