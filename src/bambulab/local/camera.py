@@ -786,29 +786,30 @@ class AsyncJPEGFrameStream(_Base):
                 raise _Waited(self._policy.stalled(self.stall_timeout))
             limit = stall_at if deadline is None else min(stall_at, deadline)
             try:
+                # One timer for the whole frame (about ten reads), not one per read.
                 async with asyncio.timeout(max(0.001, limit - now)):
-                    data = await reader.read(READ_SIZE)
+                    while True:
+                        data = await reader.read(READ_SIZE)
+                        if not data:
+                            break
+                        done = self._decoder.feed(data)
+                        if done:
+                            self._last = time.monotonic()
+                            self._ready.extend(done[1:])
+                            return done[0]
             except TimeoutError:
                 continue
-            except (OSError, ssl.SSLError):
-                data = b""
-            if not data:
-                if self._closed:
-                    raise CameraError(
-                        f"the camera stream of printer {self.serial} is closed",
-                        serial=self.serial,
-                    )
-                self._drop()
-                raise _Waited(self._policy.closed())
-            try:
-                done = self._decoder.feed(data)
             except ProtocolError as exc:
                 self._drop()
                 raise self._protocol_error(exc) from exc
-            if done:
-                self._last = time.monotonic()
-                self._ready.extend(done[1:])
-                return done[0]
+            except (OSError, ssl.SSLError):
+                pass  # a reset: the same as a close
+            if self._closed:
+                raise CameraError(
+                    f"the camera stream of printer {self.serial} is closed", serial=self.serial
+                )
+            self._drop()
+            raise _Waited(self._policy.closed())
 
     async def snapshot(self, timeout: float | None = None) -> Frame:
         """One fresh frame (connecting if needed), within ``timeout`` seconds."""
