@@ -8,6 +8,7 @@ checked for the access code (the runner does), except where it is asked for.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from bambulab.protocol.camera import is_jpeg
 from bambulab.sim import Simulator
 from bambulab.sim.config import parse_fleet
 from tests.cli.conftest import Bambu, unlimited_config
+from tests.cli.test_cli_commands import Terminal
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -118,11 +120,17 @@ def test_stream_mjpeg_to_stdout(bambu: Bambu, exported: dict[str, str]) -> None:
         assert body.endswith(b"\r\n") and is_jpeg(body[:-2]) and len(body) - 2 == size
 
 
-def test_stream_for_some_seconds(bambu: Bambu, exported: dict[str, str]) -> None:
-    result = bambu("camera", "stream", "--seconds", "0.5", **printer_env(exported))
-    assert result.returncode == 0, result
-    counted = int(re.search(r"(\d+) frames in", result.stderr).group(1))  # type: ignore[union-attr]
-    assert counted >= 2
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a pseudo-terminal")
+def test_stream_for_some_seconds_shows_the_rate_on_a_terminal(
+    bambu: Bambu, exported: dict[str, str]
+) -> None:
+    terminal = Terminal(bambu.env(**printer_env(exported)), "camera", "stream", "--seconds", "1")
+    assert terminal.wait() == 0
+    shown = terminal.seen.decode(errors="replace")
+    assert re.search(r"\r\d+ frames, [\d.]+ frames/s", shown), shown[-400:]
+    counted = int(re.search(r"(\d+) frames in", shown).group(1))  # type: ignore[union-attr]
+    assert counted >= 5
+    assert exported["BAMBU_ACCESS_CODE"] not in shown
 
 
 def test_wrong_access_code_is_one_line(bambu: Bambu, exported: dict[str, str]) -> None:

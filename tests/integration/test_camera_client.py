@@ -335,3 +335,31 @@ def test_open_camera_picks_the_stream_by_model(sim: Simulator) -> None:
         open_camera(host, code, serial, model="X1C", rtsp_url="disable")
     with pytest.raises(ConfigurationError, match="unknown printer model"):
         open_camera(host, code, serial, model="Z9")
+
+
+def test_the_simulated_header_arrives_in_a_record_of_its_own(sim: Simulator) -> None:
+    """What third-party clients rely on (they take a 16-byte read as the header), as printers do."""
+    import ssl
+    import struct
+
+    from bambulab.protocol.camera import auth_packet
+
+    serial = p1s(sim)
+    host, port = sim.camera_address(serial)
+    assert sim.ca_file is not None
+    ctx = ssl.create_default_context(cafile=sim.ca_file)
+    ctx.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+    with (
+        socket.create_connection((host, port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=serial) as tls,
+    ):
+        tls.sendall(auth_packet(sim.printers[serial].access_code))
+        for _ in range(2):
+            header = tls.recv(65536)  # one TLS record at most
+            assert len(header) == 16
+            size = struct.unpack_from("<I", header)[0]
+            got = 0
+            while got < size:
+                chunk = tls.recv(min(65536, size - got))
+                assert 0 < len(chunk) <= 4096
+                got += len(chunk)

@@ -98,7 +98,7 @@ DEFAULT_BACKOFF = 0.5  # seconds before the first reconnect, doubled each time
 DEFAULT_MAX_BACKOFF = 10.0
 # Frameless closes in a row, after earlier success, that mean the code is refused now.
 FRAMELESS_LIMIT = 3
-READ_SIZE = 64 * 1024
+READ_SIZE = 16 * 1024  # the largest TLS record
 
 LIVEVIEW_OFF = (
     "printer {serial}'s LAN liveview is off (rtsp_url is 'disable'): switch it on at the "
@@ -397,7 +397,14 @@ class JPEGFrameStream(_Base):
             max_frame=max_frame,
         )
         self._sock: ssl.SSLSocket | None = None
+        self._recv_timeout = timeout  # the socket's timeout now
+        # How far past its limit a read may end: re-arming the socket's timeout
+        # before every 4 KiB record costs more than the rest of the read.
+        self._slack = min(0.5, stall_timeout / 10)
         self._decoder = FrameDecoder(max_frame)
+        # One TLS record per read (at most 16 KiB): into a buffer kept for the stream.
+        self._chunk = bytearray(READ_SIZE)
+        self._chunk_view = memoryview(self._chunk)
         self._last = 0.0  # monotonic time of the last frame or connect
         self._ready: list[bytes] = []  # frames a read completed beyond the one returned
 
@@ -443,6 +450,7 @@ class JPEGFrameStream(_Base):
                 raw.close()
             raise
         self._sock = sock
+        self._recv_timeout = self.timeout
         self._decoder = FrameDecoder(self.max_frame)
         self._last = time.monotonic()
         self._policy.connected()
@@ -532,16 +540,21 @@ class JPEGFrameStream(_Base):
             if stall_at <= now:
                 raise _Waited(self._policy.stalled(self.stall_timeout))
             limit = stall_at if deadline is None else min(stall_at, deadline)
-            sock.settimeout(max(0.001, limit - now))
+            # settimeout is a system call: change it only when a recv started now
+            # could end more than ``slack`` past the limit, or far before it.
+            ends = now + self._recv_timeout
+            if ends > limit + self._slack or ends < limit - self._slack:
+                self._recv_timeout = max(0.001, limit - now)
+                sock.settimeout(self._recv_timeout)
             try:
-                data = sock.recv(READ_SIZE)
+                count = sock.recv_into(self._chunk)
             except TimeoutError:
                 continue
             except ssl.SSLWantReadError:
                 continue
             except (OSError, ssl.SSLError):
-                data = b""
-            if not data:
+                count = 0
+            if not count:
                 if self._closed:
                     raise CameraError(
                         f"the camera stream of printer {self.serial} is closed",
@@ -550,7 +563,7 @@ class JPEGFrameStream(_Base):
                 self._drop()
                 raise _Waited(self._policy.closed())
             try:
-                done = self._decoder.feed(data)
+                done = self._decoder.feed(self._chunk_view[:count])
             except ProtocolError as exc:
                 self._drop()
                 raise self._protocol_error(exc) from exc
@@ -773,29 +786,30 @@ class AsyncJPEGFrameStream(_Base):
                 raise _Waited(self._policy.stalled(self.stall_timeout))
             limit = stall_at if deadline is None else min(stall_at, deadline)
             try:
+                # One timer for the whole frame (about ten reads), not one per read.
                 async with asyncio.timeout(max(0.001, limit - now)):
-                    data = await reader.read(READ_SIZE)
+                    while True:
+                        data = await reader.read(READ_SIZE)
+                        if not data:
+                            break
+                        done = self._decoder.feed(data)
+                        if done:
+                            self._last = time.monotonic()
+                            self._ready.extend(done[1:])
+                            return done[0]
             except TimeoutError:
                 continue
-            except (OSError, ssl.SSLError):
-                data = b""
-            if not data:
-                if self._closed:
-                    raise CameraError(
-                        f"the camera stream of printer {self.serial} is closed",
-                        serial=self.serial,
-                    )
-                self._drop()
-                raise _Waited(self._policy.closed())
-            try:
-                done = self._decoder.feed(data)
             except ProtocolError as exc:
                 self._drop()
                 raise self._protocol_error(exc) from exc
-            if done:
-                self._last = time.monotonic()
-                self._ready.extend(done[1:])
-                return done[0]
+            except (OSError, ssl.SSLError):
+                pass  # a reset: the same as a close
+            if self._closed:
+                raise CameraError(
+                    f"the camera stream of printer {self.serial} is closed", serial=self.serial
+                )
+            self._drop()
+            raise _Waited(self._policy.closed())
 
     async def snapshot(self, timeout: float | None = None) -> Frame:
         """One fresh frame (connecting if needed), within ``timeout`` seconds."""

@@ -124,7 +124,8 @@ class FrameDecoder:
                 self._need = size
             if len(self._buffer) < self._need:
                 return done
-            payload = bytes(self._buffer[: self._need])
+            with memoryview(self._buffer) as view:
+                payload = bytes(view[: self._need])  # one copy, not two
             del self._buffer[: self._need]
             self._need = None
             if not is_jpeg(payload):
