@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from bambulab.errors import CameraError, CameraStallError
+from bambulab.errors import CameraAuthenticationError, CameraError, CameraStallError
 from bambulab.models.camera import Frame
 from bambulab.servers.camera import CameraHub
 
@@ -177,6 +177,32 @@ def test_a_failing_source_is_reopened_with_backoff_while_viewers_remain() -> Non
         assert "refused" in str(hub.stats("S1").last_error)
         reg.refuse = False
         await until(lambda: reg.open, 1.0)
+        frame = reg.push()
+        assert (await viewer.next(1)) is frame
+        await hub.aclose()
+
+    run(body)
+
+
+def test_a_refused_access_code_is_retried_slowly_and_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def body() -> None:
+        reg = Registry()
+        hub = CameraHub(reg, backoff=0.01, max_backoff=0.15)
+        viewer = hub.join("S1")
+        caplog.set_level("WARNING", logger="bambulab")
+        for _ in range(3):
+            await until(lambda: reg.open)
+            reg.open[0].queue.put_nowait(CameraAuthenticationError("access code refused"))
+            await until(lambda: not reg.open)
+        began, opened = time.monotonic(), reg.opened
+        await until(lambda: reg.open, 1.0)
+        # after a refusal the hub waits max_backoff, not the fast first steps
+        assert time.monotonic() - began >= 0.1 and reg.opened == opened + 1
+        said = [r for r in caplog.records if "access code refused" in r.getMessage()]
+        assert len(said) == 1, said
+        assert hub.stats("S1").last_error == "access code refused"
         frame = reg.push()
         assert (await viewer.next(1)) is frame
         await hub.aclose()

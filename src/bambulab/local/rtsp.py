@@ -142,15 +142,16 @@ class _Mailbox:
                 raise self._error
             return None
 
-    def wait(self, timeout: float) -> Frame | None:
-        deadline = time.monotonic() + timeout
+    def wait(self, timeout: float | None) -> Frame | None:
+        """The next frame, ``None`` after ``timeout`` s (``None``: until a frame or the end)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
                 frame = self.take()
                 if frame is not None:
                     return frame
-                left = deadline - time.monotonic()
-                if left <= 0:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
                     return None
                 self._cond.wait(left)
 
@@ -320,20 +321,24 @@ class RTSPStream:
 
     # --- reading -----------------------------------------------------------------------
 
-    def _stalled(self) -> CameraStallError:
+    def _stalled(self, waited: float | None = None) -> CameraStallError:
         why = f" (last error: {self._last_error})" if self._last_error else ""
+        limit = self.stall_timeout if waited is None else waited
         return CameraStallError(
-            f"no frame from camera {self.url} within {self.stall_timeout:g} s{why}",
+            f"no frame from camera {self.url} within {limit:g} s{why}",
             serial=self.serial,
         )
 
     def next_frame(self, timeout: float | None = None) -> Frame:
-        """The next frame; CameraStallError when none comes within ``timeout``
-        (default ``stall_timeout``)."""
+        """The next frame; CameraStallError when none comes within ``timeout``.
+
+        Without ``timeout`` it waits as the JPEG stream does: a stall (no frame
+        for ``stall_timeout``) reconnects, and only giving up ends the wait.
+        """
         self.start()
-        frame = self._mailbox.wait(self.stall_timeout if timeout is None else timeout)
+        frame = self._mailbox.wait(timeout)
         if frame is None:
-            raise self._stalled()
+            raise self._stalled(timeout)
         return frame
 
     def get_frame(self) -> bytes:
@@ -532,9 +537,8 @@ class RTSPStream:
         if name in ("ExitError", "TimeoutError") or isinstance(exc, TimeoutError):
             what = "open" if opening else "send a frame"
             limit = self.timeout if opening else self.stall_timeout
-            return CameraError(
-                f"camera {self.url} did not {what} within {limit:g} s", serial=self.serial
-            )
+            kind = CameraError if opening else CameraStallError
+            return kind(f"camera {self.url} did not {what} within {limit:g} s", serial=self.serial)
         verb = "cannot open" if opening else "stream broke from"
         return CameraError(f"{verb} camera {self.url}: {reason}", serial=self.serial)
 
@@ -605,7 +609,6 @@ class AsyncRTSPStream:
     async def next_frame(self, timeout: float | None = None) -> Frame:
         """The next frame; CameraStallError when none comes within ``timeout``."""
         self._start()
-        limit = self._sync.stall_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
 
@@ -616,14 +619,14 @@ class AsyncRTSPStream:
         mailbox = self._sync._mailbox
         mailbox.add_waker(wake)
         try:
-            deadline = loop.time() + limit
+            deadline = None if timeout is None else loop.time() + timeout
             while True:
                 frame = mailbox.take()
                 if frame is not None:
                     return frame
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise self._sync._stalled()
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    raise self._sync._stalled(timeout)
                 event.clear()
                 frame = mailbox.take()
                 if frame is not None:

@@ -209,6 +209,7 @@ class _Feed:
     upstream_opens: int = 0
     frames_in: int = 0
     last_error: str | None = None
+    refused: bool = False  # the last session ended with the access code refused
 
 
 class CameraHub:
@@ -331,9 +332,12 @@ class CameraHub:
         delay = self.backoff
         try:
             while True:
+                feed.refused = False
                 got_frame = await self._read_once(feed)
                 if got_frame:
                     delay = self.backoff
+                if feed.refused:
+                    delay = self.max_backoff
                 if not feed.viewers or self._closed:
                     return  # nobody to reconnect for: the next viewer starts a new pump
                 log.info("camera %s: upstream reconnect in %.1f s", feed.serial, delay)
@@ -367,8 +371,12 @@ class CameraHub:
         except asyncio.CancelledError:
             raise
         except CameraAuthenticationError as exc:
+            # Retried at the slowest pace (the code may be fixed at the printer),
+            # and said once, not every retry.
+            if feed.last_error != str(exc):
+                log.warning("camera %s: %s", feed.serial, exc)
             feed.last_error = str(exc)
-            log.warning("camera %s: %s", feed.serial, exc)
+            feed.refused = True
         except (BambuError, OSError, ValueError) as exc:
             feed.last_error = _one_line(exc)
             log.info("camera %s: upstream failed: %s", feed.serial, feed.last_error)
