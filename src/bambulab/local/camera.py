@@ -228,22 +228,24 @@ class _Base:
 
     def __init__(
         self,
-        host: str,
-        access_code: str,
-        serial: str,
+        host: str = "",
+        access_code: str = "",
+        serial: str = "",
         *,
-        port: int,
-        timeout: float,
-        stall_timeout: float,
-        reconnect: bool,
-        max_reconnects: int,
-        backoff: float,
-        max_backoff: float,
-        ca_file: str | os.PathLike[str] | None,
-        pin_file: str | os.PathLike[str] | None,
-        insecure: bool,
-        max_frame: int,
+        printer_ip: str | None = None,
+        port: int = CAMERA_PORT,
+        timeout: float = DEFAULT_TIMEOUT,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        reconnect: bool = True,
+        max_reconnects: int = DEFAULT_MAX_RECONNECTS,
+        backoff: float = DEFAULT_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+        ca_file: str | os.PathLike[str] | None = None,
+        pin_file: str | os.PathLike[str] | None = None,
+        insecure: bool = False,
+        max_frame: int = MAX_FRAME,
     ) -> None:
+        host = host or printer_ip or ""
         self._code = _check_options(host, access_code, serial, timeout, stall_timeout)
         self.host = host
         self.port = port
@@ -264,6 +266,11 @@ class _Base:
             backoff=backoff,
             max_backoff=max_backoff,
         )
+        self._init_io(timeout, stall_timeout, max_frame)
+
+    def _init_io(self, timeout: float, stall_timeout: float, max_frame: int) -> None:
+        """The face's own connection state (called at the end of ``__init__``)."""
+        raise NotImplementedError
 
     # Seed names: the printer's address and code as attributes.
     @property
@@ -361,41 +368,7 @@ class JPEGFrameStream(_Base):
     Connects on first use; ``close()`` or ``with`` ends it.
     """
 
-    def __init__(
-        self,
-        host: str = "",
-        access_code: str = "",
-        serial: str = "",
-        *,
-        printer_ip: str | None = None,
-        port: int = CAMERA_PORT,
-        timeout: float = DEFAULT_TIMEOUT,
-        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
-        reconnect: bool = True,
-        max_reconnects: int = DEFAULT_MAX_RECONNECTS,
-        backoff: float = DEFAULT_BACKOFF,
-        max_backoff: float = DEFAULT_MAX_BACKOFF,
-        ca_file: str | os.PathLike[str] | None = None,
-        pin_file: str | os.PathLike[str] | None = None,
-        insecure: bool = False,
-        max_frame: int = MAX_FRAME,
-    ) -> None:
-        super().__init__(
-            host or printer_ip or "",
-            access_code,
-            serial,
-            port=port,
-            timeout=timeout,
-            stall_timeout=stall_timeout,
-            reconnect=reconnect,
-            max_reconnects=max_reconnects,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            ca_file=ca_file,
-            pin_file=pin_file,
-            insecure=insecure,
-            max_frame=max_frame,
-        )
+    def _init_io(self, timeout: float, stall_timeout: float, max_frame: int) -> None:
         self._sock: ssl.SSLSocket | None = None
         self._recv_timeout = timeout  # the socket's timeout now
         # How far past its limit a read may end: re-arming the socket's timeout
@@ -623,41 +596,7 @@ class AsyncJPEGFrameStream(_Base):
     run in the default executor.
     """
 
-    def __init__(
-        self,
-        host: str = "",
-        access_code: str = "",
-        serial: str = "",
-        *,
-        printer_ip: str | None = None,
-        port: int = CAMERA_PORT,
-        timeout: float = DEFAULT_TIMEOUT,
-        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
-        reconnect: bool = True,
-        max_reconnects: int = DEFAULT_MAX_RECONNECTS,
-        backoff: float = DEFAULT_BACKOFF,
-        max_backoff: float = DEFAULT_MAX_BACKOFF,
-        ca_file: str | os.PathLike[str] | None = None,
-        pin_file: str | os.PathLike[str] | None = None,
-        insecure: bool = False,
-        max_frame: int = MAX_FRAME,
-    ) -> None:
-        super().__init__(
-            host or printer_ip or "",
-            access_code,
-            serial,
-            port=port,
-            timeout=timeout,
-            stall_timeout=stall_timeout,
-            reconnect=reconnect,
-            max_reconnects=max_reconnects,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            ca_file=ca_file,
-            pin_file=pin_file,
-            insecure=insecure,
-            max_frame=max_frame,
-        )
+    def _init_io(self, timeout: float, stall_timeout: float, max_frame: int) -> None:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._decoder = FrameDecoder(max_frame)
