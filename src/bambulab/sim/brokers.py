@@ -521,7 +521,7 @@ class BrokerRuntime:
             try:
                 loop.run_forever()
             finally:
-                loop.close()
+                close_loop(loop)
 
         self._loop = loop
         self._thread = threading.Thread(target=run, name="bambu-sim-brokers", daemon=True)
@@ -554,3 +554,23 @@ class BrokerRuntime:
         thread.join(5.0)
         self._loop = None
         self._thread = None
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what amqtt left running, let it unwind (bounded), then close the loop.
+
+    Closing with tasks still pending leaves them to the garbage collector,
+    which reports "Task was destroyed but it is pending" whenever it runs:
+    in a test suite, during some unrelated later test.
+    """
+    try:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=2.0))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except Exception as exc:  # closing must happen whatever amqtt does
+        log.debug("broker loop shutdown: %s", exc)
+    finally:
+        loop.close()

@@ -59,7 +59,7 @@ from ..protocol.camera import (
     frame_header,
     parse_auth_packet,
 )
-from .brokers import LAN_USER, LOOPBACK, Credential
+from .brokers import LAN_USER, LOOPBACK, Credential, close_loop
 from .camera_frames import CameraView, render_frame
 from .certs import CertFiles
 
@@ -477,7 +477,7 @@ class CameraHost:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(5.0)
             if not thread.is_alive():
-                loop.close()
+                close_loop(loop)
         self._loop = None
         self._thread = None
         if self._pool is not None:
