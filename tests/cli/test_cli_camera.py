@@ -176,12 +176,29 @@ def test_url_of_an_rtsps_camera_is_masked_unless_asked(
     code = exported[f"BAMBU_PRINTER_{number}_ACCESS_CODE"]
     host = exported[f"BAMBU_PRINTER_{number}_HOST"]
     runner = Bambu(home=tmp_path, api_url=sim.url)  # this one may print the code when asked
+    # bambu sim exports the stream's URL (its own port): the URL shown is that one
+    port = exported[f"BAMBU_PRINTER_{number}_RTSP_URL"].split(":")[2].split("/")[0]
     masked = runner("camera", "url", number, **exported)
     assert masked.returncode == 0, masked
-    assert f"rtsps://bblp:***@{host}:322/streaming/live/1" in masked.stdout
+    assert f"rtsps://bblp:***@{host}:{port}/streaming/live/1" in masked.stdout
     assert code not in masked.stdout + masked.stderr
     shown = runner("camera", "url", number, "--show-secrets", **exported)
-    assert f"rtsps://bblp:{code}@{host}:322/streaming/live/1" in shown.stdout
+    assert f"rtsps://bblp:{code}@{host}:{port}/streaming/live/1" in shown.stdout
+    # without the variable, the printer's standard port
+    plain = {k: v for k, v in exported.items() if not k.endswith("RTSP_URL")}
+    masked = runner("camera", "url", number, **plain)
+    assert f"rtsps://bblp:***@{host}:322/streaming/live/1" in masked.stdout
+
+
+def test_snapshot_of_an_rtsps_printer_by_number(
+    bambu: Bambu, exported: dict[str, str], tmp_path: Path
+) -> None:
+    number = number_of(exported, "BL-P001")
+    out = tmp_path / "x1c.jpg"
+    result = bambu("--json", "camera", "snapshot", number, "-o", str(out), **exported)
+    assert result.returncode == 0, result
+    assert result.json()["serial"] == exported[f"BAMBU_PRINTER_{number}_SERIAL"]
+    assert is_jpeg(out.read_bytes())
 
 
 def test_url_with_a_cloud_login_gives_the_tutk_url(

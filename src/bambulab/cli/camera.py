@@ -82,6 +82,7 @@ class Target:
     port: int | None
     model: str | None
     options: dict[str, Any] = field(default_factory=dict)
+    rtsp_url: str | None = None  # BAMBU_PRINTER_<N>_RTSP_URL (bambu sim's, or a report's)
 
     def open(self, **extra: Any) -> CameraStream:
         from ..local.camera import open_camera
@@ -90,7 +91,14 @@ class Target:
         if self.port is not None:
             options["port"] = self.port
         try:
-            return open_camera(self.host, self.code, self.serial, model=self.model, **options)
+            return open_camera(
+                self.host,
+                self.code,
+                self.serial,
+                model=self.model,
+                rtsp_url=self.rtsp_url,
+                **options,
+            )
         except ImportError as exc:
             raise CliError(
                 f"printer {self.serial}'s RTSPS camera needs the camera extra "
@@ -153,6 +161,7 @@ def target(
         int(port) if port else None,
         model or entry.get("MODEL") or None,
         tls,
+        rtsp_url=entry.get("RTSP_URL") or None,
     )
 
 
@@ -350,7 +359,7 @@ def url(
                 f"JPEG stream at {where} (bambu camera snapshot/stream read it)"
             )
         else:
-            plain = rtsps_url(chosen.host, chosen.port or RTSPS_PORT)
+            plain = chosen.rtsp_url or rtsps_url(chosen.host, chosen.port or RTSPS_PORT)
             shown = (
                 with_credentials(plain, chosen.code)
                 if show_secrets

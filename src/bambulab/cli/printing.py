@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from ..models.printing import AmsChoice, PrintOptions, PrintOutcome
     from .live_session import Connect
 
-_ENV = re.compile(r"BAMBU_PRINTER_(\d+)_(SERIAL|HOST|ACCESS_CODE|PORT|FTP_PORT|CAMERA_PORT|MODEL)")
+_ENV = re.compile(
+    r"BAMBU_PRINTER_(\d+)_(SERIAL|HOST|ACCESS_CODE|PORT|FTP_PORT|CAMERA_PORT|RTSP_URL|MODEL)"
+)
 
 
 @live_command
