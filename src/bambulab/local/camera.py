@@ -266,9 +266,12 @@ class _Base:
             backoff=backoff,
             max_backoff=max_backoff,
         )
-        self._init_io(timeout, stall_timeout, max_frame)
+        self._decoder = FrameDecoder(max_frame)
+        self._last = 0.0  # monotonic time of the last frame or connect
+        self._ready: list[bytes] = []  # frames a read completed beyond the one returned
+        self._init_io(timeout, stall_timeout)
 
-    def _init_io(self, timeout: float, stall_timeout: float, max_frame: int) -> None:
+    def _init_io(self, timeout: float, stall_timeout: float) -> None:
         """The face's own connection state (called at the end of ``__init__``)."""
         raise NotImplementedError
 
@@ -302,6 +305,31 @@ class _Base:
             f"{type(self).__name__}({self.label}, serial={self.serial!r}, {self._state()}, "
             f"frames={self._policy.index})"
         )
+
+    def _read_limit(self, deadline: float | None, now: float) -> float | None:
+        """When a read started ``now`` must end: at the stall or the caller's deadline.
+
+        ``None`` when the caller's deadline has passed; :class:`_Waited` (drop
+        and reconnect) when the stall timeout has.
+        """
+        stall_at = self._last + self.stall_timeout
+        if deadline is not None and deadline <= now and deadline < stall_at:
+            return None
+        if stall_at <= now:
+            raise _Waited(self._policy.stalled(self.stall_timeout))
+        return stall_at if deadline is None else min(stall_at, deadline)
+
+    def _ended(self) -> Exception:
+        """What a connection that ended means: closed by us, or a drop to reconnect after."""
+        if self._closed:
+            return CameraError(
+                f"the camera stream of printer {self.serial} is closed", serial=self.serial
+            )
+        self._drop()
+        return _Waited(self._policy.closed())
+
+    def _drop(self) -> None:
+        raise NotImplementedError
 
     def _make_context(self) -> ssl.SSLContext:
         """The TLS context (may block: a first-use pin fetches the certificate)."""
@@ -368,18 +396,15 @@ class JPEGFrameStream(_Base):
     Connects on first use; ``close()`` or ``with`` ends it.
     """
 
-    def _init_io(self, timeout: float, stall_timeout: float, max_frame: int) -> None:
+    def _init_io(self, timeout: float, stall_timeout: float) -> None:
         self._sock: ssl.SSLSocket | None = None
         self._recv_timeout = timeout  # the socket's timeout now
         # How far past its limit a read may end: re-arming the socket's timeout
         # before every 4 KiB record costs more than the rest of the read.
         self._slack = min(0.5, stall_timeout / 10)
-        self._decoder = FrameDecoder(max_frame)
         # One TLS record per read (at most 16 KiB): into a buffer kept for the stream.
         self._chunk = bytearray(READ_SIZE)
         self._chunk_view = memoryview(self._chunk)
-        self._last = 0.0  # monotonic time of the last frame or connect
-        self._ready: list[bytes] = []  # frames a read completed beyond the one returned
 
     def _state(self) -> str:
         if self._closed:
@@ -506,13 +531,10 @@ class JPEGFrameStream(_Base):
         sock = self._sock
         assert sock is not None
         while True:
-            stall_at = self._last + self.stall_timeout
             now = time.monotonic()
-            if deadline is not None and deadline <= now and deadline < stall_at:
+            limit = self._read_limit(deadline, now)
+            if limit is None:
                 return None
-            if stall_at <= now:
-                raise _Waited(self._policy.stalled(self.stall_timeout))
-            limit = stall_at if deadline is None else min(stall_at, deadline)
             # settimeout is a system call: change it only when a recv started now
             # could end more than ``slack`` past the limit, or far before it.
             ends = now + self._recv_timeout
@@ -528,13 +550,7 @@ class JPEGFrameStream(_Base):
             except (OSError, ssl.SSLError):
                 count = 0
             if not count:
-                if self._closed:
-                    raise CameraError(
-                        f"the camera stream of printer {self.serial} is closed",
-                        serial=self.serial,
-                    ) from None
-                self._drop()
-                raise _Waited(self._policy.closed())
+                raise self._ended()
             try:
                 done = self._decoder.feed(self._chunk_view[:count])
             except ProtocolError as exc:
@@ -596,12 +612,9 @@ class AsyncJPEGFrameStream(_Base):
     run in the default executor.
     """
 
-    def _init_io(self, timeout: float, stall_timeout: float, max_frame: int) -> None:
+    def _init_io(self, timeout: float, stall_timeout: float) -> None:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._decoder = FrameDecoder(max_frame)
-        self._last = 0.0
-        self._ready: list[bytes] = []
 
     def _state(self) -> str:
         if self._closed:
@@ -717,13 +730,10 @@ class AsyncJPEGFrameStream(_Base):
         reader = self._reader
         assert reader is not None
         while True:
-            stall_at = self._last + self.stall_timeout
             now = time.monotonic()
-            if deadline is not None and deadline <= now and deadline < stall_at:
+            limit = self._read_limit(deadline, now)
+            if limit is None:
                 return None
-            if stall_at <= now:
-                raise _Waited(self._policy.stalled(self.stall_timeout))
-            limit = stall_at if deadline is None else min(stall_at, deadline)
             try:
                 # One timer for the whole frame (about ten reads), not one per read.
                 async with asyncio.timeout(max(0.001, limit - now)):
@@ -743,12 +753,7 @@ class AsyncJPEGFrameStream(_Base):
                 raise self._protocol_error(exc) from exc
             except (OSError, ssl.SSLError):
                 pass  # a reset: the same as a close
-            if self._closed:
-                raise CameraError(
-                    f"the camera stream of printer {self.serial} is closed", serial=self.serial
-                )
-            self._drop()
-            raise _Waited(self._policy.closed())
+            raise self._ended()
 
     async def snapshot(self, timeout: float | None = None) -> Frame:
         """One fresh frame (connecting if needed), within ``timeout`` seconds."""
