@@ -26,6 +26,7 @@ from . import (
     printing,
     profile,
     projects,
+    serve,
     sim,
     tasks,
     threemf,
@@ -162,6 +163,7 @@ def build_app() -> typer.Typer:
     app.command("print")(printing.print_file)
     camera.camera_app.command("serve")(camera_serve.serve)
     app.add_typer(camera.camera_app, name="camera")
+    app.add_typer(serve.serve_app, name="serve")
     app.command(
         "sim",
         context_settings=sim.SIM_CONTEXT,
