@@ -1,8 +1,8 @@
 """``bambu camera serve`` as a user runs it: the printers ``bambu sim`` exports, one URL printed.
 
 A real subprocess with the simulator's export lines as its environment
-(``eval "$(bambu sim ...)"`` in a shell): the server lists every JPEG-camera
-printer, prints the URL with a generated token once, serves a snapshot, and
+(``eval "$(bambu sim ...)"`` in a shell): the server lists every printer
+(JPEG and RTSPS cameras), prints the URL with a generated token once, serves a snapshot, and
 stops cleanly on Ctrl-C without printing a printer's access code.
 """
 
@@ -30,7 +30,7 @@ from tests.conftest import unlimited
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
-    config = unlimited().with_demo_fleet(parse_fleet(["p1s", "a1"]))
+    config = unlimited().with_demo_fleet(parse_fleet(["p1s", "a1", "x1c"]))
     with Simulator(config, tick_interval=0.5, camera_interval=0.2) as simulator:
         yield simulator
 
@@ -69,16 +69,17 @@ def test_serve_the_simulated_printers(sim: Simulator) -> None:
             if "?token=" in line:
                 url = next(word for word in line.split() if "?token=" in word)
         base = url.split("/?token=")[0]
-        cameras = [e for e in sim.endpoints() if e.camera_port is not None]
+        cameras = sim.endpoints()  # the X1C's RTSPS camera too, at its exported URL
         with httpx.Client(timeout=10) as browser:
             page = browser.get(url, follow_redirects=True)
             assert page.status_code == 200
             assert page.text.count("stream.mjpg") == len(cameras)
             listing = browser.get(f"{base}/api/cameras").json()
             assert sorted(r["serial"] for r in listing) == sorted(e.serial for e in cameras)
-            snap = browser.get(f"{base}/camera/{cameras[0].serial}/snapshot.jpg")
-            assert snap.status_code == 200
-            assert Image.open(io.BytesIO(snap.content)).format == "JPEG"
+            for camera in cameras:
+                snap = browser.get(f"{base}/camera/{camera.serial}/snapshot.jpg")
+                assert snap.status_code == 200, (camera.model, snap.text)
+                assert Image.open(io.BytesIO(snap.content)).format == "JPEG"
         assert httpx.get(f"{base}/api/cameras").status_code == 401
     finally:
         proc.send_signal(signal.SIGINT)

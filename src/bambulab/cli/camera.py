@@ -111,7 +111,7 @@ def target(
 ) -> Target:
     """The printer the options or the ``BAMBU_PRINTER_<N>_*`` variables name."""
     from .live_session import _access_code
-    from .printing import environment_printers
+    from .printing import environment_printer
 
     tls: dict[str, Any] = {
         "ca_file": conn.ca_file,
@@ -134,22 +134,8 @@ def target(
                 exit_code=2,
             )
         return Target(conn.lan or "", serial, _access_code(conn), camera_port, model, tls)
-    known = environment_printers()
-    entry = known.get(wanted) or next(
-        (e for e in known.values() if e.get("SERIAL", "").lower() == wanted.lower()), None
-    )
-    if entry is None or not entry.get("SERIAL"):
-        from ..safetext import visible
-
-        listed = ", ".join(visible(e.get("SERIAL", "?")) for e in known.values())
-        raise CliError(
-            f"no printer {visible(wanted)!r} among the BAMBU_PRINTER_<N>_SERIAL variables "
-            f"({listed or 'none set'})",
-            exit_code=2,
-        )
-    code = entry.get("ACCESS_CODE") or ""
-    if not code:
-        raise CliError(f"printer {entry['SERIAL']} has no BAMBU_PRINTER_<N>_ACCESS_CODE")
+    entry = environment_printer(wanted)
+    code = entry["ACCESS_CODE"]
     host = entry.get("HOST") or conn.lan or ""
     if not host:
         raise CliError(f"printer {entry['SERIAL']} has no BAMBU_PRINTER_<N>_HOST", exit_code=2)

@@ -42,6 +42,7 @@ class CameraTarget:
     model: str = ""
     name: str = ""
     port: int | None = None  # the camera port; None: the family's default
+    rtsp_url: str | None = None  # an RTSPS camera's URL when not the standard one (bambu sim's)
 
 
 def environment_targets() -> list[CameraTarget]:
@@ -63,6 +64,7 @@ def environment_targets() -> list[CameraTarget]:
                 model=model,
                 name=f"{model} {number}" if model else serial,
                 port=int(port) if port.isdigit() else None,
+                rtsp_url=fields.get("RTSP_URL") or None,
             )
         )
     return targets
@@ -93,6 +95,7 @@ def opener_for(targets: list[CameraTarget], trust: Trust) -> Callable[[str], Asy
             target.access_code,
             target.serial,
             model=target.model or None,
+            rtsp_url=target.rtsp_url,
             ca_file=trust.ca_file,
             pin_file=trust.pin_file,
             insecure=trust.insecure,

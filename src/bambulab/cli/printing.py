@@ -185,26 +185,14 @@ def lan_printers(
                 **common,
             )
         ]
-    known = environment_printers()
     chosen: list[LanPrinter] = []
     for key in dict.fromkeys(wanted):
-        entry = known.get(key) or next(
-            (e for e in known.values() if e.get("SERIAL", "").lower() == key.lower()), None
-        )
-        if entry is None or not entry.get("SERIAL"):
-            raise CliError(
-                f"no printer {key!r} among the BAMBU_PRINTER_<N>_SERIAL variables "
-                f"({', '.join(e.get('SERIAL', '?') for e in known.values()) or 'none set'})",
-                exit_code=2,
-            )
-        code = entry.get("ACCESS_CODE") or ""
-        if not code:
-            raise CliError(f"printer {entry['SERIAL']} has no BAMBU_PRINTER_<N>_ACCESS_CODE")
+        entry = environment_printer(key)
         chosen.append(
             LanPrinter(
                 entry.get("HOST") or conn.lan or "",
                 entry["SERIAL"],
-                code,
+                entry["ACCESS_CODE"],
                 model=entry.get("MODEL") or None,
                 mqtt_port=int(entry.get("PORT") or LAN_MQTT_PORT),
                 ftp_port=int(entry.get("FTP_PORT") or FTPS_PORT),
@@ -212,6 +200,30 @@ def lan_printers(
             )
         )
     return chosen
+
+
+def environment_printer(key: str) -> dict[str, str]:
+    """The ``BAMBU_PRINTER_<N>_*`` printer that ``key`` names (its ``N`` or its serial).
+
+    Its ``SERIAL`` and ``ACCESS_CODE`` are there; otherwise one CliError line.
+    """
+    from ..safetext import visible
+
+    wanted = key.strip()
+    known = environment_printers()
+    entry = known.get(wanted) or next(
+        (e for e in known.values() if e.get("SERIAL", "").lower() == wanted.lower()), None
+    )
+    if entry is None or not entry.get("SERIAL"):
+        listed = ", ".join(visible(e.get("SERIAL", "?")) for e in known.values())
+        raise CliError(
+            f"no printer {visible(wanted)!r} among the BAMBU_PRINTER_<N>_SERIAL variables "
+            f"({listed or 'none set'})",
+            exit_code=2,
+        )
+    if not entry.get("ACCESS_CODE"):
+        raise CliError(f"printer {entry['SERIAL']} has no BAMBU_PRINTER_<N>_ACCESS_CODE")
+    return entry
 
 
 def environment_printers() -> dict[str, dict[str, str]]:
