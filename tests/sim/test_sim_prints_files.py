@@ -196,7 +196,10 @@ def test_plain_gcode_runs_from_its_header(sim: Simulator, lan: Callable[[str], B
     on(sim, X1C, lambda p: p.card.write("cube.gcode", gcode_bytes(layers=23, seconds=420)))
     client.print_gcode_file("/sdcard/cube.gcode", X1C)
     state = wait_for(lambda: client.state(X1C).total_layers == 23 and client.state(X1C))
-    assert state.remaining_minutes == 7
+    # 420 s from the header: 7 minutes at the start, less what a loaded machine let pass
+    # before this report (a run saw 33 % done and 5 minutes left)
+    assert state.remaining_minutes is not None and state.percent is not None
+    assert abs(state.remaining_minutes - 7 * (100 - state.percent) / 100) <= 1, state
     wait_for(lambda: client.state(X1C).gcode_state == "FINISH", timeout=60, what="FINISH")
 
 
