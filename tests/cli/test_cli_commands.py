@@ -6,6 +6,7 @@ import json
 import os
 import re
 import select
+import signal
 import stat
 import sys
 import time
@@ -444,11 +445,28 @@ class Terminal:
         time.sleep(0.2)  # let the prompt switch echo off before typing, as a person would
         os.write(self.fd, line.encode() + b"\r")
 
-    def wait(self) -> int:
-        while select.select([self.fd], [], [], 2)[0]:  # read what is left until EOF
+    def wait(self, timeout: float = 60.0) -> int:
+        """Read everything the child writes until it closes the terminal, then reap it.
+
+        Reading goes on until EOF, not until a quiet spell: a child slow to start on a loaded
+        machine writes after any quiet spell, and one that fills the terminal's buffer while
+        nobody reads blocks for ever.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                os.close(self.fd)
+                pytest.fail(
+                    f"bambu still running after {timeout} s; it wrote {self.seen[-2000:]!r}"
+                )
+            if not select.select([self.fd], [], [], min(left, 1.0))[0]:
+                continue
             try:
                 chunk = os.read(self.fd, 4096)
-            except OSError:
+            except OSError:  # EIO: the child closed the terminal
                 break
             if not chunk:
                 break
