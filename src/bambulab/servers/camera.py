@@ -39,12 +39,9 @@ import contextlib
 import hmac
 import html
 import inspect
-import ipaddress
 import json
 import logging
 import secrets
-import socket
-import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -61,9 +58,9 @@ from ..errors import (
     ConfigurationError,
 )
 from ..models.camera import Frame
+from .runner import AppServer, is_loopback, one_line
 
 if TYPE_CHECKING:
-    import uvicorn
     from fastapi import FastAPI
 
 __all__ = [
@@ -378,10 +375,10 @@ class CameraHub:
             feed.last_error = str(exc)
             feed.refused = True
         except (BambuError, OSError, ValueError) as exc:
-            feed.last_error = _one_line(exc)
+            feed.last_error = one_line(exc)
             log.info("camera %s: upstream failed: %s", feed.serial, feed.last_error)
         except Exception as exc:  # a source's bug must not kill every viewer's stream
-            feed.last_error = _one_line(exc)
+            feed.last_error = one_line(exc)
             log.warning("camera %s: upstream raised %s", feed.serial, feed.last_error)
         finally:
             feed.upstream_open = False
@@ -431,11 +428,6 @@ class CameraHub:
 
 async def _close(source: AsyncFrameSource) -> None:
     await asyncio.wait_for(source.aclose(), 5.0)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # --- HTTP ---------------------------------------------------------------------------------
@@ -529,7 +521,7 @@ def create_camera_app(
         try:
             viewer = hub.join(serial)
         except CameraError as exc:  # the server is stopping
-            return JSONResponse({"detail": _one_line(exc)}, status_code=503)
+            return JSONResponse({"detail": one_line(exc)}, status_code=503)
 
         async def parts() -> AsyncIterator[bytes]:
             try:
@@ -555,7 +547,7 @@ def create_camera_app(
             frame = await hub.snapshot(serial, snapshot_timeout)
         except CameraError as exc:
             return JSONResponse(
-                {"detail": f"no camera picture from this printer: {_one_line(exc)}"},
+                {"detail": f"no camera picture from this printer: {one_line(exc)}"},
                 status_code=503,
             )
         return Response(frame.jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -678,24 +670,16 @@ async def _reply(
 # --- running it ---------------------------------------------------------------------------
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (or ``localhost``)."""
-    name = host.strip().strip("[]")
-    if name.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-class CameraServer:
+class CameraServer(AppServer):
     """The camera app served by uvicorn on its own thread and event loop.
 
     The hub lives on that loop; :meth:`call` runs a function there (e.g.
     ``server.call(lambda: server.hub.stats(serial))``) so other threads never
     touch it directly. ``token`` is generated (``secrets.token_urlsafe``) when
-    not given; ``url`` has no token, ``login_url`` has it.
+    not given; ``url`` has no token, ``login_url`` has it. The kernel send
+    buffer per viewer is capped (``send_buffer``): a viewer that stops reading
+    fills it after a couple of frames and its queue in the hub then drops the
+    oldest, instead of pinning megabytes and seeing pictures seconds old.
     """
 
     def __init__(
@@ -714,10 +698,7 @@ class CameraServer:
         send_buffer: int = SEND_BUFFER,
     ) -> None:
         self.printers = list(printers)
-        self.send_buffer = send_buffer
         self.token = token or secrets.token_urlsafe(24)
-        self.host = host
-        self._port = port
         self.hub = CameraHub(
             opener,
             serials=[p.serial for p in self.printers],
@@ -726,167 +707,43 @@ class CameraServer:
             backoff=backoff,
             max_backoff=max_backoff,
         )
-        self.app = create_camera_app(
-            self.hub, self.printers, self.token, snapshot_timeout=snapshot_timeout
+        super().__init__(
+            create_camera_app(
+                self.hub, self.printers, self.token, snapshot_timeout=snapshot_timeout
+            ),
+            host=host,
+            port=port,
+            name="bambu-camera-server",
+            on_stop=self.hub.aclose,
+            send_buffer=send_buffer,
         )
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._failure: BaseException | None = None
 
     def __repr__(self) -> str:  # the token stays out of reprs
         return f"CameraServer(url={self.url!r}, printers={len(self.printers)})"
 
     def start(self, timeout: float = 10.0) -> CameraServer:
         """Listen and serve; returns once requests are accepted."""
-        import uvicorn
-
-        if self._thread is not None:
-            raise RuntimeError("the camera server is already running")
         if not is_loopback(self.host):
             log.warning(
                 "camera server listening on %s, not loopback: anyone who can reach it "
                 "and has the token sees the cameras",
                 self.host,
             )
-        sock = _listen(self.host, self._port)
-        self._socket = sock
-        self._port = sock.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn.Config(
-                self.app,
-                log_config=None,
-                access_log=False,  # ?token= would be in every line
-                lifespan="off",
-                loop="asyncio",
-                http=_protocol(self.send_buffer),
-                timeout_graceful_shutdown=1,
-            )
-        )
-        self._server = server
-        self._thread = threading.Thread(
-            target=self._serve, args=(server, sock), name="bambu-camera-server", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                failure = self._failure
-                self.stop()
-                raise RuntimeError("the camera server did not start") from failure
-            time.sleep(0.005)
+        super().start(timeout)
         return self
 
-    def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
-        async def run() -> None:
-            self._loop = asyncio.get_running_loop()
-            try:
-                await server.serve(sockets=[sock])
-            finally:
-                await self.hub.aclose()
-
-        try:
-            asyncio.run(run())
-        except BaseException as exc:  # reported to start(); never silently lost
-            self._failure = exc
-            log.error("camera server stopped unexpectedly: %s", _one_line(exc))
-
-    def call(self, function: Callable[[], T], timeout: float = 5.0) -> T:
-        """Run ``function`` on the server's loop and return its result."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            raise RuntimeError("the camera server is not running")
-
-        async def run() -> T:
-            return function()
-
-        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout)
+    def before_stop(self) -> None:
+        # Viewers first: their streams end, so uvicorn need not wait out open responses.
+        self.run(self.hub.aclose(), 5.0)
 
     def stats(self, serial: str) -> CameraStats:
         """:meth:`CameraHub.stats`, from any thread."""
         return self.call(lambda: self.hub.stats(serial))
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving, close every upstream and release the port (safe to call twice)."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed() and self._thread is not None:
-            # Viewers first: their streams end, so uvicorn need not wait out open responses.
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self.hub.aclose(), loop).result(timeout)
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive() and self._server is not None:
-                self._server.force_exit = True
-                self._thread.join(timeout)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = None
-        self._thread = None
-        self._socket = None
-
     def __enter__(self) -> CameraServer:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (the requested one before :meth:`start`)."""
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """``http://host:port`` (no token)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
 
     @property
     def login_url(self) -> str:
         """The index URL with ``?token=``: opening it once sets the cookie."""
         return f"{self.url}/?token={quote(self.token, safe='')}"
-
-
-def _protocol(send_buffer: int) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol, without the access log, the kernel's send buffer capped.
-
-    Linux lets a loopback or LAN socket's send buffer grow to 4 MiB: a viewer
-    that stops reading would pin that much kernel memory and, once it reads
-    again, see pictures seconds old. Capped, the buffer fills after a couple
-    of frames, the viewer's queue in the hub takes over and drops the oldest.
-    """
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class Protocol(H11Protocol):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            # uvicorn turns its access log on whenever "uvicorn.access" has a handler
-            # anywhere up the tree (any application's logging setup); its lines carry
-            # the query string, and with it ?token=. Never for this server.
-            self.access_log = False
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            sock = transport.get_extra_info("socket")
-            if sock is not None and send_buffer > 0:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-            super().connection_made(transport)
-
-    return Protocol
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host.strip("[]"), port))
-        sock.listen(512)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return sock
