@@ -77,6 +77,11 @@ BINARIES: dict[str, Binary] = {
         # headless browser for the camera index page (and the farm dashboard)
         Binary("chromium", "chromium", ("/usr/bin/chromium",)),
         Binary("chromedriver", "chromium-driver", ("/usr/bin/chromedriver",)),
+        # the servers' shared rate limits and event stream across instances
+        Binary("redis-server", "redis-server", ("/usr/bin/redis-server",)),
+        # the metrics exposition checked by Prometheus' own linter, scraped by Prometheus
+        Binary("promtool", "prometheus", ("/usr/bin/promtool",)),
+        Binary("prometheus", "prometheus", ("/usr/bin/prometheus",)),
     )
 }
 
