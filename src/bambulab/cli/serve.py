@@ -1,5 +1,12 @@
-"""``bambu serve token create|list|revoke``: the tokens the servers issue to their clients.
+"""``bambu serve``: the servers (API proxy, compatibility API, live API, metrics) and their tokens.
 
+``bambu serve`` mounts every part on one port; ``bambu serve proxy --mode
+strict|full`` and ``bambu serve compat`` serve one part each (see
+:mod:`bambulab.servers`). They follow the account's printers over one MQTT
+connection, read the account token from ``bambu login``'s token file (never
+shown to a client), and answer only requests with a token of their own:
+
+``bambu serve token create|list|revoke``: the tokens the servers issue to their clients.
 A token is shown once, when it is created, and stored only as a hash (see
 :mod:`bambulab.servers.tokens`); ``list`` shows ids, scopes, printers,
 expiry and last use, never a secret. ``--store PATH`` (``BAMBU_TOKEN_STORE``)
@@ -19,7 +26,13 @@ from .base import OPTIONS, CliError, new_typer
 if TYPE_CHECKING:
     from ..servers.tokens import TokenStore
 
-serve_app = new_typer(help="The servers: the tokens they issue to their clients.")
+serve_app = new_typer(
+    help=(
+        "The servers: API proxy, compatibility API, live API and metrics (all on one port "
+        "by default), and the tokens they issue to their clients."
+    ),
+    invoke_without_command=True,
+)
 token_app = new_typer(
     help="Tokens for the servers' clients: create (shown once), list, revoke.",
     no_args_is_help=True,
@@ -161,3 +174,184 @@ def revoke(
         emit_json({"revoked": True})
         return
     say("Revoked: the servers refuse it from the next request on")
+
+
+# --- the servers --------------------------------------------------------------------------
+
+Host = Annotated[
+    str,
+    typer.Option("--host", help="Address to listen on (another than loopback warns)."),
+]
+Port = Annotated[
+    int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free one).")
+]
+Rate = Annotated[
+    str,
+    typer.Option(
+        "--rate",
+        metavar="N/UNIT",
+        help="Requests per token: 120/min (the default), 10/s, 1000/h; 0 for none.",
+    ),
+]
+Redis = Annotated[
+    str | None,
+    typer.Option(
+        "--redis",
+        metavar="URL",
+        envvar="BAMBU_REDIS_URL",
+        help="Share rate limits and the event stream with other instances (redis://host:6379/0).",
+    ),
+]
+Cors = Annotated[
+    list[str] | None,
+    typer.Option("--cors", metavar="ORIGIN", help="Allow this browser origin (repeatable)."),
+]
+Printers = Annotated[
+    str,
+    typer.Option("--printers", metavar="S1,S2", help="Serve only these printers (serial or name)."),
+]
+Mode = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        metavar="strict|full",
+        help="strict: an allowlist of read endpoints; full: everything, for control tokens.",
+    ),
+]
+
+
+@serve_app.callback()
+def serve_all(
+    ctx: typer.Context,
+    host: Host = "127.0.0.1",
+    port: Port = 8088,
+    mode: Mode = "strict",
+    rate: Rate = "120/min",
+    redis: Redis = None,
+    cors: Cors = None,
+    printers: Printers = "",
+    store: Store = None,
+) -> None:
+    """Serve the proxy, the compatibility API, the live API and /metrics on one port."""
+    if ctx.invoked_subcommand is not None:
+        return
+    run_server(("proxy", "compat", "live", "metrics"), host, port, mode, rate, redis, cors,
+               printers, store)  # fmt: skip
+
+
+@serve_app.command("proxy")
+def serve_proxy(
+    mode: Mode = "strict",
+    host: Host = "127.0.0.1",
+    port: Port = 8088,
+    rate: Rate = "120/min",
+    redis: Redis = None,
+    cors: Cors = None,
+    store: Store = None,
+) -> None:
+    """The Bambu API through tokens of this server: strict (reads only) or full."""
+    run_server(("proxy",), host, port, mode, rate, redis, cors, "", store)
+
+
+@serve_app.command("compat")
+def serve_compat(
+    host: Host = "127.0.0.1",
+    port: Port = 8088,
+    rate: Rate = "120/min",
+    redis: Redis = None,
+    cors: Cors = None,
+    printers: Printers = "",
+    store: Store = None,
+) -> None:
+    """The legacy local API (/api/v1/status...) fed live, plus /api/v2 and /metrics."""
+    run_server(("compat", "live", "metrics"), host, port, "strict", rate, redis, cors,
+               printers, store)  # fmt: skip
+
+
+def run_server(
+    parts: tuple[str, ...],
+    host: str,
+    port: int,
+    mode: str,
+    rate: str,
+    redis: str | None,
+    cors: list[str] | None,
+    printers: str,
+    store: str | None,
+    quiet: bool = False,
+) -> None:
+    """Build the server from the options and the saved login, serve until Ctrl-C."""
+    import logging
+    import sys
+
+    from ..regions import endpoints
+    from ..safetext import VisibleFormatter
+    from ..servers.common import parse_rate
+    from ..servers.config import ServeOptions, environment_mqtt, open_server
+    from ..servers.runner import is_loopback
+    from .base import region, token_source
+    from .output import esc, note, say
+
+    chosen_mode = mode.strip().lower()
+    if chosen_mode not in ("strict", "full"):
+        raise CliError("--mode must be strict or full", exit_code=2)
+    try:
+        limit = None if rate.strip() in ("0", "", "none") else parse_rate(rate)
+    except ValueError as exc:
+        raise CliError(f"--rate: {exc}", exit_code=2) from None
+    source = token_source()
+    if not source.token:
+        raise CliError(
+            f"the server needs the Bambu account and no token is in {source.origin}: "
+            "run `bambu login` (or set BAMBU_TOKEN)"
+        )
+    mqtt_host, mqtt_port, ca_file = environment_mqtt()
+    chosen_region = region(source)
+    options = ServeOptions(
+        parts=parts,
+        host=host,
+        port=port,
+        proxy_mode=chosen_mode,
+        store=(store or "").strip() or None,
+        rate=limit,
+        redis=(redis or "").strip() or None,
+        cors=tuple(o.strip() for o in cors or () if o.strip()),
+        printers=tuple(p.strip() for p in printers.split(",") if p.strip()),
+        mqtt_host=mqtt_host,
+        mqtt_port=mqtt_port,
+        ca_file=ca_file,
+    )
+    server = open_server(
+        options,
+        account_token=source.token,
+        cloud_url=endpoints(chosen_region, OPTIONS.api_url).api,
+        region=chosen_region,
+    )
+    if not is_loopback(host):
+        logging.getLogger("bambulab.servers").warning(
+            "listening on %s, not loopback: anyone who can reach it and holds a token "
+            "of this server can use it",
+            host,
+        )
+    audit = logging.getLogger("bambulab.servers.audit")
+    if not quiet:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(VisibleFormatter("%(asctime)s %(message)s"))
+        audit.addHandler(handler)
+        audit.setLevel(logging.INFO)
+        audit.propagate = False
+    server.start()
+    hub = server.ctx.hub
+    count = len(server.call(hub.printers)) if hub is not None else 0
+    plural = "s" if count != 1 else ""
+    say(
+        f"Serving {', '.join(server.parts)} at {esc(server.url)} "
+        f"({count} printer{plural}; API docs at {esc(server.url)}/docs)"
+    )
+    if not server.ctx.gate.store.tokens():
+        note("No tokens yet: create one with `bambu serve token create --scope read`")
+    note("Ctrl-C stops it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()

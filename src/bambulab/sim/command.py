@@ -170,6 +170,29 @@ def build_parser(prog: str = "bambu sim") -> argparse.ArgumentParser:
         type=Path,
         help="keep the simulator CA here across runs (BAMBU_CA_FILE); made 0700",
     )
+    servers = parser.add_argument_group("servers")
+    servers.add_argument(
+        "--serve",
+        metavar="PARTS",
+        help=(
+            "also run bambu's server against the simulator with these parts: "
+            "proxy,compat,live,metrics (or all); exports BAMBU_SERVER_URL and a control "
+            "BAMBU_SERVER_TOKEN"
+        ),
+    )
+    servers.add_argument(
+        "--serve-port",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the server's port (default: any free one)",
+    )
+    servers.add_argument(
+        "--serve-mode",
+        choices=("strict", "full"),
+        default="strict",
+        help="the proxy's mode (default strict)",
+    )
     return parser
 
 
@@ -230,6 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bambu sim: --camera-fps must be more than 0 and at most 60", file=sys.stderr)
         return 2
     try:
+        parts = serve_parts(args.serve)
+    except ValueError as exc:
+        print(f"bambu sim: --serve: {exc}", file=sys.stderr)
+        return 2
+    if parts and args.no_mqtt and any(p != "proxy" for p in parts):
+        print("bambu sim: --serve compat/live/metrics need the MQTT brokers", file=sys.stderr)
+        return 2
+    try:
         sim = Simulator(
             config,
             mqtt=not args.no_mqtt,
@@ -271,8 +302,17 @@ def _serve(
     except RuntimeError as exc:
         print(f"bambu sim: cannot start the brokers: {exc}", file=sys.stderr)
         return 1
+    server = None
     try:
         lines = sim.export_lines()
+        parts = serve_parts(args.serve)
+        if parts:
+            from ..servers.config import open_sim_server
+
+            server = open_sim_server(sim, parts, port=args.serve_port, proxy_mode=args.serve_mode)
+            server.start()
+            lines += server.export_lines()
+            log.info("server with %s at %s", ", ".join(server.parts), server.url)
         # The file first: whoever reads the printed lines may open it at once.
         if args.env_file is not None:
             path = _write_env_file(env_file_path(args), lines, sim.url)
@@ -285,9 +325,26 @@ def _serve(
         print("\n".join(lines), flush=True)
         _wait_for(stop)
     finally:
+        if server is not None:
+            server.stop()
         sim.stop()
     log.info("simulator stopped")
     return 0
+
+
+def serve_parts(text: str | None) -> tuple[str, ...]:
+    """``--serve proxy,compat`` -> the parts, in their own order (``all``: every one)."""
+    from ..servers.app import PARTS
+
+    if not text:
+        return ()
+    asked = {p.strip().lower() for p in text.split(",") if p.strip()}
+    if "all" in asked:
+        return PARTS
+    unknown = sorted(asked - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown part(s) {', '.join(unknown)} (known: {', '.join(PARTS)}, all)")
+    return tuple(p for p in PARTS if p in asked)
 
 
 def _configure_logging(quiet: bool) -> None:
