@@ -151,3 +151,83 @@ def login(bambu: Bambu, sim: CloudSimulator) -> None:
         "login", "--account", account.email, "--password", account.password, "--code", code
     )
     assert second.returncode == 0, second
+
+
+class Background:
+    """A long-running ``bambu`` command (a server): its lines as they come, Ctrl-C to stop it."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        import queue
+        import threading
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bambulab.cli", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.err = ""
+        stdout = self.proc.stdout
+        assert stdout is not None
+
+        def pump() -> None:
+            for text in stdout:
+                self.lines.put(text)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def wait_line(self, wanted: str, timeout: float = 20.0) -> str:
+        """The first stdout line containing ``wanted`` (fails after ``timeout`` seconds)."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(0.05, left))
+            except queue.Empty:
+                line = ""
+            if line:
+                self.seen.append(line)
+                if wanted in line:
+                    return line
+            if left <= 0 or (not line and self.proc.poll() is not None):
+                self.stop()
+                pytest.fail(f"no {wanted!r} in {''.join(self.seen)!r}; stderr: {self.err!r}")
+
+    def stop(self, sig: int | None = None) -> tuple[int, str]:
+        """Send Ctrl-C (or ``sig``), wait; (exit status, the rest of stdout and all stderr)."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT if sig is None else sig)
+        try:
+            self.proc.wait(15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        assert self.proc.stderr is not None
+        if not self.proc.stderr.closed:
+            self.err += self.proc.stderr.read()
+            self.proc.stderr.close()
+        rest = "".join(self.seen) + "".join(self.lines.queue) + self.err
+        return self.proc.returncode, rest
+
+
+def sim_environment(sim: Any, **extra: str) -> dict[str, str]:
+    """This process's environment without any ``BAMBU_*``, plus ``sim``'s export lines.
+
+    What ``eval "$(bambu sim ...)"`` gives a shell.
+    """
+    import shlex
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAMBU_")}
+    for line in sim.export_lines():
+        name, value = line.removeprefix("export ").split("=", 1)
+        env[name] = shlex.split(value)[0] if value else ""
+    env.update(extra)
+    return env

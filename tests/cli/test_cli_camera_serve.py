@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import io
 import os
-import queue
-import shlex
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -25,6 +20,7 @@ from PIL import Image
 
 from bambulab.sim.config import parse_fleet
 from bambulab.sim.live import Simulator
+from tests.cli.conftest import Background, sim_environment
 from tests.conftest import unlimited
 
 
@@ -35,39 +31,11 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
-def exported(sim: Simulator) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BAMBU_")}
-    for line in sim.export_lines():
-        name, value = line.removeprefix("export ").split("=", 1)
-        env[name] = shlex.split(value)[0] if value else ""
-    return env
-
-
 def test_serve_the_simulated_printers(sim: Simulator) -> None:
-    env = exported(sim)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bambulab.cli", "camera", "serve", "--port", "0", "--linger", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert proc.stdout is not None and proc.stderr is not None
-    stdout = proc.stdout
-
-    def pump() -> None:
-        for text in stdout:
-            lines.put(text)
-
-    threading.Thread(target=pump, daemon=True).start()
+    server = Background(["camera", "serve", "--port", "0", "--linger", "1"], sim_environment(sim))
     try:
-        deadline = time.monotonic() + 20
-        url = ""
-        while not url:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            if "?token=" in line:
-                url = next(word for word in line.split() if "?token=" in word)
+        line = server.wait_line("?token=")
+        url = next(word for word in line.split() if "?token=" in word)
         base = url.split("/?token=")[0]
         cameras = sim.endpoints()  # the X1C's RTSPS camera too, at its exported URL
         with httpx.Client(timeout=10) as browser:
@@ -82,14 +50,8 @@ def test_serve_the_simulated_printers(sim: Simulator) -> None:
                 assert Image.open(io.BytesIO(snap.content)).format == "JPEG"
         assert httpx.get(f"{base}/api/cameras").status_code == 401
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    rest = "".join(lines.queue) + proc.stderr.read()
-    assert proc.returncode == 0, rest
+        status, rest = server.stop()
+    assert status == 0, rest
     for endpoint in sim.endpoints():
         assert endpoint.access_code not in url + rest
     assert "Traceback" not in rest
