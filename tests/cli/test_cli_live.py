@@ -584,21 +584,6 @@ def test_live_help_imports_nothing_heavy(args: tuple[str, ...]) -> None:
     assert "--lan HOST" in out and "--access-code CODE" in out
 
 
-def test_demo_watches_a_print_live(user: LiveBambu) -> None:
-    started = time.monotonic()
-    result = user("demo", env=user.env(BAMBU_API_URL=""))
-    elapsed = time.monotonic() - started
-    assert result.returncode == 0, result
-    out = result.stdout
-    assert "Live printers over MQTT" in out
-    assert "connected to the cloud broker" in out
-    assert "printers, live" in out and "RUNNING" in out
-    assert "AMS unit" in out and "\u2588\u2588 #" in out
-    assert "Demo finished" in out
-    assert elapsed < 15.0
-    assert "Traceback" not in result.stderr
-
-
 IDLE_DEMO = """
 import sys, tempfile
 from pathlib import Path
