@@ -108,7 +108,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
         store = TokenStore(tmp_path_factory.mktemp("metrics") / "tokens.sqlite3")
         ctx = ServerContext(Gate(store), hub=hub, cloud_url=sim.url, account_token=account)
-        server = AppServer(build_app(ctx, ["metrics"]), on_start=ctx.start, on_stop=ctx.aclose)
+        server = AppServer(
+            build_app(ctx, ["live", "metrics"]), on_start=ctx.start, on_stop=ctx.aclose
+        )
         with server:
             here = Served(sim, server, hub, store)
             wait_for(
@@ -313,6 +315,23 @@ def test_server_figures(served: Served) -> None:
         5,
         "more messages",
     )
+
+
+def test_open_event_streams_are_counted(served: Served) -> None:
+    def streams() -> float | None:
+        return value(served.samples(), "bambu_server_event_streams")
+
+    assert streams() == 0
+    headers = {"authorization": f"Bearer {served.token}"}
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("GET", f"{served.server.url}/api/v2/events", headers=headers) as stream,
+    ):
+        assert stream.status_code == 200
+        wait_for(lambda: streams() == 1, 10, "one open stream")
+    wait_for(lambda: streams() == 0, 10, "the stream closed")
+    opened = value(served.samples(), "bambu_server_event_streams_opened_total")
+    assert opened is not None and opened >= 1
 
 
 # --- Prometheus' own tools ---------------------------------------------------------------------

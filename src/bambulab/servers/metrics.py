@@ -35,7 +35,8 @@ The server's: ``bambu_server_mqtt_connected``, ``..._mqtt_connections``,
 ``..._mqtt_reconnects_total``, ``..._mqtt_messages_total``,
 ``..._report_latency_seconds`` (summary: sum and count), ``..._events_published_total``,
 ``..._http_requests_total{method,code}`` (counted by :class:`RequestCounter`),
-``..._printers``, ``..._start_time_seconds``, ``..._uptime_seconds``, and the
+``..._event_streams`` and ``..._event_streams_opened_total`` (when the live
+part is mounted), ``..._printers``, ``..._start_time_seconds``, ``..._uptime_seconds``, and the
 library's standard ``process_*`` figures.
 
 Every server process counts for itself: with several workers or instances,
@@ -170,6 +171,7 @@ class MetricsSnapshot:
     printers: tuple[PrinterSample, ...]
     stats: HubStats | None
     requests: tuple[tuple[tuple[str, str], int], ...]
+    streams: tuple[int, int] | None = None  # event streams open now, opened in all
 
 
 def _label(text: str) -> str:
@@ -219,7 +221,16 @@ def snapshot(ctx: ServerContext, printers: tuple[str, ...] = ()) -> MetricsSnaps
         printers=tuple(samples),
         stats=None if hub is None else hub.stats(),
         requests=tuple(sorted(server_metrics(ctx).requests.items())),
+        streams=_streams(ctx.extra.get("sse")),
     )
+
+
+def _streams(counter: Any) -> tuple[int, int] | None:
+    """The live part's event-stream counter (``ctx.extra["sse"]``: ``open``, ``total``)."""
+    opened, total = getattr(counter, "open", None), getattr(counter, "total", None)
+    if isinstance(opened, int) and isinstance(total, int):
+        return opened, total
+    return None
 
 
 # --- the collector ---------------------------------------------------------------------------
@@ -362,6 +373,17 @@ class HubCollector(Collector):
         for (method, code), count in snap.requests:
             requests.add_metric([method, code], count)
         yield requests
+        if snap.streams is not None:
+            yield GaugeMetricFamily(
+                "bambu_server_event_streams",
+                "Server-Sent-Events streams open now",
+                value=snap.streams[0],
+            )
+            yield CounterMetricFamily(
+                "bambu_server_event_streams_opened",
+                "Server-Sent-Events streams opened",
+                value=snap.streams[1],
+            )
         if stats is None:
             return
         yield GaugeMetricFamily(
