@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bambulab import AsyncBambuMQTT
 from bambulab.servers.app import ServerContext, build_app
-from bambulab.servers.common import Gate
+from bambulab.servers.common import Gate, MemoryEventBus
 from bambulab.servers.live import LiveHub, PrinterEntry
 from bambulab.servers.runner import AppServer
 from bambulab.servers.tokens import TokenStore
@@ -102,12 +102,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             ca_file=sim.ca_file,
         )
         names = [HOSTILE, "Workshop", "Garage"]
-        hub = LiveHub(
-            [mqtt],
-            [PrinterEntry(e.serial, n, e.model) for e, n in zip(endpoints, names, strict=True)],
-        )
+        bus = MemoryEventBus()  # the hub publishes where the event stream reads
+        entries = [
+            PrinterEntry(e.serial, n, e.model) for e, n in zip(endpoints, names, strict=True)
+        ]
+        hub = LiveHub([mqtt], entries, bus=bus)
         store = TokenStore(tmp_path_factory.mktemp("metrics") / "tokens.sqlite3")
-        ctx = ServerContext(Gate(store), hub=hub, cloud_url=sim.url, account_token=account)
+        ctx = ServerContext(Gate(store), bus=bus, hub=hub, cloud_url=sim.url, account_token=account)
         server = AppServer(
             build_app(ctx, ["live", "metrics"]), on_start=ctx.start, on_stop=ctx.aclose
         )

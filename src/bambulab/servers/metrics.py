@@ -434,6 +434,7 @@ def metrics_routes(ctx: ServerContext) -> APIRouter:
     """``GET /metrics`` behind a ``read`` token (see the module)."""
     server_metrics(ctx)
     router = APIRouter(tags=["metrics"])
+    rendering: dict[tuple[tuple[str, ...], str], asyncio.Future[tuple[bytes, str]]] = {}
 
     @router.get(
         "/metrics",
@@ -445,10 +446,17 @@ def metrics_routes(ctx: ServerContext) -> APIRouter:
     )
     async def metrics(request: Request) -> Response:
         token = await ctx.gate.check(request, "read")
-        snap = snapshot(ctx, token.printers)
-        body, content_type = await asyncio.to_thread(
-            render, snap, request.headers.get("accept", "")
-        )
+        accept = request.headers.get("accept", "")
+        # Scrapes that arrive while the same view is being rendered (an HA pair of
+        # Prometheus servers, a dashboard) share that render: nothing older is served.
+        key = (token.printers, "openmetrics" if "openmetrics" in accept else "text")
+        running = rendering.get(key)
+        if running is None:
+            snap = snapshot(ctx, token.printers)
+            running = asyncio.ensure_future(asyncio.to_thread(render, snap, accept))
+            rendering[key] = running
+            running.add_done_callback(lambda _: rendering.pop(key, None))
+        body, content_type = await asyncio.shield(running)
         return Response(body, media_type=content_type, headers={"cache-control": "no-store"})
 
     return router
