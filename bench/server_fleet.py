@@ -159,7 +159,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--concurrency", type=int, default=8, help="clients for requests/s")
     parser.add_argument("--clients", type=int, default=500, help="SSE streams")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=0.0,
+        help="sys.setswitchinterval for the server process (0: Python's 5 ms)",
+    )
     args = parser.parse_args()
+    if args.switch_interval > 0:
+        sys.setswitchinterval(args.switch_interval)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     count = args.printers
