@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -51,9 +52,9 @@ from bambulab.servers.tokens import TokenStore
 # A load generator process: ``concurrency`` keep-alive clients for ``seconds``.
 LOADGEN = textwrap.dedent(
     """
-    import asyncio, json, sys, time, httpx
-    url, token = sys.argv[1], sys.argv[2]
-    concurrency, seconds = int(sys.argv[3]), float(sys.argv[4])
+    import asyncio, json, os, sys, time, httpx
+    url, token = sys.argv[1], os.environ["BENCH_TOKEN"]
+    concurrency, seconds = int(sys.argv[2]), float(sys.argv[3])
     async def main():
         latencies, errors, size = [], 0, 0
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -84,8 +85,9 @@ LOADGEN = textwrap.dedent(
 # ``clients`` Server-Sent-Events streams in one process: count events for ``seconds``.
 SSE_CLIENTS = textwrap.dedent(
     """
-    import asyncio, json, sys, time
-    host, port, token, clients = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    import asyncio, json, os, sys, time
+    host, port, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    token = os.environ["BENCH_TOKEN"]
     counts = [0] * clients
     resets = [0]
     async def one(i, ready):
@@ -126,7 +128,8 @@ SSE_CLIENTS = textwrap.dedent(
 
 def loadgen(url: str, token: str, concurrency: int, seconds: float) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-c", LOADGEN, url, token, str(concurrency), str(seconds)],
+        [sys.executable, "-c", LOADGEN, url, str(concurrency), str(seconds)],
+        env={**os.environ, "BENCH_TOKEN": token},  # not in argv, which ps shows
         capture_output=True,
         text=True,
         timeout=seconds + 120,
@@ -268,9 +271,9 @@ def sse(server: AppServer, ctx: ServerContext, broker: Mosquitto, token: str, ar
             SSE_CLIENTS,
             server.host,
             str(server.port),
-            token,
             str(args.clients),
         ],
+        env={**os.environ, "BENCH_TOKEN": token},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
