@@ -154,5 +154,9 @@ def build_app(ctx: ServerContext, parts: Sequence[str]) -> FastAPI:
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
+    if "metrics" in chosen:  # HTTP requests by status, for /metrics
+        from .metrics import RequestCounter
+
+        app.add_middleware(RequestCounter, ctx=ctx)
     app.add_middleware(AuditLog)
     return app

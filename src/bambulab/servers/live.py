@@ -24,11 +24,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BambuError
+from ..errors import BambuError, PrinterOfflineError
 from ..models.events import (
     ConnectionEvent,
     Event,
@@ -50,6 +50,7 @@ from .runner import one_line
 if TYPE_CHECKING:
     from ..models.state import PrinterState
     from ..mqtt.client import AsyncBambuMQTT
+    from ..protocol.mqtt import Command, Incoming
 
 __all__ = ["EVENT_TYPES", "HubStats", "LiveHub", "PrinterEntry"]
 
@@ -263,12 +264,35 @@ class LiveHub:
                 return source
         raise KeyError(serial)
 
+    # --- commands -----------------------------------------------------------------
+
+    async def command(self, serial: str, command: Command) -> Incoming:
+        """Send ``command`` to ``serial`` through the connection that follows it; its reply.
+
+        :class:`~bambulab.errors.PrinterOfflineError` (nothing sent) when the
+        printer is not online as far as the hub knows, or no connection follows
+        it; otherwise the connection's own errors (not connected, refused,
+        timed out, interrupted, unsupported by the model).
+        """
+        if not self.online(serial):
+            raise PrinterOfflineError(f"printer {serial} is offline", serial=serial)
+        try:
+            source = self.source_for(serial)
+        except KeyError:
+            raise PrinterOfflineError(
+                f"no connection follows printer {serial}", serial=serial
+            ) from None
+        return await source.send(command, serial)
+
 
 def event_body(event: Event) -> dict[str, Any]:
     """The JSON body of a stream event: the serial, and what the event says."""
     body: dict[str, Any] = {"serial": event.serial, "time": time.time()}
     if isinstance(event, StateChanged):
         body["changed"] = sorted(event.changed)
+        values = changed_values(event.state, event.changed)
+        if values:
+            body["values"] = values
     elif isinstance(event, (PrintStarted, PrintFinished, PrintFailed)):
         body["job"] = event.job
         if isinstance(event, PrintFailed):
@@ -276,3 +300,71 @@ def event_body(event: Event) -> dict[str, Any]:
     elif isinstance(event, (HMSRaised, HMSCleared)):
         body["code"] = event.entry.code_string
     return body
+
+
+def _error(state: PrinterState) -> str | None:
+    error = state.print_error
+    return str(error) if error else None
+
+
+# Summary fields a report key moves (the wire keys of PROTOCOL.md §2; ``device``
+# carries the temperatures on printers with an extruder block).
+_TEMPS = ("nozzle_temp", "nozzle_target", "bed_temp", "bed_target", "chamber_temp")
+_FIELDS_OF: dict[str, tuple[str, ...]] = {
+    "gcode_state": ("gcode_state",),
+    "mc_print_stage": ("stage",),
+    "stg_cur": ("stage",),
+    "subtask_name": ("job",),
+    "mc_percent": ("percent",),
+    "mc_remaining_time": ("remaining_minutes",),
+    "layer_num": ("layer",),
+    "total_layer_num": ("total_layers",),
+    "nozzle_temper": ("nozzle_temp",),
+    "nozzle_target_temper": ("nozzle_target",),
+    "bed_temper": ("bed_temp",),
+    "bed_target_temper": ("bed_target",),
+    "chamber_temper": ("chamber_temp",),
+    "device": _TEMPS,
+    "cooling_fan_speed": ("part_fan",),
+    "big_fan1_speed": ("aux_fan",),
+    "big_fan2_speed": ("chamber_fan",),
+    "spd_lvl": ("speed",),
+    "print_error": ("print_error",),
+    "hms": ("hms_count",),
+    "wifi_signal": ("wifi_dbm",),
+}
+_VALUE: dict[str, Any] = {
+    "gcode_state": lambda s: s.gcode_state,
+    "stage": lambda s: s.stage_name,
+    "job": lambda s: s.job_name,
+    "percent": lambda s: s.percent,
+    "remaining_minutes": lambda s: s.remaining_minutes,
+    "layer": lambda s: s.layer,
+    "total_layers": lambda s: s.total_layers,
+    "nozzle_temp": lambda s: s.nozzle_temp,
+    "nozzle_target": lambda s: s.nozzle_target,
+    "bed_temp": lambda s: s.bed_temp,
+    "bed_target": lambda s: s.bed_target,
+    "chamber_temp": lambda s: s.chamber_temp,
+    "part_fan": lambda s: s.part_fan,
+    "aux_fan": lambda s: s.aux_fan,
+    "chamber_fan": lambda s: s.chamber_fan,
+    "speed": lambda s: s.speed_name,
+    "print_error": _error,
+    "hms_count": lambda s: len(s.hms),
+    "wifi_dbm": lambda s: s.wifi_dbm,
+}
+
+
+def changed_values(state: PrinterState, changed: Iterable[str]) -> dict[str, Any]:
+    """The summary fields (names of ``GET /api/v2/printers``) the changed report keys move.
+
+    Runs for every report of every printer: a few cached properties of the
+    state, no pydantic.
+    """
+    values: dict[str, Any] = {}
+    for key in changed:
+        for name in _FIELDS_OF.get(key, ()):
+            if name not in values:
+                values[name] = _VALUE[name](state)
+    return values
