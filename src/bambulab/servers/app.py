@@ -62,6 +62,11 @@ class ServerContext:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # One stream per server: the hub publishes on the bus the event stream reads.
+        if self.hub is not None:
+            self.hub.bus = self.bus
+
     async def start(self) -> None:
         if self.hub is not None:
             await self.hub.start()
