@@ -202,15 +202,18 @@ def truth_state(served: Served, serial: str) -> str:
     return str(served.truth(serial)["gcode_state"])
 
 
-def test_labels_carry_name_and_model_escaped(served: Served) -> None:
+def test_info_carries_name_and_model_escaped(served: Served) -> None:
     text = served.scrape().text
     samples = parse(text)
     labels = next(
         dict(ls)
         for (n, ls) in samples
-        if n == "bambu_printer_online" and dict(ls)["serial"] == served.printing
+        if n == "bambu_printer_info" and dict(ls)["serial"] == served.printing
     )
     assert labels["model"] == "P1S"
+    # The other series name the printer by serial only (join on it for the name).
+    online = [dict(ls) for (n, ls) in samples if n == "bambu_printer_online"]
+    assert all(set(ls) == {"serial"} for ls in online)
     # Quotes and backslashes escaped by the library, control characters neutralised:
     # the name survives the round trip and no line of the exposition is forged.
     assert labels["name"] == 'Desk "A"\\n\\x1b[31mred\\'
