@@ -70,6 +70,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import orjson
 from fastapi import APIRouter, Request, Response
+from starlette.routing import Route
 
 from .common import QUERY_TOKEN_NAMES, ApiError, Gate
 from .tokens import Scope
@@ -470,7 +471,22 @@ def proxy_routes(ctx: ServerContext) -> APIRouter:
         del path  # the raw path is what counts
         return await forward(request)
 
+    async def any_method(scope: Any, receive: Any, send: Any) -> None:
+        response = await forward(Request(scope, receive))
+        await response(scope, receive, send)
+
     # Any other method (HEAD, OPTIONS, TRACE, lower-case or invented ones) reaches the same
-    # refusal instead of the framework's 405.
-    router.add_route("/v1/{path:path}", forward, methods=None, include_in_schema=False)
+    # refusal instead of the framework's 405: an ASGI app (not a function) as the endpoint
+    # is a route for every method.
+    router.routes.append(Route("/v1/{path:path}", _AnyMethod(any_method), include_in_schema=False))
     return router
+
+
+class _AnyMethod:
+    """An ASGI app wrapping a coroutine function (Starlette routes an app for every method)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
