@@ -140,13 +140,13 @@ def test_shape_filters_lists_and_refuses_objects_about_other_printers() -> None:
     doc = {
         "devices": [{"dev_id": "A", "n": 1}, {"dev_id": "B", "n": 2}, "text"],
         "hits": [{"deviceId": "B"}, {"deviceId": "A"}],
-        "jobs": [{"device_id": "B"}],
+        "jobs": [{"device_id": "B"}, {"DEVICE_ID": 12345}, {"devId": " A\n"}],
     }
     kept = shape(doc, "admin", frozenset({"A"}))
     assert kept == {
         "devices": [{"dev_id": "A", "n": 1}, "text"],
         "hits": [{"deviceId": "A"}],
-        "jobs": [],
+        "jobs": [{"devId": " A\n"}],
     }
     assert shape(doc, "admin", None) == doc
     with pytest.raises(ForeignPrinter):

@@ -205,6 +205,21 @@ def _norm(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "")
 
 
+# Field name as sent -> (its kind, whether it names a printer). Answers repeat the same
+# few dozen names: look each up once (bounded: names come from upstream).
+_FIELDS: dict[str, tuple[Kind | None, bool]] = {}
+
+
+def _field(name: str) -> tuple[Kind | None, bool]:
+    known = _FIELDS.get(name)
+    if known is None:
+        norm = _norm(name)
+        known = (FIELD_KINDS.get(norm), norm in PRINTER_KEYS)
+        if len(_FIELDS) < 4096:
+            _FIELDS[name] = known
+    return known
+
+
 # --- the request ---------------------------------------------------------------------------
 
 
@@ -278,8 +293,12 @@ def _masked(value: Any) -> Any:
 
 
 def _foreign(item: Mapping[str, Any], allowed: frozenset[str]) -> bool:
+    """Whether ``item`` names (directly) a printer outside ``allowed``."""
     return any(
-        _norm(str(k)) in PRINTER_KEYS and isinstance(v, str) and v.strip() not in allowed
+        _field(str(k))[1]
+        and v is not None
+        and not isinstance(v, dict | list)
+        and str(v).strip() not in allowed
         for k, v in item.items()
     )
 
@@ -298,7 +317,14 @@ def shape(doc: Any, scope: Scope, allowed: frozenset[str] | None) -> Any:
         if isinstance(value, dict):
             if allowed is not None and _foreign(value, allowed):
                 raise ForeignPrinter
-            return {k: walk(v, FIELD_KINDS.get(_norm(str(k)))) for k, v in value.items()}
+            out: dict[Any, Any] = {}
+            for key, item in value.items():
+                kind = _field(str(key))[0]
+                # plain values of plain fields (most of an answer) skip the call
+                out[key] = (
+                    item if kind is None and not isinstance(item, dict | list) else walk(item, kind)
+                )
+            return out
         if isinstance(value, list):
             return [
                 walk(v, None)
