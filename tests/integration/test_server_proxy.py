@@ -531,6 +531,35 @@ def test_the_clouds_own_rate_limit_passes_through(tmp_path: Any) -> None:
             assert limited.json()["message"]  # the cloud's own envelope and message
 
 
+def test_a_compressed_answer_is_decoded_masked_and_capped(tmp_path: Any) -> None:
+    from starlette.middleware.gzip import GZipMiddleware
+
+    cloud, seen = recorded_cloud(unlimited())
+    cloud.app.add_middleware(GZipMiddleware, minimum_size=10)
+    with cloud:
+        store = TokenStore(tmp_path / "t.sqlite3")
+        account = cloud.issue_token(cloud.demo_account.login)
+        token, _ = store.create("read")
+        direct = HTTP.get(cloud.url + BIND, headers={"authorization": f"Bearer {account}"})
+        assert direct.headers["content-encoding"] == "gzip"
+        ctx = ServerContext(Gate(store), cloud_url=cloud.url, account_token=account)
+        with serve(ctx) as server:
+            proxied = get(server, BIND, token)
+            assert proxied.status_code == 200
+            assert same_but_masked(direct.json(), proxied.json(), ACCESS) >= 1
+        # the cap counts decoded bytes: a small compressed answer cannot unpack past it
+        size = len(direct.content)
+        capped = ServerContext(
+            Gate(store),
+            cloud_url=cloud.url,
+            account_token=account,
+            extra={"proxy_max_bytes": size - 1},
+        )
+        with serve(capped) as server:
+            assert get(server, BIND, token).status_code == 502
+        assert seen.v1()[-1][2]["accept-encoding"]
+
+
 def test_unreachable_slow_and_oversized_upstreams(rig: Rig, faults_on: Callable[..., None]) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
@@ -592,6 +621,7 @@ def test_caller_credentials_never_go_upstream_and_the_account_token_never_comes_
             "proxy-authorization": "Basic c2VjcmV0",
             "x-forwarded-for": "10.9.8.7",
             "x-bbl-client-name": "OrcaSlicer",
+            "user-agent": "Slicer \xe9t\xe9".encode("latin-1"),  # type: ignore[dict-item]
             "connection": "keep-alive, x-custom",
             "x-custom": "1",
         },
@@ -601,6 +631,7 @@ def test_caller_credentials_never_go_upstream_and_the_account_token_never_comes_
     assert (method, path) == ("GET", BIND)
     assert headers["authorization"] == f"Bearer {rig.account_token}"
     assert headers["x-bbl-client-name"] == "OrcaSlicer"
+    assert headers["user-agent"] == "Slicer \xe9t\xe9"  # passed as bytes, never re-encoded
     for name in ("cookie", "proxy-authorization", "x-forwarded-for", "x-custom"):
         assert name not in headers
     assert token not in str(headers)

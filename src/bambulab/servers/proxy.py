@@ -377,6 +377,7 @@ def proxy_routes(ctx: ServerContext) -> APIRouter:
     max_bytes = int(ctx.extra.get("proxy_max_bytes", DEFAULT_MAX_BYTES))
     base = ctx.cloud_url.rstrip("/")
     account = ctx.account_token.encode()
+    account_auth = b"Bearer " + account
     holder: dict[str, httpx.AsyncClient] = {}
 
     async def open_client() -> None:
@@ -396,13 +397,15 @@ def proxy_routes(ctx: ServerContext) -> APIRouter:
     ctx.on_stop.append(close_client)
 
     async def upstream(
-        method: str, url: str, body: bytes | None, headers: dict[str, str]
+        method: str, path: str, query: str, body: bytes | None, headers: list[tuple[bytes, bytes]]
     ) -> tuple[int, bytes, str | None]:
+        """Status, body and Retry-After of the cloud's answer (logs name the path, no query)."""
         client = holder.get("client")
         if client is None:
             raise ApiError(503, "the proxy is not started")
         try:
             async with asyncio.timeout(timeout):
+                url = base + path + ("?" + query if query else "")
                 request = client.build_request(method, url, content=body, headers=headers)
                 response = await client.send(request, stream=True)
                 try:
@@ -411,7 +414,8 @@ def proxy_routes(ctx: ServerContext) -> APIRouter:
                         raise ApiError(502, "the cloud's answer is larger than the proxy allows")
                     chunks: list[bytes] = []
                     size = 0
-                    async for chunk in response.aiter_raw():
+                    # decoded (gzip...) bytes: the cap counts what is parsed
+                    async for chunk in response.aiter_bytes():
                         size += len(chunk)
                         if size > max_bytes:
                             raise ApiError(
@@ -421,10 +425,10 @@ def proxy_routes(ctx: ServerContext) -> APIRouter:
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException):
-            log.warning("proxy: %s %s: the cloud did not answer in %g s", method, url, timeout)
+            log.warning("proxy: %s %s: the cloud did not answer in %g s", method, path, timeout)
             raise ApiError(504, f"the cloud did not answer within {timeout:g} s") from None
         except httpx.HTTPError as exc:
-            log.warning("proxy: %s %s: %s", method, url, type(exc).__name__)
+            log.warning("proxy: %s %s: %s", method, path, type(exc).__name__)
             raise ApiError(502, f"the cloud could not be reached ({type(exc).__name__})") from None
         return response.status_code, b"".join(chunks), response.headers.get("retry-after")
 
@@ -450,16 +454,14 @@ def proxy_routes(ctx: ServerContext) -> APIRouter:
         if allowed is not None:
             for serial in named_printers(pairs, body):
                 Gate.authorize(token, needed, serial)
-        url = base + path + ("?" + urlencode(pairs) if pairs else "")
-        sent = {"authorization": f"Bearer {ctx.account_token}", "accept": "application/json"}
-        for name, value in headers:
-            if name.lower() in FORWARDED_HEADERS:
-                sent[name.lower().decode("latin-1")] = value.decode("latin-1")
+        # bytes as received (no re-encoding can fail); only the listed names
+        sent = [(b"authorization", account_auth), (b"accept", b"application/json")]
+        sent += [(n.lower(), v) for n, v in headers if n.lower() in FORWARDED_HEADERS]
         payload = None
         if body is not None:
             payload = orjson.dumps(body)
-            sent["content-type"] = "application/json"
-        status, raw, retry = await upstream(method, url, payload, sent)
+            sent.append((b"content-type", b"application/json"))
+        status, raw, retry = await upstream(method, path, urlencode(pairs), payload, sent)
         extra = {"cache-control": "no-store", **_retry_after(retry)}
         if status == 401:
             log.warning("proxy: the cloud refused the account token (%s %s)", method, path)
