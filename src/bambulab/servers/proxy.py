@@ -485,28 +485,35 @@ def proxy_routes(ctx: ServerContext) -> APIRouter:
 
     router = APIRouter(tags=["proxy"])
 
-    @router.api_route(
-        "/v1/{path:path}",
-        methods=sorted(FULL_METHODS),
-        summary=f"The Bambu cloud API ({mode} mode)",
-        description=(
-            "Forwards /v1/... to the cloud with this server's account token. strict: GET of "
-            "the read endpoints with a read token; full: every method with a control token. "
-            "Answers are filtered to the token's printers and masked by its scope."
-        ),
-    )
     async def proxy(path: str, request: Request) -> Response:
         del path  # the raw path is what counts
-        return await forward(request)
+        return await forward(request)  # (documents the route; the one below serves it)
+
+    for method in sorted(FULL_METHODS):  # one operation per method: unique operation ids
+        router.add_api_route(
+            "/v1/{path:path}",
+            proxy,
+            methods=[method],
+            operation_id=f"proxy_{method.lower()}",
+            summary=f"The Bambu cloud API ({mode} mode)",
+            description=(
+                "Forwards /v1/... to the cloud with this server's account token. strict: GET "
+                "of the read endpoints with a read token; full: every method with a control "
+                "token. Answers are filtered to the token's printers and masked by its scope."
+            ),
+        )
 
     async def any_method(scope: Any, receive: Any, send: Any) -> None:
         response = await forward(Request(scope, receive))
         await response(scope, receive, send)
 
-    # Any other method (HEAD, OPTIONS, TRACE, lower-case or invented ones) reaches the same
-    # refusal instead of the framework's 405: an ASGI app (not a function) as the endpoint
-    # is a route for every method.
-    router.routes.append(Route("/v1/{path:path}", _AnyMethod(any_method), include_in_schema=False))
+    # Served by a plain ASGI route placed first: an app (not a function) as the endpoint is
+    # a route for every method, so HEAD, OPTIONS, TRACE, lower-case or invented methods get
+    # the proxy's refusal instead of the framework's 405, and no request pays for FastAPI's
+    # parameter machinery (the route above stays for the OpenAPI schema).
+    router.routes.insert(
+        0, Route("/v1/{path:path}", _AnyMethod(any_method), include_in_schema=False)
+    )
     return router
 
 
