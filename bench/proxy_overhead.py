@@ -103,9 +103,9 @@ def start(target: Any, *args: Any) -> tuple[Any, Any, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=2000, help="requests per side (latency)")
+    parser.add_argument("-n", type=int, default=1000, help="requests per side (latency)")
     parser.add_argument("--threads", type=int, default=8, help="clients at once (throughput)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="per side (throughput)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per side (throughput)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
