@@ -15,7 +15,7 @@ GIL, and its 5 ms switch interval would be measured instead of the proxy).
 Prints p50/p99 of each, the CPU time each process spends per request
 (robust when the machine is busy with other work, unlike latencies), the
 **added p50** (goal: under 2 ms) and the ratio
-proxy/direct. Usage: ``.venv/bin/python bench/proxy_overhead.py [-n 2000]``;
+proxy/direct. Usage: ``.venv/bin/python bench/proxy_overhead.py [-n 1000]``;
 exits 1 when the added p50 is over the goal.
 """
 
