@@ -573,6 +573,13 @@ def test_unreachable_slow_and_oversized_upstreams(rig: Rig, faults_on: Callable[
         down = get(server, BIND, token)
         assert down.status_code == 502
         assert "could not be reached" in down.json()["detail"]
+    refused = ServerContext(Gate(rig.store), cloud_url=rig.cloud.url, account_token="expired-jwt")
+    with serve(refused) as server:
+        # the cloud's 401 is about the server's account token, not the client's: 502
+        answer = get(server, BIND, token)
+        assert answer.status_code == 502
+        assert "account token" in answer.json()["detail"]
+        assert "expired-jwt" not in answer.text
     with serve(ctx(rig.cloud.url, proxy_timeout=0.5)) as server:
         faults_on(kind="delay", path=BIND, seconds=1.5)
         slow = get(server, BIND, token)
