@@ -55,6 +55,11 @@ def test_demo_logs_in_and_lists_devices_and_tasks(bambu: Bambu) -> None:
     watched = out.split("both printing, watched for")[1]
     rows = [line for line in watched.splitlines() if "Demo cube" in line]
     assert len(rows) == 2 and all("RUNNING" in row or "PREPARE" in row for row in rows), watched
+    # The server: a printer-scoped read token through the strict proxy, then one scrape.
+    served = out.split("Server: the strict API proxy")[1]
+    assert "bind -> 200: 1 printer(s) of 5 visible, access codes shown as ***" in served
+    assert "DELETE (unbind) through the strict proxy -> 403, refused" in served
+    assert "GET /metrics -> 200" in served and 'state="' in served
     # It ends with what to type next (run as python -m: plain "bambu").
     assert out.rstrip().splitlines()[-3].startswith("Next")
     assert "  bambu --help " in out

@@ -388,6 +388,56 @@ def step_camera(run: DemoRun) -> None:
         raise CliError("no simulated camera gave a snapshot")
 
 
+def step_servers(run: DemoRun) -> None:
+    """The server: a strict-proxy request with a token it issued, and one /metrics scrape."""
+    import httpx
+
+    from ..servers.config import open_sim_server
+    from .output import esc
+
+    run.heading("Server: the strict API proxy with an issued token, and /metrics")
+    with open_sim_server(run.sim, ("proxy", "live", "metrics")) as server:
+        store = server.ctx.gate.store
+        serial = run.sim.endpoints()[0].serial
+        token, issued = store.create("read", printers=[serial], label="demo", expires_in=600)
+        _say(
+            f"   {esc(server.url)}: token {issued.id} issued (read, printer {esc(serial)} only, "
+            "10 minutes); the store keeps only its hash"
+        )
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=server.url, headers=auth, timeout=10.0) as http:
+            bind = http.get("/v1/iot-service/api/user/bind")
+            devices = bind.json().get("devices", []) if bind.status_code == 200 else []
+            codes = {str(d.get("dev_access_code")) for d in devices}
+            _say(
+                f"   GET /v1/iot-service/api/user/bind -> {bind.status_code}: "
+                f"{len(devices)} printer(s) of {len(run.sim.endpoints())} visible, "
+                f"access codes shown as {esc(', '.join(sorted(codes)) or '-')}"
+            )
+            write = http.delete("/v1/iot-service/api/user/bind", params={"dev_id": serial})
+            _say(f"   DELETE (unbind) through the strict proxy -> {write.status_code}, refused")
+            metrics = http.get("/metrics")
+        samples = [
+            line
+            for line in metrics.text.splitlines()
+            if line.startswith("bambu_") and serial in line
+        ]
+        _say(
+            f"   GET /metrics -> {metrics.status_code}: {len(samples)} samples for "
+            f"{esc(serial)}, e.g."
+        )
+        shown = [
+            line
+            for line in samples
+            if line.startswith(("bambu_printer_info", "bambu_printer_temperature_celsius"))
+            or (line.startswith("bambu_printer_state{") and line.endswith(" 1.0"))
+        ]
+        for line in shown[:4]:
+            _say(f"     {esc(line)}")
+        if bind.status_code != 200 or write.status_code != 403 or not samples:
+            raise CliError("the server did not answer as it should")
+
+
 STEPS: list[Step] = [
     step_login,
     step_devices,
@@ -395,6 +445,7 @@ STEPS: list[Step] = [
     step_live,
     step_print_files,
     step_camera,
+    step_servers,
 ]
 
 
