@@ -10,9 +10,10 @@ makes the pair.
   length, counted by one Lua script (``INCR``, ``PEXPIRE`` on the first hit,
   ``PTTL``) so that concurrent hits from every instance are counted exactly;
   the wait (``Retry-After``) is the key's remaining time to live.
-* :class:`RedisEventBus`: a Redis stream (``XADD ... MAXLEN ~ keep``); event
-  ids are the stream's ids (``1733050000000-0``), so a client can resume on
-  any instance with the ``Last-Event-ID`` another one gave it. ``dedupe``
+* :class:`RedisEventBus`: a Redis stream (``XADD ... MAXLEN ~ keep``) whose
+  entry ids are consecutive (``17-0``, shown as ``17`` like the in-process
+  bus's), so a client can resume on any instance with the ``Last-Event-ID``
+  another one gave it. ``dedupe``
   keys are claimed with ``SET NX EX`` in the same script as the ``XADD``:
   two instances following the same printers publish each event once.
 
@@ -21,9 +22,9 @@ makes the pair.
   process reads, like the in-process bus: a thousand Server-Sent-Events
   clients cost one Redis connection, not a thousand. A subscriber resuming
   from further back than the ring pages through ``XRANGE`` first; one
-  resuming from before what the stream still keeps (trimmed: the stream's
-  ``max-deleted-entry-id`` is past its id) first gets a ``reset`` event,
-  as with the in-process bus.
+  resuming from before what the stream still keeps (its id older than the
+  first kept one less one) first gets a ``reset`` event, as with the
+  in-process bus.
 
 When Redis cannot be reached the gate answers **503** (with ``Retry-After``)
 rather than letting every request through: the limits stand in front of the
@@ -75,11 +76,16 @@ return {n, ttl}
 
 # KEYS[1]: the stream, KEYS[2]: the dedupe key ('' for none).
 # ARGV: keep, dedupe ttl, type, data, serial. -> the new id, or false (a duplicate).
+# Ids are consecutive (n-0, the last one's n + 1): a reader whose id is older than the
+# first kept one less one has missed events (a gap), exactly as with the in-process bus.
 _PUBLISH = """
 if KEYS[2] ~= '' then
   if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return false end
 end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+local n = 1
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if last[1] then n = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], n .. '-0',
                   'type', ARGV[3], 'data', ARGV[4], 'serial', ARGV[5])
 """
 
@@ -175,6 +181,13 @@ class RedisRateLimiter:
             await self._redis.aclose()
 
 
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that the Redis client turned into one of its errors."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _parse_id(text: str | bytes | None) -> tuple[int, int] | None:
     """A stream id as a comparable pair (``None``: not an id)."""
     if text is None:
@@ -196,7 +209,7 @@ def _fmt(pair: tuple[int, int]) -> str:
 def _decode(entry_id: bytes, fields: Mapping[bytes, bytes]) -> BusEvent:
     serial = fields.get(b"serial", b"").decode("utf-8", "replace")
     return BusEvent(
-        entry_id.decode("ascii"),
+        entry_id.decode("ascii").removesuffix("-0"),
         fields.get(b"type", b"").decode("utf-8", "replace"),
         fields.get(b"data", b"{}"),
         serial or None,
@@ -285,7 +298,8 @@ class RedisEventBus:
             ) from None
         if new_id is None:
             return None
-        return new_id.decode("ascii") if isinstance(new_id, bytes) else str(new_id)
+        text = new_id.decode("ascii") if isinstance(new_id, bytes) else str(new_id)
+        return text.removesuffix("-0")
 
     # --- reading --------------------------------------------------------------------
 
@@ -299,15 +313,9 @@ class RedisEventBus:
 
     async def _trimmed_after(self, position: tuple[int, int]) -> bool:
         """Whether entries after ``position`` were trimmed away (a gap for that reader)."""
-        try:
-            info = await self._call("XINFO", "STREAM", self._stream)
-        except _redis_errors() as exc:
-            if "no such key" in str(exc).lower():
-                return False
-            raise
-        fields = dict(zip(info[::2], info[1::2], strict=False))
-        deleted = _parse_id(fields.get(b"max-deleted-entry-id"))
-        return deleted is not None and deleted > position
+        rows = await self._call("XRANGE", self._stream, "-", "+", "COUNT", 1)
+        first = _parse_id(rows[0][0]) if rows else None
+        return first is not None and position[0] < first[0] - 1
 
     def _signal(self) -> asyncio.Event:
         if self._wake is None:
@@ -333,6 +341,7 @@ class RedisEventBus:
                 )
                 delay = 0.2
             except _redis_errors() as exc:
+                _raise_if_cancelled()
                 if self._closed:
                     return
                 # What was missed while Redis was away is read by each subscriber from the
@@ -375,6 +384,7 @@ class RedisEventBus:
                 last = await self._last_id()
                 break
             except _redis_errors() as exc:
+                _raise_if_cancelled()
                 log.error("event stream %s unreachable: %s", self._where, _why(exc))
                 if self._closed:
                     return
@@ -390,11 +400,12 @@ class RedisEventBus:
                         "XRANGE", self._stream, "(" + _fmt(position), "+", "COUNT", PAGE
                     )
                 except _redis_errors() as exc:
+                    _raise_if_cancelled()
                     log.error("event stream %s unreachable: %s", self._where, _why(exc))
                     await asyncio.sleep(1.0)
                     continue
                 if gap:
-                    yield BusEvent(_fmt(position), "reset", b"{}")
+                    yield BusEvent(str(position[0]), "reset", b"{}")
                 if not rows:  # caught up with the stream; the follower will have the rest
                     self._ensure_follower()
                     if self._floor is None or position < self._floor:
