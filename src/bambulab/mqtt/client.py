@@ -136,6 +136,60 @@ def cloud_endpoint(
     )
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def broker_endpoint(
+    url: str,
+    *,
+    password: str | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+    allow_plain: bool = False,
+) -> Endpoint:
+    """A broker the printers' reports are relayed to (``mqtts://user:pass@host:port``).
+
+    For several servers following one fleet through one shared broker
+    (mosquitto or any MQTT 3.1.1 broker) that carries ``device/<serial>/report``
+    and ``device/<serial>/request`` as the cloud does. ``mqtts://`` (port 8883
+    by default) checks the certificate against the host name with the system
+    CAs or ``ca_file``; plain ``mqtt://`` (1883) sends the password in clear, so
+    it is taken only for a loopback host or with ``allow_plain``. The user
+    and password come from the URL (percent-decoded), the password else from
+    ``password`` (``token=``). The URL's password never appears in a label,
+    message or ``repr``.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError("not a broker URL (mqtts://user:password@host:8883)") from None
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    if scheme not in ("mqtt", "mqtts") or not host:
+        raise ConfigurationError(
+            f"not a broker URL: scheme {scheme or 'none'!r}, host {host or 'none'!r} "
+            "(mqtts://user:password@host:8883, or mqtt:// on loopback)"
+        )
+    tls = scheme == "mqtts"
+    if not tls and not allow_plain and host not in LOOPBACK_HOSTS and not host.startswith("127."):
+        raise ConfigurationError(
+            f"plain mqtt:// to {host} would send the password in clear: use mqtts:// "
+            "(or allow_plain=True on a network you trust)"
+        )
+    chosen_port = port or (8883 if tls else 1883)
+    secret = unquote(parts.password) if parts.password is not None else (password or "")
+    return Endpoint(
+        host=host,
+        port=chosen_port,
+        username=unquote(parts.username or ""),
+        password=secret,
+        tls=cloud_context(ca_file) if tls else None,
+        client_id=f"bambulab-py-{uuid.uuid4().hex[:12]}",
+        label=f"the shared broker {host}:{chosen_port}",
+    )
+
+
 def lan_endpoint(
     host: str,
     serial: str,
@@ -377,7 +431,10 @@ class _Base:
     connecting after this long. ``command_timeout``: how long a command waits
     for its reply. ``backoff``: reconnect delays. ``models``: serial ->
     ``dev_model_name`` when known. ``queue_size``: events buffered for a slow
-    consumer before newer ones are dropped (``dropped_events``).
+    consumer before newer ones are dropped (``dropped_events``). ``broker``: a
+    shared broker the reports are relayed to instead of the cloud's
+    (``mqtts://user:pass@host:port``, see :func:`broker_endpoint`;
+    ``allow_plain`` lets ``mqtt://`` reach a host that is not loopback).
     """
 
     def __init__(
@@ -402,6 +459,8 @@ class _Base:
         models: dict[str, str] | None = None,
         queue_size: int = 10000,
         signer: Signer | None = None,
+        broker: str | None = None,
+        allow_plain: bool = False,
     ) -> None:
         if isinstance(device_serial, str):
             serials = [device_serial] if device_serial else []
@@ -421,6 +480,17 @@ class _Base:
             # Signs control commands for firmware that wants it (PROTOCOL.md §2.8).
             "signer": signer,
         }
+        self._broker_args: dict[str, Any] | None = None
+        if broker:
+            if lan:
+                raise ConfigurationError("a shared broker replaces the cloud's, not a printer's")
+            self._broker_args = {
+                "url": broker,
+                "password": token,
+                "ca_file": ca_file,
+                "allow_plain": allow_plain,
+            }
+            broker_endpoint(**self._broker_args)  # a wrong URL fails here, not at connect
         if lan:
             if len(self.serials) != 1:
                 raise ConfigurationError("LAN mode talks to exactly one printer: give its serial")
@@ -445,6 +515,8 @@ class _Base:
         self._conn: Connection | None = None
 
     def _endpoint(self) -> Endpoint:
+        if self._broker_args is not None:
+            return broker_endpoint(**self._broker_args)
         if self.lan_mode:
             return lan_endpoint(**self._endpoint_args)
         # Resolved at each connection: a token saved (or set) since is picked up.
@@ -529,7 +601,7 @@ class _Base:
         return self.connection.publish(self._serial(serial), data, qos)
 
     def __repr__(self) -> str:
-        mode = "LAN" if self.lan_mode else "cloud"
+        mode = "LAN" if self.lan_mode else ("shared broker" if self._broker_args else "cloud")
         return (
             f"{type(self).__name__}({mode}, printers={self.serials!r}, connected={self.connected})"
         )
@@ -804,4 +876,11 @@ async def _awaited(future: Future[T], timeout: float) -> T:
         raise TransportError("the MQTT connection stopped answering") from None
 
 
-__all__ = ["AsyncBambuMQTT", "BambuMQTT", "MQTTClient", "cloud_endpoint", "lan_endpoint"]
+__all__ = [
+    "AsyncBambuMQTT",
+    "BambuMQTT",
+    "MQTTClient",
+    "broker_endpoint",
+    "cloud_endpoint",
+    "lan_endpoint",
+]
