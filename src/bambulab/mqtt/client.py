@@ -760,10 +760,30 @@ class AsyncBambuMQTT(_Base, _Commands[Awaitable[proto.Incoming]]):
             queue_: asyncio.Queue[LiveEvent | None] = asyncio.Queue(self.queue_size)
             self._queue = queue_
 
+            # Events cross from the network thread in batches: one wake-up of the loop
+            # (a write to its self-pipe) per batch, not per event, is what lets one
+            # connection follow thousands of printers (bench/fan_in.py).
+            pending: list[LiveEvent | None] = []
+            lock = threading.Lock()
+
+            def drain() -> None:
+                with lock:
+                    batch = pending[:]
+                    pending.clear()
+                for item in batch:
+                    self._put(queue_, item)
+
             def hand_over(event: LiveEvent | None) -> None:
                 # On the network thread: to this connection's loop and queue (None: the end).
-                with contextlib.suppress(RuntimeError):  # the loop was closed
-                    loop.call_soon_threadsafe(self._put, queue_, event)
+                with lock:
+                    pending.append(event)
+                    if len(pending) > 1:  # a drain is already scheduled and will take it
+                        return
+                try:
+                    loop.call_soon_threadsafe(drain)
+                except RuntimeError:  # the loop was closed: nobody will read these
+                    with lock:
+                        pending.clear()
 
             opened = self._open(hand_over, timeout)
             opened.closed.add_done_callback(lambda _: hand_over(None))
