@@ -28,6 +28,7 @@ from bambulab.servers.common import ApiError, BusEvent, EventBus, MemoryEventBus
 from bambulab.servers.shared import (
     RedisEventBus,
     SharedStoreError,
+    check_redis,
     redact_url,
     shared_from_url,
 )
@@ -293,6 +294,7 @@ def test_subscribers_far_behind_page_through_the_stream(redis_url: str) -> None:
 
 def test_two_limiters_on_one_redis_count_together(redis_url: str) -> None:
     async def scenario() -> None:
+        await check_redis(redis_url)  # what `--redis` asks at start: reachable
         keys = prefix()
         one = shared_from_url(redis_url, prefix=keys)[0]
         two = shared_from_url(redis_url, prefix=keys)[0]
@@ -348,6 +350,9 @@ def test_redis_down_is_503_and_never_shows_the_password(caplog: pytest.LogCaptur
         started = time.monotonic()
         run(scenario())
         assert time.monotonic() - started < 10
+    with pytest.raises(SharedStoreError, match="unreachable") as down:
+        run(check_redis(url, timeout=1.0))
+    assert "hunter2secret" not in str(down.value) and "***" in str(down.value)
     with pytest.raises(SharedStoreError, match="not a Redis URL"):
         shared_from_url("http://user:hunter2secret@example.invalid/")
 

@@ -53,7 +53,14 @@ if TYPE_CHECKING:
 
     from ..models.events import Event
 
-__all__ = ["RedisEventBus", "RedisRateLimiter", "SharedStoreError", "redact_url", "shared_from_url"]
+__all__ = [
+    "RedisEventBus",
+    "RedisRateLimiter",
+    "SharedStoreError",
+    "check_redis",
+    "redact_url",
+    "shared_from_url",
+]
 
 log = logging.getLogger("bambulab.servers.shared")
 
