@@ -408,6 +408,7 @@ def main() -> int:
     parser.add_argument("--max", type=int, default=20_000, help="largest N tried for ours")
     parser.add_argument("--baseline-max", type=int, default=800, help="largest N for the baseline")
     parser.add_argument("--no-split", action="store_true", help="skip 2 connections / 2 processes")
+    parser.add_argument("--at", type=int, help="measure ours at this N only (for A/B runs)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -418,7 +419,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto(Path(tmp))
         try:
-            ours_steps = [n for n in STEPS if n <= args.max]
+            ours_steps = [args.at] if args.at else [n for n in STEPS if n <= args.max]
             base_steps = [n for n in (25, 50, 100, 200, 400, 800) if n <= args.baseline_max]
             best = climb("ours", measure_ours, broker, ours_steps, args.seconds)
             if not args.no_split:
