@@ -840,18 +840,59 @@ class _Compiled:
     texts: tuple[str, ...]
     objects: tuple[tuple[str, _Compiled | None], ...]
     lists: tuple[tuple[str, _Compiled | None], ...]
+    # key -> (kind, fields): for a delta, which names a few of the many known keys
+    kinds: Mapping[str, tuple[str, _Compiled | None]]
 
 
 def _compile(shapes: Mapping[str, Shape]) -> _Compiled:
     def sub(shape: Shape) -> _Compiled | None:
         return _compile(shape.fields) if shape.fields is not None else None
 
+    objects = tuple((k, sub(s)) for k, s in shapes.items() if s.kind == OBJECT)
+    lists = tuple((k, sub(s)) for k, s in shapes.items() if s.kind == LIST)
+    kinds: dict[str, tuple[str, _Compiled | None]] = {
+        k: (s.kind, None) for k, s in shapes.items() if s.kind in (NUMBER, TEXT)
+    }
+    kinds.update((k, (OBJECT, c)) for k, c in objects)
+    kinds.update((k, (LIST, c)) for k, c in lists)
     return _Compiled(
         tuple(k for k, s in shapes.items() if s.kind == NUMBER),
         tuple(k for k, s in shapes.items() if s.kind == TEXT),
-        tuple((k, sub(s)) for k, s in shapes.items() if s.kind == OBJECT),
-        tuple((k, sub(s)) for k, s in shapes.items() if s.kind == LIST),
+        objects,
+        lists,
+        kinds,
     )
+
+
+def _delta_fits(node: dict[str, Any], shapes: _Compiled) -> bool:
+    """:func:`_all_fit` for a node with few keys: one lookup per key it has."""
+    kinds = shapes.kinds
+    for key, value in node.items():
+        entry = kinds.get(key)
+        if entry is None:
+            continue
+        kind, fields = entry
+        vtype = type(value)
+        if kind == NUMBER:
+            if not (
+                vtype is float
+                or vtype is int
+                or (vtype is str and (value.isdigit() or _is_number(value)))
+            ):
+                return False
+        elif kind == TEXT:
+            if vtype is not str:
+                return False
+        elif kind == OBJECT:
+            if vtype is not dict or (fields is not None and not _all_fit(value, fields)):
+                return False
+        elif vtype is not list:
+            return False
+        elif fields is not None:
+            for item in value:
+                if type(item) is not dict or not _all_fit(item, fields):
+                    return False
+    return True
 
 
 _ABSENT = object()
@@ -860,6 +901,8 @@ _ABSENT = object()
 def _all_fit(node: dict[str, Any], shapes: _Compiled) -> bool:
     # The hot path of every report: one lookup per known field, nothing built. Only
     # when it finds something wrong does the slower _check name the culprits.
+    if len(node) < len(shapes.kinds):  # fewer keys than known (a P1/A1 delta, a tray)
+        return _delta_fits(node, shapes)
     get = node.get
     for key in shapes.numbers:
         value = get(key, 0)

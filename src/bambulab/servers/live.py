@@ -212,7 +212,11 @@ class LiveHub:
         kind = EVENT_TYPES.get(type(event))
         if kind is None:
             return
-        if await self.bus.publish(kind, event_body(event), event.serial) is not None:
+        # A bus shared by several instances (Redis) names each event so that it is published
+        # once however many instances follow the printer.
+        key_of = getattr(self.bus, "dedupe_key", None)
+        dedupe = key_of(kind, event) if key_of is not None else None
+        if await self.bus.publish(kind, event_body(event), event.serial, dedupe) is not None:
             self._published += 1
 
     # --- reading ------------------------------------------------------------------
