@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -263,3 +265,70 @@ def free_port_block(count: int = 1) -> int:
             for sock in taken:
                 sock.close()
     raise RuntimeError(f"no {count} consecutive free ports between 20000 and 32000")
+
+
+# --- a real redis-server ---------------------------------------------------------------
+
+
+def binary_path(name: str) -> str:
+    """The executable of a binary a test is marked as needing (it was checked present)."""
+    from tests.binaries import binary
+
+    path = binary(name).path()
+    if path is None:
+        pytest.fail(f"{name} is missing")
+    return path
+
+
+def free_port() -> int:
+    """A port free on loopback a moment ago (another process may take it first)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server of the module's own on a free loopback port (no persistence)."""
+    binary = binary_path("redis-server")
+    workdir = tmp_path_factory.mktemp("redis")
+    for _ in range(5):  # the port was free a moment ago; another worker may take it first
+        port = free_port_block()
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def up(port: int = port) -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.2) as conn:
+                    conn.sendall(b"PING\r\n")
+                    return conn.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        try:
+            wait_for(lambda proc=proc, up=up: up() or proc.poll() is not None, 10, "redis-server")
+        except AssertionError:
+            proc.kill()
+            raise
+        if proc.poll() is None:
+            break
+    else:
+        pytest.fail("redis-server did not start")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)

@@ -139,3 +139,41 @@ def test_sim_serve_refuses_unknown_parts(tmp_path: Path) -> None:
     done = run(["sim", "--port", "0", "--serve", "proxy,farm"], env)
     assert done.returncode == 2
     assert "unknown part(s) farm" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.needs("redis-server")
+def test_serve_shares_limits_through_redis(sim: Simulator, tmp_path: Path, redis_url: str) -> None:
+    store = tmp_path / "tokens.sqlite3"
+    env = sim_environment(sim, BAMBU_TOKEN_STORE=str(store), HOME=str(tmp_path))
+    secret, _ = TokenStore(store).create("read")
+    servers = [
+        Background(["serve", "proxy", "--port", "0", "--rate", "3/min", "--redis", redis_url], env)
+        for _ in range(2)
+    ]
+    try:
+        urls = [
+            next(w for w in s.wait_line("Serving ").split() if w.startswith("http://"))
+            for s in servers
+        ]
+        auth = {"Authorization": f"Bearer {secret}"}
+        codes = [
+            httpx.get(f"{urls[i % 2]}/v1/iot-service/api/user/bind", headers=auth, timeout=10)
+            for i in range(4)
+        ]
+        # Three requests in the minute, counted across both instances: the fourth is refused.
+        assert [c.status_code for c in codes] == [200, 200, 200, 429]
+        assert int(codes[3].headers["retry-after"]) >= 1
+    finally:
+        results = [s.stop() for s in servers]
+    assert all(status == 0 for status, _ in results), results
+
+
+def test_serve_with_redis_away_is_one_line(sim: Simulator, tmp_path: Path) -> None:
+    env = sim_environment(sim, HOME=str(tmp_path), BAMBU_TOKEN_STORE=str(tmp_path / "t.db"))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    done = run(["serve", "--redis", f"redis://:pa55word@127.0.0.1:{port}/0"], env)
+    assert done.returncode == 1, done
+    assert "redis" in done.stderr.lower() and "pa55word" not in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -32,61 +29,9 @@ from bambulab.servers.shared import (
     redact_url,
     shared_from_url,
 )
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.needs("redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    workdir = tmp_path_factory.mktemp("redis")
-    for _ in range(5):  # the port was free a moment ago; another worker may take it first
-        port = _free_port()
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def up(port: int = port) -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", port), 0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    return conn.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
-
-        try:
-            wait_for(lambda proc=proc, up=up: up() or proc.poll() is not None, 10, "redis-server")
-        except AssertionError:
-            proc.kill()
-            raise
-        if proc.poll() is None:
-            break
-    else:
-        pytest.fail("redis-server did not start")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
 
 
 def prefix() -> str:
@@ -329,7 +274,7 @@ def test_a_window_ends_after_its_length(redis_url: str) -> None:
 
 
 def test_redis_down_is_503_and_never_shows_the_password(caplog: pytest.LogCaptureFixture) -> None:
-    url = f"redis://:hunter2secret@127.0.0.1:{_free_port()}/0"
+    url = f"redis://:hunter2secret@127.0.0.1:{free_port()}/0"
     assert "hunter2secret" not in redact_url(url)
 
     async def scenario() -> None:

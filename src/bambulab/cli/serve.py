@@ -299,6 +299,13 @@ def run_server(
         limit = None if rate.strip() in ("0", "", "none") else parse_rate(rate)
     except ValueError as exc:
         raise CliError(f"--rate: {exc}", exit_code=2) from None
+    redis_url = (redis or "").strip() or None
+    if redis_url:
+        import asyncio
+
+        from ..servers.shared import check_redis
+
+        asyncio.run(check_redis(redis_url))  # one clear line now, not 503s later
     source = token_source()
     if not source.token:
         raise CliError(
@@ -314,7 +321,7 @@ def run_server(
         proxy_mode=chosen_mode,
         store=(store or "").strip() or None,
         rate=limit,
-        redis=(redis or "").strip() or None,
+        redis=redis_url,
         cors=tuple(o.strip() for o in cors or () if o.strip()),
         printers=tuple(p.strip() for p in printers.split(",") if p.strip()),
         mqtt_host=mqtt_host,

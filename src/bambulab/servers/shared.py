@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from ..errors import TransportError
 from .common import ApiError, BusEvent, RateLimit
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], n .. '-0',
 """
 
 
-class SharedStoreError(Exception):
+class SharedStoreError(TransportError):
     """Redis could not be used (one line: what failed, where, why)."""
 
 
