@@ -88,6 +88,28 @@ def test_resume_after_an_id_yields_exactly_the_events_after_it(make_bus: Any) ->
     run(scenario())
 
 
+def test_batches_hand_over_every_waiting_event_at_once(make_bus: Any) -> None:
+    async def scenario() -> None:
+        bus = make_bus()
+        first = await bus.publish("tick", {"n": 0})
+        for n in range(1, 6):
+            await bus.publish("tick", {"n": n})
+        batches = bus.batches(after=first)
+        async with asyncio.timeout(10):
+            batch = await anext(batches)
+        # One list for the five waiting events, each already framed for the stream.
+        assert bodies(list(batch)) == [1, 2, 3, 4, 5]
+        assert batch[0].frame == (
+            f"id: {batch[0].id}\nevent: tick\ndata: ".encode() + batch[0].data + b"\n\n"
+        )
+        await bus.publish("tick", {"n": 6})
+        async with asyncio.timeout(10):
+            assert bodies(list(await anext(batches))) == [6]
+        await bus.aclose()
+
+    run(scenario())
+
+
 def test_replay_then_live_events_in_order(make_bus: Any) -> None:
     async def scenario() -> None:
         bus = make_bus()

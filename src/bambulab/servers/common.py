@@ -26,11 +26,12 @@ registers.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -241,12 +242,27 @@ class Gate:
 
 @dataclass(frozen=True, slots=True)
 class BusEvent:
-    """One event of the stream: ``id`` (resumable), ``type``, JSON ``data``, its printer."""
+    """One event of the stream: ``id`` (resumable), ``type``, JSON ``data``, its printer.
+
+    ``frame`` is the event as one Server-Sent-Events frame, encoded once when
+    the event is made: every client of the stream writes the same bytes.
+    """
 
     id: str
     type: str
     data: bytes
     serial: str | None = None
+    frame: bytes = field(default=b"", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.frame:
+            # ``data`` is one line of JSON (orjson never writes a newline).
+            text = b"id: %s\nevent: %s\ndata: %s\n\n" % (
+                self.id.encode(),
+                self.type.encode(),
+                self.data,
+            )
+            object.__setattr__(self, "frame", text)
 
 
 class EventBus(Protocol):
@@ -269,7 +285,22 @@ class EventBus(Protocol):
 
     def subscribe(self, after: str | None = None) -> AsyncIterator[BusEvent]: ...
 
+    def batches(self, after: str | None = None) -> AsyncIterator[Sequence[BusEvent]]:
+        """As :meth:`subscribe`, but every event available at once in one list.
+
+        A stream with many clients reads this way: one wake-up per client per
+        batch, not per event.
+        """
+        ...
+
     async def aclose(self) -> None: ...
+
+
+async def flatten(batches: AsyncIterator[Sequence[BusEvent]]) -> AsyncIterator[BusEvent]:
+    """The events of ``batches`` one by one (a bus's :meth:`EventBus.subscribe`)."""
+    async for batch in batches:
+        for event in batch:
+            yield event
 
 
 @dataclass
@@ -326,21 +357,27 @@ class MemoryEventBus:
             return None
         return min(after - oldest + 1, len(self._ring))
 
-    async def subscribe(self, after: str | None = None) -> AsyncIterator[BusEvent]:
+    def subscribe(self, after: str | None = None) -> AsyncIterator[BusEvent]:
+        return flatten(self.batches(after))
+
+    async def batches(self, after: str | None = None) -> AsyncIterator[Sequence[BusEvent]]:
         position = self._next - 1 if after is None else _int_id(after)
         if position > self._next - 1:  # an id from the future (another server's): start now
             position = self._next - 1
         while not self._closed:
             index = self._first_after(position)
             if index is None:
-                yield BusEvent(str(position), "reset", b"{}")
+                yield [BusEvent(str(position), "reset", b"{}")]
                 position = int(self._ring[0].id) - 1
                 continue
-            pending = list(self._ring)[index:] if index < len(self._ring) else []
-            for event in pending:
-                position = int(event.id)
-                yield event
-            if not pending:
+            if index < len(self._ring):
+                # The newest events are at the right: take them from there (a deque
+                # walked from the left would cost the whole ring per batch).
+                pending = list(itertools.islice(reversed(self._ring), len(self._ring) - index))
+                pending.reverse()
+                position = int(pending[-1].id)
+                yield pending
+            else:
                 await self._signal().wait()
 
     async def aclose(self) -> None:

@@ -40,14 +40,14 @@ import bisect
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
 
 from ..errors import TransportError
-from .common import ApiError, BusEvent, RateLimit
+from .common import ApiError, BusEvent, RateLimit, flatten
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -385,7 +385,10 @@ class RedisEventBus:
         ids, events = self._ids, self._events
         return events[bisect.bisect_right(ids, position) :]
 
-    async def subscribe(self, after: str | None = None) -> AsyncIterator[BusEvent]:
+    def subscribe(self, after: str | None = None) -> AsyncIterator[BusEvent]:
+        return flatten(self.batches(after))
+
+    async def batches(self, after: str | None = None) -> AsyncIterator[Sequence[BusEvent]]:
         self._ensure_follower()
         while True:
             try:
@@ -413,21 +416,21 @@ class RedisEventBus:
                     await asyncio.sleep(1.0)
                     continue
                 if gap:
-                    yield BusEvent(str(position[0]), "reset", b"{}")
+                    yield [BusEvent(str(position[0]), "reset", b"{}")]
                 if not rows:  # caught up with the stream; the follower will have the rest
                     self._ensure_follower()
                     if self._floor is None or position < self._floor:
                         await self._wait(1.0)
                         continue
-                for entry_id, fields in rows:
-                    event = _decode(entry_id, fields)
-                    position = _parse_id(entry_id) or position
-                    yield event
+                page = [_decode(entry_id, fields) for entry_id, fields in rows]
+                if page:
+                    position = _parse_id(rows[-1][0]) or position
+                    yield page
                 continue
-            for event in pending:
-                position = _parse_id(event.id) or position
-                yield event
-            if not pending:
+            if pending:
+                position = _parse_id(pending[-1].id) or position
+                yield pending
+            else:
                 await self._wait(None)
 
     async def _wait(self, timeout: float | None) -> None:
