@@ -20,8 +20,8 @@ connection for every client) and its :class:`~bambulab.servers.common.EventBus`.
 * ``POST /api/v2/printers/{serial}/commands/<command>`` (``control`` scope):
   pause, resume, stop, light, speed, temperatures, fans, G-code and a few
   more; the answer is the printer's reply (504 when none came in time, 409
-  when the printer is offline or refused, 503 when the upstream connection is
-  down).
+  when the printer is offline, refused, or its model cannot do it, 503 when
+  the upstream connection is down).
 
 Who may see what: a token's printer allowlist is checked before anything
 else, so a serial outside it is 403 whether or not such a printer exists (a
@@ -38,9 +38,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from annotated_types import Interval
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from ..errors import (
     CommandError,
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from .live import LiveHub
 
 __all__ = [
+    "BEARER",
     "KEEPALIVE",
     "CommandReplyOut",
     "PrinterSummaryOut",
@@ -89,14 +92,26 @@ PRINTER_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 COMMAND_ERRORS: dict[int | str, dict[str, Any]] = {
     **PRINTER_ERRORS,
-    400: {"description": "The printer's model cannot do this (nothing was sent)"},
-    409: {"description": "The printer is offline, or refused the command"},
+    400: {"description": "The body is not JSON"},
+    409: {
+        "description": "The printer is offline, its model cannot do this (nothing was sent), "
+        "or it refused the command"
+    },
     503: {"description": "The upstream MQTT connection is down (nothing was sent)"},
     504: {"description": "The printer did not answer in time"},
 }
 
 
 Handler = Callable[..., Awaitable[Response]]
+# Declares the Bearer scheme in the OpenAPI schema (/docs gets an Authorize button); the
+# check itself is Gate.check's, in each route (scope and printer differ per route).
+BEARER = Depends(
+    HTTPBearer(
+        auto_error=False,
+        scheme_name="token",
+        description="A token this server issued (bambu serve token create)",
+    )
+)
 SerialPath = Annotated[
     str, Path(description="The printer's serial number", pattern=SERIAL, max_length=64)
 ]
@@ -284,7 +299,7 @@ async def command_reply(hub: LiveHub, serial: str, build: Callable[[], proto.Com
             409, f"printer {serial} is offline; {command.command} was not sent"
         ) from None
     except UnsupportedCommandError as exc:
-        raise ApiError(400, str(exc)) from None
+        raise ApiError(409, str(exc)) from None
     except CommandTimeoutError:
         raise ApiError(504, f"printer {serial} did not answer {command.command} in time") from None
     except CommandInterruptedError:
@@ -308,6 +323,18 @@ async def command_reply(hub: LiveHub, serial: str, build: Callable[[], proto.Com
     )
 
 
+def _json_number(value: Any) -> Any:
+    # A JSON false is not a slot 0, nor "60" a temperature: pydantic's lax mode would
+    # send them. (Strict mode would also refuse 2.0 for an integer, which JSON allows.)
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_json_number)]
+Number = Annotated[float, BeforeValidator(_json_number)]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -315,7 +342,7 @@ class _Body(BaseModel):
 class LightBody(_Body):
     """Switch a light: ``on`` true/false, or ``mode`` on/off/flashing (``mode`` wins)."""
 
-    on: bool = True
+    on: StrictBool = True
     mode: Literal["on", "off", "flashing"] | None = None
     node: Literal["chamber_light", "work_light", "chamber_light2", "heatbed_light"] = (
         "chamber_light"
@@ -331,42 +358,47 @@ class SpeedBody(_Body):
 class NozzleTempBody(_Body):
     """Nozzle target °C (``extruder``: 0 right, 1 left on dual-nozzle printers)."""
 
-    temp: float = Field(ge=0, le=HEATER_LIMITS["nozzle"])
-    extruder: int | None = Field(default=None, ge=0, le=1)
+    temp: Number = Field(ge=0, le=HEATER_LIMITS["nozzle"])
+    extruder: Annotated[Literal[0, 1], BeforeValidator(_json_number)] | None = None
 
 
 class BedTempBody(_Body):
-    temp: float = Field(ge=0, le=HEATER_LIMITS["bed"])
+    temp: Number = Field(ge=0, le=HEATER_LIMITS["bed"])
 
 
 class ChamberTempBody(_Body):
-    temp: float = Field(ge=0, le=HEATER_LIMITS["chamber"])
+    temp: Number = Field(ge=0, le=HEATER_LIMITS["chamber"])
 
 
 class FanBody(_Body):
     fan: Literal["part", "aux", "chamber"]
-    percent: float = Field(ge=0, le=100)
+    percent: Number = Field(ge=0, le=100)
 
 
 class GcodeBody(_Body):
-    """G-code lines (newline-separated), at most 64 KiB."""
+    """G-code lines (newline-separated), at most 4 KiB (files go through a print)."""
 
-    gcode: str = Field(min_length=1, max_length=65536, pattern=r"\S")
+    gcode: str = Field(min_length=1, max_length=4096, pattern=r"\S")
 
 
 class SwitchBody(_Body):
-    enabled: bool
+    enabled: StrictBool
 
 
 class SkipBody(_Body):
-    object_ids: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(min_length=1, max_length=64)
+    object_ids: list[
+        Annotated[int, Interval(ge=0, le=2**31 - 1), BeforeValidator(_json_number)]
+    ] = Field(min_length=1, max_length=64)
 
 
 class AmsLoadBody(_Body):
-    """AMS unit (0-3; 128+ for an AMS HT; 255 the external spool) and slot (0-3)."""
+    """AMS unit (0-3; 128-135 for an AMS HT; 255 the external spool) and slot (0-3)."""
 
-    ams_id: int = Field(ge=0, le=255)
-    slot: int = Field(ge=0, le=3)
+    ams_id: Annotated[
+        Literal[0, 1, 2, 3, 128, 129, 130, 131, 132, 133, 134, 135, 255],
+        BeforeValidator(_json_number),
+    ]
+    slot: Int = Field(ge=0, le=3)
 
 
 assert set(LIGHT_NODES) == {"chamber_light", "work_light", "chamber_light2", "heatbed_light"}
@@ -414,7 +446,7 @@ class StreamCounter:
 
 def live_routes(ctx: ServerContext) -> APIRouter:
     """The ``live`` part (see the module)."""
-    router = APIRouter(prefix="/api/v2", tags=["live"])
+    router = APIRouter(prefix="/api/v2", tags=["live"], dependencies=[BEARER])
     streams = ctx.extra.setdefault("sse", StreamCounter())
 
     @router.get(
@@ -573,10 +605,6 @@ def live_routes(ctx: ServerContext) -> APIRouter:
     @control("ams_unload", "Unload the current filament")
     async def ams_unload(request: Request, serial: SerialPath) -> Response:
         return await run(request, serial, proto.ams_unload)
-
-    @control("refresh", "Ask the printer for a full report (pushall)")
-    async def refresh(request: Request, serial: SerialPath) -> Response:
-        return await run(request, serial, proto.pushall)
 
     return router
 

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import BambuError
 from ..protocol import mqtt as proto
 from .api_v2 import (
+    BEARER,
     COMMAND_ERRORS,
     ERRORS,
     PRINTER_ERRORS,
@@ -457,6 +458,7 @@ def compat_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get(
         "/api/v1/status",
+        dependencies=[BEARER],
         summary="Legacy printer status (push_status shape), live",
         response_model=LegacyStatus | dict[str, LegacyStatus],
         responses=status_responses,
@@ -466,6 +468,7 @@ def compat_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get(
         "/api/v1/print",
+        dependencies=[BEARER],
         summary="Legacy print status (the same as /api/v1/status)",
         response_model=LegacyStatus | dict[str, LegacyStatus],
         responses=status_responses,
@@ -475,6 +478,7 @@ def compat_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get(
         "/api/v1/devices",
+        dependencies=[BEARER],
         summary="The printers, in the seed's Device shape",
         response_model=LegacyDevices,
         responses=ERRORS,
@@ -519,6 +523,7 @@ def compat_routes(ctx: ServerContext) -> APIRouter:
     def control(path: str, summary_text: str) -> Callable[[Handler], Handler]:
         return router.post(
             f"/api/v1/printers/{{device_id}}/{path}",
+            dependencies=[BEARER],
             summary=summary_text,
             response_model=CommandReplyOut,
             responses=COMMAND_ERRORS,

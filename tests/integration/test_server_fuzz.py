@@ -1,0 +1,101 @@
+"""Every route of the servers, fuzzed from their own OpenAPI schema (schemathesis).
+
+The app mounts every part that exists (live, compat, and proxy and metrics
+when they are built) over a simulated fleet; schemathesis draws requests
+from the schema, valid and invalid, with a token that may do everything,
+and checks each answer: no 5xx, status codes, content types, headers and
+bodies as documented, invalid input refused, auth enforced. A serial that
+fits the schema is swapped for one of the fleet's, so the routes are fuzzed
+on real printers and not only on 404s. The event stream never ends by
+design and is left out (``test_server_live`` covers it).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+
+from bambulab.servers.app import PARTS, ServerContext, build_app
+from bambulab.servers.common import Gate
+from bambulab.servers.tokens import TokenStore
+from tests.integration.live_server import Env, live_env
+
+EXAMPLES = 10
+SERIAL = re.compile(r"[0-9A-Za-z_-]{1,64}")
+ENDLESS = ["/api/v2/events"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    with live_env(tmp_path_factory.mktemp("fuzz"), PARTS, command_timeout=3.0) as running:
+        yield running
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document of an app with every part (it does not depend on the fleet)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = ServerContext(Gate(TokenStore(Path(tmp) / "tokens.sqlite3")))
+        return build_app(ctx, PARTS).openapi()
+
+
+# Loaded at collection (schemathesis' lazy fixture loader does not run on pytest 9).
+schema = schemathesis.openapi.from_dict(document()).exclude(path=ENDLESS)
+
+
+def real_printer(case: Any, env: Env) -> None:
+    """Point a well-formed serial at one of the fleet's printers (a bad one stays bad)."""
+    params = case.path_parameters or {}
+    fleet = [env.printing, env.idle, env.offline]
+    for name in ("serial", "device_id"):
+        value = params.get(name)
+        if isinstance(value, str) and SERIAL.fullmatch(value):
+            params[name] = fleet[sum(map(ord, value)) % len(fleet)]
+    query = case.query or {}
+    value = query.get("device_id")
+    if isinstance(value, str) and SERIAL.fullmatch(value):
+        query["device_id"] = fleet[sum(map(ord, value)) % len(fleet)]
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+def test_every_route_keeps_its_contract(case: Any, env: Env) -> None:
+    real_printer(case, env)
+    case.call_and_validate(
+        base_url=env.url, headers={"Authorization": f"Bearer {env.token('admin')}"}, timeout=15
+    )
+
+
+def test_the_schema_documents_every_route(env: Env) -> None:
+    paths = env.server.app.openapi()["paths"]  # type: ignore[attr-defined]
+    for path in (
+        "/api/v2/printers",
+        "/api/v2/printers/{serial}",
+        "/api/v2/events",
+        "/api/v2/printers/{serial}/commands/pause",
+        "/api/version",
+        "/api/v1/status",
+        "/api/v1/print",
+        "/api/v1/devices",
+        "/api/v1/printers/{device_id}/light",
+    ):
+        assert path in paths, path
+    state = paths["/api/v2/printers/{serial}"]["get"]["responses"]["200"]
+    assert state["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PrinterStateOut"
+    }
+    events = paths["/api/v2/events"]["get"]["responses"]["200"]["content"]
+    assert "text/event-stream" in events
+    assert paths["/api/v2/printers"]["get"]["security"] == [{"token": []}]
