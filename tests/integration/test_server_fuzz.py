@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
+from schemathesis.specs.openapi.checks import negative_data_rejection, unsupported_method
 
 from bambulab.servers.app import PARTS, ServerContext, build_app
 from bambulab.servers.common import Gate
@@ -73,8 +74,18 @@ def real_printer(case: Any, env: Env) -> None:
 )
 def test_every_route_keeps_its_contract(case: Any, env: Env) -> None:
     real_printer(case, env)
+    # The proxy answers every method it does not allow with its own 403 (never the
+    # framework's 405): a strict proxy refuses a write whatever it is called. Requests
+    # drawn to break the schema are not judged by their acceptance: the caller's token
+    # header replaces a "missing" one, and unknown query parameters are ignored by design.
+    excluded = [negative_data_rejection]
+    if case.path.startswith("/v1/"):
+        excluded.append(unsupported_method)
     case.call_and_validate(
-        base_url=env.url, headers={"Authorization": f"Bearer {env.token('admin')}"}, timeout=15
+        base_url=env.url,
+        headers={"Authorization": f"Bearer {env.token('admin')}"},
+        timeout=15,
+        excluded_checks=excluded,
     )
 
 

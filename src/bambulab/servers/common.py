@@ -256,13 +256,20 @@ class BusEvent:
 
     def __post_init__(self) -> None:
         if not self.frame:
-            # ``data`` is one line of JSON (orjson never writes a newline).
-            text = b"id: %s\nevent: %s\ndata: %s\n\n" % (
-                self.id.encode(),
-                self.type.encode(),
-                self.data,
-            )
-            object.__setattr__(self, "frame", text)
+            object.__setattr__(self, "frame", sse_frame(self.id, self.type, self.data))
+
+
+def _sse_field(text: str) -> bytes:
+    return text.replace("\r", " ").replace("\n", " ").encode()
+
+
+def sse_frame(event_id: str, event_type: str, data: bytes) -> bytes:
+    """One ``text/event-stream`` frame; a line break never forges another field."""
+    head = b"id: %s\nevent: %s\n" % (_sse_field(event_id), _sse_field(event_type))
+    if b"\n" not in data and b"\r" not in data:  # orjson's JSON: always one line
+        return head + b"data: " + data + b"\n\n"
+    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
 
 
 class EventBus(Protocol):

@@ -370,6 +370,17 @@ async def _read_body(request: Request) -> Any:
         raise ApiError(415, "request bodies must be JSON") from None
 
 
+# What the proxy documents: its own refusals, and the cloud's answers passed through.
+PROXY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No token, or not a valid one"},
+    403: {"description": "Not allowed: the mode, the token's scope or printers, or the path"},
+    429: {"description": "The token's rate limit, or the cloud's (see Retry-After)"},
+    502: {"description": "The cloud is unreachable or answered something unusable"},
+    504: {"description": "The cloud did not answer in time"},
+    "default": {"description": "The cloud's own answer, its status passed through (masked)"},
+}
+
+
 def proxy_routes(ctx: ServerContext) -> APIRouter:
     """``/v1/{path}`` forwarded to ``ctx.cloud_url`` (see the module for the rules)."""
     mode = ctx.proxy_mode
@@ -496,6 +507,7 @@ def proxy_routes(ctx: ServerContext) -> APIRouter:
             methods=[method],
             operation_id=f"proxy_{method.lower()}",
             summary=f"The Bambu cloud API ({mode} mode)",
+            responses=PROXY_RESPONSES,
             description=(
                 "Forwards /v1/... to the cloud with this server's account token. strict: GET "
                 "of the read endpoints with a read token; full: every method with a control "
