@@ -364,3 +364,24 @@ def test_many_streams_share_the_one_upstream_connection(env: Env) -> None:
 
     assert asyncio.run(readers()) == [3] * 20
     assert env.server.call(lambda: env.hub.stats().connections) == 1
+
+
+def test_a_body_over_the_cap_is_413_before_any_route_reads_it(env: Env) -> None:
+    url = f"{env.url}/api/v2/printers/{env.idle}/commands/gcode"
+    auth = env.auth("control")
+    huge = b'{"gcode": "' + b"G28\\n" * 400_000 + b'"}'  # 1.6 MB
+    declared = httpx.post(url, content=huge, headers={**auth, "content-type": "application/json"})
+    assert declared.status_code == 413
+    assert declared.json() == {"detail": "the request body is over 1024 KiB"}
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"gcode": "'
+        for _ in range(20):
+            yield b"G28\\n" * 20_000
+        yield b'"}'
+
+    streamed = httpx.post(
+        url, content=chunks(), headers={**auth, "content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert httpx.get(f"{env.url}/health").status_code == 200  # the server carries on

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .common import AuditLog, EventBus, Gate, MemoryEventBus, install_errors
+from .common import AuditLog, BodyLimit, EventBus, Gate, MemoryEventBus, install_errors
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -163,5 +163,6 @@ def build_app(ctx: ServerContext, parts: Sequence[str]) -> FastAPI:
         from .metrics import RequestCounter
 
         app.add_middleware(RequestCounter, ctx=ctx)
+    app.add_middleware(BodyLimit)
     app.add_middleware(AuditLog)
     return app

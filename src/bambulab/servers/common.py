@@ -26,6 +26,7 @@ registers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ApiError",
     "AuditLog",
+    "BodyLimit",
     "BusEvent",
     "EventBus",
     "Gate",
@@ -448,3 +450,76 @@ class AuditLog:
             (time.perf_counter() - started) * 1000,
             token,
         )
+
+
+# --- the body cap -------------------------------------------------------------------------
+
+MAX_BODY = 1024 * 1024  # bytes: JSON commands and API calls; files go straight to storage
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a request body over ``limit`` bytes is refused with 413.
+
+    Checked on ``Content-Length`` first, then counted as it arrives (a chunked
+    body declares no length), so no route ever buffers more than the cap.
+    """
+
+    def __init__(self, app: Any, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                await _too_large(send, self.limit)
+                return
+        seen = 0
+        started = replied = False
+
+        async def counted() -> dict[str, Any]:
+            nonlocal seen, replied
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    # Answered here and now: the framework turns errors met while
+                    # reading a body into its own 400, which must not get out.
+                    if not started and not replied:
+                        replied = True
+                        await _too_large(send, self.limit)
+                    raise _BodyTooLarge
+            return message
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            if replied:
+                return  # the 413 went out already
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        with contextlib.suppress(_BodyTooLarge):
+            await self.app(scope, counted, tracked)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    body = error_body(f"the request body is over {limit // 1024} KiB")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
