@@ -11,7 +11,6 @@ state, and a command sent through the shared broker reaches the printer.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -32,15 +31,10 @@ from bambulab.servers.tokens import TokenStore
 from bambulab.sim import Simulator
 from bambulab.sim.certs import SimCertificates
 from bambulab.sim.mosquitto import _current_user, password_line
-from tests.conftest import wait_for
+from tests.cli.conftest import Background, sim_environment
+from tests.conftest import binary_path, free_port_block, wait_for
 
 PASSWORD = "fleet-pw-7c1d"  # the shared broker's password for the servers (test only)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +46,7 @@ def fleet() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def shared_broker(fleet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """mosquitto bridged to the simulator's cloud broker; yields (url, ca_file)."""
-    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
-        pytest.skip("mosquitto is not installed")
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    binary = binary_path("mosquitto")
     workdir = tmp_path_factory.mktemp("shared-broker")
     certs = SimCertificates()
     leaf = certs.cloud()  # SAN localhost and 127.0.0.1: the servers check the name
@@ -65,7 +57,7 @@ def shared_broker(fleet: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         for e in fleet.endpoints()
     )
     for _ in range(5):
-        port = _free_port()
+        port = free_port_block()
         conf = workdir / "mosquitto.conf"
         conf.write_text(
             f"user {_current_user()}\n"
@@ -184,3 +176,31 @@ def test_broker_urls_are_checked_and_the_password_kept_out_of_sight() -> None:
     assert "topsecret" not in repr(client) and "shared broker" in repr(client)
     with pytest.raises(ConfigurationError):
         AsyncBambuMQTT(None, "01P00A000000001", "12345678", broker="mqtts://h", lan=True)
+
+
+@pytest.mark.needs("mosquitto")
+def test_bambu_serve_follows_the_fleet_through_the_shared_broker(
+    fleet: Any, shared_broker: Any, tmp_path: Path
+) -> None:
+    url, ca_file = shared_broker
+    store = tmp_path / "tokens.sqlite3"
+    secret, _ = TokenStore(store).create("read")
+    # The cloud broker is out of reach for this server: only the shared broker serves it.
+    env = sim_environment(fleet, BAMBU_TOKEN_STORE=str(store), HOME=str(tmp_path))
+    env.update(BAMBU_MQTT_PORT="1", BAMBU_SERVE_BROKER=url)
+    served = Background(["serve", "compat", "--port", "0", "--broker-ca", str(ca_file)], env)
+    try:
+        line = served.wait_line("Serving ")
+        base = next(w for w in line.split() if w.startswith("http://"))
+        auth = {"Authorization": f"Bearer {secret}"}
+
+        def online() -> int:
+            listed = httpx.get(f"{base}/api/v2/printers", headers=auth, timeout=10).json()
+            return sum(1 for p in listed["printers"] if p["online"])
+
+        expected = sum(1 for d in fleet.world.devices_of(fleet.user_id) if d.online)
+        wait_for(lambda: online() == expected, 20, "every online printer, via the shared broker")
+    finally:
+        status, rest = served.stop()
+    assert status == 0, rest
+    assert PASSWORD not in rest

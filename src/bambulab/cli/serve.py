@@ -210,6 +210,22 @@ Printers = Annotated[
     str,
     typer.Option("--printers", metavar="S1,S2", help="Serve only these printers (serial or name)."),
 ]
+Broker = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        metavar="URL",
+        envvar="BAMBU_SERVE_BROKER",
+        help=(
+            "Follow the printers through a shared broker (mqtts://user:pass@host:8883) "
+            "instead of the cloud's: several instances, one session (docs/fleet.md)."
+        ),
+    ),
+]
+BrokerCa = Annotated[
+    str | None,
+    typer.Option("--broker-ca", metavar="FILE", help="CA file of the shared broker's certificate."),
+]
 Mode = Annotated[
     str,
     typer.Option(
@@ -231,12 +247,14 @@ def serve_all(
     cors: Cors = None,
     printers: Printers = "",
     store: Store = None,
+    broker: Broker = None,
+    broker_ca: BrokerCa = None,
 ) -> None:
     """Serve the proxy, the compatibility API, the live API and /metrics on one port."""
     if ctx.invoked_subcommand is not None:
         return
     run_server(("proxy", "compat", "live", "metrics"), host, port, mode, rate, redis, cors,
-               printers, store)  # fmt: skip
+               printers, store, broker=broker, broker_ca=broker_ca)  # fmt: skip
 
 
 @serve_app.command("proxy")
@@ -262,10 +280,12 @@ def serve_compat(
     cors: Cors = None,
     printers: Printers = "",
     store: Store = None,
+    broker: Broker = None,
+    broker_ca: BrokerCa = None,
 ) -> None:
     """The legacy local API (/api/v1/status...) fed live, plus /api/v2 and /metrics."""
     run_server(("compat", "live", "metrics"), host, port, "strict", rate, redis, cors,
-               printers, store)  # fmt: skip
+               printers, store, broker=broker, broker_ca=broker_ca)  # fmt: skip
 
 
 def run_server(
@@ -279,6 +299,8 @@ def run_server(
     printers: str,
     store: str | None,
     quiet: bool = False,
+    broker: str | None = None,
+    broker_ca: str | None = None,
 ) -> None:
     """Build the server from the options and the saved login, serve until Ctrl-C."""
     import logging
@@ -327,6 +349,8 @@ def run_server(
         mqtt_host=mqtt_host,
         mqtt_port=mqtt_port,
         ca_file=ca_file,
+        broker=(broker or "").strip() or None,
+        broker_ca=(broker_ca or "").strip() or None,
     )
     server = open_server(
         options,

@@ -49,6 +49,10 @@ class ServeOptions:
     mqtt_host: str | None = None
     mqtt_port: int | None = None
     ca_file: str | None = None
+    # a shared broker the reports are relayed to (mqtts://user:pass@host:port) instead of
+    # the cloud's: several instances follow one fleet without a session each
+    broker: str | None = field(default=None, repr=False)
+    broker_ca: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -161,16 +165,23 @@ def open_server(
         with BambuClient(account_token, region, base_url=cloud_url) as client:
             entries = choose(client.get_devices(), options.printers)
             uid = decode_claims(account_token).uid or client.get_user_id()
-        mqtt = AsyncBambuMQTT(
-            uid,
-            [e.serial for e in entries],
-            token=account_token,
-            region=region,
-            host=options.mqtt_host,
-            port=options.mqtt_port,
-            ca_file=options.ca_file,
-            models={e.serial: e.model for e in entries if e.model},
-        )
+        models = {e.serial: e.model for e in entries if e.model}
+        serials = [e.serial for e in entries]
+        if options.broker:
+            mqtt = AsyncBambuMQTT(
+                None, serials, broker=options.broker, ca_file=options.broker_ca, models=models
+            )
+        else:
+            mqtt = AsyncBambuMQTT(
+                uid,
+                serials,
+                token=account_token,
+                region=region,
+                host=options.mqtt_host,
+                port=options.mqtt_port,
+                ca_file=options.ca_file,
+                models=models,
+            )
         hub = LiveHub([mqtt], entries, bus)
     ctx = ServerContext(
         gate=gate,
