@@ -53,8 +53,9 @@ Every rule is data, in this module, and applied in one place
   The cloud's errors pass through with their status and masked envelope,
   except its 401 (the *account* token was refused), which is the server's
   problem, not the client's: 502. Only a few harmless client headers go
-  upstream (never ``Authorization``, cookies or hop-by-hop headers); only
-  ``Retry-After`` comes back (never ``Set-Cookie``).
+  upstream, and only with printable ASCII values (never ``Authorization``,
+  cookies or hop-by-hop headers); only ``Retry-After`` comes back (never
+  ``Set-Cookie``).
 """
 
 from __future__ import annotations
