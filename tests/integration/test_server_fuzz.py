@@ -100,7 +100,7 @@ def test_the_schema_documents_every_route(env: Env) -> None:
         "/api/v1/status",
         "/api/v1/print",
         "/api/v1/devices",
-        "/api/v1/printers/{device_id}/light",
+        "/api/v1/printers/{serial}/light",
     ):
         assert path in paths, path
     state = paths["/api/v2/printers/{serial}"]["get"]["responses"]["200"]

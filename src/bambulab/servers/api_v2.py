@@ -437,6 +437,53 @@ class StreamCounter:
         self.total = 0
 
 
+def command_routes(
+    ctx: ServerContext,
+    router: APIRouter,
+    template: str,
+    responses: dict[int | str, dict[str, Any]],
+    dependencies: list[Any] | None = None,
+) -> tuple[Callable[[str, str], Callable[[Handler], Handler]], Callable[..., Awaitable[Response]]]:
+    """Declare pause, resume, stop and light on ``router``: the commands both this API
+    and the compatibility API offer, at ``template`` (``{serial}`` and ``{command}``).
+
+    Returns the route decorator and the runner (token check for ``control`` on the
+    printer, then :func:`command_reply`) for the commands only one API has.
+    """
+
+    def control(path: str, summary_text: str) -> Callable[[Handler], Handler]:
+        return router.post(
+            template.replace("{command}", path),
+            dependencies=dependencies or [],
+            summary=summary_text,
+            response_model=CommandReplyOut,
+            responses=responses,
+        )
+
+    async def run(request: Request, serial: str, build: Callable[[], proto.Command]) -> Response:
+        await ctx.gate.check(request, "control", serial)
+        return await command_reply(need_hub(ctx), serial, build)
+
+    @control("pause", "Pause the running print")
+    async def pause(request: Request, serial: SerialPath) -> Response:
+        return await run(request, serial, proto.pause)
+
+    @control("resume", "Resume a paused print")
+    async def resume(request: Request, serial: SerialPath) -> Response:
+        return await run(request, serial, proto.resume)
+
+    @control("stop", "Stop (cancel) the running print")
+    async def stop(request: Request, serial: SerialPath) -> Response:
+        return await run(request, serial, proto.stop)
+
+    @control("light", 'Switch a light on, off or flashing ({"on": true}: the chamber light)')
+    async def light(request: Request, serial: SerialPath, body: LightBody) -> Response:
+        mode = body.mode or ("on" if body.on else "off")
+        return await run(request, serial, lambda: proto.ledctrl(body.node, mode))
+
+    return control, run
+
+
 def live_routes(ctx: ServerContext) -> APIRouter:
     """The ``live`` part (see the module)."""
     router = APIRouter(prefix="/api/v2", tags=["live"], dependencies=[BEARER])
@@ -519,37 +566,15 @@ def live_routes(ctx: ServerContext) -> APIRouter:
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
-    def control(path: str, summary_text: str) -> Callable[[Handler], Handler]:
-        return router.post(
-            f"/printers/{{serial}}/commands/{path}",
-            summary=summary_text,
-            response_model=CommandReplyOut,
-            responses={
-                **COMMAND_ERRORS,
-                200: {"content": {"application/json": {"example": COMMAND_EXAMPLE}}},
-            },
-        )
-
-    async def run(request: Request, serial: str, build: Callable[[], proto.Command]) -> Response:
-        await ctx.gate.check(request, "control", serial)
-        return await command_reply(need_hub(ctx), serial, build)
-
-    @control("pause", "Pause the running print")
-    async def pause(request: Request, serial: SerialPath) -> Response:
-        return await run(request, serial, proto.pause)
-
-    @control("resume", "Resume a paused print")
-    async def resume(request: Request, serial: SerialPath) -> Response:
-        return await run(request, serial, proto.resume)
-
-    @control("stop", "Stop (cancel) the running print")
-    async def stop(request: Request, serial: SerialPath) -> Response:
-        return await run(request, serial, proto.stop)
-
-    @control("light", "Switch a light on, off or flashing")
-    async def light(request: Request, serial: SerialPath, body: LightBody) -> Response:
-        mode = body.mode or ("on" if body.on else "off")
-        return await run(request, serial, lambda: proto.ledctrl(body.node, mode))
+    control, run = command_routes(
+        ctx,
+        router,
+        "/printers/{serial}/commands/{command}",
+        {
+            **COMMAND_ERRORS,
+            200: {"content": {"application/json": {"example": COMMAND_EXAMPLE}}},
+        },
+    )
 
     @control("speed", "Set the print speed level")
     async def speed(request: Request, serial: SerialPath, body: SpeedBody) -> Response:

@@ -13,7 +13,7 @@ the server started; fields the cloud does not give keep the seed's defaults.
   printer the token may see keyed by serial; ``GET /api/v1/print`` is the same.
 * ``GET /api/v1/devices``: the printers, in the seed's ``Device`` shape. The
   access code is never served (``dev_access_code`` is always empty).
-* ``POST /api/v1/printers/{device_id}/pause|resume|stop|light`` (``control``
+* ``POST /api/v1/printers/{serial}/pause|resume|stop|light`` (``control``
   token): what such integrations need to act; the answer is the printer's reply.
 
 Every read needs a ``read`` token (``Authorization: Bearer``; legacy clients
@@ -27,26 +27,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import BambuError
-from ..protocol import mqtt as proto
 from .api_v2 import (
     BEARER,
     COMMAND_ERRORS,
     ERRORS,
     PRINTER_ERRORS,
     SERIAL,
-    CommandReplyOut,
-    Handler,
-    LightBody,
-    SerialPath,
-    command_reply,
+    command_routes,
     json_response,
+    need_hub,
 )
 from .common import ApiError
 from .runner import one_line
@@ -374,12 +370,6 @@ class CloudFallback:
 # --- the router ----------------------------------------------------------------------------
 
 
-def _hub(ctx: ServerContext) -> LiveHub:
-    if ctx.hub is None:
-        raise ApiError(503, "this server follows no printers (no MQTT source configured)")
-    return ctx.hub
-
-
 def compat_routes(ctx: ServerContext) -> APIRouter:
     """The ``compat`` part (see the module)."""
     router = APIRouter(tags=["compat"])
@@ -402,7 +392,7 @@ def compat_routes(ctx: ServerContext) -> APIRouter:
 
     async def status(request: Request, device_id: str | None) -> Response:
         token = await ctx.gate.check(request, "read", device_id)
-        hub = _hub(ctx)
+        hub = need_hub(ctx)
         if device_id is not None:
             if hub.entry(device_id) is None:
                 raise ApiError(404, "Device not found")
@@ -485,7 +475,7 @@ def compat_routes(ctx: ServerContext) -> APIRouter:
     )
     async def devices(request: Request) -> Response:
         token = await ctx.gate.check(request, "read")
-        hub = _hub(ctx)
+        hub = need_hub(ctx)
         try:
             known = await cloud.devices()
         except ApiError as exc:  # the hub still knows serials, names and models
@@ -520,34 +510,7 @@ def compat_routes(ctx: ServerContext) -> APIRouter:
             )
         return json_response({"devices": rows})
 
-    def control(path: str, summary_text: str) -> Callable[[Handler], Handler]:
-        return router.post(
-            f"/api/v1/printers/{{device_id}}/{path}",
-            dependencies=[BEARER],
-            summary=summary_text,
-            response_model=CommandReplyOut,
-            responses=COMMAND_ERRORS,
-        )
-
-    async def run(request: Request, device_id: str, build: Callable[[], proto.Command]) -> Response:
-        await ctx.gate.check(request, "control", device_id)
-        return await command_reply(_hub(ctx), device_id, build)
-
-    @control("pause", "Pause the running print")
-    async def pause(request: Request, device_id: SerialPath) -> Response:
-        return await run(request, device_id, proto.pause)
-
-    @control("resume", "Resume a paused print")
-    async def resume(request: Request, device_id: SerialPath) -> Response:
-        return await run(request, device_id, proto.resume)
-
-    @control("stop", "Stop (cancel) the running print")
-    async def stop(request: Request, device_id: SerialPath) -> Response:
-        return await run(request, device_id, proto.stop)
-
-    @control("light", 'Switch the chamber light ({"on": true})')
-    async def light(request: Request, device_id: SerialPath, body: LightBody) -> Response:
-        mode = body.mode or ("on" if body.on else "off")
-        return await run(request, device_id, lambda: proto.ledctrl(body.node, mode))
+    # pause, resume, stop and light, as the live API declares them
+    command_routes(ctx, router, "/api/v1/printers/{serial}/{command}", COMMAND_ERRORS, [BEARER])
 
     return router
