@@ -241,8 +241,10 @@ def test_stall_gives_up_after_bounded_reconnects(face: Callable[..., Face], sim:
     camera = face(stall_timeout=0.2, max_reconnects=2)
     camera.take(1)
     sim.camera_stall(p1s(sim), 30)
+    # Frames already in the socket's buffers when the stall began still come first (the
+    # async face reads ahead; a loaded run got one): the error follows them.
     with pytest.raises(CameraStallError, match="gave up after 2 reconnects"):
-        camera.take(1)
+        camera.take(20)
     assert camera.stream.connects == 3
 
 
@@ -268,7 +270,7 @@ def test_refused_port_after_success_retries_then_gives_up(
     sim.camera_refuse(p1s(sim))
     sim.camera_drop(p1s(sim))
     with pytest.raises(CameraUnavailableError, match="gave up after 2 reconnects"):
-        camera.take(1)
+        camera.take(20)  # after any frame already buffered when the connection dropped
 
 
 def test_closed_port_on_first_use_of_a_pin(
