@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 import pytest
 
 from bambulab.sim import Simulator
-from tests.cli.conftest import Bambu, Result, login, unlimited_config
+from tests.cli.conftest import Background, Bambu, Result, login, unlimited_config
 from tests.cli.test_cli_commands import Terminal
 from tests.cli.test_cli_startup import probe
 
@@ -387,24 +386,12 @@ def test_watch_redraws_in_place_at_a_terminal(user: LiveBambu) -> None:
 
 
 def test_watch_ends_with_status_0_on_ctrl_c(user: LiveBambu) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bambulab.cli", "watch", "P1S 1"],
-        env=user.env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        time.sleep(2.5)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
-    assert "P1S 1" in out and "Traceback" not in err
+    watch = Background(["watch", "P1S 1"], user.env())
+    # Ctrl-C once it watches (a fixed wait was too short for a loaded run: no line yet).
+    watch.wait_line("P1S 1", timeout=30)
+    status, rest = watch.stop()
+    assert status == 0, rest
+    assert "Traceback" not in rest
 
 
 # --- LAN mode ------------------------------------------------------------------------------------
