@@ -55,12 +55,18 @@ from ..models.events import ConnectionEvent, ConnectionStatus, Event, LiveEvent
 from ..models.printer import detect_model
 from ..models.state import PrinterState
 from ..protocol import mqtt as proto
+from ..protocol import mqtt_frames as frames
 from ..protocol.events import ConnectionTracker, Tracker
+from .tls import ReadAheadSocket
 
 log = logging.getLogger("bambulab.mqtt")
 
 PUSHALL_MIN_INTERVAL_P1P = 300.0  # the P1P is reported to struggle with more
+# Bytes read per pass of the network loop at most: then timers and commands get a turn.
+READ_AHEAD = 1024 * 1024
 SUBSCRIBE_BATCH = 200  # topics per SUBSCRIBE packet when following many printers
+# connect() returns at the SUBACKs, or this long after the CONNACK if they do not come.
+SUBACK_GRACE = 3.0
 # Waiting callers give up this long after the connection's own deadline would have fired.
 BACKSTOP = 5.0
 
@@ -262,6 +268,7 @@ class Connection:
         self._timer_ids = itertools.count()
         self._full_waiters: dict[str, list[concurrent.futures.Future[PrinterState]]] = {}
         self._nudged: dict[str, float] = {}
+        self._unacked: set[int] = set()  # SUBSCRIBE packets of this session not acknowledged yet
         self._session_started = 0.0
         self._attempt_error: str | None = None  # why the broker refused this attempt
         # --- shared ---------------------------------------------------------------------
@@ -310,10 +317,14 @@ class Connection:
         ep = self.endpoint
         client.username_pw_set(ep.username, ep.password)
         if ep.tls is not None:
+            if ep.tls.sslsocket_class is ssl.SSLSocket:
+                # Reads everything waiting at once (see _read_ahead); otherwise the same.
+                ep.tls.sslsocket_class = ReadAheadSocket
             client.tls_set_context(ep.tls)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         # With this hook set (and no paho thread), paho only queues a packet;
         # the network thread's own loop writes it. Only that thread calls paho.
         client.on_socket_register_write = _network_thread_writes
@@ -323,7 +334,9 @@ class Connection:
     def start(self, timeout: float | None = None) -> None:
         """Start the network thread (returns at once); give up if not connected within ``timeout``.
 
-        ``ready`` resolves at the first CONNACK, or fails with why it could not be had.
+        ``ready`` resolves once the first connection is up and its subscriptions
+        are acknowledged (a report published after that is not missed), or
+        fails with why it could not be had.
         """
         if self._thread is not None:
             return
@@ -552,7 +565,10 @@ class Connection:
                 self._run_calls()
                 rc = MQTTErrorCode.MQTT_ERR_SUCCESS
                 if readable:
-                    rc = client.loop_read()
+                    if isinstance(sock, ReadAheadSocket):
+                        rc = self._read_ahead(sock)
+                    else:
+                        rc = client.loop_read()
                 if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
                     rc = client.loop_write()
                 if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -569,6 +585,42 @@ class Connection:
                     self._note(TransportError(f"{self.endpoint.label} {reason}"))
                     return reason
         return "closed"
+
+    def _read_ahead(self, sock: ReadAheadSocket) -> MQTTErrorCode:
+        """Read all that is waiting; take the QoS 0 publishes (reports) ourselves.
+
+        paho reads a packet per call, a byte at a time, and builds a message
+        object for it: at thousands of reports a second that was most of the
+        connection's CPU. Here each select reads everything available; each
+        whole QoS 0 ``PUBLISH`` goes straight to :meth:`_deliver`, and any
+        other whole packet (acks, ``PINGRESP``, QoS 1) is left for paho, which
+        reads it from the same buffer, so it never holds half a packet.
+        """
+        ended = sock.fill(READ_AHEAD)
+        inbox = sock.inbox
+        while True:
+            try:
+                found = frames.next_packet(inbox)
+            except frames.FrameError as exc:
+                self._note(TransportError(f"{self.endpoint.label} sent {exc}"))
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            if found is None:
+                break
+            first, start, end = found
+            if not frames.is_qos0_publish(first):
+                rc = self._client.loop_read()  # exactly this packet, from the inbox
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._client.socket() is not sock:
+                    return rc
+                continue
+            try:
+                topic, payload = frames.publish_parts(inbox, start, end)
+            except frames.FrameError as exc:
+                log.warning("%s: skipped a message: %s", self.endpoint.label, exc)
+                topic, payload = "", b""
+            del inbox[:end]
+            self._deliver(topic, payload)
+        # At the end of the stream paho reads the EOF or the error itself and says which.
+        return self._client.loop_read() if ended else MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _idle(self, seconds: float) -> bool:
         """Wait between attempts, still running queued work and timers; whether to go on."""
@@ -678,14 +730,37 @@ class Connection:
         self._nudged.clear()
         self._connected.set()
         self._emit_all(self._tracker.connected(time.time()))
-        if not self.ready.done():
-            self.ready.set_result(None)
         log.info("connected to %s (connection #%d)", self.endpoint.label, self.connects)
         topics = [(proto.report_topic(serial), 0) for serial in self.printers]
+        self._unacked = set()
         for start in range(0, len(topics), SUBSCRIBE_BATCH):
-            client.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+            _, mid = client.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+            if mid is not None:
+                self._unacked.add(mid)
+        if self._unacked:
+            # A broker that never acknowledges must not hold connect() up for good.
+            self._at(time.monotonic() + SUBACK_GRACE, self._subscribed)
+        else:
+            self._subscribed()
         for printer in self.printers.values():
             self._refresh(printer)
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, codes: Any, props: Any
+    ) -> None:
+        refused = [code for code in codes if code.is_failure]
+        if refused:
+            log.warning(
+                "%s refused %d subscription(s): %s", self.endpoint.label, len(refused), refused[0]
+            )
+        self._unacked.discard(mid)
+        if not self._unacked:
+            self._subscribed()
+
+    def _subscribed(self) -> None:
+        """The first session's subscriptions are in place (or their grace ran out)."""
+        if not self.ready.done() and self._connected.is_set():
+            self.ready.set_result(None)
 
     def _refresh(self, printer: Printer) -> None:
         """Ask for the full state after a (re)connect, within the P1P's rule."""
@@ -708,12 +783,15 @@ class Connection:
         self._connected.clear()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        serial = proto.serial_of(message.topic)
+        self._deliver(message.topic, bytes(message.payload))
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        serial = proto.serial_of(topic)
         printer = self.printers.get(serial or "")
         if printer is None:
             return
         try:
-            self._handle(printer, bytes(message.payload))
+            self._handle(printer, payload)
         except Exception:
             log.exception("%s: failed to handle a message; skipped", printer.serial)
 

@@ -67,6 +67,58 @@ class _NamedContext(ssl.SSLContext):
         return super().wrap_socket(sock, *args, **kwargs)
 
 
+class ReadAheadSocket(ssl.SSLSocket):
+    """A TLS socket that can read everything available at once into :attr:`inbox`.
+
+    ``recv`` serves the inbox first, so paho, reading a packet a byte at a
+    time, gets it from memory; :meth:`fill` is one pass over the TLS records
+    waiting in the kernel. Until :meth:`fill` is called it behaves exactly
+    like :class:`ssl.SSLSocket`. Used by one thread, the connection's.
+    """
+
+    inbox: bytearray = bytearray()  # replaced by the instance's own at the first fill
+    _eof = False
+    _error: OSError | None = None
+
+    def fill(self, limit: int) -> bool:
+        """Read what is available now (up to about ``limit`` bytes); whether the stream ended.
+
+        The end (EOF or an error) is remembered: once the inbox is empty,
+        ``recv`` returns or raises it as the plain socket did.
+        """
+        if "inbox" not in self.__dict__:
+            self.inbox = bytearray()
+        if self._eof or self._error is not None:
+            return True
+        inbox = self.inbox
+        target = len(inbox) + limit
+        while len(inbox) < target:
+            try:
+                chunk = super().recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return False
+            except OSError as exc:
+                self._error = exc
+                return True
+            if not chunk:
+                self._eof = True
+                return True
+            inbox += chunk
+        return False
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        inbox = self.inbox
+        if inbox:
+            data = bytes(inbox[:buflen])
+            del inbox[:buflen]
+            return data
+        if self._error is not None:
+            raise self._error
+        if self._eof:
+            return b""
+        return super().recv(buflen, flags)
+
+
 def _base_context(name: str | None) -> _NamedContext:
     ctx = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
