@@ -129,6 +129,7 @@ class Mosquitto:
             # As root, mosquitto would drop to a user that cannot read the key.
             f"user {getpass.getuser()}\n"
             f"per_listener_settings false\nallow_anonymous true\nmax_queued_messages 100000\n"
+            "set_tcp_nodelay true\n"
             f"listener {self.plain_port} 127.0.0.1\n"
             f"listener {self.tls_port} 127.0.0.1\n"
             f"cafile {self.certs.ca_file}\ncertfile {cloud.cert_file}\nkeyfile {cloud.key_file}\n"
@@ -220,7 +221,7 @@ async def follow(
     for client in clients:
         await client.connect()
         for serial in client.serials:  # no pushall answers here: mark the state known
-            client.connection.printers[serial].full.set()
+            client.connection.printers[serial].full = True
     await started()
     cpu0 = time.process_time()
 
@@ -358,7 +359,7 @@ def measure_baseline(broker: Mosquitto, count: int, seconds: float) -> dict[str,
         )
         client.on_event = on_event
         client.connect()
-        client.connection.printers[serial].full.set()
+        client.connection.printers[serial].full = True
         clients.append(client)
     proc = publisher(broker.plain_port, count, seconds)
     cpu0 = time.process_time()

@@ -195,7 +195,7 @@ def main() -> int:
 
         async def known() -> None:  # no pushall answers here: mark the states known
             for serial in serials(count):
-                mqtt.connection.printers[serial].full.set()
+                mqtt.connection.printers[serial].full = True
 
         ctx.on_start.append(known)
         server = AppServer(

@@ -640,7 +640,7 @@ class BambuMQTT(_Base, _Commands[proto.Incoming]):
         if isinstance(event, StateChanged) and self.on_message is not None:
             conn = self._conn
             printer = conn.printers.get(event.serial) if conn is not None else None
-            if printer is not None and printer.full.is_set():
+            if printer is not None and printer.full:
                 self.on_message(event.state)
 
     def connect(self, device_id: str | None = None, timeout: float | None = None) -> BambuMQTT:

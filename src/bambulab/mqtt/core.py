@@ -125,7 +125,9 @@ class Printer:
         self.tracker = Tracker(serial)
         self.last_report = 0.0  # time.monotonic() of the last print report; 0: none yet
         self.last_pushall = 0.0
-        self.full = threading.Event()
+        self.full = (
+            False  # a full report came (plain bool: one Event per printer weighed on the GC)
+        )
         # Malformed fields already logged: once per field, not once per message.
         self.warned: set[str] = set()
 
@@ -145,8 +147,8 @@ class Printer:
         if incoming.kind == "report" and incoming.family == "print":
             self.state = state = self.state.evolve(raw=self.stream.state)
             self.last_report = time.monotonic()
-            if not self.full.is_set() and "gcode_state" in incoming.body:
-                self.full.set()
+            if not self.full and "gcode_state" in incoming.body:
+                self.full = True
             return incoming, self.tracker.update(state, incoming.body.keys())
         if incoming.kind == "event":
             if incoming.command in ("client.connected", "client.disconnected"):
@@ -593,8 +595,9 @@ class Connection:
         object for it: at thousands of reports a second that was most of the
         connection's CPU. Here each select reads everything available; each
         whole QoS 0 ``PUBLISH`` goes straight to :meth:`_deliver`, and any
-        other whole packet (acks, ``PINGRESP``, QoS 1) is left for paho, which
-        reads it from the same buffer, so it never holds half a packet.
+        other whole packet (acks, ``PINGRESP``, QoS 1) is lent to paho, which
+        reads it, and only it, from the same buffer: it never holds half a
+        packet, nor takes the reports behind it.
         """
         ended = sock.fill(READ_AHEAD)
         inbox = sock.inbox
@@ -608,7 +611,14 @@ class Connection:
                 break
             first, start, end = found
             if not frames.is_qos0_publish(first):
-                rc = self._client.loop_read()  # exactly this packet, from the inbox
+                # paho reads exactly this packet from the inbox (it would go on
+                # through the reports if it could: it reads as many packets per
+                # call as it has messages queued, thousands after a connect).
+                sock.window = end
+                try:
+                    rc = self._client.loop_read()
+                finally:
+                    sock.window = None
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._client.socket() is not sock:
                     return rc
                 continue
@@ -814,7 +824,7 @@ class Connection:
         for event in events:
             self._emit(event)
         waiters = self._full_waiters.get(printer.serial)
-        if waiters and printer.full.is_set():
+        if waiters and printer.full:
             del self._full_waiters[printer.serial]
             for future in waiters:
                 _succeed(future, printer.state)
@@ -863,7 +873,7 @@ class Connection:
         """The state once a full report came (``pushall`` is sent if none comes soon)."""
         printer = self.printer(serial)
         future: concurrent.futures.Future[PrinterState] = concurrent.futures.Future()
-        if printer.full.is_set():
+        if printer.full:
             future.set_result(printer.state)
             return future
         self._call(lambda: self._await_full(printer, future, timeout))
@@ -872,7 +882,7 @@ class Connection:
     def _await_full(
         self, printer: Printer, future: concurrent.futures.Future[PrinterState], timeout: float
     ) -> None:
-        if printer.full.is_set():
+        if printer.full:
             _succeed(future, printer.state)
             return
         self._full_waiters.setdefault(printer.serial, []).append(future)

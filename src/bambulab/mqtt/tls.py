@@ -77,6 +77,9 @@ class ReadAheadSocket(ssl.SSLSocket):
     """
 
     inbox: bytearray = bytearray()  # replaced by the instance's own at the first fill
+    _scratch: memoryview
+    # When set, recv serves at most this many more bytes of the inbox (see Connection._read_ahead).
+    window: int | None = None
     _eof = False
     _error: OSError | None = None
 
@@ -88,26 +91,35 @@ class ReadAheadSocket(ssl.SSLSocket):
         """
         if "inbox" not in self.__dict__:
             self.inbox = bytearray()
+            # One buffer for every TLS record: recv() would allocate 64 KiB for each.
+            self._scratch = memoryview(bytearray(65536))
         if self._eof or self._error is not None:
             return True
-        inbox = self.inbox
+        inbox, scratch = self.inbox, self._scratch
         target = len(inbox) + limit
         while len(inbox) < target:
             try:
-                chunk = super().recv(65536)
+                size = super().recv_into(scratch)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
                 return False
             except OSError as exc:
                 self._error = exc
                 return True
-            if not chunk:
+            if not size:
                 self._eof = True
                 return True
-            inbox += chunk
+            inbox += scratch[:size]
         return False
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         inbox = self.inbox
+        window = self.window
+        if window is not None:
+            # Only the packet lent out is readable; then "nothing more for now".
+            if not window or not inbox:
+                raise ssl.SSLWantReadError("the lent packet was read")
+            buflen = min(buflen, window)
+            self.window = window - min(buflen, len(inbox))
         if inbox:
             data = bytes(inbox[:buflen])
             del inbox[:buflen]
