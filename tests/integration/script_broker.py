@@ -61,10 +61,24 @@ class Link:
 
     def send(self, topic: str, payload: dict[str, Any] | bytes) -> None:
         """PUBLISH (QoS 0) to the client."""
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        if isinstance(payload, bytes):
+            name = topic.encode()
+            body = len(name).to_bytes(2, "big") + name + payload
+            self.write(bytes([0x30]) + _varint(len(body)) + body)
+        else:
+            self.write(self.packet(topic, payload))
+
+    def write_pieces(self, data: bytes, size: int = 1) -> None:
+        """Write ``data`` ``size`` bytes per TLS record, nothing else in between."""
+        with self.write_lock:
+            for start in range(0, len(data), size):
+                self.sock.sendall(data[start : start + size])
+
+    def packet(self, topic: str, payload: dict[str, Any]) -> bytes:
+        """The bytes of a QoS 0 PUBLISH to the client (for writes the test splits itself)."""
         name = topic.encode()
-        body = len(name).to_bytes(2, "big") + name + data
-        self.write(bytes([0x30]) + _varint(len(body)) + body)
+        body = len(name).to_bytes(2, "big") + name + json.dumps(payload).encode()
+        return bytes([0x30]) + _varint(len(body)) + body
 
     def kill(self) -> None:
         with self.write_lock:
@@ -94,6 +108,9 @@ class ScriptBroker:
         self.drop_after_connack = False
         self.refuse_code = 0  # CONNACK return code; 5 = not authorised
         self.subscribed: list[tuple[int, str]] = []  # (connection number, topic filter)
+        self.suback_delay: float | None = 0.0  # seconds before each SUBACK; None: never sent
+        self.on_subscribed: Callable[[Link], None] = lambda link: None  # right after a SUBACK
+        self.pubacks: list[bytes] = []  # packet ids the client acknowledged
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -174,7 +191,12 @@ class ScriptBroker:
                     self.subscribed.append((link.number, rest[2 : 2 + length].decode()))
                 rest = rest[2 + length + 1 :]
                 filters += 1
-            link.write(bytes([0x90, 2 + filters]) + body[:2] + b"\x00" * filters)
+            suback = bytes([0x90]) + _varint(2 + filters) + body[:2] + b"\x00" * filters
+            if self.suback_delay is not None:
+                threading.Timer(self.suback_delay, self._suback, (link, suback)).start()
+        elif kind == 4:  # PUBACK of a QoS 1 publish sent to the client
+            with self.lock:
+                self.pubacks.append(body[:2])
         elif kind == 12:  # PINGREQ
             link.write(b"\xd0\x00")
         elif kind == 3:  # PUBLISH
@@ -196,6 +218,11 @@ class ScriptBroker:
         elif kind == 14:  # DISCONNECT
             return False
         return True
+
+    def _suback(self, link: Link, suback: bytes) -> None:
+        with contextlib.suppress(OSError):
+            link.write(suback)
+            self.on_subscribed(link)
 
 
 def _varint(n: int) -> bytes:
