@@ -104,14 +104,12 @@ def test_reports_behind_an_ack_are_not_read_by_paho(
     """
     through_paho: list[str] = []
     original = mqtt_core.Connection._on_message
-    monkeypatch.setattr(
-        mqtt_core.Connection,
-        "_on_message",
-        lambda self, c, u, message: (
-            through_paho.append(message.topic),
-            original(self, c, u, message),
-        ),
-    )
+
+    def on_message(self: mqtt_core.Connection, client: Any, userdata: Any, message: Any) -> None:
+        through_paho.append(message.topic)
+        original(self, client, userdata, message)
+
+    monkeypatch.setattr(mqtt_core.Connection, "_on_message", on_message)
     serials = [f"01P00A{i:09d}" for i in range(300)]
     client = BambuMQTT(
         "1000",
