@@ -405,11 +405,21 @@ def test_a_token_for_printer_a_never_reads_or_controls_b(rig: Rig) -> None:
         ("POST", "/v1/user-service/my/task", {"deviceId": b, "title": "x"}),
         ("POST", f"{user}/print", {"device_id": a, "settings": {"deviceId": b}}),
         ("DELETE", f"{BIND}?dev_id={b}", None),
+        # changes that name no printer are the account's, not a printer token's
+        ("PUT", f"{user}/notification", {"notification_id": "1", "read": True}),
+        ("POST", "/v1/user-service/my/task", {"title": "x"}),
+        ("PATCH", "/v1/user-service/my/profile", {"name": "x"}),
     ):
         answer = get(rig.full, path, controller, method=method, json=body)
         assert answer.status_code == 403, (method, path)
     assert rig.seen.v1()[before:] == []
-    assert get(rig.full, f"{user}/device/info?device_id={a}", controller).status_code == 200
+    info = get(rig.full, f"{user}/device/info?device_id={a}", controller)
+    assert info.status_code == 200
+    same = {"dev_id": a, "name": info.json()["device_name"]}  # a change naming a: allowed
+    assert (
+        get(rig.full, f"{user}/device/info", controller, method="PATCH", json=same).status_code
+        == 200
+    )
 
 
 # --- tokens, limits -------------------------------------------------------------------------

@@ -27,7 +27,9 @@ Every rule is data, in this module, and applied in one place
   do not depend on who asks, and junk never costs a token lookup.
 * **Printers**: a token with a printer allowlist may only name those printers
   (query ``device_id``/``dev_id``/``deviceId`` in any spelling of case and
-  ``_``, the same names anywhere in a JSON body); an answer's lists drop the
+  ``_``, the same names anywhere in a JSON body), and a change it makes must
+  name one (one that names none is the account's: profile, notifications,
+  projects); an answer's lists drop the
   entries that name another printer, and an answer that is *about* another
   printer (task detail...) is 403. Query and body are forwarded as parsed and
   re-encoded, so the cloud reads exactly what was checked.
@@ -508,8 +510,13 @@ def proxy_routes(ctx: ServerContext) -> APIRouter:
         ):
             raise _refuse(f"a {method[:16]} request carries no body here")
         if allowed is not None:
-            for serial in named_printers(pairs, body):
+            named = named_printers(pairs, body)
+            for serial in named:
                 Gate.authorize(token, needed, serial)
+            if method != "GET" and not named:
+                # A change that names no printer is the account's (profile,
+                # notifications, projects): not for a token limited to printers.
+                raise _refuse("a token for some printers may only change those printers")
         # bytes as received (no re-encoding can fail); only the listed names
         sent = [(b"authorization", account_auth), (b"accept", b"application/json")]
         sent += [(n.lower(), v) for n, v in headers if n.lower() in FORWARDED_HEADERS]
