@@ -64,18 +64,11 @@ UID = "1873420516"
 PUBLISHER = textwrap.dedent(
     r"""
     import socket, sys, time, orjson
+    from bambulab.protocol.mqtt_frames import remaining_length
     port, count, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 
-    def varint(n):
-        out = bytearray()
-        while True:
-            n, byte = n >> 7, n & 0x7F
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
-
     def packet(first, body):
-        return bytes([first]) + varint(len(body)) + body
+        return bytes([first]) + remaining_length(len(body)) + body
 
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

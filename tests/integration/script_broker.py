@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bambulab.protocol.mqtt_frames import remaining_length
 from bambulab.sim.certs import SimCertificates
 
 SERIAL = "01P00A000000001"
@@ -64,7 +65,7 @@ class Link:
         if isinstance(payload, bytes):
             name = topic.encode()
             body = len(name).to_bytes(2, "big") + name + payload
-            self.write(bytes([0x30]) + _varint(len(body)) + body)
+            self.write(bytes([0x30]) + remaining_length(len(body)) + body)
         else:
             self.write(self.packet(topic, payload))
 
@@ -78,7 +79,7 @@ class Link:
         """The bytes of a QoS 0 PUBLISH to the client (for writes the test splits itself)."""
         name = topic.encode()
         body = len(name).to_bytes(2, "big") + name + json.dumps(payload).encode()
-        return bytes([0x30]) + _varint(len(body)) + body
+        return bytes([0x30]) + remaining_length(len(body)) + body
 
     def kill(self) -> None:
         with self.write_lock:
@@ -191,7 +192,7 @@ class ScriptBroker:
                     self.subscribed.append((link.number, rest[2 : 2 + length].decode()))
                 rest = rest[2 + length + 1 :]
                 filters += 1
-            suback = bytes([0x90]) + _varint(2 + filters) + body[:2] + b"\x00" * filters
+            suback = bytes([0x90]) + remaining_length(2 + filters) + body[:2] + b"\x00" * filters
             if self.suback_delay is not None:
                 threading.Timer(self.suback_delay, self._suback, (link, suback)).start()
         elif kind == 4:  # PUBACK of a QoS 1 publish sent to the client
@@ -223,15 +224,6 @@ class ScriptBroker:
         with contextlib.suppress(OSError):
             link.write(suback)
             self.on_subscribed(link)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _read_packet(sock: ssl.SSLSocket) -> tuple[int, bytes] | None:

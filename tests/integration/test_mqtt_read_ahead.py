@@ -18,7 +18,7 @@ from bambulab import BambuMQTT
 from bambulab.models.events import StateChanged
 from bambulab.mqtt import Backoff
 from bambulab.mqtt import core as mqtt_core
-from bambulab.protocol.mqtt_frames import MAX_PACKET
+from bambulab.protocol.mqtt_frames import MAX_PACKET, remaining_length
 from tests.conftest import wait_for
 from tests.integration.script_broker import SERIAL, ScriptBroker
 from tests.integration.test_mqtt_connection import client_of
@@ -143,14 +143,8 @@ def test_a_packet_announcing_more_than_the_cap_drops_the_connection(
     live = client_of(broker, face).connect()
     try:
         link = broker.link
-        size = MAX_PACKET + 1
-        header = bytearray([0x30])
-        while True:
-            size, byte = size >> 7, size & 0x7F
-            header.append(byte | (0x80 if size else 0))
-            if not size:
-                break
-        link.write(bytes(header) + b"\x00" * 1024)  # never sent whole: refused from the header
+        header = b"\x30" + remaining_length(MAX_PACKET + 1)
+        link.write(header + b"\x00" * 1024)  # never sent whole: refused from the header
         wait_for(lambda: len(broker.links) >= 2, what="a new connection")
         error = live.client.connection.last_error
         assert error is not None and f"the limit is {MAX_PACKET}" in str(error)

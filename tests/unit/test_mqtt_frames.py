@@ -10,22 +10,14 @@ from bambulab.protocol.mqtt_frames import (
     is_qos0_publish,
     next_packet,
     publish_parts,
+    remaining_length,
 )
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, byte = n >> 7, n & 0x7F
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def publish(topic: str, payload: bytes, first: int = 0x30) -> bytes:
     name = topic.encode()
     body = len(name).to_bytes(2, "big") + name + payload
-    return bytes([first]) + varint(len(body)) + body
+    return bytes([first]) + remaining_length(len(body)) + body
 
 
 def test_a_whole_packet_is_found_and_every_prefix_of_it_is_incomplete() -> None:
@@ -38,7 +30,7 @@ def test_a_whole_packet_is_found_and_every_prefix_of_it_is_incomplete() -> None:
 
 @pytest.mark.parametrize("size", [0, 127, 128, 16383, 16384, 2_097_151, 2_097_152])
 def test_remaining_lengths_of_one_to_four_bytes(size: int) -> None:
-    head = b"\x30" + varint(size)
+    head = b"\x30" + remaining_length(size)
     found = next_packet(head + b"\x00" * size)
     assert found == (0x30, len(head), len(head) + size)
 
@@ -47,7 +39,7 @@ def test_a_fifth_length_byte_or_a_size_over_the_cap_is_refused() -> None:
     with pytest.raises(FrameError, match="longer than 4 bytes"):
         next_packet(b"\x30\xff\xff\xff\xff\x01")
     with pytest.raises(FrameError, match=f"the limit is {MAX_PACKET}"):
-        next_packet(b"\x30" + varint(MAX_PACKET + 1))  # refused from the header alone
+        next_packet(b"\x30" + remaining_length(MAX_PACKET + 1))  # refused from the header alone
     with pytest.raises(FrameError, match="the limit is 10"):
         next_packet(b"\x30\x0b", limit=10)
 

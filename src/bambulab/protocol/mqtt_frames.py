@@ -18,6 +18,16 @@ class FrameError(ValueError):
     """The buffer does not hold MQTT packets (bad remaining length, oversize, bad topic)."""
 
 
+def remaining_length(size: int) -> bytes:
+    """``size`` as MQTT's remaining length: 7 bits a byte, low first, high bit = more."""
+    out = bytearray()
+    while True:
+        size, byte = size >> 7, size & 0x7F
+        out.append(byte | (0x80 if size else 0))
+        if not size:
+            return bytes(out)
+
+
 def next_packet(buf: bytes | bytearray, limit: int = MAX_PACKET) -> tuple[int, int, int] | None:
     """The whole packet at the start of ``buf``: ``(first byte, body start, end)``.
 
