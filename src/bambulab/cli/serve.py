@@ -250,10 +250,10 @@ def serve_all(
     broker: Broker = None,
     broker_ca: BrokerCa = None,
 ) -> None:
-    """Serve the proxy, the compatibility API, the live API and /metrics on one port."""
+    """Serve the proxy, the compatibility API, the live API, /metrics and the farm on one port."""
     if ctx.invoked_subcommand is not None:
         return
-    run_server(("proxy", "compat", "live", "metrics"), host, port, mode, rate, redis, cors,
+    run_server(("proxy", "compat", "live", "metrics", "farm"), host, port, mode, rate, redis, cors,
                printers, store, broker=broker, broker_ca=broker_ca)  # fmt: skip
 
 
@@ -285,6 +285,22 @@ def serve_compat(
 ) -> None:
     """The legacy local API (/api/v1/status...) fed live, plus /api/v2 and /metrics."""
     run_server(("compat", "live", "metrics"), host, port, "strict", rate, redis, cors,
+               printers, store, broker=broker, broker_ca=broker_ca)  # fmt: skip
+
+
+@serve_app.command("farm")
+def serve_farm(
+    host: Host = "127.0.0.1",
+    port: Port = 8088,
+    rate: Rate = "120/min",
+    redis: Redis = None,
+    printers: Printers = "",
+    store: Store = None,
+    broker: Broker = None,
+    broker_ca: BrokerCa = None,
+) -> None:
+    """The farm dashboard (/farm: log in with a token), plus /api/v2 and /metrics."""
+    run_server(("farm", "live", "metrics"), host, port, "strict", rate, redis, None,
                printers, store, broker=broker, broker_ca=broker_ca)  # fmt: skip
 
 

@@ -57,7 +57,7 @@ from ..models.output import PrinterStateOut
 from ..models.state import PrinterState
 from ..protocol import mqtt as proto
 from ..vocabulary import HEATER_LIMITS, LIGHT_MODES, LIGHT_NODES
-from .common import ApiError, BusEvent
+from .common import ApiError, BusEvent, EventBus
 from .tokens import IssuedToken
 
 if TYPE_CHECKING:
@@ -443,12 +443,15 @@ def command_routes(
     template: str,
     responses: dict[int | str, dict[str, Any]],
     dependencies: list[Any] | None = None,
+    *,
+    cookie: bool = False,
 ) -> tuple[Callable[[str, str], Callable[[Handler], Handler]], Callable[..., Awaitable[Response]]]:
     """Declare pause, resume, stop and light on ``router``: the commands both this API
     and the compatibility API offer, at ``template`` (``{serial}`` and ``{command}``).
 
     Returns the route decorator and the runner (token check for ``control`` on the
     printer, then :func:`command_reply`) for the commands only one API has.
+    ``cookie``: the token may come from the dashboard's session cookie.
     """
 
     def control(path: str, summary_text: str) -> Callable[[Handler], Handler]:
@@ -461,7 +464,7 @@ def command_routes(
         )
 
     async def run(request: Request, serial: str, build: Callable[[], proto.Command]) -> Response:
-        await ctx.gate.check(request, "control", serial)
+        await ctx.gate.check(request, "control", serial, cookie=cookie)
         return await command_reply(need_hub(ctx), serial, build)
 
     @control("pause", "Pause the running print")
@@ -561,7 +564,7 @@ def live_routes(ctx: ServerContext) -> APIRouter:
                 raise ApiError(400, "Last-Event-ID is not an event id of this server")
         keepalive = float(ctx.extra.get("sse_keepalive", KEEPALIVE))
         return StreamingResponse(
-            _stream(ctx, request, token, serial, after or None, keepalive, streams),
+            stream_events(ctx, request, token, serial, after or None, keepalive, streams),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
@@ -627,7 +630,7 @@ def live_routes(ctx: ServerContext) -> APIRouter:
     return router
 
 
-async def _stream(
+async def stream_events(
     ctx: ServerContext,
     request: Request,
     token: IssuedToken,
@@ -635,6 +638,7 @@ async def _stream(
     after: str | None,
     keepalive: float,
     streams: StreamCounter,
+    bus: EventBus | None = None,
 ) -> AsyncIterator[bytes]:
     """The event stream of one client, until it goes away or the server stops.
 
@@ -644,7 +648,7 @@ async def _stream(
     a few writes a second, not in a wake-up and a write per event. The frames
     were encoded once, on the bus; a client only picks those it may see.
     """
-    batches = ctx.bus.batches(after)
+    batches = (bus or ctx.bus).batches(after)
     gone: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(request))
     pending: asyncio.Future[Any] | None = None
     loop = asyncio.get_running_loop()

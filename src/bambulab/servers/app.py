@@ -9,7 +9,8 @@ upstream API. Every part is an ``APIRouter`` built by its module:
 * ``proxy`` (:func:`bambulab.servers.proxy.proxy_routes`): ``/v1/...`` to the cloud;
 * ``compat`` (:func:`bambulab.servers.compat.compat_routes`): the legacy ``/api/v1``;
 * ``live`` (:func:`bambulab.servers.api_v2.live_routes`): ``/api/v2`` and its events;
-* ``metrics`` (:func:`bambulab.servers.metrics.metrics_routes`): ``/metrics``.
+* ``metrics`` (:func:`bambulab.servers.metrics.metrics_routes`): ``/metrics``;
+* ``farm`` (:func:`bambulab.farm.web.farm_routes`): the dashboard at ``/farm``.
 
 Every app has ``/`` (what is mounted), ``/health``, the OpenAPI schema and
 ``/docs``, the audit line per request and the one error shape of
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PARTS", "ServerContext", "build_app"]
 
-PARTS = ("proxy", "compat", "live", "metrics")
+PARTS = ("proxy", "compat", "live", "metrics", "farm")
 VERSION = "2"
 
 
@@ -99,6 +100,10 @@ def _router(part: str, ctx: ServerContext) -> Any:
         from .metrics import metrics_routes
 
         return metrics_routes(ctx)
+    if part == "farm":
+        from ..farm.web import farm_routes
+
+        return farm_routes(ctx)
     raise ValueError(f"unknown server part {part!r} (known: {', '.join(PARTS)})")
 
 

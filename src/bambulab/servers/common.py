@@ -174,6 +174,30 @@ def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+# The farm dashboard's browser session: the token, in an HttpOnly SameSite=Strict
+# cookie set by its login form (a browser's EventSource cannot send headers).
+SESSION_COOKIE = "bambu_session"
+# A change made with the cookie must carry this header: a page of another site
+# cannot add it without a CORS preflight, which this server does not grant.
+CSRF_HEADER = b"x-bambu-request"
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def session_cookie(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The token in the :data:`SESSION_COOKIE` cookie (``None``: no such cookie)."""
+    from http.cookies import CookieError, SimpleCookie
+
+    for name, value in headers:
+        if name.lower() != b"cookie":
+            continue
+        jar: SimpleCookie = SimpleCookie()
+        with contextlib.suppress(CookieError):
+            jar.load(value.decode("latin-1"))
+        if SESSION_COOKIE in jar:
+            return jar[SESSION_COOKIE].value
+    return None
+
+
 def query_names(query: bytes) -> set[str]:
     from urllib.parse import parse_qsl
 
@@ -195,16 +219,35 @@ class Gate:
         self.limit = limit
 
     async def check(
-        self, request: Request, scope: Scope = "read", printer: str | None = None
+        self,
+        request: Request,
+        scope: Scope = "read",
+        printer: str | None = None,
+        *,
+        cookie: bool = False,
     ) -> IssuedToken:
-        """The request's token, if it allows ``scope`` (on ``printer``); else :class:`ApiError`."""
+        """The request's token, if it allows ``scope`` (on ``printer``); else :class:`ApiError`.
+
+        ``cookie``: the dashboard's routes also take the token from the session
+        cookie when no ``Authorization`` header is sent (a change then needs
+        the :data:`CSRF_HEADER` its page sends).
+        """
         if query_names(request.scope.get("query_string", b"")) & QUERY_TOKEN_NAMES:
             raise ApiError(
                 401,
                 "tokens go in the Authorization header (Bearer), never in the address",
                 {"www-authenticate": "Bearer"},
             )
-        secret = bearer(request.scope.get("headers", []))
+        headers = request.scope.get("headers", [])
+        secret = bearer(headers)
+        if secret is None and cookie:
+            secret = session_cookie(headers)
+            if (
+                secret
+                and request.scope.get("method") not in SAFE_METHODS
+                and not any(name.lower() == CSRF_HEADER for name, _ in headers)
+            ):
+                raise ApiError(403, "a change made from the dashboard's session needs its page")
         if not secret:
             raise ApiError(
                 401,

@@ -1,0 +1,509 @@
+"""The farm dashboard: one page with a tile per printer, live through Server-Sent Events.
+
+``GET /farm`` is server-rendered HTML: a tile per printer the token may see
+(name, model, state in colour, job and plate thumbnail, progress, time left
+and the clock time it ends, layer, temperatures, AMS trays as colour swatches
+with type, remaining and humidity, the active tray, HMS alerts with their text
+and wiki link, the camera when the server has one) and a "needs attention"
+band. Its script (``/farm/static/dashboard.js``, no build step, no
+third-party code) opens one ``EventSource`` on ``/farm/api/events``, replaces
+a tile by the HTML the server sends for it, and filters, groups and sorts
+the tiles in the browser. Controls (pause, resume, stop with a confirmation,
+light, speed) are on the page only for a ``control`` token.
+
+Tiles are rendered once per change, not once per client: :class:`TileFeed`
+follows the server's event bus, re-renders the tile of a printer that had
+events (at most every :data:`TILE_INTERVAL`), and publishes it on its own bus
+only when the HTML changed; every dashboard reads the same encoded frames.
+
+A browser cannot send an ``Authorization`` header with ``EventSource``: the
+login form (``/farm/login``) puts the token in an HttpOnly, SameSite=Strict
+cookie, and a change made with the cookie needs the header the page's script
+sends (:data:`~bambulab.servers.common.CSRF_HEADER`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from ..models.printer import Severity
+from ..models.state import PrinterState
+from ..safetext import visible
+from ..servers.common import (
+    SESSION_COOKIE,
+    ApiError,
+    MemoryEventBus,
+)
+from ..servers.tokens import IssuedToken, ServerTokenError
+
+if TYPE_CHECKING:
+    from ..servers.app import ServerContext
+
+log = logging.getLogger("bambulab.farm")
+
+__all__ = ["FarmInfo", "TileFeed", "attention", "farm_routes", "render_tile"]
+
+TILE_INTERVAL = 0.5  # seconds between two renderings of one printer's tile at most
+STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+_HEX = re.compile(r"^[0-9A-Fa-f]{6}")
+# gcode_state -> the colour class of a tile
+STATE_CLASS = {
+    "RUNNING": "printing",
+    "PREPARE": "printing",
+    "SLICING": "printing",
+    "PAUSE": "paused",
+    "FAILED": "failed",
+    "FINISH": "finished",
+    "IDLE": "idle",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FarmInfo:
+    """What the farm knows of a printer beyond its live state (from the queue)."""
+
+    job_id: int | None = None
+    job_name: str = ""
+    thumbnail: str = ""  # URL of the plate's thumbnail
+    bed_clear_needed: bool = False
+    tags: tuple[str, ...] = ()
+
+
+NO_INFO = FarmInfo()
+FarmInfoSource = Callable[[str], FarmInfo]
+
+
+def _e(text: Any) -> str:
+    """Text from elsewhere, for HTML: control characters shown, markup escaped."""
+    return html.escape(visible(str(text)), quote=True)
+
+
+def _state_class(state: PrinterState | None, online: bool) -> str:
+    if not online or state is None:
+        return "offline"
+    return STATE_CLASS.get(state.gcode_state, "idle")
+
+
+def attention(state: PrinterState | None, online: bool, info: FarmInfo = NO_INFO) -> str:
+    """Why a printer needs someone ("" when it does not): failed, paused, HMS, bed to clear."""
+    if not online or state is None:
+        return ""
+    gcode = state.gcode_state
+    hms = [h for h in state.hms if h.severity != Severity.INFO]
+    if gcode == "FAILED":
+        error = state.print_error
+        return f"failed: {error.text}" if error else "failed"
+    if gcode == "PAUSE":
+        return f"paused: {hms[0].text}" if hms else "paused"
+    if hms:
+        return f"HMS: {hms[0].text}"
+    if gcode == "FINISH" and info.bed_clear_needed:
+        return "finished: clear the bed"
+    return ""
+
+
+def _temp(now: float | None, target: float | None) -> str:
+    if now is None:
+        return "–"
+    shown = f"{now:.0f}"
+    return f"{shown}/{target:.0f}" if target else shown
+
+
+def _swatch(colour: str) -> str:
+    return f"#{colour[:6]}" if _HEX.match(colour) else "transparent"
+
+
+def _ams(state: PrinterState) -> str:
+    active = state.active_tray
+    active_id = active.global_id if active is not None else None
+    units = []
+    for unit in state.ams_units:
+        trays = []
+        for tray in unit.trays:
+            if tray.empty:
+                label, title = "empty", f"slot {tray.id + 1}: empty"
+            else:
+                remain = f" {tray.remain}%" if tray.remain is not None and tray.remain >= 0 else ""
+                label = f"{tray.type}{remain}"
+                title = f"slot {tray.id + 1}: {tray.type} #{tray.colour[:6]}{remain}"
+            cls = "tray active" if tray.global_id == active_id else "tray"
+            trays.append(
+                f'<li class="{cls}" title="{_e(title)}">'
+                f'<span class="sw" style="background:{_swatch(tray.colour)}"></span>'
+                f"{_e(label)}</li>"
+            )
+        humidity = (
+            f'<span class="hum" title="humidity">{unit.humidity_percent}%</span>'
+            if unit.humidity_percent is not None
+            else (
+                f'<span class="hum" title="humidity level (5 dry .. 1 wet)">'
+                f"H{unit.humidity_level}</span>"
+                if unit.humidity_level is not None
+                else ""
+            )
+        )
+        units.append(
+            f'<div class="unit"><span class="uname">AMS {unit.id + 1}</span>{humidity}'
+            f"<ul>{''.join(trays)}</ul></div>"
+        )
+    for spool in state.external_spools:
+        if spool.empty:
+            continue
+        cls = "tray active" if spool.global_id == active_id else "tray"
+        units.append(
+            f'<div class="unit"><span class="uname">spool</span><ul><li class="{cls}">'
+            f'<span class="sw" style="background:{_swatch(spool.colour)}"></span>'
+            f"{_e(spool.type)}</li></ul></div>"
+        )
+    return f'<div class="ams">{"".join(units)}</div>' if units else ""
+
+
+def render_tile(
+    serial: str,
+    name: str,
+    model: str,
+    state: PrinterState | None,
+    online: bool,
+    info: FarmInfo = NO_INFO,
+    *,
+    camera: str = "",
+    now: float | None = None,
+) -> str:
+    """One printer's tile (an ``<article>``); every string from elsewhere escaped."""
+    moment = time.time() if now is None else now
+    cls = _state_class(state, online)
+    why = attention(state, online, info)
+    label = name or serial
+    gcode = "OFFLINE" if cls == "offline" else (state.gcode_state if state else "")
+    remaining = state.remaining_minutes if state is not None else None
+    printing = cls in ("printing", "paused")
+    data = {
+        "serial": serial,
+        "name": label,
+        "model": model,
+        "state": cls,
+        "tags": " ".join(info.tags),
+        "remaining": str(remaining if printing and remaining is not None else ""),
+        "attention": why,
+    }
+    attrs = " ".join(f'data-{k}="{_e(v)}"' for k, v in data.items())
+    parts = [
+        f'<article class="tile s-{cls}{" attn" if why else ""}" id="t-{_e(serial)}" {attrs}>',
+        f'<header><h2 title="{_e(serial)}">{_e(label)}</h2>'
+        f'<span class="model">{_e(model)}</span><span class="badge">{_e(gcode)}</span></header>',
+    ]
+    if why:
+        parts.append(f'<p class="why">{_e(why)}</p>')
+    if state is not None and online:
+        job = info.job_name or state.job_name
+        thumb = (
+            f'<img class="thumb" loading="lazy" alt="" src="{_e(info.thumbnail)}">'
+            if info.thumbnail
+            else ""
+        )
+        if job or thumb:
+            parts.append(f'<div class="job">{thumb}<span>{_e(job)}</span></div>')
+        if printing:
+            percent = state.percent or 0
+            bits = [f"{percent} %"]
+            if state.total_layers:
+                bits.append(f"layer {state.layer or 0}/{state.total_layers}")
+            ends = ""
+            if remaining is not None:
+                bits.append(f"{remaining} min left")
+                ends = f' data-ends="{int(moment + remaining * 60)}"'
+            parts.append(
+                f'<div class="progress"><progress max="100" value="{percent}"></progress>'
+                f'<span class="pinfo"{ends}>{_e(" · ".join(bits))}</span></div>'
+            )
+        temps = [
+            f"nozzle {_temp(state.nozzle_temp, state.nozzle_target)}",
+            f"bed {_temp(state.bed_temp, state.bed_target)}",
+        ]
+        if state.chamber_temp is not None:
+            temps.append(f"chamber {state.chamber_temp:.0f}")
+        parts.append(f'<div class="temps">{_e(" · ".join(temps))} °C</div>')
+        parts.append(_ams(state))
+        alerts = [
+            f'<li class="sev-{_e(h.severity.name.lower())}"><a href="{_e(h.wiki_url)}" '
+            f'rel="noreferrer" target="_blank">{_e(h.code_string)}</a> {_e(h.text)}</li>'
+            for h in state.hms
+        ]
+        if alerts:
+            parts.append(f'<ul class="hms">{"".join(alerts)}</ul>')
+    if camera:
+        parts.append(f'<div class="cam" data-src="{_e(camera)}"></div>')
+    parts.append("</article>")
+    return "".join(parts)
+
+
+class TileFeed:
+    """Renders each printer's tile when it changes and publishes it on :attr:`bus`."""
+
+    def __init__(
+        self,
+        ctx: ServerContext,
+        info: FarmInfoSource | None = None,
+        camera: Callable[[str], str] | None = None,
+        interval: float = TILE_INTERVAL,
+    ) -> None:
+        self.ctx = ctx
+        self.info = info or (lambda serial: NO_INFO)
+        self.camera = camera or (lambda serial: "")
+        self.interval = interval
+        self.bus = MemoryEventBus(keep=4096)
+        self._html: dict[str, str] = {}
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.rendered = 0  # tiles rendered, for the benchmark and /metrics
+        self.published = 0
+
+    def serials(self) -> list[str]:
+        hub = self.ctx.hub
+        return [] if hub is None else [e.serial for e in hub.printers()]
+
+    def tile(self, serial: str) -> str:
+        """The printer's tile now (rendered if it never was)."""
+        found = self._html.get(serial)
+        if found is None:
+            found = self._html[serial] = self._render(serial)
+        return found
+
+    def touch(self, serial: str) -> None:
+        """Render ``serial``'s tile again soon (the farm's own data changed)."""
+        self._dirty.add(serial)
+        self._wake.set()
+
+    def _render(self, serial: str) -> str:
+        hub = self.ctx.hub
+        if hub is None:
+            return ""
+        entry = hub.entry(serial)
+        state = hub.state(serial)
+        model = (entry.model if entry else "") or (state.model.product if state else "")
+        self.rendered += 1
+        return render_tile(
+            serial,
+            entry.name if entry else "",
+            model,
+            state,
+            hub.online(serial),
+            self.info(serial),
+            camera=self.camera(serial),
+        )
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._follow()),
+            asyncio.create_task(self._publish()),
+        ]
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.bus.aclose()
+
+    async def _follow(self) -> None:
+        async for batch in self.ctx.bus.batches(None):
+            for event in batch:
+                if event.serial:
+                    self._dirty.add(event.serial)
+            self._wake.set()
+
+    async def _publish(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            for serial in dirty:
+                fresh = self._render(serial)
+                if fresh != self._html.get(serial):
+                    self._html[serial] = fresh
+                    await self.bus.publish("tile", {"serial": serial, "html": fresh}, serial)
+                    self.published += 1
+            await asyncio.sleep(self.interval)  # the next changes gather meanwhile
+
+
+def _static(name: str) -> str:
+    return resources.files("bambulab.farm").joinpath("static", name).read_text("utf-8")
+
+
+def _visible_to(token: IssuedToken, serials: Iterable[str]) -> list[str]:
+    return [s for s in serials if not token.printers or s in token.printers]
+
+
+def render_page(tiles: list[str], token: IssuedToken) -> str:
+    control = token.allows("control")
+    controls = (
+        '<template id="controls"><div class="controls">'
+        '<button data-cmd="pause">Pause</button><button data-cmd="resume">Resume</button>'
+        '<button data-cmd="stop" class="danger">Stop</button>'
+        '<button data-cmd="light-on">Light on</button>'
+        '<button data-cmd="light-off">Light off</button>'
+        '<select data-cmd="speed" aria-label="speed"><option value="">speed</option>'
+        '<option value="1">silent</option><option value="2">standard</option>'
+        '<option value="3">sport</option><option value="4">ludicrous</option></select>'
+        "</div></template>"
+        if control
+        else ""
+    )
+    options = "".join(
+        f'<option value="{v}">{v}</option>'
+        for v in ("printing", "paused", "failed", "finished", "idle", "offline")
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Farm</title>"
+        '<link rel="stylesheet" href="/farm/static/dashboard.css"></head>'
+        f'<body data-control="{1 if control else 0}">'
+        '<header class="bar"><h1>Farm</h1><span id="counts"></span>'
+        '<label>state <select id="f-state"><option value="">all</option>'
+        f"{options}</select></label>"
+        '<label>model <select id="f-model"><option value="">all</option></select></label>'
+        '<label>location <select id="f-tag"><option value="">all</option></select></label>'
+        '<label>group <select id="group"><option value="">none</option>'
+        '<option value="state">state</option><option value="model">model</option>'
+        '<option value="tags">location</option></select></label>'
+        '<label>sort <select id="sort"><option value="name">name</option>'
+        '<option value="remaining">time left</option></select></label>'
+        '<span id="live" title="live updates">●</span>'
+        '<form method="post" action="/farm/logout"><button>Log out</button></form></header>'
+        '<section id="attention" hidden><h2>Needs attention</h2><ul></ul></section>'
+        f'<main id="tiles">{"".join(tiles)}</main>{controls}'
+        '<script src="/farm/static/dashboard.js" defer></script></body></html>'
+    )
+
+
+LOGIN_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    "<title>Farm: log in</title>"
+    '<link rel="stylesheet" href="/farm/static/dashboard.css"></head><body class="login">'
+    '<form method="post" action="/farm/login"><h1>Farm</h1>{message}'
+    '<label>Token <input name="token" type="password" autocomplete="off" required autofocus>'
+    "</label>"
+    "<button>Open the dashboard</button>"
+    "<p>A token this server issued: <code>bambu serve token create --scope read</code></p>"
+    "</form></body></html>"
+)
+
+
+def farm_routes(
+    ctx: ServerContext,
+    feed: TileFeed | None = None,
+    *,
+    secure_cookie: bool = False,
+) -> APIRouter:
+    """The dashboard's routes on ``ctx`` (its :class:`TileFeed` starts with the server)."""
+    from ..protocol import mqtt as proto
+    from ..servers.api_v2 import COMMAND_ERRORS, StreamCounter, command_routes, stream_events
+
+    tiles = feed or TileFeed(ctx)
+    ctx.extra["farm_tiles"] = tiles
+    ctx.on_start.append(tiles.start)
+    ctx.on_stop.append(tiles.aclose)
+    streams = StreamCounter()
+    router = APIRouter(prefix="/farm", tags=["farm"])
+    no_store = {"cache-control": "no-store"}
+    cookie_attributes = "; HttpOnly; SameSite=Strict; Path=/" + (
+        "; Secure" if secure_cookie else ""
+    )
+
+    async def token_of(request: Request) -> IssuedToken | None:
+        try:
+            return await ctx.gate.check(request, "read", cookie=True)
+        except ApiError as exc:
+            if exc.status == 401:
+                return None
+            raise
+
+    @router.get("", response_class=HTMLResponse, summary="The dashboard")
+    async def dashboard(request: Request) -> Response:
+        token = await token_of(request)
+        if token is None:
+            return RedirectResponse("/farm/login", status_code=303, headers=no_store)
+        shown = [tiles.tile(s) for s in _visible_to(token, tiles.serials())]
+        return HTMLResponse(render_page(shown, token), headers=no_store)
+
+    @router.get("/login", response_class=HTMLResponse, summary="The dashboard's login form")
+    async def login_form() -> HTMLResponse:
+        return HTMLResponse(LOGIN_PAGE.format(message=""), headers=no_store)
+
+    @router.post("/login", response_class=HTMLResponse, summary="Log in with a token")
+    async def login(request: Request) -> Response:
+        body = (await request.body())[:4096].decode("utf-8", "replace")
+        secret = dict(parse_qsl(body)).get("token", "").strip()
+        try:
+            ctx.gate.store.verify(secret)
+        except ServerTokenError as exc:
+            page = LOGIN_PAGE.format(message=f'<p class="error">{_e(exc)}</p>')
+            return HTMLResponse(page, status_code=401, headers=no_store)
+        redirect = RedirectResponse("/farm", status_code=303, headers=no_store)
+        redirect.headers.append("set-cookie", f"{SESSION_COOKIE}={secret}{cookie_attributes}")
+        return redirect
+
+    @router.post("/logout", summary="Forget the session cookie")
+    async def logout() -> Response:
+        redirect = RedirectResponse("/farm/login", status_code=303, headers=no_store)
+        redirect.headers.append("set-cookie", f"{SESSION_COOKIE}=; Max-Age=0{cookie_attributes}")
+        return redirect
+
+    @router.get("/static/{name}", summary="The dashboard's style and script")
+    async def static(name: str) -> Response:
+        kind = STATIC.get(name)
+        if kind is None:
+            raise ApiError(404, "no such file")
+        return Response(_static(name), media_type=kind, headers={"cache-control": "max-age=300"})
+
+    @router.get("/api/tiles", summary="Every tile the token may see, as HTML")
+    async def tile_list(request: Request) -> Response:
+        token = await ctx.gate.check(request, "read", cookie=True)
+        body = {s: tiles.tile(s) for s in _visible_to(token, tiles.serials())}
+        return Response(
+            content=orjson.dumps({"tiles": body}),
+            media_type="application/json",
+            headers=no_store,
+        )
+
+    @router.get("/api/events", summary="The tiles as they change (Server-Sent Events)")
+    async def events(request: Request) -> StreamingResponse:
+        token = await ctx.gate.check(request, "read", cookie=True)
+        after = request.headers.get("last-event-id")
+        keepalive = float(ctx.extra.get("sse_keepalive", 15.0))
+        return StreamingResponse(
+            stream_events(ctx, request, token, None, after, keepalive, streams, bus=tiles.bus),
+            media_type="text/event-stream",
+            headers={**no_store, "x-accel-buffering": "no"},
+        )
+
+    control, run = command_routes(
+        ctx, router, "/api/printers/{serial}/commands/{command}", COMMAND_ERRORS, cookie=True
+    )
+
+    @control("speed", "Set the print speed level (1 silent .. 4 ludicrous)")
+    async def speed(request: Request, serial: str, level: int) -> Response:
+        if level not in (1, 2, 3, 4):
+            raise ApiError(422, "speed level is 1, 2, 3 or 4")
+        return await run(request, serial, lambda: proto.print_speed(level))
+
+    return router
