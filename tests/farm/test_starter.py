@@ -142,7 +142,7 @@ def test_a_job_starts_and_the_printer_reports_it_with_the_marker(
     assert fit.ok, fit.reason
     asyncio.run(start_job(job, printer, mapping=fit.mapping, timeout=30))
     try:
-        assert printing(sim, printer.serial) == "[farm#4242] Bracket"
+        assert wait_for(lambda: printing(sim, printer.serial)) == "[farm#4242] Bracket"
         seen = wait_for(
             lambda: (s := report(printer)).gcode_state in ("PREPARE", "RUNNING") and s,
             what="the printer to report the print",
