@@ -541,12 +541,14 @@ class _Sender:
     """One URL: a thread that sends its queue's messages one at a time, each with a timeout."""
 
     def __init__(self, url: str, plugin: Any, owner: Notifier, config: NotifyConfig) -> None:
-        self.masked = owner.redactor_scrub(str(plugin.url(privacy=True)))
+        # Apprise's privacy form, without the query (its options, some of them secret).
+        self.masked = owner.redactor_scrub(str(plugin.url(privacy=True)).split("?", 1)[0])
         self._apprise = apprise.Apprise(asset=owner.asset)
         self._apprise.add(plugin)
         self._owner = owner
         self.queue: queue.Queue[Any] = queue.Queue(config.queue_size)
         self._minute = config.minute_seconds
+        self._timeout = config.send_timeout_seconds
         self._last_log: float | None = None
         self._unlogged = 0
         self.busy = False
@@ -605,6 +607,8 @@ class _Sender:
                     title=message.title,
                     notify_type=_NOTIFY_TYPES[message.kind],
                     body_format=apprise.NotifyFormat.TEXT,
+                    # The whole send, whatever a server trickles: Apprise stops waiting.
+                    timeout=self._timeout,
                 )
             )
         except Exception as exc:  # a plugin's bug must not kill the sender
