@@ -2,7 +2,7 @@
 
 A :class:`Notifier` takes the library's live events (print started,
 finished, failed, paused, HMS raised, printer offline/online) and the farm's
-own (:class:`QueueEmpty`, :class:`JobFailedToStart`), sorts each into a
+own (:class:`QueueEmpty`; :class:`JobFailedToStart`, of kind ``failed``), sorts each into a
 **kind** (``started, finished, failed, paused, hms, runout, offline,
 queue_empty``) and sends a message to every **route** that asked for it:
 
@@ -551,16 +551,25 @@ class _Sender:
         self._timeout = config.send_timeout_seconds
         self._last_log: float | None = None
         self._unlogged = 0
-        self.busy = False
+        # Messages offered and not yet sent or failed (queued or in flight).
+        self._outstanding = 0
+        self._outstanding_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="notify-sender", daemon=True)
         self._thread.start()
 
     def offer(self, message: Message) -> bool:
-        try:
-            self.queue.put_nowait(message)
-        except queue.Full:
-            return False
+        with self._outstanding_lock:
+            try:
+                self.queue.put_nowait(message)
+            except queue.Full:
+                return False
+            self._outstanding += 1
         return True
+
+    @property
+    def outstanding(self) -> int:
+        """Messages queued or being sent."""
+        return self._outstanding
 
     def stop(self, timeout: float) -> bool:
         """Ask the thread to end after what is queued; whether it ended within ``timeout``."""
@@ -580,6 +589,7 @@ class _Sender:
             except queue.Empty:
                 break
             if isinstance(item, Message):
+                self._done()
                 self._owner.count(item.kind, "dropped")
         with contextlib.suppress(queue.Full):
             self.queue.put_nowait(_STOP)
@@ -590,14 +600,15 @@ class _Sender:
             if item is _STOP:
                 return
             assert isinstance(item, Message)
-            self.busy = True
-            try:
-                ok = self._send(item)
-            finally:
-                self.busy = False
+            ok = self._send(item)
             self._owner.count(item.kind, "sent" if ok else "failed")
+            self._done()
             if not ok:
                 self._failed()
+
+    def _done(self) -> None:
+        with self._outstanding_lock:
+            self._outstanding -= 1
 
     def _send(self, message: Message) -> bool:
         try:
@@ -723,7 +734,17 @@ class Notifier:
     # -- the caller's side (never blocks on the network) --
 
     def handle(self, event: Any) -> None:
-        """Route one event (any other kind of event is ignored cheaply)."""
+        """Route one event (any other kind of event is ignored cheaply); never raises.
+
+        Called from a connection's thread or event loop: it only routes and
+        queues, and a bug here must not reach the connection.
+        """
+        try:
+            self._handle(event)
+        except Exception:
+            log.exception("notification of %s failed", type(event).__name__)
+
+    def _handle(self, event: Any) -> None:
         if isinstance(event, PrinterOffline):
             self._went_offline(event)
             return
@@ -888,7 +909,7 @@ class Notifier:
 
     def pending(self) -> int:
         """Messages queued or being sent right now."""
-        return sum(s.queue.qsize() + s.busy for s in self._senders.values())
+        return sum(s.outstanding for s in self._senders.values())
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the timers; send what is queued within ``timeout``; stop the senders."""
