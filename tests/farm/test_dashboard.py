@@ -183,24 +183,48 @@ def test_in_a_browser_tiles_update_live_and_controls_act(env: Env, tmp_path: Pat
         }
         wait_for(lambda: "on" in driver.find_element(By.ID, "live").get_attribute("class"), 10)
 
-        def tile() -> Any:
-            return driver.find_element(By.ID, f"t-{env.printing}")
+        # Tiles are replaced whole when they change: ask the page, not a held element.
+        def tile_has(selector: str) -> bool:
+            return bool(
+                driver.execute_script(
+                    "return !!document.querySelector(arguments[0])", f"#t-{env.printing} {selector}"
+                )
+            )
 
-        assert tile().find_elements(By.CSS_SELECTOR, ".controls button[data-cmd=pause]")
-        tile().find_element(By.CSS_SELECTOR, "button[data-cmd=pause]").click()
+        def tile_state() -> str:
+            return str(
+                driver.execute_script(
+                    "return document.getElementById(arguments[0]).dataset.state",
+                    f"t-{env.printing}",
+                )
+            )
+
+        def click(cmd: str) -> None:
+            driver.execute_script(
+                "document.querySelector(arguments[0]).click()",
+                f"#t-{env.printing} button[data-cmd={cmd}]",
+            )
+
+        assert tile_has(".controls button[data-cmd=pause]")
+        click("pause")
         wait_for(lambda: env.truth(env.printing)["gcode_state"] == "PAUSE", 10, "the pause")
-        # the tile follows without a reload: the badge, the colour and the attention band
-        wait_for(lambda: tile().get_attribute("data-state") == "paused", 10, "a paused tile")
-        band = driver.find_element(By.ID, "attention")
-        assert band.is_displayed() and env.names[env.printing] in band.text
-        tile().find_element(By.CSS_SELECTOR, "button[data-cmd=resume]").click()
-        wait_for(lambda: tile().get_attribute("data-state") == "printing", 10, "resumed")
+        # the tile follows without a reload: its state and the attention band
+        wait_for(lambda: tile_state() == "paused", 10, "a paused tile")
+        wait_for(
+            lambda: env.names[env.printing] in driver.find_element(By.ID, "attention").text,
+            10,
+            "the attention band",
+        )
+        click("resume")
+        wait_for(lambda: tile_state() == "printing", 10, "resumed")
+        wait_for(lambda: not driver.find_element(By.ID, "attention").is_displayed(), 10)
         # filters work in the page
         driver.find_element(By.CSS_SELECTOR, "#f-state option[value=offline]").click()
-        visible = [
-            t for t in driver.find_elements(By.CSS_SELECTOR, "article.tile") if t.is_displayed()
-        ]
-        assert [t.get_attribute("data-serial") for t in visible] == [env.offline]
+        shown = driver.execute_script(
+            "return Array.from(document.querySelectorAll('article.tile'))"
+            ".filter(t => t.offsetParent !== null).map(t => t.dataset.serial)"
+        )
+        assert shown == [env.offline]
         driver.find_element(By.CSS_SELECTOR, "#f-state option[value='']").click()
         shot = tmp_path / "desktop.png"
         driver.save_screenshot(str(shot))
