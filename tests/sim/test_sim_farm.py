@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bambulab import BambuMQTT
+from bambulab import BambuClient, BambuMQTT
+from bambulab.cloud.printing import print_many_cloud
 from bambulab.errors import CommandError
 from bambulab.local.lan_print import LanPrinter, print_file
 from bambulab.models.printer import HMSEntry
@@ -180,6 +181,27 @@ def test_a_lan_print_runs_to_finish_at_the_time_scale_and_stays_finished(
         client.close()
 
 
+def test_a_cloud_print_runs_to_finish_too(
+    farm: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for line in farm.export_lines():  # what `eval "$(bambu sim)"` sets: brokers, CA
+        name, _, value = line.removeprefix("export ").partition("=")
+        monkeypatch.setenv(name, value.strip("'"))
+    serial = farm.endpoints()[3].serial
+    client = watch(farm, serial)
+    try:
+        path = sliced_for(client, serial, tmp_path / "cloud.3mf")
+        cloud = BambuClient(token=farm.issue_token(farm.demo_account.email), base_url=farm.url)
+        with cloud:
+            [outcome] = print_many_cloud(cloud, path, [serial])
+        assert outcome.ok, outcome.error
+        running = state_of(client, serial, "RUNNING")
+        assert running.print_type == "cloud"
+        state_of(client, serial, "FINISH")
+    finally:
+        client.close()
+
+
 def test_a_runout_pauses_and_resumes_only_after_the_slot_is_refilled(
     farm: Simulator, http: httpx.Client, tmp_path: Path
 ) -> None:
@@ -223,6 +245,7 @@ def test_a_clogged_nozzle_fails_the_print_with_its_error(farm: Simulator, tmp_pa
         start(farm, serial, path)
         failed = state_of(client, serial, "FAILED")
         assert failed.print_error.value == CLOG_ERROR
+        assert failed.print_error.text == "The nozzle is clogged with filament."
         assert CLOG_HMS in failed.hms
         assert 45 <= failed.percent <= 60
         with pytest.raises(CommandError):
