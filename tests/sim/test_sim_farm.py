@@ -259,32 +259,40 @@ def test_a_clogged_nozzle_fails_the_print_with_its_error(farm: Simulator, tmp_pa
         client.close()
 
 
-def test_with_fail_rate_one_every_print_fails_by_runout_or_clog(tmp_path: Path) -> None:
+def failures(tmp_path: Path, seed: int) -> list[tuple[str, int, str, int]]:
+    """(printer, round, kind, percent done) of two rounds of prints on a farm failing them all."""
     with Simulator(
-        printers=3, seed=15, fail_rate=1.0, time_scale=SCALE, tick_interval=0.1, camera=False
+        printers=3, seed=seed, fail_rate=1.0, time_scale=SCALE, tick_interval=0.1, camera=False
     ) as sim:
         serials = with_ams(sim)[:2]
         clients = {s: watch(sim, s) for s in serials}
-        kinds = []
+        seen = []
         try:
             for round_ in range(2):
                 for serial, client in clients.items():
                     start(sim, serial, sliced_for(client, serial, tmp_path / f"{round_}.3mf"))
-                for serial, client in clients.items():
+                for index, (serial, client) in enumerate(clients.items()):
                     ended = state_of(client, serial, "PAUSE", "FAILED", "FINISH")
                     assert ended.gcode_state != "FINISH"
                     if ended.gcode_state == "PAUSE":
                         assert ended.print_error.value == RUNOUT_ERROR
-                        kinds.append("runout")
+                        seen.append((f"printer {index}", round_, "runout", ended.percent))
                         client.stop(serial)
                         state_of(client, serial, "FAILED")
                     else:
                         assert ended.print_error.value == CLOG_ERROR
-                        kinds.append("clog")
+                        seen.append((f"printer {index}", round_, "clog", ended.percent))
         finally:
             for client in clients.values():
                 client.close()
-    assert sorted(kinds) == ["clog", "clog", "runout", "runout"]  # what seed 15 draws
+    return seen
+
+
+def test_with_fail_rate_one_every_print_fails_the_same_way_for_a_seed(tmp_path: Path) -> None:
+    first = failures(tmp_path, 15)
+    assert sorted(kind for _, _, kind, _ in first) == ["clog", "clog", "runout", "runout"]
+    assert all(5 <= percent <= 95 for *_, percent in first)
+    assert failures(tmp_path, 15) == first  # seeded: which prints fail, how, and where
 
 
 def test_a_flaky_printer_goes_offline_and_comes_back() -> None:
