@@ -422,6 +422,7 @@ PRINT_ERRORS = {
     "0500_4005": "The print file could not be read.",
     "0300_8000": "Printing was paused by the user.",
     "0C00_8005": "Spaghetti defects were detected; the print was paused.",
+    "0300_8016": "The nozzle is clogged with filament.",
 }
 
 

@@ -170,6 +170,35 @@ def build_parser(prog: str = "bambu sim") -> argparse.ArgumentParser:
         type=Path,
         help="keep the simulator CA here across runs (BAMBU_CA_FILE); made 0700",
     )
+    farm = parser.add_argument_group(
+        "farm",
+        "a print farm: N printers of a seeded mix of models and AMS loads that print "
+        "queued jobs at --time-scale, fail some and drop offline now and then "
+        "(see docs/simulator.md)",
+    )
+    farm.add_argument(
+        "--printers",
+        type=int,
+        metavar="N",
+        help="the demo account owns N farm printers instead of its fleet (with 200 or "
+        "more, add --no-lan or --no-camera)",
+    )
+    farm.add_argument(
+        "--fail-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="share of prints that fail (0-1, seeded): a filament runout pauses until the "
+        "slot is refilled (POST /sim/farm/printers/SERIAL/refill) and resumed, a clogged "
+        "nozzle fails the print",
+    )
+    farm.add_argument(
+        "--flaky-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="times per simulated hour each printer drops offline (1-10 simulated minutes)",
+    )
     servers = parser.add_argument_group("servers")
     servers.add_argument(
         "--serve",
@@ -216,6 +245,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     if args.lenient_cloud_mqtt:
         config = replace(config, lenient_cloud_mqtt=True)
     if args.fleet is not None:
+        if args.printers is not None:
+            raise ConfigError("--fleet and --printers both choose the printers: give one")
         config = config.with_demo_fleet(parse_fleet(args.fleet))
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"port must be 0-65535, got {config.port}")
@@ -277,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rtsp_port=args.rtsp_port,
             rtsp_fps=args.rtsp_fps,
             liveview=True if args.liveview else None,
+            printers=args.printers,
+            fail_rate=args.fail_rate,
+            flaky_rate=args.flaky_rate,
         )
     except ValueError as exc:
         print(f"bambu sim: {exc}", file=sys.stderr)

@@ -36,7 +36,7 @@ import secrets
 import shlex
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -53,12 +53,14 @@ from .camera_frames import CameraView
 from .certs import SimCertificates
 from .config import SimConfig
 from .errors import bad_request
+from .farm import FaultDraw, FlakyPower, check_rate, farm_fleet, farm_router
 from .follow import FOLLOW_INTERVAL, CloudFollower, CloudStorage, snapshot
 from .ftps import FtpsHost
 from .mosquitto import ExternalBroker, MosquittoBroker
 from .mqtt_host import PrinterHost, Route
 from .printer import SimPrinter
 from .printer.sdcard import DEFAULT_CAPACITY
+from .printer.state import FAULT_KINDS, FaultPlan
 from .records import Account
 from .rtsp import DEFAULT_FPS, RtspEndpoint
 from .server import CloudSimulator
@@ -153,6 +155,13 @@ class Simulator:
     real URL in ``ipcam.rtsp_url``, or ``"disable"`` where LAN liveview is off
     (the H2 family out of the box); ``liveview=True`` switches it on for every
     printer (False off), :meth:`set_liveview` for one.
+
+    A farm (:mod:`.farm`): ``printers=N`` gives the demo account N printers
+    of a seeded mix of models and AMS loads instead of its fleet (``seed``
+    overrides the config's); ``fail_rate`` (0-1) is the share of prints that
+    fail, by filament runout or a clogged nozzle; ``flaky_rate`` how often per
+    simulated hour each printer drops offline. In a farm, or with failures
+    on, a runout pause resumes only once the slot is refilled (:meth:`refill`).
     """
 
     def __init__(
@@ -180,9 +189,20 @@ class Simulator:
         rtsp_ports: Mapping[str, int] | None = None,
         rtsp_fps: float = DEFAULT_FPS,
         liveview: bool | None = None,
+        printers: int | None = None,
+        fail_rate: float = 0.0,
+        flaky_rate: float = 0.0,
+        seed: int | None = None,
     ) -> None:
         if time_scale <= 0 or tick_interval <= 0:
             raise ValueError("time_scale and tick_interval must be positive")
+        fail_rate = check_rate("fail_rate", fail_rate)
+        flaky_rate = check_rate("flaky_rate", flaky_rate)
+        if seed is not None:
+            config = replace(config or SimConfig(), seed=seed)
+        if printers is not None:
+            base = config or SimConfig()
+            config = base.with_demo_fleet(farm_fleet(printers, base.seed))
         self.cloud = CloudSimulator(config)
         self.config = self.cloud.config
         self.world: World = self.cloud.world
@@ -210,6 +230,19 @@ class Simulator:
         storage = CloudStorage(self.world)
         for printer in self.printers.values():
             printer.state.cloud_fetch = storage.fetch
+        self.fail_rate = fail_rate
+        self.farm = printers is not None
+        for serial, printer in self.printers.items():
+            printer.state.manual_refill = self.farm or fail_rate > 0
+            if fail_rate > 0:
+                printer.state.plan_faults = FaultDraw(self.config.seed, serial, fail_rate)
+        self.flaky = FlakyPower(
+            [d.dev_id for d in self.world.devices_of(self.world.demo_account.uid)],
+            flaky_rate,
+            time_scale,
+            self.config.seed,
+            self.set_online,
+        )
         self.follower: CloudFollower | None = None
         self.cloud.app.state.print_dispatch = self._dispatch_print
         self.certs: SimCertificates | None = None
@@ -261,6 +294,7 @@ class Simulator:
         self.camera: CameraHost | None = None
         self.startup_seconds = 0.0
         self.cloud.app.include_router(_router(self))
+        self.cloud.app.include_router(farm_router(self))
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -271,6 +305,7 @@ class Simulator:
         try:
             if self.mqtt_enabled:
                 self._start_mqtt()
+                self.flaky.start()
         except BaseException:
             self.stop()
             raise
@@ -424,6 +459,7 @@ class Simulator:
 
     def stop(self) -> None:
         """Stop everything (safe to call twice)."""
+        self.flaky.stop()
         if self.follower is not None:
             self.follower.stop()
             self.follower = None
@@ -730,6 +766,38 @@ class Simulator:
                 self.host.reconnect_now([serial])
         else:
             self._runtime.run(broker.stop())
+
+    # --- farm -------------------------------------------------------------------------------
+
+    def fail_next(self, serial: str, kind: str, at: float = 0.0) -> None:
+        """Make the printer's running print (else its next one) fail: ``runout`` or ``clog``.
+
+        ``at`` is the share of the printing done when it happens (0-1); a
+        print already past it fails at once.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}")
+        if isinstance(at, bool) or not 0 <= at <= 1:
+            raise ValueError("at must be 0-1")
+        plan = FaultPlan(kind, float(at))
+
+        def arm(printer: SimPrinter) -> None:
+            state = printer.state
+            if state.gcode_state in ("PREPARE", "RUNNING"):
+                state.fault_plan = plan
+            else:
+                state.next_fault = plan
+
+        self.with_printer(serial, arm)
+
+    def refill(self, serial: str, ams_id: int, slot: int) -> None:
+        """Put a full spool in a slot (``ams_id`` 255: the external spool), as a person would."""
+
+        def load(printer: SimPrinter) -> bool:
+            return printer.state.refill(ams_id, slot)
+
+        if not self.with_printer(serial, load):
+            raise ValueError(f"{serial} has no tray {slot} on AMS {ams_id}")
 
     def take_offline(self, serial: str) -> None:
         """Shorthand for ``set_online(serial, False)``."""

@@ -166,6 +166,9 @@ def resume(state: PrinterState, body: Body) -> Outcome:
     """Resume a paused job (also after a filament runout)."""
     if state.gcode_state != "PAUSE":
         return fail("the print is not paused")
+    blocked = state.resume_blocked()
+    if blocked:
+        return fail(blocked)
     state.resume()
     return Outcome()
 
@@ -886,6 +889,9 @@ def ams_control(state: PrinterState, body: Body) -> Outcome:
     if not state.ams.units:
         return fail("no AMS connected")
     if param == "resume" and state.gcode_state == "PAUSE":
+        blocked = state.resume_blocked()
+        if blocked:
+            return fail(blocked)
         state.resume()
     elif param in ("reset", "abort") and state.change is not None:
         state.change = None

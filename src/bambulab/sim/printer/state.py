@@ -33,6 +33,15 @@ ERROR_CANCELLED = 0x0300400C
 ERROR_RUNOUT = 0x07008011
 HMS_RUNOUT_CODE = 0x00020001
 
+# A clogged nozzle (the farm simulator's failure): the device error Bambu's
+# tables word "The nozzle is clogged with filament" (0300_8016), and an HMS
+# entry from the toolhead module with the same meaning. The HMS code is the
+# simulator's choice: the published tables disagree on one for a clog met
+# mid-print, so it is a serious (0002) toolhead (0x08) entry of its own.
+ERROR_CLOG = 0x03008016
+HMS_CLOG_ATTR = 0x08001A00
+HMS_CLOG_CODE = 0x00020001
+
 # A cloud print's file could not be downloaded (or its MD5 did not match): the
 # printer shows "Failed to download print job" with code 0500-403F (a user's
 # report in Bambu Studio's issue tracker, bambulab/BambuStudio#10770).
@@ -63,6 +72,17 @@ class CloudDownload:
     md5: str  # of the bytes served
     size: int
     open: Callable[[], BinaryIO]
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """A failure a job meets once ``at`` (0-1) of its printing is done: ``runout`` or ``clog``."""
+
+    kind: str
+    at: float
+
+
+FAULT_KINDS = ("runout", "clog")
 
 
 @dataclass(slots=True)
@@ -163,6 +183,15 @@ class PrinterState:
         # Downloads a cloud print's HTTPS URL (the simulator's own object store);
         # None: this printer cannot reach the cloud's storage.
         self.cloud_fetch: Callable[[str], CloudDownload | str] | None = None
+        # Farm failures: what the running job will meet, the hook that draws one for
+        # each job that starts, and one armed by hand for the next (or running) job.
+        self.fault_plan: FaultPlan | None = None
+        self.plan_faults: Callable[[Job], FaultPlan | None] | None = None
+        self.next_fault: FaultPlan | None = None
+        # True (a farm): resuming after a runout needs the slot refilled first
+        # (:meth:`refill`); False: resuming means a fresh spool was fed.
+        self.manual_refill = False
+        self.ran_out: set[tuple[int, int]] = set()
 
     # --- derived values ------------------------------------------------------------
 
@@ -249,6 +278,14 @@ class PrinterState:
         self.job = job
         self.print_error = 0
         self.change = None
+        # A new print means someone cleaned the nozzle that clogged the last one.
+        self.hms = [e for e in self.hms if e != (HMS_CLOG_ATTR, HMS_CLOG_CODE)]
+        self.fault_plan = None
+        if not job.calibration:
+            if self.next_fault is not None:
+                self.fault_plan, self.next_fault = self.next_fault, None
+            elif self.plan_faults is not None:
+                self.fault_plan = self.plan_faults(job)
         job.stage = job.pending.pop(0) if job.pending else stages.PRINTING
         self.gcode_state = "RUNNING" if job.calibration else "PREPARE"
         if job.calibration:
@@ -302,12 +339,33 @@ class PrinterState:
             if tray == NO_TRAY or job.work_total <= 0:
                 continue
             if self.ams.consume(tray, total * work / job.work_total):
-                address = self.ams.address(tray) or (0, 0)
-                ams_id = 0xFF if tray in (EXTERNAL, NO_TRAY) else address[0]
-                self.runout(ams_id, address[1])
+                self.runout(*self._slot_of(tray))
                 return
+        plan = self.fault_plan
+        if plan is not None and job.fraction >= plan.at:
+            self.fault_plan = None
+            if plan.kind == "clog":
+                self.clog()
+            else:
+                self.runout(*self._slot_of(job.consumption()[0][0]))
+            return
         if job.work_done >= job.work_total:
             self.finish()
+
+    def _slot_of(self, tray: int) -> tuple[int, int]:
+        """(ams_id, slot) of a global tray id as runout HMS codes name it (0xFF: external)."""
+        address = self.ams.address(tray) or (0, 0)
+        return (0xFF if tray in (EXTERNAL, NO_TRAY) else address[0]), address[1]
+
+    def clog(self) -> None:
+        """The nozzle clogged: the clog HMS, and an active job fails with print_error 0300_8016."""
+        entry = (HMS_CLOG_ATTR, HMS_CLOG_CODE)
+        if entry not in self.hms:
+            self.hms.append(entry)
+        if self.active:
+            self.gcode_state = "FAILED"
+            self.print_error = ERROR_CLOG
+            self._cool_down()
 
     def finish(self) -> None:
         """The job completed: FINISH, heaters and part fan off."""
@@ -344,10 +402,31 @@ class PrinterState:
         job.stage = stage
         self.gcode_state = "PAUSE"
 
+    def resume_blocked(self) -> str | None:
+        """Why ``resume`` cannot continue now (a farm's slot still empty), else None."""
+        job = self.job
+        if not self.manual_refill or job is None or job.runout is None:
+            return None
+        if job.runout not in self.ran_out:
+            return None
+        ams_id, slot = job.runout
+        where = "the external spool" if ams_id == 0xFF else f"AMS {ams_id} slot {slot + 1}"
+        return f"{where} is still empty: refill it, then resume"
+
+    def refill(self, ams_id: int, slot: int) -> bool:
+        """A full spool in a slot (the person at the farm); False when there is no such slot."""
+        spool = self.ams.locate(ams_id, slot)
+        if spool is None:
+            return False
+        spool.remain = 100.0 if spool.remain >= 0 else spool.remain
+        self.ran_out.discard((ams_id, slot))
+        self.ams.version += 1
+        return True
+
     def resume(self) -> None:
         """Continue a paused job; a runout pause clears its HMS and error first."""
         job = self.job
-        if job is None or self.gcode_state != "PAUSE":
+        if job is None or self.gcode_state != "PAUSE" or self.resume_blocked():
             return
         if job.runout is not None:
             ams_id, slot = job.runout
@@ -359,6 +438,7 @@ class PrinterState:
                 # Resuming means the user fed a fresh spool into the slot.
                 spool.remain = 100.0
                 self.ams.version += 1
+            self.ran_out.discard((ams_id, slot))
             job.runout = None
         stage = job.resume_stage if job.resume_stage is not None else stages.PRINTING
         job.resume_stage = None
@@ -373,6 +453,8 @@ class PrinterState:
         spool = self.ams.locate(ams_id, slot)
         if spool is not None and spool.remain > 0:
             spool.remain = 0.0
+        if spool is not None:
+            self.ran_out.add((ams_id, slot))
         job = self.job
         if job is not None and self.gcode_state in ("PREPARE", "RUNNING"):
             job.runout = (ams_id, slot)
