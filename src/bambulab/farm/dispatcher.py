@@ -1,0 +1,231 @@
+"""The dispatcher: starts queued jobs on idle, compatible printers and follows them to their end.
+
+One dispatcher per farm instance; several may share one PostgreSQL queue
+(the store's claim is what keeps them from starting a job twice). Each turn
+(every :attr:`Dispatcher.interval`, sooner when the hub has news):
+
+1. **Recover** jobs left ``starting`` by a dispatcher that died: a printer
+   that shows the job's marker (:func:`~bambulab.farm.starter.marked_job`)
+   is printing it (``started``); one that reports and shows no marker after
+   the start's deadline has passed never got it (``requeue``). A printer
+   that does not report yet decides nothing: the job waits.
+2. **Follow** printing jobs: the printer's marker and ``gcode_state`` end
+   them (``finished``, or ``failed`` with the printer's error); a printer
+   no longer running the job at all fails it with that reason.
+3. **Stop** cancelled jobs that still print.
+4. **Dispatch**: every online printer without a job claims the first queued
+   job the rules (:func:`~bambulab.farm.rules.check`) let it take, and the
+   start runs as its own task; a start that fails puts the job back in the
+   queue with the reason (or fails it after the last attempt).
+
+Store calls run on worker threads: the server's loop never waits on the
+database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import BambuError
+from ..local.lan_print import LanPrinter
+from ..protocol import mqtt as proto
+from ..servers.runner import one_line
+from .models import Job, JobState
+from .rules import Fit, check
+from .starter import DEFAULT_TIMEOUT, StartError, marked_job, start_job
+from .store import FarmStore
+
+if TYPE_CHECKING:
+    from ..servers.live import LiveHub
+    from .notify import Notifier
+
+log = logging.getLogger("bambulab.farm")
+
+__all__ = ["Dispatcher"]
+
+# A printing job whose printer shows another task this long after it started has ended.
+LOST_AFTER = 60.0
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Dispatcher:
+    """See the module. ``reach(serial)``: how to reach a printer on the LAN (``None``: cannot)."""
+
+    store: FarmStore
+    hub: LiveHub
+    reach: Callable[[str], LanPrinter | None]
+    owner: str = field(default_factory=default_owner)
+    notifier: Notifier | None = None
+    on_change: Callable[[str], None] | None = None
+    interval: float = 1.0
+    start_timeout: float = DEFAULT_TIMEOUT
+    max_attempts: int = 3
+    _starts: dict[int, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    _starting_on: set[str] = field(default_factory=set, init=False)  # printers being started
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    turns: int = field(default=0, init=False)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def aclose(self) -> None:
+        tasks = [t for t in (self._task, *self._starts.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def poke(self) -> None:
+        """Take a turn now (a printer changed, a job was added)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.turn()
+            except BambuError as exc:
+                log.warning("farm: dispatching failed this turn: %s", one_line(exc))
+            except Exception:
+                log.exception("farm: dispatching failed this turn")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+
+    async def turn(self) -> None:
+        """One pass of recover, follow, stop and dispatch (see the module)."""
+        self.turns += 1
+        for job in await asyncio.to_thread(self.store.starting):
+            if job.id not in self._starts:
+                await self._recover(job)
+        for serial in self._serials():
+            job = await asyncio.to_thread(self.store.active, serial)
+            if job is not None and job.state == JobState.PRINTING:
+                await self._follow(job)
+        for job in await asyncio.to_thread(self.store.to_stop):
+            await self._stop(job)
+        for serial in self._serials():
+            await self._dispatch(serial)
+
+    def _serials(self) -> list[str]:
+        return [e.serial for e in self.hub.printers()]
+
+    def _changed(self, serial: str) -> None:
+        if self.on_change is not None:
+            self.on_change(serial)
+
+    async def _recover(self, job: Job) -> None:
+        state = self.hub.state(job.printer)
+        if state is None or not self.hub.online(job.printer):
+            return
+        if marked_job(state) == job.id and state.gcode_state not in ("IDLE", ""):
+            await asyncio.to_thread(self.store.started, job.id)
+            log.info("farm: job %d was started on %s before a restart", job.id, job.printer)
+        elif time.time() - job.updated_at > self.start_timeout + 5:
+            await asyncio.to_thread(
+                self.store.requeue, job.id, "the farm stopped before the print began"
+            )
+            log.info("farm: job %d back in the queue (never reached %s)", job.id, job.printer)
+        else:
+            return
+        self._changed(job.printer)
+
+    async def _follow(self, job: Job) -> None:
+        state = self.hub.state(job.printer)
+        if state is None or not self.hub.online(job.printer):
+            return
+        gcode = state.gcode_state
+        if marked_job(state) == job.id:
+            if gcode == "FINISH":
+                await asyncio.to_thread(self.store.finished, job.id)
+            elif gcode == "FAILED":
+                error = state.print_error
+                reason = error.text if error else "the printer reported the print failed"
+                await asyncio.to_thread(self.store.failed, job.id, reason)
+            else:
+                return
+        elif gcode in ("IDLE", "FINISH", "FAILED") and (
+            job.started_at is None or time.time() - job.started_at > LOST_AFTER
+        ):
+            await asyncio.to_thread(
+                self.store.failed, job.id, "the printer is no longer printing this job"
+            )
+        else:
+            return
+        log.info("farm: job %d on %s ended (%s)", job.id, job.printer, gcode)
+        self._changed(job.printer)
+
+    async def _stop(self, job: Job) -> None:
+        state = self.hub.state(job.printer)
+        if state is not None and marked_job(state) == job.id and not state.idle:
+            try:
+                await self.hub.command(job.printer, proto.stop())
+            except BambuError as exc:
+                log.warning(
+                    "farm: could not stop job %d on %s: %s", job.id, job.printer, one_line(exc)
+                )
+                return
+        await asyncio.to_thread(self.store.stopped, job.id)
+        self._changed(job.printer)
+
+    async def _dispatch(self, serial: str) -> None:
+        state = self.hub.state(serial)
+        if state is None or not self.hub.online(serial) or not state.idle:
+            return
+        if serial in self._starting_on:
+            return
+        fits: dict[int, Fit] = {}
+
+        def fit(job: Job) -> bool:
+            found = fits[job.id] = check(job, state)
+            return found.ok
+
+        job = await asyncio.to_thread(self.store.claim, serial, fit, self.owner)
+        if job is None:
+            return
+        self._changed(serial)
+        task = asyncio.create_task(self._start(job, fits[job.id]))
+        self._starts[job.id] = task
+        self._starting_on.add(serial)
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._starts.pop(job.id, None)
+            self._starting_on.discard(serial)
+
+        task.add_done_callback(done)
+
+    async def _start(self, job: Job, fit: Fit) -> None:
+        printer = self.reach(job.printer)
+        try:
+            if printer is None:
+                raise StartError(f"no LAN address or access code known for {job.printer}")
+            await start_job(job, printer, mapping=fit.mapping or None, timeout=self.start_timeout)
+        except StartError as exc:
+            if exc.uncertain:
+                log.warning("farm: start of job %d uncertain: %s", job.id, exc.reason)
+                return  # left starting: recovery decides from the printer's marker
+            ended = await asyncio.to_thread(
+                self.store.start_failed, job.id, exc.reason, self.max_attempts
+            )
+            log.warning("farm: job %d did not start on %s: %s", job.id, job.printer, exc.reason)
+            if self.notifier is not None:
+                from .notify import JobFailedToStart
+
+                self.notifier.handle(JobFailedToStart(ended, exc.reason))
+        else:
+            await asyncio.to_thread(self.store.started, job.id)
+            log.info("farm: job %d started on %s", job.id, job.printer)
+        self._changed(job.printer)
