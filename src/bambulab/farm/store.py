@@ -174,7 +174,7 @@ _ACTIVE_VALUES = sorted(s.value for s in ACTIVE_STATES)
 _QUEUE_VALUES = sorted(s.value for s in QUEUE_STATES)
 _END_VALUES = sorted(s.value for s in END_STATES)
 
-sa.Index("farm_jobs_queue_order", _J.state, _J.priority, _J.position, _J.id)
+sa.Index("farm_jobs_queue_order", _J.state, _J.priority.desc(), _J.position, _J.id)
 sa.Index("farm_jobs_by_printer", _J.printer, _J.state)
 sa.Index("farm_jobs_by_end", _J.finished_at)
 # One active job per printer, as a constraint of the database itself.
@@ -231,8 +231,7 @@ class FarmStore:
         else:
             self._engine = _postgresql_engine(parsed)
         try:
-            with self._guard("connect"):
-                metadata.create_all(self._engine)
+            self._create_tables()
         except BaseException:
             self._engine.dispose()
             raise
@@ -619,6 +618,19 @@ class FarmStore:
         return self._set_printer(serial, bed_clear_needed=False)
 
     # --- internals ----------------------------------------------------------------------
+
+    def _create_tables(self) -> None:
+        """The tables and indexes, unless they exist (two instances may start at once)."""
+        for attempt in (1, 2):
+            try:
+                with self._write("connect") as conn:
+                    metadata.create_all(conn)
+                return
+            except QueueError:
+                # PostgreSQL: another instance created a table between the check and
+                # the CREATE; the second look finds it. (SQLite writes one at a time.)
+                if attempt == 2 or self._sqlite:
+                    raise
 
     @contextmanager
     def _guard(self, doing: str) -> Iterator[None]:
