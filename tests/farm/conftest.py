@@ -3,7 +3,8 @@
 ``pg_url`` starts one throwaway cluster per test session (per pytest-xdist
 worker): ``initdb`` into a temporary directory, then ``postgres`` on a free
 loopback port with its unix socket in that directory, password
-authentication (so the tests can check the password never shows), no fsync.
+authentication (so the tests can check the password never shows; their
+URLs name a libpq password file instead), no fsync.
 PostgreSQL refuses to run as root: as root the cluster runs as ``nobody``.
 ``store_url`` gives each test a database of its own: a fresh SQLite file, or
 a fresh database in that cluster.
@@ -51,6 +52,7 @@ def _pg_connect(url: str, **options: Any) -> Any:
         password=parsed.password,
         dbname=parsed.database,
         connect_timeout=5,
+        **{str(k): str(v) for k, v in parsed.query.items()},
         **options,
     )
 
@@ -65,8 +67,8 @@ def _pg_ready(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """``postgresql://farm:<password>@127.0.0.1:<port>/postgres`` of a private cluster."""
+def pg_cluster() -> Iterator[tuple[str, str]]:
+    """A private cluster: its URL and the password of its user ``farm``."""
     bindir = Path(os.path.realpath(binary_path("postgres"))).parent
     as_nobody = _as_unprivileged()
     # short (the unix socket's path has a length limit) and reachable by nobody
@@ -77,6 +79,11 @@ def pg_url() -> Iterator[str]:
         for path in (workdir, workdir / "pw"):
             os.chown(path, as_nobody["user"], as_nobody["group"])
     data = workdir / "data"
+    # The URLs the tests use carry no password (a failing test prints its arguments):
+    # libpq reads it from this file, which only we can read.
+    passfile = workdir / "pgpass"
+    passfile.write_text(f"127.0.0.1:*:*:{PG_USER}:{password}\n")
+    passfile.chmod(0o600)
     initdb = subprocess.run(
         [
             str(bindir / "initdb"),
@@ -97,6 +104,7 @@ def pg_url() -> Iterator[str]:
         check=False,
         **as_nobody,
     )
+    (workdir / "pw").unlink()
     if initdb.returncode != 0:
         shutil.rmtree(workdir, ignore_errors=True)
         pytest.fail(f"initdb failed: {initdb.stderr.strip()[-500:]}")
@@ -128,7 +136,7 @@ def pg_url() -> Iterator[str]:
             **as_nobody,
         )
         log.close()
-        url = f"postgresql://{PG_USER}:{password}@127.0.0.1:{port}/postgres"
+        url = f"postgresql://{PG_USER}@127.0.0.1:{port}/postgres?passfile={passfile}"
         running = proc
 
         def up(url: str = url, running: subprocess.Popen[bytes] = running) -> bool:
@@ -141,7 +149,7 @@ def pg_url() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
         pytest.fail("postgres did not start")
     try:
-        yield url
+        yield url, password
     finally:
         assert proc is not None
         proc.send_signal(signal.SIGINT)  # fast shutdown: clients are disconnected
@@ -154,12 +162,18 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def pg_url(pg_cluster: tuple[str, str]) -> str:
+    """``postgresql://farm@127.0.0.1:<port>/postgres?passfile=...`` of a private cluster."""
+    return pg_cluster[0]
+
+
+@pytest.fixture(scope="session")
 def _pg_farm_database(pg_url: str) -> str:
     """One database of the session's cluster for the farm's tests (emptied before each)."""
     name = f"farm_{uuid.uuid4().hex[:16]}"
     with _pg_connect(pg_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    return pg_url.rsplit("/", 1)[0] + f"/{name}"
+    return pg_url.replace("/postgres?", f"/{name}?")
 
 
 @pytest.fixture

@@ -542,17 +542,20 @@ def test_an_unreachable_postgresql_is_one_line_without_the_password() -> None:
 
 
 @needs("postgres")
-def test_a_wrong_password_is_refused_without_showing_either(pg_url: str) -> None:
-    right = pg_url.split(":")[2].split("@")[0]
+def test_a_wrong_password_is_refused_without_showing_either(
+    pg_cluster: tuple[str, str],
+) -> None:
+    url, right = pg_cluster
+    without_file = url.split("?")[0]
     wrong = "wrong-" + right[:6]
     with pytest.raises(TransportError) as refused:
-        FarmStore(pg_url.replace(right, wrong))
+        FarmStore(without_file.replace("farm@", f"farm:{wrong}@"))
     assert "password authentication failed" in str(refused.value)
     assert_secret_nowhere(refused.value, wrong)
-    assert_secret_nowhere(refused.value, right)
-    with FarmStore(pg_url) as store:
+    with FarmStore(without_file.replace("farm@", f"farm:{right}@")) as store:
         assert right not in repr(store) and right not in store.url
         assert store.url.startswith("postgresql://farm:***@127.0.0.1:")
+        assert store.engine_name == "postgresql"
 
 
 # --- the PostgreSQL binary: found off PATH, or skipped with one line --------------------
