@@ -49,6 +49,7 @@ from sqlalchemy.engine import URL, Connection, Engine, Row, make_url
 
 from ..errors import BambuError, ConfigurationError, TransportError
 from ..paths import PRIVATE_FILE, private_dir
+from ..safetext import visible
 from .models import (
     ACTIVE_STATES,
     END_STATES,
@@ -651,7 +652,8 @@ class FarmStore:
         original = getattr(exc, "orig", None) or exc
         lines = [line.strip() for line in str(original).splitlines() if line.strip()]
         text = lines[0] if lines else type(original).__name__
-        return _scrub(text, self._secrets)[:_DETAIL_LIMIT]
+        # the server's words, shown on terminals and in logs: no control characters
+        return visible(_scrub(text, self._secrets))[:_DETAIL_LIMIT]
 
     @contextmanager
     def _write(self, doing: str) -> Iterator[Connection]:
