@@ -35,7 +35,9 @@ class Binary:
 
     name: str
     package: str
-    places: tuple[str, ...] = ()  # where it lives when not on PATH (daemons in /usr/sbin)
+    # where it lives when not on PATH (daemons in /usr/sbin); a pattern with ``*`` is
+    # looked up too, newest version first (/usr/lib/postgresql/*/bin/postgres)
+    places: tuple[str, ...] = ()
     # a file the package installs that must exist too, found under the library
     # directories (a GObject typelib: the executable is a plain python3)
     marker: str = ""
@@ -46,7 +48,7 @@ class Binary:
             return None
         if self.marker and not _find_marker(self.marker):
             return None
-        for place in (shutil.which(self.name), *self.places):
+        for place in (shutil.which(self.name), *_expand(self.places)):
             if place and os.path.isfile(place) and os.access(place, os.X_OK):
                 return place
         return None
@@ -79,11 +81,29 @@ BINARIES: dict[str, Binary] = {
         Binary("chromedriver", "chromium-driver", ("/usr/bin/chromedriver",)),
         # the servers' shared rate limits and event stream across instances
         Binary("redis-server", "redis-server", ("/usr/bin/redis-server",)),
+        # the farm's queue shared by several instances (tests/farm/conftest.py: pg_url);
+        # Debian keeps the server's programs off PATH, in one directory per major version
+        Binary("postgres", "postgresql", ("/usr/lib/postgresql/*/bin/postgres",)),
         # the metrics exposition checked by Prometheus' own linter, scraped by Prometheus
         Binary("promtool", "prometheus", ("/usr/bin/promtool",)),
         Binary("prometheus", "prometheus", ("/usr/bin/prometheus",)),
     )
 }
+
+
+def _expand(places: tuple[str, ...]) -> list[str]:
+    import glob
+    import re
+
+    def version(path: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in re.findall(r"\d+", path))
+
+    found: list[str] = []
+    for place in places:
+        found.extend(
+            sorted(glob.glob(place), key=version, reverse=True) if "*" in place else [place]
+        )
+    return found
 
 
 def _find_marker(name: str) -> str | None:
@@ -147,8 +167,9 @@ def provision() -> int:
                 last = (done.stderr.strip().splitlines() or ["no output"])[-1]
                 print(f"provision: {' '.join(step[:2])} failed: {last}", flush=True)
                 break
-        if "vsftpd" in packages:
-            _stop_distro_vsftpd(env)
+        for service in ("vsftpd", "postgresql"):
+            if service in packages:
+                _stop_distro_service(service, env)
         absent = missing()
         if not absent:
             return 0
@@ -159,12 +180,13 @@ def provision() -> int:
     return 0
 
 
-def _stop_distro_vsftpd(env: dict[str, str]) -> None:
-    """Debian's postinst starts vsftpd on port 21 (where no policy-rc.d forbids it): the
-    tests start their own private one, so the system's is stopped and not started at boot."""
+def _stop_distro_service(service: str, env: dict[str, str]) -> None:
+    """Debian's postinst starts vsftpd on port 21 and a PostgreSQL cluster on 5432 (where no
+    policy-rc.d forbids it): the tests start private ones, so the system's are stopped and
+    not started at boot."""
     steps = (
-        (["systemctl", "disable", "--now", "vsftpd"], shutil.which("systemctl")),
-        (["invoke-rc.d", "vsftpd", "stop"], shutil.which("invoke-rc.d")),
+        (["systemctl", "disable", "--now", service], shutil.which("systemctl")),
+        (["invoke-rc.d", service, "stop"], shutil.which("invoke-rc.d")),
     )
     for step, present in steps:
         if present:
