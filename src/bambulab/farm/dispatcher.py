@@ -108,15 +108,15 @@ class Dispatcher:
     async def turn(self) -> None:
         """One pass of recover, follow, stop and dispatch (see the module)."""
         self.turns += 1
-        for job in await asyncio.to_thread(self.store.starting):
-            if job.id not in self._starts:
-                await self._recover(job)
+        for claimed in await asyncio.to_thread(self.store.starting):
+            if claimed.id not in self._starts:
+                await self._recover(claimed)
         for serial in self._serials():
-            job = await asyncio.to_thread(self.store.active, serial)
-            if job is not None and job.state == JobState.PRINTING:
-                await self._follow(job)
-        for job in await asyncio.to_thread(self.store.to_stop):
-            await self._stop(job)
+            active = await asyncio.to_thread(self.store.active, serial)
+            if active is not None and active.state == JobState.PRINTING:
+                await self._follow(active)
+        for cancelled in await asyncio.to_thread(self.store.to_stop):
+            await self._stop(cancelled)
         for serial in self._serials():
             await self._dispatch(serial)
 

@@ -40,6 +40,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
+from ..errors import ThreeMFError
 from ..models.printer import Severity
 from ..models.state import PrinterState
 from ..safetext import visible
@@ -49,6 +50,7 @@ from ..servers.common import (
     MemoryEventBus,
 )
 from ..servers.tokens import IssuedToken, ServerTokenError
+from .models import END_STATES, Job, Target
 
 if TYPE_CHECKING:
     from ..servers.app import ServerContext
@@ -58,6 +60,9 @@ log = logging.getLogger("bambulab.farm")
 __all__ = ["FarmInfo", "TileFeed", "attention", "farm_routes", "render_tile"]
 
 TILE_INTERVAL = 0.5  # seconds between two renderings of one printer's tile at most
+UPLOAD_PATH = "/farm/api/jobs"  # POST: a 3MF to queue (the one route that takes large bodies)
+UPLOAD_LIMIT = 512 * 1024 * 1024
+JOB_ACTIONS = ("hold", "release", "cancel")
 STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 _HEX = re.compile(r"^[0-9A-Fa-f]{6}")
 # gcode_state -> the colour class of a tile
@@ -418,7 +423,8 @@ def farm_routes(
     from ..protocol import mqtt as proto
     from ..servers.api_v2 import COMMAND_ERRORS, StreamCounter, command_routes, stream_events
 
-    tiles = feed or TileFeed(ctx)
+    found = ctx.extra.get("farm_tiles")
+    tiles = feed or (found if isinstance(found, TileFeed) else TileFeed(ctx))
     ctx.extra["farm_tiles"] = tiles
     ctx.on_start.append(tiles.start)
     ctx.on_stop.append(tiles.aclose)
@@ -494,6 +500,128 @@ def farm_routes(
             stream_events(ctx, request, token, None, after, keepalive, streams, bus=tiles.bus),
             media_type="text/event-stream",
             headers={**no_store, "x-accel-buffering": "no"},
+        )
+
+    def farm_of() -> Any:
+        farm = ctx.extra.get("farm")
+        if farm is None:
+            raise ApiError(503, "this server runs no farm queue (bambu serve farm)")
+        return farm
+
+    def job_out(job: Job) -> dict[str, Any]:
+        return {
+            "id": job.id,
+            "name": job.name,
+            "plate": job.plate,
+            "state": job.state.value,
+            "target": str(job.target),
+            "priority": job.priority,
+            "group": job.group,
+            "printer": job.printer,
+            "attempts": job.attempts,
+            "reason": job.reason,
+            "model_id": job.requirements.model_id,
+            "filaments": [
+                {"slot": f.slot, "type": f.type, "colour": f.colour, "grams": f.grams}
+                for f in job.requirements.filaments
+            ],
+            "seconds": job.requirements.seconds,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+        }
+
+    def target_of(text: str) -> Target:
+        kind, _, value = text.partition(":")
+        try:
+            return Target() if kind in ("", "any") else Target(kind, value)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ApiError(422, f"target is any, printer:SERIAL or model:CODE ({exc})") from None
+
+    @router.get("/api/jobs", summary="The queue (and, with history=true, ended jobs)")
+    async def jobs(request: Request, history: bool = False) -> Response:
+        token = await ctx.gate.check(request, "read", cookie=True)
+        farm = farm_of()
+        found = await asyncio.to_thread(farm.store.jobs)
+        shown = [
+            job_out(j)
+            for j in found
+            if (history or j.state not in END_STATES)
+            and (not token.printers or not j.printer or j.printer in token.printers)
+        ]
+        return Response(orjson.dumps({"jobs": shown}), media_type="application/json")
+
+    @router.post(
+        "/api/jobs",
+        status_code=201,
+        summary="Queue a sliced 3MF (the body): copies, plate, target, priority",
+    )
+    async def add_jobs(
+        request: Request,
+        name: str = "",
+        plate: int = 1,
+        copies: int = 1,
+        target: str = "any",
+        priority: int = 0,
+        held: bool = False,
+    ) -> Response:
+        await ctx.gate.check(request, "control", cookie=True)
+        farm = farm_of()
+        if not 1 <= copies <= 1000:
+            raise ApiError(422, "copies is 1 to 1000")
+        data = await request.body()
+        chosen = target_of(target)
+        try:
+            made = await asyncio.to_thread(
+                farm.add,
+                data,
+                name,
+                plate=plate,
+                copies=copies,
+                target=chosen,
+                priority=priority,
+                held=held,
+            )
+        except ThreeMFError as exc:
+            raise ApiError(422, str(exc)) from None
+        for job in made:
+            log.info("farm: job %d queued (%s, %s)", job.id, visible(job.name), job.target)
+        return Response(
+            orjson.dumps({"jobs": [job_out(j) for j in made]}),
+            status_code=201,
+            media_type="application/json",
+        )
+
+    @router.post("/api/jobs/{job_id}/{action}", summary="Hold, release or cancel a job")
+    async def job_action(request: Request, job_id: int, action: str) -> Response:
+        await ctx.gate.check(request, "control", cookie=True)
+        if action not in JOB_ACTIONS:
+            raise ApiError(404, f"a job's actions are {', '.join(JOB_ACTIONS)}")
+        farm = farm_of()
+        from .store import QueueError  # the queue needs the farm extra; the dashboard does not
+
+        try:
+            job = await asyncio.to_thread(getattr(farm.store, action), job_id)
+        except QueueError as exc:
+            raise ApiError(409, str(exc)) from None
+        if job.printer:
+            tiles.touch(job.printer)
+        return Response(orjson.dumps(job_out(job)), media_type="application/json")
+
+    @router.post(
+        "/api/printers/{serial}/bed-cleared",
+        summary="The bed is clear: the printer may print again",
+    )
+    async def bed_cleared(request: Request, serial: str) -> Response:
+        await ctx.gate.check(request, "control", serial, cookie=True)
+        farm = farm_of()
+        settings = await asyncio.to_thread(farm.store.bed_cleared, serial)
+        tiles.touch(serial)
+        if farm.dispatcher is not None:
+            farm.dispatcher.poke()
+        return Response(
+            orjson.dumps({"serial": serial, "bed_clear_needed": settings.bed_clear_needed}),
+            media_type="application/json",
         )
 
     control, run = command_routes(

@@ -168,6 +168,11 @@ def build_app(ctx: ServerContext, parts: Sequence[str]) -> FastAPI:
         from .metrics import RequestCounter
 
         app.add_middleware(RequestCounter, ctx=ctx)
-    app.add_middleware(BodyLimit)
+    if "farm" in chosen:
+        from ..farm.web import UPLOAD_LIMIT, UPLOAD_PATH
+
+        app.add_middleware(BodyLimit, larger={UPLOAD_PATH: UPLOAD_LIMIT})
+    else:
+        app.add_middleware(BodyLimit)
     app.add_middleware(AuditLog)
     return app

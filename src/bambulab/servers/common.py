@@ -507,17 +507,21 @@ class BodyLimit:
     body declares no length), so no route ever buffers more than the cap.
     """
 
-    def __init__(self, app: Any, limit: int = MAX_BODY) -> None:
+    def __init__(
+        self, app: Any, limit: int = MAX_BODY, larger: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.larger = dict(larger or {})  # exact paths that take more (a 3MF upload)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope.get("path", ""), self.limit)
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                await _too_large(send, self.limit)
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                await _too_large(send, limit)
                 return
         seen = 0
         started = replied = False
@@ -527,12 +531,12 @@ class BodyLimit:
             message: dict[str, Any] = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     # Answered here and now: the framework turns errors met while
                     # reading a body into its own 400, which must not get out.
                     if not started and not replied:
                         replied = True
-                        await _too_large(send, self.limit)
+                        await _too_large(send, limit)
                     raise _BodyTooLarge
             return message
 

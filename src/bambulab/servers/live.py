@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +123,9 @@ class LiveHub:
     _published: int = field(default=0, init=False)
     _latency_sum: float = field(default=0.0, init=False)
     _latency_count: int = field(default=0, init=False)
+    # Called with each printer event on the server's loop (the farm's dispatcher and
+    # notifier): quick, non-blocking.
+    listeners: list[Callable[[Event], None]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self._by_serial = {e.serial: e for e in self.entries}
@@ -206,6 +209,11 @@ class LiveHub:
         elif isinstance(event, PrintFailed):
             counters.failed += 1
         await self.publish(event)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception as exc:
+                log.error("a listener of live events failed: %s", one_line(exc))
 
     async def publish(self, event: Event) -> None:
         """Put ``event`` on the bus as ``{"serial", "type", ...}`` (see :func:`event_body`)."""

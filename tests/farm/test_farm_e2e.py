@@ -1,0 +1,243 @@
+"""The farm end to end against the simulator: queue over HTTP, dispatch, print, bed clear, recover.
+
+Simulated printers over their real protocols (cloud MQTT for the live state,
+LAN MQTT and implicit FTPS for the starts), printing at 300x; the farm's
+queue in SQLite; the server's ``farm`` part on a loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bambulab import AsyncBambuMQTT, BambuClient
+from bambulab.farm.dispatcher import Dispatcher
+from bambulab.farm.models import JobState, Target
+from bambulab.farm.service import Farm, attach
+from bambulab.farm.starter import marked_job, start_job
+from bambulab.farm.store import FarmStore
+from bambulab.local.lan_print import LanPrinter
+from bambulab.protocol import mqtt as proto
+from bambulab.servers.app import ServerContext, build_app
+from bambulab.servers.common import Gate, MemoryEventBus
+from bambulab.servers.live import LiveHub, PrinterEntry
+from bambulab.servers.runner import AppServer
+from bambulab.servers.tokens import TokenStore
+from bambulab.sim.config import parse_fleet
+from bambulab.sim.live import Simulator
+from bambulab.sim.threemf_writer import write_3mf
+from tests.conftest import unlimited, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+FLEET = ["p1s:idle", "p1s:idle", "a1:idle"]
+
+
+@dataclass
+class Rig:
+    sim: Simulator
+    server: AppServer
+    farm: Farm
+    hub: LiveHub
+    p1s: list[str]
+    a1: str
+    control: str
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.server.url,
+            headers={"Authorization": f"Bearer {self.control}"},
+            timeout=20,
+        )
+
+    def prints(self, serial: str) -> int:
+        """How many print commands the simulated printer received."""
+        names: list[str] = self.sim.with_printer(serial, lambda p: [n for n, _ in p.received])
+        return sum(1 for n in names if n == "print.project_file")
+
+    def gcode_state(self, serial: str) -> str:
+        return str(self.sim.with_printer(serial, lambda p: p.truth()["gcode_state"]))
+
+
+def lan_of(sim: Simulator) -> dict[str, LanPrinter]:
+    return {
+        e.serial: LanPrinter(
+            host=e.host or "127.0.0.1",
+            serial=e.serial,
+            access_code=e.access_code,
+            mqtt_port=e.port or 0,
+            ftp_port=e.ftp_port or 0,
+            ca_file=sim.ca_file,
+            timeout=10.0,
+        )
+        for e in sim.endpoints()
+    }
+
+
+def trays(sim: Simulator, serial: str) -> list[tuple[str, str]]:
+    """(type, #colour) of every loaded AMS tray of a simulated printer."""
+
+    def read(p: Any) -> list[tuple[str, str]]:
+        return [
+            (tray["tray_type"], "#" + tray["tray_color"])
+            for unit in p.truth().get("ams", {}).get("ams", [])
+            for tray in unit.get("tray", [])
+            if tray.get("tray_type")
+        ]
+
+    return sim.with_printer(serial, read)  # type: ignore[no-any-return]
+
+
+def load_same_filament(r: Rig) -> tuple[str, str]:
+    """Load the first P1S's first filament into the second P1S's first slot (as a person would
+    in the app: ``ams_filament_setting``); that filament, which both then have."""
+    kind, colour = trays(r.sim, r.p1s[0])[0]
+    command = proto.ams_filament_setting(0, 0, kind, colour, 190, 230)
+    asyncio.run_coroutine_threadsafe(r.hub.command(r.p1s[1], command), r.server.loop).result(10)
+    wait_for(lambda: trays(r.sim, r.p1s[1])[0][0] == kind, 10, "the filament loaded")
+    wait_for(
+        lambda: (
+            (s := r.server.call(lambda: r.hub.state(r.p1s[1]))) is not None
+            and s.trays[0].type == kind
+        ),
+        10,
+        "the hub sees the filament",
+    )
+    return kind, colour
+
+
+def sliced(model: str, filament: tuple[str, str], seconds: float = 600) -> bytes:
+    out = io.BytesIO()
+    write_3mf(out, name="Cube", filaments=(filament,), seconds=seconds, printer_model=model)
+    return out.getvalue()
+
+
+@contextlib.contextmanager
+def rig(tmp: Path, *, dispatch: bool = True) -> Iterator[Rig]:
+    config = unlimited().with_demo_fleet(parse_fleet(FLEET))
+    with Simulator(config, time_scale=300, tick_interval=0.2, camera=False) as sim:
+        account = sim.issue_token(sim.demo_account.email)
+        with BambuClient(account, base_url=sim.url) as cloud:
+            devices = cloud.get_devices()
+        serials = [d.dev_id for d in devices]
+        mqtt = AsyncBambuMQTT(
+            sim.user_id,
+            serials,
+            token=account,
+            host=sim.mqtt_host,
+            port=sim.mqtt_port,
+            ca_file=sim.ca_file,
+        )
+        entries = [PrinterEntry(d.dev_id, d.name, d.dev_model_name) for d in devices]
+        bus = MemoryEventBus()
+        hub = LiveHub([mqtt], entries, bus=bus)
+        tokens = TokenStore(tmp / "tokens.sqlite3")
+        ctx = ServerContext(Gate(tokens), bus=bus, hub=hub, cloud_url=sim.url)
+        store = FarmStore(f"sqlite:///{tmp / 'farm.db'}")
+        lan = lan_of(sim)
+        dispatcher = (
+            Dispatcher(store, hub, lan.get, owner="test", interval=0.3, start_timeout=15)
+            if dispatch
+            else None
+        )
+        farm = Farm(store, tmp / "files", dispatcher=dispatcher)
+        attach(ctx, farm)
+        server = AppServer(build_app(ctx, ["farm", "live"]), on_start=ctx.start, on_stop=ctx.aclose)
+        by_model: dict[str, list[str]] = {}
+        for d in devices:
+            by_model.setdefault(d.dev_product_name or d.dev_model_name, []).append(d.dev_id)
+        control, _ = tokens.create("control")
+        with server:
+            for serial in serials:
+                wait_for(lambda s=serial: server.call(lambda: hub.state(s)) is not None, 20)
+            yield Rig(sim, server, farm, hub, by_model["P1S"], by_model["A1"][0], control)
+        store.close()
+
+
+def test_queue_dispatches_to_compatible_printers_and_waits_for_bed_clears(tmp_path: Path) -> None:
+    with rig(tmp_path) as r, r.api() as api:
+        filament = load_same_filament(r)
+        answer = api.post("/farm/api/jobs?name=Bracket&copies=3", content=sliced("P1S", filament))
+        assert answer.status_code == 201, answer.text
+        ids = [j["id"] for j in answer.json()["jobs"]]
+        assert len(ids) == 3
+        x1 = api.post("/farm/api/jobs?name=ForX1", content=sliced("X1C", filament))
+        assert x1.status_code == 201
+        x1_id = x1.json()["jobs"][0]["id"]
+
+        def states() -> dict[int, Any]:
+            return {j["id"]: j for j in api.get("/farm/api/jobs?history=true").json()["jobs"]}
+
+        # two copies go to the two P1S, none to the A1 (another model)
+        wait_for(
+            lambda: sum(states()[i]["state"] in ("printing", "finished") for i in ids) >= 2,
+            30,
+            "two jobs printing",
+        )
+        started = {states()[i]["printer"] for i in ids if states()[i]["printer"]}
+        assert started == set(r.p1s)
+        assert r.prints(r.a1) == 0
+        # they finish; the printers now wait for a bed clear, so the third copy waits
+        wait_for(
+            lambda: sum(states()[i]["state"] == "finished" for i in ids) == 2, 60, "two finished"
+        )
+        third = next(i for i in ids if states()[i]["state"] == "queued")
+        time.sleep(1.5)  # several dispatcher turns: a printer with a full bed takes nothing
+        assert states()[third]["state"] == "queued"
+        assert all(r.prints(s) == 1 for s in r.p1s)
+        # the tile says so
+        tiles = api.get("/farm/api/tiles").json()["tiles"]
+        assert "clear the bed" in tiles[r.p1s[0]]
+        cleared = api.post(f"/farm/api/printers/{r.p1s[0]}/bed-cleared")
+        assert cleared.status_code == 200 and cleared.json()["bed_clear_needed"] is False
+        wait_for(lambda: states()[third]["printer"] == r.p1s[0], 30, "the third copy dispatched")
+        wait_for(lambda: r.prints(r.p1s[0]) == 2, 30, "the third copy's print command")
+        assert r.prints(r.p1s[1]) == 1
+        # the job sliced for an X1 never left the queue: no X1 here
+        assert states()[x1_id]["state"] == "queued"
+        # every job ran at most once
+        assert sum(r.prints(s) for s in (*r.p1s, r.a1)) == 3
+
+
+def test_a_restarted_dispatcher_neither_loses_nor_repeats_a_start(tmp_path: Path) -> None:
+    """Jobs a dead dispatcher left ``starting``: one had reached its printer, one had not."""
+    with rig(tmp_path, dispatch=False) as r:
+        store = r.farm.store
+        filament = load_same_filament(r)
+        data = sliced("P1S", filament)
+        reached, lost = r.farm.add(data, "Reached", copies=2, target=Target())
+        lan = lan_of(r.sim)
+        # the dead dispatcher claimed both and had sent only the first one's print
+        one = store.claim(r.p1s[0], lambda j: j.id == reached.id, "dead")
+        two = store.claim(r.p1s[1], lambda j: j.id == lost.id, "dead")
+        assert one is not None and two is not None
+        asyncio.run(start_job(one, lan[r.p1s[0]], timeout=15))
+        wait_for(
+            lambda: (
+                (s := r.server.call(lambda: r.hub.state(r.p1s[0]))) is not None
+                and marked_job(s) == one.id
+            ),
+            20,
+            "the printer shows the job",
+        )
+        # a new dispatcher starts (start_timeout 2 s: the lost claim is old enough soon)
+        dispatcher = Dispatcher(store, r.hub, lan.get, owner="new", interval=0.3, start_timeout=2)
+        asyncio.run_coroutine_threadsafe(dispatcher.start(), r.server.loop).result(5)
+        try:
+            wait_for(lambda: store.job(reached.id).state != JobState.STARTING, 20, "recovered")
+            assert store.job(reached.id).state in (JobState.PRINTING, JobState.FINISHED)
+            assert r.prints(r.p1s[0]) == 1  # not started a second time
+            # the one that never reached its printer goes back and is started once
+            wait_for(lambda: r.prints(r.p1s[1]) == 1, 30, "the lost job started")
+            assert store.job(lost.id).attempts == 2
+        finally:
+            asyncio.run_coroutine_threadsafe(dispatcher.aclose(), r.server.loop).result(10)
