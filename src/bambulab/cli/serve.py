@@ -17,6 +17,7 @@ Only typer is imported at module level (this module is loaded for ``bambu --help
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -298,10 +299,32 @@ def serve_farm(
     store: Store = None,
     broker: Broker = None,
     broker_ca: BrokerCa = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            metavar="URL",
+            help="The queue's database: postgresql://... shared by several farm instances "
+            "(default: SQLite in the state directory; or BAMBU_FARM_DATABASE).",
+        ),
+    ] = None,
+    files: Annotated[
+        str | None,
+        typer.Option("--files", metavar="DIR", help="Where queued 3MF files are kept."),
+    ] = None,
+    notify: Annotated[
+        str | None,
+        typer.Option(
+            "--notify",
+            metavar="FILE",
+            help="Notification routes (TOML or JSON: Apprise URLs per event; docs/farm.md).",
+        ),
+    ] = None,
 ) -> None:
-    """The farm dashboard (/farm: log in with a token), plus /api/v2 and /metrics."""
+    """The print farm: dashboard (/farm), a queue that dispatches itself, notifications."""
     run_server(("farm", "live", "metrics"), host, port, "strict", rate, redis, None,
-               printers, store, broker=broker, broker_ca=broker_ca)  # fmt: skip
+               printers, store, broker=broker, broker_ca=broker_ca, database=database,
+               files=files, notify=notify)  # fmt: skip
 
 
 def run_server(
@@ -317,6 +340,9 @@ def run_server(
     quiet: bool = False,
     broker: str | None = None,
     broker_ca: str | None = None,
+    database: str | None = None,
+    files: str | None = None,
+    notify: str | None = None,
 ) -> None:
     """Build the server from the options and the saved login, serve until Ctrl-C."""
     import logging
@@ -367,6 +393,9 @@ def run_server(
         ca_file=ca_file,
         broker=(broker or "").strip() or None,
         broker_ca=(broker_ca or "").strip() or None,
+        farm_database=(database or os.environ.get("BAMBU_FARM_DATABASE") or "").strip() or None,
+        farm_files=(files or "").strip() or None,
+        farm_notify=(notify or "").strip() or None,
     )
     server = open_server(
         options,

@@ -53,6 +53,11 @@ class ServeOptions:
     # the cloud's: several instances follow one fleet without a session each
     broker: str | None = field(default=None, repr=False)
     broker_ca: str | None = None
+    # the farm: its queue's database URL (None: SQLite in the state directory), where it
+    # keeps queued files (None: next to the database), a notifications file (TOML/JSON)
+    farm_database: str | None = field(default=None, repr=False)
+    farm_files: str | None = None
+    farm_notify: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -159,11 +164,13 @@ def open_server(
     store = TokenStore(options.store)
     limiter, bus = shared_state(options.redis)
     gate = Gate(store, limiter=limiter, limit=options.rate)
-    needs_live = options.live and any(p in parts for p in ("compat", "live", "metrics"))
+    needs_live = options.live and any(p in parts for p in ("compat", "live", "metrics", "farm"))
+    devices: list[Device] = []
     hub = None
     if needs_live:
         with BambuClient(account_token, region, base_url=cloud_url) as client:
-            entries = choose(client.get_devices(), options.printers)
+            devices = client.get_devices()
+            entries = choose(devices, options.printers)
             uid = decode_claims(account_token).uid or client.get_user_id()
         models = {e.serial: e.model for e in entries if e.model}
         serials = [e.serial for e in entries]
@@ -192,7 +199,63 @@ def open_server(
         proxy_mode=options.proxy_mode,
         cors_origins=options.cors,
     )
+    if "farm" in parts and hub is not None:
+        _attach_farm(ctx, hub, options, devices)
     return Server(ctx, parts, options)
+
+
+def _attach_farm(
+    ctx: ServerContext, hub: LiveHub, options: ServeOptions, devices: Sequence[Device]
+) -> None:
+    """The farm's queue, dispatcher and notifier on ``ctx`` (the ``farm`` part's data)."""
+    from pathlib import Path
+
+    from ..farm.dispatcher import Dispatcher
+    from ..farm.notify import Notifier, NotifyConfig, PrinterInfo
+    from ..farm.service import Farm, attach
+    from ..farm.store import FarmStore, default_database_path
+    from ..local.lan_print import LanPrinter
+
+    store = FarmStore(options.farm_database)
+    files = Path(options.farm_files) if options.farm_files else default_database_path().parent
+    given: dict[str, LanPrinter] = options.extra.get("farm_lan", {})
+    codes = {d.dev_id: d.dev_access_code for d in devices if d.dev_access_code}
+    models = {d.dev_id: d.dev_model_name for d in devices}
+
+    def reach(serial: str) -> LanPrinter | None:
+        if serial in given:
+            return given[serial]
+        state = hub.state(serial)
+        host = state.ip_address if state is not None else None
+        code = codes.get(serial)
+        if not host or not code:
+            return None
+        return LanPrinter(host=host, serial=serial, access_code=code, model=models.get(serial))
+
+    notifier = None
+    if options.farm_notify:
+        path = Path(options.farm_notify)
+        text = path.read_text("utf-8")
+        config = (
+            NotifyConfig.from_json(text) if path.suffix == ".json" else NotifyConfig.from_toml(text)
+        )
+
+        def directory(serial: str) -> PrinterInfo:
+            entry = hub.entry(serial)
+            return PrinterInfo(
+                name=entry.name if entry else "", tags=frozenset(store.settings(serial).tags)
+            )
+
+        notifier = Notifier(config, printers=directory)
+    farm = Farm(
+        store, files / "farm-files", dispatcher=Dispatcher(store, hub, reach), notifier=notifier
+    )
+    attach(ctx, farm)
+
+    async def close_store() -> None:
+        store.close()
+
+    ctx.on_stop.append(close_store)
 
 
 def environment_mqtt() -> tuple[str | None, int | None, str | None]:
@@ -203,6 +266,24 @@ def environment_mqtt() -> tuple[str | None, int | None, str | None]:
         int(port) if port.isdigit() else None,
         os.environ.get("BAMBU_CA_FILE") or None,
     )
+
+
+def _sim_lan(sim: Simulator) -> dict[str, Any]:
+    """How the farm reaches each simulated printer on its loopback LAN ports."""
+    from ..local.lan_print import LanPrinter
+
+    return {
+        e.serial: LanPrinter(
+            host=e.host,
+            serial=e.serial,
+            access_code=e.access_code,
+            mqtt_port=e.port,
+            ftp_port=e.ftp_port,
+            ca_file=sim.ca_file,
+        )
+        for e in sim.endpoints()
+        if e.host and e.port and e.ftp_port
+    }
 
 
 def open_sim_server(
@@ -234,6 +315,9 @@ def open_sim_server(
             mqtt_host=sim.mqtt_host if sim.mqtt_enabled else None,
             mqtt_port=sim.mqtt_port if sim.mqtt_enabled else None,
             ca_file=sim.ca_file,
+            farm_database=f"sqlite:///{os.path.join(folder, 'farm.db')}",
+            farm_files=folder,
+            extra={"farm_lan": _sim_lan(sim)} if "farm" in parts else {},
         )
         account = sim.demo_account
         login = account.email or account.phone or ""
