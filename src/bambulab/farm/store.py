@@ -75,8 +75,10 @@ DATABASE_FILE_NAME = "farm.db"
 # Jobs still waiting in the queue (ordered, movable, cancellable without a printer).
 QUEUE_STATES = frozenset({JobState.QUEUED, JobState.HELD})
 
-# How many candidate jobs a claim reads (and, on PostgreSQL, locks) at a time.
-_CLAIM_BATCH = 32
+# How many candidate jobs a claim reads (and, on PostgreSQL, locks: other dispatchers
+# pass over them meanwhile) at a time: a few first, as the head of the queue usually fits.
+_CLAIM_BATCH_FIRST = 4
+_CLAIM_BATCH_MAX = 64
 # Limits of what is stored (PostgreSQL enforces the column sizes; SQLite would not).
 _NAME_LIMIT = 255
 _SERIAL_LIMIT = 64
@@ -459,11 +461,12 @@ class FarmStore:
         _check_serial(printer)
         _check_text("owner", owner, _OWNER_LIMIT, empty=True)
         with self._write("claim a job") as conn:
-            self._ensure_printer(conn, printer)
             # The printer's row is the lock that serialises claims for this printer.
-            settings = conn.execute(
-                sa.select(printers_table).where(_P.serial == printer).with_for_update()
-            ).one()
+            locking = sa.select(printers_table).where(_P.serial == printer).with_for_update()
+            settings = conn.execute(locking).first()
+            if settings is None:  # a printer's first claim
+                self._ensure_printer(conn, printer)
+                settings = conn.execute(locking).one()
             if settings.bed_clear_needed:
                 return None
             busy = conn.execute(
@@ -480,6 +483,7 @@ class FarmStore:
             if busy is not None:
                 return None
             after: Row[Any] | None = None
+            batch = _CLAIM_BATCH_FIRST
             while True:
                 query = sa.select(jobs_table).where(
                     _J.state == JobState.QUEUED.value,
@@ -487,7 +491,7 @@ class FarmStore:
                 )
                 if after is not None:
                     query = query.where(_after_in_queue(after))
-                query = query.order_by(*_QUEUE_ORDER).limit(_CLAIM_BATCH)
+                query = query.order_by(*_QUEUE_ORDER).limit(batch)
                 if not self._sqlite:
                     query = query.with_for_update(skip_locked=True)
                 rows = conn.execute(query).all()
@@ -495,7 +499,7 @@ class FarmStore:
                     if not fits(_job_of(row)):
                         continue
                     now = self._clock()
-                    done = conn.execute(
+                    claimed = conn.execute(
                         sa.update(jobs_table)
                         .where(_J.id == row.id, _J.state == JobState.QUEUED.value)
                         .values(
@@ -506,12 +510,14 @@ class FarmStore:
                             attempts=_J.attempts + 1,
                             updated_at=now,
                         )
-                    )
-                    if done.rowcount == 1:
-                        return self._fetch(conn, int(row.id))
-                if len(rows) < _CLAIM_BATCH:
+                        .returning(*jobs_table.c)
+                    ).first()
+                    if claimed is not None:
+                        return _job_of(claimed)
+                if len(rows) < batch:
                     return None
                 after = rows[-1]
+                batch = min(batch * 4, _CLAIM_BATCH_MAX)
 
     def started(self, job_id: int) -> Job:
         """The claimed job is printing (the printer said so)."""
