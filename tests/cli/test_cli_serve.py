@@ -55,7 +55,7 @@ def test_serve_follows_the_account_and_stops_on_ctrl_c(sim: Simulator, tmp_path:
         printers = len(sim.world.devices_of(sim.user_id))
         assert f"({printers} printers;" in line
         health = httpx.get(f"{url}/health", timeout=10).json()
-        assert health["parts"] == ["proxy", "compat", "live", "metrics"]
+        assert health["parts"] == ["proxy", "compat", "live", "metrics", "farm"]
         assert health["printers"] == printers
         index = httpx.get(f"{url}/", headers={"Authorization": f"Bearer {secret}"}, timeout=10)
         assert index.json()["proxy_mode"] == "strict"
@@ -136,9 +136,9 @@ def test_sim_serve_exports_a_working_server(tmp_path: Path) -> None:
 def test_sim_serve_refuses_unknown_parts(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAMBU_")}
     env.update(HOME=str(tmp_path))
-    done = run(["sim", "--port", "0", "--serve", "proxy,farm"], env)
+    done = run(["sim", "--port", "0", "--serve", "proxy,nonsense"], env)
     assert done.returncode == 2
-    assert "unknown part(s) farm" in done.stderr and "Traceback" not in done.stderr
+    assert "unknown part(s) nonsense" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.needs("redis-server")

@@ -100,6 +100,13 @@ def live_env(
             Gate(store), bus=chosen, hub=hub, cloud_url=sim.url, account_token=account
         )
         ctx.extra["sse_keepalive"] = keepalive
+        if "farm" in parts:  # the queue too (no dispatcher: nothing starts on its own)
+            from bambulab.farm.service import Farm, attach
+            from bambulab.farm.store import FarmStore
+
+            farm_store = FarmStore(f"sqlite:///{tmp / 'farm.db'}")
+            ctx.on_stop.append(_closer(farm_store))
+            attach(ctx, Farm(farm_store, tmp / "farm-files"))
         server = AppServer(build_app(ctx, list(parts)), on_start=ctx.start, on_stop=ctx.aclose)
         with server:
             env = Env(
@@ -119,6 +126,13 @@ def live_env(
                     f"a report from {serial}",
                 )
             yield env
+
+
+def _closer(store: Any) -> Any:
+    async def close() -> None:
+        store.close()
+
+    return close
 
 
 @dataclass

@@ -21,7 +21,11 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
-from schemathesis.specs.openapi.checks import negative_data_rejection, unsupported_method
+from schemathesis.specs.openapi.checks import (
+    negative_data_rejection,
+    positive_data_acceptance,
+    unsupported_method,
+)
 
 from bambulab.servers.app import PARTS, ServerContext, build_app
 from bambulab.servers.common import Gate
@@ -30,7 +34,7 @@ from tests.integration.live_server import Env, live_env
 
 EXAMPLES = 10
 SERIAL = re.compile(r"[0-9A-Za-z_-]{1,64}")
-ENDLESS = ["/api/v2/events"]
+ENDLESS = ["/api/v2/events", "/farm/api/events"]
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +82,13 @@ def test_every_route_keeps_its_contract(case: Any, env: Env) -> None:
     # framework's 405): a strict proxy refuses a write whatever it is called. Requests
     # drawn to break the schema are not judged by their acceptance: the caller's token
     # header replaces a "missing" one, and unknown query parameters are ignored by design.
-    excluded = [negative_data_rejection]
+    excluded: list[Any] = [negative_data_rejection]
     if case.path.startswith("/v1/"):
         excluded.append(unsupported_method)
+    if case.path == "/farm/api/jobs" and case.method == "POST":
+        # Its body is a sliced 3MF: no schema can say which bytes are one, so drawn
+        # bodies are refused (422) and "valid data rejected" cannot be judged.
+        excluded.append(positive_data_acceptance)
     case.call_and_validate(
         base_url=env.url,
         headers={"Authorization": f"Bearer {env.token('admin')}"},

@@ -72,14 +72,15 @@ def emit_json(data: Any, *, redact: bool = True) -> None:
     sys.stdout.flush()
 
 
-def say(message: str) -> None:
+def say(message: str, *, wrap: bool = True) -> None:
     """A line for people on stdout (silent under ``--json``).
 
     ``message`` is rich markup; values embedded in it go through :func:`esc`.
     Control characters that slipped in anyway are made visible here.
+    ``wrap=False`` never breaks the line (one that carries an address to copy).
     """
     if not OPTIONS.json:
-        console().print(_visible(message, multiline=True), markup=True)
+        console().print(_visible(message, multiline=True), markup=True, soft_wrap=not wrap)
 
 
 def note(message: str) -> None:

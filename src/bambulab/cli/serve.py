@@ -422,7 +422,8 @@ def run_server(
     plural = "s" if count != 1 else ""
     say(
         f"Serving {', '.join(server.parts)} at {esc(server.url)} "
-        f"({count} printer{plural}; API docs at {esc(server.url)}/docs)"
+        f"({count} printer{plural}; API docs at {esc(server.url)}/docs)",
+        wrap=False,
     )
     if not server.ctx.gate.store.tokens():
         note("No tokens yet: create one with `bambu serve token create --scope read`")

@@ -33,17 +33,24 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from ..errors import ThreeMFError
 from ..models.printer import Severity
 from ..models.state import PrinterState
 from ..safetext import visible
+from ..servers.api_v2 import (
+    COMMAND_ERRORS,
+    SerialPath,
+    StreamCounter,
+    command_routes,
+    stream_events,
+)
 from ..servers.common import (
     SESSION_COOKIE,
     ApiError,
@@ -399,6 +406,26 @@ def render_page(tiles: list[str], token: IssuedToken) -> str:
     )
 
 
+FARM_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No token, or not a valid one"},
+    403: {"description": "The token's scope or printers do not allow this"},
+    404: {"description": "No such job, printer or file"},
+    409: {"description": "The job is not in a state that allows this"},
+    413: {"description": "The file is too large"},
+    422: {"description": "A parameter or the 3MF is not usable"},
+    429: {"description": "The token's rate limit was reached (see Retry-After)"},
+    503: {"description": "This server runs no farm queue, or a printer is unreachable"},
+}
+
+
+def _redirect(to: str, cookie: str = "") -> HTMLResponse:
+    """A 303 to ``to`` (an empty HTML body: every answer says what it is)."""
+    headers = {"location": to, "cache-control": "no-store"}
+    if cookie:
+        headers["set-cookie"] = cookie
+    return HTMLResponse("", status_code=303, headers=headers)
+
+
 LOGIN_PAGE = (
     '<!doctype html><html lang="en"><head><meta charset="utf-8">'
     '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -421,7 +448,6 @@ def farm_routes(
 ) -> APIRouter:
     """The dashboard's routes on ``ctx`` (its :class:`TileFeed` starts with the server)."""
     from ..protocol import mqtt as proto
-    from ..servers.api_v2 import COMMAND_ERRORS, StreamCounter, command_routes, stream_events
 
     found = ctx.extra.get("farm_tiles")
     tiles = feed or (found if isinstance(found, TileFeed) else TileFeed(ctx))
@@ -429,7 +455,7 @@ def farm_routes(
     ctx.on_start.append(tiles.start)
     ctx.on_stop.append(tiles.aclose)
     streams = StreamCounter()
-    router = APIRouter(prefix="/farm", tags=["farm"])
+    router = APIRouter(prefix="/farm", tags=["farm"], responses=FARM_ERRORS)
     no_store = {"cache-control": "no-store"}
     cookie_attributes = "; HttpOnly; SameSite=Strict; Path=/" + (
         "; Secure" if secure_cookie else ""
@@ -443,20 +469,30 @@ def farm_routes(
                 return None
             raise
 
-    @router.get("", response_class=HTMLResponse, summary="The dashboard")
+    @router.get(
+        "",
+        response_class=HTMLResponse,
+        summary="The dashboard",
+        responses={303: {"description": "Not logged in: to /farm/login"}},
+    )
     async def dashboard(request: Request) -> Response:
         token = await token_of(request)
         if token is None:
-            return RedirectResponse("/farm/login", status_code=303, headers=no_store)
+            return _redirect("/farm/login")
         shown = [tiles.tile(s) for s in _visible_to(token, tiles.serials())]
         return HTMLResponse(render_page(shown, token), headers=no_store)
 
-    @router.get("/login", response_class=HTMLResponse, summary="The dashboard's login form")
-    async def login_form() -> HTMLResponse:
-        return HTMLResponse(LOGIN_PAGE.format(message=""), headers=no_store)
-
-    @router.post("/login", response_class=HTMLResponse, summary="Log in with a token")
+    # One route per path with both methods: a 405 then names both in its Allow header.
+    @router.api_route(
+        "/login",
+        methods=["GET", "POST"],
+        response_class=HTMLResponse,
+        summary="The login form (GET); log in with a token (POST, form field token)",
+        responses={303: {"description": "Logged in: to /farm"}, 401: {"description": "Refused"}},
+    )
     async def login(request: Request) -> Response:
+        if request.method == "GET":
+            return HTMLResponse(LOGIN_PAGE.format(message=""), headers=no_store)
         body = (await request.body())[:4096].decode("utf-8", "replace")
         secret = dict(parse_qsl(body)).get("token", "").strip()
         try:
@@ -464,15 +500,16 @@ def farm_routes(
         except ServerTokenError as exc:
             page = LOGIN_PAGE.format(message=f'<p class="error">{_e(exc)}</p>')
             return HTMLResponse(page, status_code=401, headers=no_store)
-        redirect = RedirectResponse("/farm", status_code=303, headers=no_store)
-        redirect.headers.append("set-cookie", f"{SESSION_COOKIE}={secret}{cookie_attributes}")
-        return redirect
+        return _redirect("/farm", f"{SESSION_COOKIE}={secret}{cookie_attributes}")
 
-    @router.post("/logout", summary="Forget the session cookie")
+    @router.post(
+        "/logout",
+        summary="Forget the session cookie",
+        status_code=303,
+        response_class=HTMLResponse,
+    )
     async def logout() -> Response:
-        redirect = RedirectResponse("/farm/login", status_code=303, headers=no_store)
-        redirect.headers.append("set-cookie", f"{SESSION_COOKIE}=; Max-Age=0{cookie_attributes}")
-        return redirect
+        return _redirect("/farm/login", f"{SESSION_COOKIE}=; Max-Age=0{cookie_attributes}")
 
     @router.get("/static/{name}", summary="The dashboard's style and script")
     async def static(name: str) -> Response:
@@ -538,8 +575,33 @@ def farm_routes(
         except ValueError as exc:
             raise ApiError(422, f"target is any, printer:SERIAL or model:CODE ({exc})") from None
 
-    @router.get("/api/jobs", summary="The queue (and, with history=true, ended jobs)")
-    async def jobs(request: Request, history: bool = False) -> Response:
+    @router.api_route(
+        "/api/jobs",
+        methods=["GET", "POST"],
+        summary="The queue (GET; history=true adds ended jobs); queue a sliced 3MF, the body "
+        "(POST: name, plate, copies, target any|printer:SERIAL|model:CODE, priority, held)",
+        responses={201: {"description": "Queued"}, 422: {"description": "Not a usable 3MF"}},
+        openapi_extra={
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+    )
+    async def jobs(
+        request: Request,
+        history: bool = False,
+        name: str = "",
+        plate: int = 1,
+        copies: int = 1,
+        target: str = "any",
+        priority: int = 0,
+        held: bool = False,
+    ) -> Response:
+        if request.method == "POST":
+            return await add_jobs(request, name, plate, copies, target, priority, held)
         token = await ctx.gate.check(request, "read", cookie=True)
         farm = farm_of()
         found = await asyncio.to_thread(farm.store.jobs)
@@ -551,19 +613,14 @@ def farm_routes(
         ]
         return Response(orjson.dumps({"jobs": shown}), media_type="application/json")
 
-    @router.post(
-        "/api/jobs",
-        status_code=201,
-        summary="Queue a sliced 3MF (the body): copies, plate, target, priority",
-    )
     async def add_jobs(
         request: Request,
-        name: str = "",
-        plate: int = 1,
-        copies: int = 1,
-        target: str = "any",
-        priority: int = 0,
-        held: bool = False,
+        name: str,
+        plate: int,
+        copies: int,
+        target: str,
+        priority: int,
+        held: bool,
     ) -> Response:
         await ctx.gate.check(request, "control", cookie=True)
         farm = farm_of()
@@ -612,9 +669,11 @@ def farm_routes(
         "/api/printers/{serial}/bed-cleared",
         summary="The bed is clear: the printer may print again",
     )
-    async def bed_cleared(request: Request, serial: str) -> Response:
+    async def bed_cleared(request: Request, serial: SerialPath) -> Response:
         await ctx.gate.check(request, "control", serial, cookie=True)
         farm = farm_of()
+        if ctx.hub is None or ctx.hub.entry(serial) is None:
+            raise ApiError(404, "this server serves no such printer")
         settings = await asyncio.to_thread(farm.store.bed_cleared, serial)
         tiles.touch(serial)
         if farm.dispatcher is not None:
@@ -629,9 +688,11 @@ def farm_routes(
     )
 
     @control("speed", "Set the print speed level (1 silent .. 4 ludicrous)")
-    async def speed(request: Request, serial: str, level: int) -> Response:
-        if level not in (1, 2, 3, 4):
-            raise ApiError(422, "speed level is 1, 2, 3 or 4")
+    async def speed(
+        request: Request,
+        serial: SerialPath,
+        level: Annotated[int, Query(ge=1, le=4, description="1 silent .. 4 ludicrous")],
+    ) -> Response:
         return await run(request, serial, lambda: proto.print_speed(level))
 
     return router
