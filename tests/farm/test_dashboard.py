@@ -115,6 +115,28 @@ def test_controls_need_control_and_the_pages_header(env: Env) -> None:
         assert refused.status_code == 403
 
 
+def test_printer_settings_reach_the_tile(env: Env) -> None:
+    with httpx.Client(base_url=env.url, headers=env.auth("control"), timeout=10) as api:
+        path = f"/farm/api/printers/{env.idle}/settings"
+        done = api.post(path, params={"tags": "workshop, shelf-2", "auto_clear": "true"})
+        assert done.status_code == 200, done.text
+        assert done.json()["tags"] == ["workshop", "shelf-2"] and done.json()["auto_clear"]
+        wait_for(
+            lambda: (
+                'data-tags="workshop shelf-2"'
+                in api.get("/farm/api/tiles").json()["tiles"][env.idle]
+            ),
+            10,
+            "the tags on the tile",
+        )
+        too_many = ",".join(f"t{i}" for i in range(40))
+        assert api.post(path, params={"tags": too_many}).status_code == 422
+        assert api.post("/farm/api/printers/01P00A999999999/settings").status_code == 404
+        api.post(path, params={"tags": "", "auto_clear": "false"})
+    with httpx.Client(base_url=env.url, headers=env.auth("read"), timeout=10) as reader:
+        assert reader.post(path, params={"tags": "x"}).status_code == 403
+
+
 def test_tiles_escape_what_printers_and_users_name() -> None:
     hostile = '<script>alert(1)</script>\x1b[2J"'
     html = render_tile("01P00A000000001", hostile, "P1S<b>", None, True)

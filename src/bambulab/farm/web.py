@@ -40,7 +40,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from ..errors import ThreeMFError
+from ..errors import BambuError, ThreeMFError
 from ..models.printer import Severity
 from ..models.state import PrinterState
 from ..safetext import visible
@@ -682,6 +682,39 @@ def farm_routes(
             orjson.dumps({"serial": serial, "bed_clear_needed": settings.bed_clear_needed}),
             media_type="application/json",
         )
+
+    @router.post(
+        "/api/printers/{serial}/settings",
+        summary="The printer's farm settings: auto_clear (it clears its own bed), tags "
+        "(locations, comma-separated)",
+    )
+    async def printer_settings(
+        request: Request,
+        serial: SerialPath,
+        auto_clear: bool | None = None,
+        tags: Annotated[str | None, Query(max_length=600)] = None,
+    ) -> Response:
+        await ctx.gate.check(request, "control", serial, cookie=True)
+        farm = farm_of()
+        if ctx.hub is None or ctx.hub.entry(serial) is None:
+            raise ApiError(404, "this server serves no such printer")
+        try:
+            if auto_clear is not None:
+                await asyncio.to_thread(farm.store.set_auto_clear, serial, auto_clear)
+            if tags is not None:
+                names = [t.strip() for t in tags.split(",") if t.strip()]
+                await asyncio.to_thread(farm.store.set_tags, serial, names)
+            settings = await asyncio.to_thread(farm.store.settings, serial)
+        except BambuError as exc:
+            raise ApiError(422, str(exc)) from None
+        tiles.touch(serial)
+        body = {
+            "serial": serial,
+            "auto_clear": settings.auto_clear,
+            "bed_clear_needed": settings.bed_clear_needed,
+            "tags": list(settings.tags),
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
 
     control, run = command_routes(
         ctx, router, "/api/printers/{serial}/commands/{command}", COMMAND_ERRORS, cookie=True
