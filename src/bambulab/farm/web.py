@@ -692,7 +692,13 @@ def farm_routes(
         request: Request,
         serial: SerialPath,
         auto_clear: bool | None = None,
-        tags: Annotated[str | None, Query(max_length=600)] = None,
+        tags: Annotated[
+            str | None,
+            Query(
+                pattern=r"^[^,]{0,32}(,[^,]{0,32}){0,15}$",
+                description="Up to 16 tags of up to 32 characters, comma-separated",
+            ),
+        ] = None,
     ) -> Response:
         await ctx.gate.check(request, "control", serial, cookie=True)
         farm = farm_of()
