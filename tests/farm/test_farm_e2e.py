@@ -25,7 +25,6 @@ from bambulab.farm.models import JobState, Target
 from bambulab.farm.service import Farm, attach
 from bambulab.farm.starter import marked_job, start_job
 from bambulab.farm.store import FarmStore
-from bambulab.local.lan_print import LanPrinter
 from bambulab.protocol import mqtt as proto
 from bambulab.servers.app import ServerContext, build_app
 from bambulab.servers.common import Gate, MemoryEventBus
@@ -66,21 +65,6 @@ class Rig:
 
     def gcode_state(self, serial: str) -> str:
         return str(self.sim.with_printer(serial, lambda p: p.truth()["gcode_state"]))
-
-
-def lan_of(sim: Simulator) -> dict[str, LanPrinter]:
-    return {
-        e.serial: LanPrinter(
-            host=e.host or "127.0.0.1",
-            serial=e.serial,
-            access_code=e.access_code,
-            mqtt_port=e.port or 0,
-            ftp_port=e.ftp_port or 0,
-            ca_file=sim.ca_file,
-            timeout=10.0,
-        )
-        for e in sim.endpoints()
-    }
 
 
 def trays(sim: Simulator, serial: str) -> list[tuple[str, str]]:
@@ -143,7 +127,7 @@ def rig(tmp: Path, *, dispatch: bool = True) -> Iterator[Rig]:
         tokens = TokenStore(tmp / "tokens.sqlite3")
         ctx = ServerContext(Gate(tokens), bus=bus, hub=hub, cloud_url=sim.url)
         store = FarmStore(f"sqlite:///{tmp / 'farm.db'}")
-        lan = lan_of(sim)
+        lan = sim.lan_printers(timeout=10.0)
         dispatcher = (
             Dispatcher(store, hub, lan.get, owner="test", interval=0.3, start_timeout=15)
             if dispatch
@@ -215,7 +199,7 @@ def test_a_restarted_dispatcher_neither_loses_nor_repeats_a_start(tmp_path: Path
         filament = load_same_filament(r)
         data = sliced("P1S", filament)
         reached, lost = r.farm.add(data, "Reached", copies=2, target=Target())
-        lan = lan_of(r.sim)
+        lan = r.sim.lan_printers(timeout=10.0)
         # the dead dispatcher claimed both and had sent only the first one's print
         one = store.claim(r.p1s[0], lambda j: j.id == reached.id, "dead")
         two = store.claim(r.p1s[1], lambda j: j.id == lost.id, "dead")

@@ -268,24 +268,6 @@ def environment_mqtt() -> tuple[str | None, int | None, str | None]:
     )
 
 
-def _sim_lan(sim: Simulator) -> dict[str, Any]:
-    """How the farm reaches each simulated printer on its loopback LAN ports."""
-    from ..local.lan_print import LanPrinter
-
-    return {
-        e.serial: LanPrinter(
-            host=e.host,
-            serial=e.serial,
-            access_code=e.access_code,
-            mqtt_port=e.port,
-            ftp_port=e.ftp_port,
-            ca_file=sim.ca_file,
-        )
-        for e in sim.endpoints()
-        if e.host and e.port and e.ftp_port
-    }
-
-
 def open_sim_server(
     sim: Simulator,
     parts: Sequence[str],
@@ -317,7 +299,7 @@ def open_sim_server(
             ca_file=sim.ca_file,
             farm_database=f"sqlite:///{os.path.join(folder, 'farm.db')}",
             farm_files=folder,
-            extra={"farm_lan": _sim_lan(sim)} if "farm" in parts else {},
+            extra={"farm_lan": sim.lan_printers()} if "farm" in parts else {},
         )
         account = sim.demo_account
         login = account.email or account.phone or ""

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
@@ -65,6 +65,9 @@ from .records import Account
 from .rtsp import DEFAULT_FPS, RtspEndpoint
 from .server import CloudSimulator
 from .world import World
+
+if TYPE_CHECKING:
+    from ..local.lan_print import LanPrinter
 
 log = logging.getLogger("bambulab.sim")
 
@@ -634,6 +637,25 @@ class Simulator:
         as if that time had passed); the jump is not multiplied by ``time_scale``.
         """
         self.cloud.advance_clock(seconds)
+
+    def lan_printers(self, uid: int | None = None, **options: Any) -> dict[str, LanPrinter]:
+        """How to reach each of an account's printers on its loopback LAN ports, by serial
+        (``options``: more :class:`~bambulab.local.lan_print.LanPrinter` fields, a timeout...)."""
+        from ..local.lan_print import LanPrinter
+
+        return {
+            e.serial: LanPrinter(
+                host=e.host,
+                serial=e.serial,
+                access_code=e.access_code,
+                mqtt_port=e.port,
+                ftp_port=e.ftp_port,
+                ca_file=self.ca_file,
+                **options,
+            )
+            for e in self.endpoints(uid)
+            if e.host and e.port and e.ftp_port
+        }
 
     def endpoints(self, uid: int | None = None) -> list[PrinterEndpoint]:
         """An account's printers (default: the demo account's) in fleet order."""
