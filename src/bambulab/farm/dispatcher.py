@@ -106,19 +106,28 @@ class Dispatcher:
             self._wake.clear()
 
     async def turn(self) -> None:
-        """One pass of recover, follow, stop and dispatch (see the module)."""
+        """One pass of recover, follow, stop and dispatch (see the module).
+
+        A few reads a turn whatever the fleet's size (the active jobs, the
+        cancelled ones, whether anything waits); a claim, a write, only for
+        an idle printer while jobs wait.
+        """
         self.turns += 1
-        for claimed in await asyncio.to_thread(self.store.starting):
-            if claimed.id not in self._starts:
-                await self._recover(claimed)
-        for serial in self._serials():
-            active = await asyncio.to_thread(self.store.active, serial)
-            if active is not None and active.state == JobState.PRINTING:
-                await self._follow(active)
+        active = await asyncio.to_thread(self.store.jobs, (JobState.STARTING, JobState.PRINTING))
+        for job in active:
+            if job.state == JobState.STARTING:
+                if job.id not in self._starts:
+                    await self._recover(job)
+            else:
+                await self._follow(job)
         for cancelled in await asyncio.to_thread(self.store.to_stop):
             await self._stop(cancelled)
+        if not await asyncio.to_thread(self.store.jobs, (JobState.QUEUED,)):
+            return
+        busy = {job.printer for job in active}
         for serial in self._serials():
-            await self._dispatch(serial)
+            if serial not in busy:
+                await self._dispatch(serial)
 
     def _serials(self) -> list[str]:
         return [e.serial for e in self.hub.printers()]
