@@ -14,9 +14,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 FOLDERS = ("cache", "timelapse", "image", "logger")
 DEFAULT_CAPACITY = 32 << 30  # a 32 GB card
@@ -63,6 +64,7 @@ class SdCard:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._ready = False
+        self._cleanup: weakref.finalize[Any, Any] | None = None
 
     @property
     def root(self) -> Path:
@@ -70,6 +72,10 @@ class SdCard:
         with self._lock:
             if self._root is None:
                 self._root = Path(tempfile.mkdtemp(prefix="bambu-sdcard-"))
+                # a card nobody closed (a printer dropped unclosed) leaves nothing behind
+                self._cleanup = weakref.finalize(
+                    self, shutil.rmtree, self._root, ignore_errors=True
+                )
             if not self._ready:
                 self._root.mkdir(parents=True, exist_ok=True)
                 for folder in FOLDERS:
@@ -132,7 +138,8 @@ class SdCard:
     def close(self) -> None:
         """Remove the card's directory if this card made it."""
         with self._lock:
-            if self._owned and self._root is not None:
-                shutil.rmtree(self._root, ignore_errors=True)
+            if self._cleanup is not None:
+                self._cleanup()
+                self._cleanup = None
                 self._root = None
                 self._ready = False
