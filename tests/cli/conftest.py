@@ -1,6 +1,7 @@
 """Fixtures of the CLI tests: a simulator per module and a ``bambu`` runner.
 
-Every command runs in a real subprocess (``python -m bambulab.cli``) against a
+Every command runs in a process of its own (``python -m bambulab.cli``, forked
+from a process that has imported it already: :mod:`tests.cli.forkrun`) against a
 simulator started in the test process, with ``HOME``, ``BAMBU_TOKEN_FILE`` and
 ``BAMBU_API_URL`` pointing into a temporary directory: the real home and the
 real cloud are never touched. The runner checks every output for every token
@@ -23,6 +24,7 @@ import httpx
 import pytest
 
 from bambulab.sim import CloudSimulator, SimConfig
+from tests.cli import forkrun
 from tests.conftest import unlimited
 
 RUN_TIMEOUT = 30.0
@@ -73,14 +75,7 @@ class Bambu:
         return env
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, **extra: str) -> Result:
-        proc = subprocess.run(
-            [sys.executable, "-m", "bambulab.cli", *args],
-            env=env if env is not None else self.env(**extra),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-        )
+        proc = forkrun.run(args, env if env is not None else self.env(**extra), RUN_TIMEOUT)
         result = Result(tuple(args), proc.returncode, proc.stdout, proc.stderr)
         self.history.append(result)
         self.learn_token()

@@ -11,17 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import forkrun
+
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("BAMBU_", "_BAMBU"))}
-    return subprocess.run(
-        [sys.executable, "-m", "bambulab.cli", *args],
-        env={**base, **env},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return forkrun.run(args, {**base, **env}, 30)
 
 
 def complete(words: str, cword: int) -> list[str]:

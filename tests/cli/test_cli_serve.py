@@ -15,7 +15,6 @@ import os
 import shlex
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 
 from bambulab.servers.tokens import TokenStore
 from bambulab.sim.live import Simulator
+from tests.cli import forkrun
 from tests.cli.conftest import Background, sim_environment
 from tests.conftest import unlimited
 
@@ -35,13 +35,7 @@ def sim() -> Iterator[Simulator]:
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bambulab.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return forkrun.run(args, env, 60)
 
 
 def test_serve_follows_the_account_and_stops_on_ctrl_c(sim: Simulator, tmp_path: Path) -> None:

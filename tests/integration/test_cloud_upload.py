@@ -35,6 +35,7 @@ from bambulab.errors import (
 )
 from bambulab.protocol.http import NO_RETRY
 from bambulab.sim import CloudSimulator
+from tests.cli import forkrun
 from tests.conftest import Face, wait_for
 
 S3 = "/sim-s3/"
@@ -318,15 +319,7 @@ def _bambu(sim: CloudSimulator, home: Path, *args: str) -> subprocess.CompletedP
         BAMBU_TOKEN_FILE=str(home / "token"),
         COLUMNS="200",
     )
-    return subprocess.run(
-        [sys.executable, "-m", "bambulab.cli", *args],
-        env=env,
-        cwd=home,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return forkrun.run(args, env, 60, cwd=home)
 
 
 def test_cli_upload_json_and_errors(sim: CloudSimulator, tmp_path: Path) -> None:

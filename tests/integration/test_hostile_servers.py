@@ -23,6 +23,7 @@ from bambulab import AsyncBambuClient, BambuClient, RetryPolicy
 from bambulab.cloud.transport import Download
 from bambulab.errors import BambuError, ProtocolError, RequestTimeoutError, TransportError
 from bambulab.protocol.http import NO_RETRY
+from tests.cli import forkrun
 from tests.integration.hostile_http import HostileServer
 
 DEADLINE = 1.0  # four drip intervals: per-read timeouts never fire
@@ -255,14 +256,7 @@ def bambu(url: str, *args: str, timeout: float) -> tuple[subprocess.CompletedPro
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAMBU_")}
     env.update(BAMBU_API_URL=url, BAMBU_TOKEN=TOKEN, BAMBU_TIMEOUT=str(timeout))
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "bambulab.cli", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = forkrun.run(args, env, 30)
     return proc, time.monotonic() - started
 
 
