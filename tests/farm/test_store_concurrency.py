@@ -7,13 +7,17 @@ once, so each kill costs milliseconds, not an interpreter start.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
+import os
 import random
+import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,12 +128,14 @@ def test_dispatchers_racing_never_claim_twice(store_url: str, raw: sa.Engine) ->
 # --- kill -9 during dispatch ------------------------------------------------------------
 
 
-def dispatch_forever(url: str, owner: str, seed: int, signals: Connection) -> None:
+def dispatch_forever(url: str, owner: str, seed: int, signals: Connection, stacks: str) -> None:
     """A dispatcher that claims, starts, fails and finishes jobs until it is killed.
 
     It tells the test when it is inside a claim's transaction (in ``fits``,
     with the printer's row locked) so the test can kill it exactly there.
+    SIGUSR1 writes its stack to ``stacks``.
     """
+    faulthandler.register(signal.SIGUSR1, file=open(stacks, "w"), all_threads=True)  # noqa: SIM115
     rng = random.Random(seed)
     store = FarmStore(url)
     signals.send_bytes(b"ready")
@@ -190,7 +196,26 @@ def check_consistent(url: str, engine: sa.Engine, added: set[int], store: FarmSt
     assert {job.id for job in store.starting()} == starting
 
 
-def test_dispatchers_killed_at_any_moment_lose_nothing(store_url: str, raw: sa.Engine) -> None:
+def stall_report(child: Any, stacks: Path, engine: sa.Engine) -> str:
+    """Where a dispatcher that stopped making progress is, and what the database waits on."""
+    os.kill(child.pid, signal.SIGUSR1)
+    time.sleep(0.5)
+    report = f"its stack:\n{stacks.read_text()}"
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            activity = conn.execute(
+                sa.text(
+                    "SELECT pid, state, wait_event_type, wait_event, left(query, 120)"
+                    " FROM pg_stat_activity WHERE datname = current_database()"
+                )
+            ).all()
+        report += "\nsessions:\n" + "\n".join(str(tuple(row)) for row in activity)
+    return report
+
+
+def test_dispatchers_killed_at_any_moment_lose_nothing(
+    store_url: str, raw: sa.Engine, tmp_path: Path
+) -> None:
     context: Any = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     rng = random.Random(1234)
@@ -202,9 +227,10 @@ def test_dispatchers_killed_at_any_moment_lose_nothing(store_url: str, raw: sa.E
         kills_in_claim = 0
         for round_ in range(16):
             reader, writer = context.Pipe(duplex=False)
+            stacks = tmp_path / f"stacks-{round_}.txt"
             child = context.Process(
                 target=dispatch_forever,
-                args=(store_url, f"dispatcher-{round_}", round_, writer),
+                args=(store_url, f"dispatcher-{round_}", round_, writer, str(stacks)),
                 daemon=True,
             )
             child.start()
@@ -213,9 +239,12 @@ def test_dispatchers_killed_at_any_moment_lose_nothing(store_url: str, raw: sa.E
             if round_ % 2:
                 # inside a claim's transaction: after a random number of them
                 wanted = rng.randint(1, 6)
-                while wanted and reader.poll(10):
+                while wanted and reader.poll(20):
                     wanted -= reader.recv_bytes() == b"in"
-                assert wanted == 0, "the dispatcher stopped claiming"
+                if wanted:
+                    pytest.fail(
+                        f"dispatcher {round_} stopped claiming; {stall_report(child, stacks, raw)}"
+                    )
                 kills_in_claim += 1
             else:
                 # anywhere: it loops through transactions back to back, so a random
