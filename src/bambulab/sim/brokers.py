@@ -69,6 +69,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.utils import gen_client_id
 
 from ..protocol.mqtt import report_topic, request_topic, serial_of
+from ..safetext import visible
 from .certs import CertFiles
 from .tokens import TokenError
 
@@ -337,6 +338,13 @@ class SimBroker(Broker):  # type: ignore[misc]
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(entry[1].wait(), remaining)
+        if not entry[1].is_set():
+            log.info(
+                "client %s did not subscribe within %.2f s: its %d held request(s) go now",
+                visible(client_id),
+                self.request_grace,
+                len(entry[2]),
+            )
         self._held().pop(client_id, None)
         for session, topic, data, force_qos in entry[2]:
             await super()._broadcast_message(session, topic, data, force_qos)
