@@ -8,6 +8,8 @@ lets a test wait for one that matches, instead of sleeping.
 
 from __future__ import annotations
 
+import errno
+import socket
 import ssl
 import threading
 import time
@@ -16,6 +18,7 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bambulab.sim import Simulator
@@ -288,3 +291,25 @@ def cloud_probe(
     )
     probes.append(probe)
     return probe
+
+
+def port_kept_from_strangers(sim: Simulator, port: int, downtime: float) -> None:
+    """While the broker restarts: connections refused, and nobody else can bind its port."""
+    restart = threading.Thread(
+        target=sim.restart_broker, args=("cloud",), kwargs={"downtime": downtime}
+    )
+    restart.start()
+    try:
+        deadline = time.monotonic() + downtime
+        while True:
+            assert time.monotonic() < deadline, "the broker never went down"
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+            except ConnectionRefusedError:
+                break
+            time.sleep(0.005)
+        with socket.socket() as stranger, pytest.raises(OSError, match="in use") as taken:
+            stranger.bind(("127.0.0.1", port))
+        assert taken.value.errno == errno.EADDRINUSE
+    finally:
+        restart.join(20)

@@ -18,6 +18,7 @@ from tests.sim.mqtt_support import (
     cloud_probe,
     command,
     is_full_report,
+    port_kept_from_strangers,
     pushall,
     reply_to,
 )
@@ -84,6 +85,17 @@ def test_cloud_broker_restart_keeps_port_and_printer_state(
     probe.publish(request, pushall("2"))
     full = probe.wait_for(is_full_report, after=mark).json()["print"]
     assert full["spd_lvl"] == 4  # the printer kept its state
+
+
+def test_a_restarting_broker_keeps_its_port_from_other_programs(
+    sim: Simulator, probes: list[Probe]
+) -> None:
+    probe = seed_watcher(sim, probes)
+    port_kept_from_strangers(sim, sim.mqtt_port, downtime=1.0)
+    probe.wait_reconnected()
+    mark = probe.mark()
+    probe.publish(f"device/{SEED_DEVICE}/request", pushall("5"))
+    probe.wait_for(is_full_report, after=mark)
 
 
 def test_dropped_connections_are_seen_and_recovered(sim: Simulator, probes: list[Probe]) -> None:

@@ -16,7 +16,15 @@ import pytest
 from bambulab.sim import Simulator
 from bambulab.sim.mosquitto import ExternalBroker, password_line
 from tests.binaries import needs
-from tests.sim.mqtt_support import Probe, cloud_probe, command, is_full_report, pushall, reply_to
+from tests.sim.mqtt_support import (
+    Probe,
+    cloud_probe,
+    command,
+    is_full_report,
+    port_kept_from_strangers,
+    pushall,
+    reply_to,
+)
 from tests.sim.simtools import DEMO, PASSWORD_USER, SEED_DEVICE, UNLIMITED
 
 BIND = "/v1/iot-service/api/user/bind"
@@ -127,6 +135,20 @@ def test_restart_keeps_ports(sim: Simulator, probes: list[Probe]) -> None:
     probe.wait_reconnected()
     mark = probe.mark()
     probe.publish(f"device/{SEED_DEVICE}/request", pushall("20"))
+    probe.wait_for(is_full_report, after=mark)
+
+
+@needs("mosquitto")
+def test_a_restarting_mosquitto_keeps_its_ports_from_other_programs(
+    sim: Simulator, probes: list[Probe]
+) -> None:
+    probe = cloud_probe(sim, probes).expect_connected()
+    probe.subscribe(f"device/{SEED_DEVICE}/report")
+    # a LAN port nobody was connected to: no TIME_WAIT connection keeps it taken
+    port_kept_from_strangers(sim, sim.lan_address(SEED_DEVICE)[1], downtime=1.0)
+    probe.wait_reconnected()
+    mark = probe.mark()
+    probe.publish(f"device/{SEED_DEVICE}/request", pushall("21"))
     probe.wait_for(is_full_report, after=mark)
 
 

@@ -54,9 +54,10 @@ import contextlib
 import hmac
 import logging
 import re
+import socket
 import ssl
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -449,6 +450,7 @@ class EmbeddedBroker:
         self.port = port
         self.internal_port = 0
         self._broker: SimBroker | None = None
+        self._held: list[socket.socket] = []
 
     @property
     def running(self) -> bool:
@@ -486,17 +488,26 @@ class EmbeddedBroker:
         self._broker = broker
         self.port = broker.listener_port("tls")
         self.internal_port = broker.listener_port("default")
+        release_ports(self._held)
 
-    async def stop(self) -> None:
-        """Close both listeners and every connection."""
+    async def stop(self, *, keep_ports: bool = False) -> None:
+        """Close both listeners and every connection.
+
+        ``keep_ports``: a broker that will start again holds its ports while it
+        is down (:func:`hold_ports`), so no other program takes them meanwhile.
+        """
         broker, self._broker = self._broker, None
         if broker is not None:
             broker.abort_connections()
             await broker.shutdown()
+        if keep_ports:
+            self._held += hold_ports(p for p in (self.port, self.internal_port) if p)
+        else:
+            release_ports(self._held)
 
     async def restart(self) -> None:
         """Stop, then listen again on the same ports (clients see a disconnect)."""
-        await self.stop()
+        await self.stop(keep_ports=True)
         await self.start()
 
     async def drop_connections(self) -> int:
@@ -504,6 +515,34 @@ class EmbeddedBroker:
         if self._broker is None:
             return 0
         return self._broker.abort_connections()
+
+
+def hold_ports(ports: Iterable[int]) -> list[socket.socket]:
+    """Bind loopback ``ports`` without listening: a server's ports while it is down.
+
+    A client connecting meanwhile is refused, as by a stopped server, and no
+    other program is given the port (a test process starting its own server
+    on port 0 once took a restarting broker's port, and the client that came
+    back met a stranger's certificate). ``SO_REUSEADDR`` on both sides lets
+    the server bind again before the holder lets go, so there is no window.
+    """
+    held = []
+    for port in ports:
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            holder.bind((LOOPBACK, port))
+        except OSError:  # taken already: nothing left to keep
+            holder.close()
+            continue
+        held.append(holder)
+    return held
+
+
+def release_ports(held: list[socket.socket]) -> None:
+    """Let go of ports kept by :func:`hold_ports` (emptying ``held``)."""
+    while held:
+        held.pop().close()
 
 
 # --- the loop thread -------------------------------------------------------------------------

@@ -787,7 +787,7 @@ class Simulator:
             if self.host is not None:
                 self.host.reconnect_now([serial])
         else:
-            self._runtime.run(broker.stop())
+            self._runtime.run(broker.stop(keep_ports=True))
 
     # --- farm -------------------------------------------------------------------------------
 
@@ -885,7 +885,7 @@ class Simulator:
             target = self._embedded(broker)
             runtime = self._runtime
             assert runtime is not None
-            runtime.run(target.stop())
+            runtime.run(target.stop(keep_ports=True))
             if downtime > 0:
                 time.sleep(downtime)
             if not self._lan_listening(broker):

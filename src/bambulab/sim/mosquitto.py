@@ -50,7 +50,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..protocol.mqtt import report_topic, request_topic
-from .brokers import LAN_USER, LOOPBACK, Credential
+from .brokers import LAN_USER, LOOPBACK, Credential, hold_ports, release_ports
 from .certs import SimCertificates
 
 log = logging.getLogger("bambulab.sim.mqtt")
@@ -231,9 +231,13 @@ class MosquittoBroker:
     def restart(self, downtime: float = 0.0) -> None:
         """Stop and start again on the same ports (every client sees a disconnect)."""
         self.stop()
-        if downtime > 0:
-            time.sleep(downtime)
-        self.start()
+        held = hold_ports([self.internal_port, self.port, *self.lan_ports.values()])
+        try:
+            if downtime > 0:
+                time.sleep(downtime)
+            self.start()
+        finally:
+            release_ports(held)
 
     def _write_lan_password(self, index: int, serial: str) -> None:
         # An empty password file refuses every login on that listener.
