@@ -233,8 +233,9 @@ def test_stall_without_reconnect_is_a_stall_error(
     camera = face(stall_timeout=0.3, reconnect=False)
     camera.take(1)
     sim.camera_stall(p1s(sim), 5)
+    # frames already read ahead when the stall began come first (a loaded run got one)
     with pytest.raises(CameraStallError, match="no frame"):
-        camera.take(1)
+        camera.take(20)
 
 
 def test_stall_gives_up_after_bounded_reconnects(face: Callable[..., Face], sim: Simulator) -> None:
