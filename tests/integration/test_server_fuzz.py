@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,16 @@ def test_every_route_keeps_its_contract(case: Any, env: Env) -> None:
         timeout=15,
         excluded_checks=excluded,
     )
+
+
+def test_every_operation_has_its_own_id(env: Env) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FastAPI warns of the duplicates it makes
+        paths = env.server.app.openapi()["paths"]  # type: ignore[attr-defined]
+    ids = [op["operationId"] for item in paths.values() for op in item.values()]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    login = paths["/farm/login"]
+    assert login["get"]["operationId"] != login["post"]["operationId"]
 
 
 def test_the_schema_documents_every_route(env: Env) -> None:

@@ -175,4 +175,48 @@ def build_app(ctx: ServerContext, parts: Sequence[str]) -> FastAPI:
     else:
         app.add_middleware(BodyLimit)
     app.add_middleware(AuditLog)
+    app.openapi = _unique_operation_ids(app)  # type: ignore[method-assign]
     return app
+
+
+def _unique_operation_ids(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi`` with one operation id per method.
+
+    FastAPI names every method of a multi-method route (``/farm/login``, GET
+    and POST: one route so that a 405 names both) after the first method, so
+    the schema held duplicate ids, which OpenAPI forbids and client generators
+    trip on. Each later duplicate gets its own method's name.
+    """
+    import warnings
+
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+        seen: set[str] = set()
+        for item in schema.get("paths", {}).values():
+            for method, operation in item.items():
+                name = operation.get("operationId") if isinstance(operation, dict) else None
+                if name is None:
+                    continue
+                if name in seen:
+                    base, _, last = name.rpartition("_")
+                    name = f"{base}_{method}" if last in _HTTP_METHODS else f"{name}_{method}"
+                    operation["operationId"] = name
+                seen.add(name)
+        app.openapi_schema = schema
+        return schema
+
+    return openapi
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
