@@ -360,7 +360,8 @@ def test_watch_for_two_seconds_off_a_terminal(user: LiveBambu, serials: dict[str
 
 
 def test_watch_json_lines(user: LiveBambu, serials: dict[str, str]) -> None:
-    result = user("watch", "P1S 1", "--duration", "2", "--json")
+    # long enough for a connect on a loaded machine, the full report and a tick after it
+    result = user("watch", "P1S 1", "--duration", "4", "--json")
     assert result.returncode == 0, result
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     connected = lines.pop(0)  # the connection's own events are lines too
