@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from bambulab import AsyncBambuMQTT, BambuClient
 from bambulab.farm.dispatcher import Dispatcher
@@ -34,6 +35,7 @@ from bambulab.servers.tokens import TokenStore
 from bambulab.sim.config import parse_fleet
 from bambulab.sim.live import Simulator
 from bambulab.sim.threemf_writer import write_3mf
+from tests.binaries import needs
 from tests.conftest import unlimited, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -106,45 +108,72 @@ def sliced(model: str, filament: tuple[str, str], seconds: float = 600) -> bytes
 
 
 @contextlib.contextmanager
-def rig(tmp: Path, *, dispatch: bool = True) -> Iterator[Rig]:
-    config = unlimited().with_demo_fleet(parse_fleet(FLEET))
-    with Simulator(config, time_scale=300, tick_interval=0.2, camera=False) as sim:
-        account = sim.issue_token(sim.demo_account.email)
-        with BambuClient(account, base_url=sim.url) as cloud:
-            devices = cloud.get_devices()
-        serials = [d.dev_id for d in devices]
-        mqtt = AsyncBambuMQTT(
-            sim.user_id,
-            serials,
-            token=account,
-            host=sim.mqtt_host,
-            port=sim.mqtt_port,
-            ca_file=sim.ca_file,
-        )
-        entries = [PrinterEntry(d.dev_id, d.name, d.dev_model_name) for d in devices]
-        bus = MemoryEventBus()
-        hub = LiveHub([mqtt], entries, bus=bus)
-        tokens = TokenStore(tmp / "tokens.sqlite3")
-        ctx = ServerContext(Gate(tokens), bus=bus, hub=hub, cloud_url=sim.url)
-        store = FarmStore(f"sqlite:///{tmp / 'farm.db'}")
-        lan = sim.lan_printers(timeout=10.0)
-        dispatcher = (
-            Dispatcher(store, hub, lan.get, owner="test", interval=0.3, start_timeout=15)
-            if dispatch
-            else None
-        )
-        farm = Farm(store, tmp / "files", dispatcher=dispatcher)
-        attach(ctx, farm)
-        server = AppServer(build_app(ctx, ["farm", "live"]), on_start=ctx.start, on_stop=ctx.aclose)
-        by_model: dict[str, list[str]] = {}
-        for d in devices:
-            by_model.setdefault(d.dev_product_name or d.dev_model_name, []).append(d.dev_id)
-        control, _ = tokens.create("control")
+def farm_instance(
+    sim: Simulator, tmp: Path, store_url: str, *, dispatch: bool = True, owner: str = "test"
+) -> Iterator[tuple[AppServer, Farm, LiveHub, str, list[Any]]]:
+    """One farm server on ``sim``: its own MQTT connection, hub, dispatcher and token store.
+
+    Yields the server, the farm, the hub, a control token and the account's devices.
+    """
+    account = sim.issue_token(sim.demo_account.email)
+    with BambuClient(account, base_url=sim.url) as cloud:
+        devices = cloud.get_devices()
+    serials = [d.dev_id for d in devices]
+    mqtt = AsyncBambuMQTT(
+        sim.user_id,
+        serials,
+        token=account,
+        host=sim.mqtt_host,
+        port=sim.mqtt_port,
+        ca_file=sim.ca_file,
+    )
+    entries = [PrinterEntry(d.dev_id, d.name, d.dev_model_name) for d in devices]
+    bus = MemoryEventBus()
+    hub = LiveHub([mqtt], entries, bus=bus)
+    tmp.mkdir(parents=True, exist_ok=True)
+    tokens = TokenStore(tmp / "tokens.sqlite3")
+    ctx = ServerContext(Gate(tokens), bus=bus, hub=hub, cloud_url=sim.url)
+    store = FarmStore(store_url)
+    lan = sim.lan_printers(timeout=10.0)
+    dispatcher = (
+        Dispatcher(store, hub, lan.get, owner=owner, interval=0.3, start_timeout=15)
+        if dispatch
+        else None
+    )
+    farm = Farm(store, tmp / "files", dispatcher=dispatcher)
+    attach(ctx, farm)
+    server = AppServer(build_app(ctx, ["farm", "live"]), on_start=ctx.start, on_stop=ctx.aclose)
+    control, _ = tokens.create("control")
+    try:
         with server:
             for serial in serials:
                 wait_for(lambda s=serial: server.call(lambda: hub.state(s)) is not None, 20)
-            yield Rig(sim, server, farm, hub, by_model["P1S"], by_model["A1"][0], control)
+            yield server, farm, hub, control, devices
+    finally:
         store.close()
+
+
+def simulated_farm() -> Simulator:
+    config = unlimited().with_demo_fleet(parse_fleet(FLEET))
+    return Simulator(config, time_scale=300, tick_interval=0.2, camera=False)
+
+
+@contextlib.contextmanager
+def rig(tmp: Path, *, dispatch: bool = True) -> Iterator[Rig]:
+    with (
+        simulated_farm() as sim,
+        farm_instance(sim, tmp, f"sqlite:///{tmp / 'farm.db'}", dispatch=dispatch) as (
+            server,
+            farm,
+            hub,
+            control,
+            devices,
+        ),
+    ):
+        by_model: dict[str, list[str]] = {}
+        for d in devices:
+            by_model.setdefault(d.dev_product_name or d.dev_model_name, []).append(d.dev_id)
+        yield Rig(sim, server, farm, hub, by_model["P1S"], by_model["A1"][0], control)
 
 
 def test_queue_dispatches_to_compatible_printers_and_waits_for_bed_clears(tmp_path: Path) -> None:
@@ -225,3 +254,55 @@ def test_a_restarted_dispatcher_neither_loses_nor_repeats_a_start(tmp_path: Path
             assert store.job(lost.id).attempts == 2
         finally:
             asyncio.run_coroutine_threadsafe(dispatcher.aclose(), r.server.loop).result(10)
+
+
+@needs("postgres")
+def test_two_farm_instances_on_one_postgresql_start_each_job_once(
+    tmp_path: Path, pg_database: str
+) -> None:
+    """Two servers, each with its own printer connection and dispatcher, share one queue."""
+    with (
+        simulated_farm() as sim,
+        farm_instance(sim, tmp_path / "a", pg_database, owner="a") as (
+            server,
+            farm,
+            hub,
+            control,
+            devices,
+        ),
+        farm_instance(sim, tmp_path / "b", pg_database, owner="b"),
+    ):
+        p1s = [d.dev_id for d in devices if (d.dev_product_name or d.dev_model_name) == "P1S"]
+        a1 = next(d.dev_id for d in devices if d.dev_id not in p1s)
+        r = Rig(sim, server, farm, hub, p1s, a1, control)
+        filament = load_same_filament(r)
+        for serial in p1s:
+            farm.store.set_auto_clear(serial, True)  # the queue drains without a person
+        with r.api() as api:
+            answer = api.post(
+                "/farm/api/jobs?name=Shared&copies=6", content=sliced("P1S", filament)
+            )
+            assert answer.status_code == 201, answer.text
+            ids = {j["id"] for j in answer.json()["jobs"]}
+
+            def ended() -> dict[int, Any]:
+                jobs = api.get("/farm/api/jobs?history=true").json()["jobs"]
+                return {j["id"]: j for j in jobs if j["state"] in ("finished", "failed")}
+
+            wait_for(lambda: set(ended()) == ids, 120, "all six printed")
+            done = ended()
+        assert {j["state"] for j in done.values()} == {"finished"}
+        assert all(j["attempts"] == 1 for j in done.values()), done
+        assert sum(r.prints(s) for s in p1s) == 6  # six print commands for six jobs
+        assert r.prints(a1) == 0
+        engine = sa.create_engine(pg_database.replace("postgresql://", "postgresql+psycopg://", 1))
+        try:
+            with engine.connect() as conn:
+                owners = dict(
+                    conn.execute(sa.text("SELECT owner, count(*) FROM farm_jobs GROUP BY owner"))
+                    .tuples()
+                    .all()
+                )
+        finally:
+            engine.dispose()
+        assert set(owners) <= {"a", "b"} and sum(owners.values()) == 6, owners
