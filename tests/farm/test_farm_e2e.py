@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -306,3 +307,37 @@ def test_two_farm_instances_on_one_postgresql_start_each_job_once(
         finally:
             engine.dispose()
         assert set(owners) <= {"a", "b"} and sum(owners.values()) == 6, owners
+
+
+def test_a_start_another_instance_recorded_first_is_left_to_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Instance B's recovery saw the printer take the job and marked it printing while
+    instance A was still confirming its start: A's late record is not an error."""
+    caplog.set_level(logging.INFO, "bambulab.farm")
+    with rig(tmp_path, dispatch=False) as r:
+        store = r.farm.store
+        (job,) = r.farm.add(
+            sliced("P1S", trays(r.sim, r.p1s[0])[0]),
+            "Raced",
+            target=Target("printer", r.p1s[0]),
+        )
+        lan = r.sim.lan_printers(timeout=10.0)
+
+        def reach(serial: str) -> Any:
+            active = store.active(serial)
+            assert active is not None and active.state is JobState.STARTING
+            store.started(active.id)  # what the other instance's recovery did meanwhile
+            return lan.get(serial)
+
+        dispatcher = Dispatcher(store, r.hub, reach, owner="a", interval=0.3, start_timeout=15)
+        asyncio.run_coroutine_threadsafe(dispatcher.start(), r.server.loop).result(5)
+        try:
+            wait_for(lambda: "recorded meanwhile" in caplog.text, 30, "the late record")
+            turns = dispatcher.turns
+            wait_for(lambda: dispatcher.turns > turns + 2, 10, "the dispatcher goes on")
+            assert store.job(job.id).state in (JobState.PRINTING, JobState.FINISHED)
+            assert store.job(job.id).attempts == 1
+            assert r.prints(r.p1s[0]) == 1
+        finally:
+            asyncio.run_coroutine_threadsafe(dispatcher.aclose(), r.server.loop).result(10)

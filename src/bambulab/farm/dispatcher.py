@@ -41,7 +41,7 @@ from ..servers.runner import one_line
 from .models import Job, JobState
 from .rules import Fit, check
 from .starter import DEFAULT_TIMEOUT, StartError, marked_job, start_job
-from .store import FarmStore
+from .store import FarmStore, QueueError
 
 if TYPE_CHECKING:
     from ..servers.live import LiveHub
@@ -217,6 +217,15 @@ class Dispatcher:
         task.add_done_callback(done)
 
     async def _start(self, job: Job, fit: Fit) -> None:
+        try:
+            await self._start_and_record(job, fit)
+        except QueueError as exc:
+            # Another instance's recovery saw the printer take the job and recorded it
+            # first (several farm servers on one queue): the job is in good hands.
+            log.info("farm: job %d was recorded meanwhile: %s", job.id, one_line(exc))
+            self._changed(job.printer)
+
+    async def _start_and_record(self, job: Job, fit: Fit) -> None:
         printer = self.reach(job.printer)
         try:
             if printer is None:
