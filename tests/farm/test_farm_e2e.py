@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import io
 import logging
+import re
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ from bambulab.farm.service import Farm, attach
 from bambulab.farm.starter import marked_job, start_job
 from bambulab.farm.store import FarmStore
 from bambulab.protocol import mqtt as proto
+from bambulab.protocol.threemf import thumbnail
 from bambulab.servers.app import ServerContext, build_app
 from bambulab.servers.common import Gate, MemoryEventBus
 from bambulab.servers.live import LiveHub, PrinterEntry
@@ -341,3 +345,48 @@ def test_a_start_another_instance_recorded_first_is_left_to_it(
             assert r.prints(r.p1s[0]) == 1
         finally:
             asyncio.run_coroutine_threadsafe(dispatcher.aclose(), r.server.loop).result(10)
+
+
+def without_pictures(data: bytes) -> bytes:
+    """The same 3MF without its PNG members."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as copy:
+        for item in source.infolist():
+            if not item.filename.endswith(".png"):
+                copy.writestr(item, source.read(item))
+    return out.getvalue()
+
+
+def test_a_tile_shows_its_jobs_plate_picture(tmp_path: Path) -> None:
+    with rig(tmp_path, dispatch=False) as r, r.api() as api:
+        store = r.farm.store
+        data = sliced("P1S", trays(r.sim, r.p1s[0])[0])
+        (pictured,) = r.farm.add(data, "Pictured")
+        (plain,) = r.farm.add(without_pictures(data), "Plain")
+        assert store.claim(r.p1s[0], lambda j: j.id == pictured.id, "test") is not None
+        assert store.claim(r.p1s[1], lambda j: j.id == plain.id, "test") is not None
+        for serial in r.p1s:  # claimed behind the farm's back: a settings change redraws
+            assert api.post(f"/farm/api/printers/{serial}/settings?auto_clear=false").is_success
+        picture_tag = re.compile(r'<img class="thumb"[^>]* src="([^"]+)"')
+
+        def tiles() -> dict[str, str]:
+            return api.get("/farm/api/tiles").json()["tiles"]  # type: ignore[no-any-return]
+
+        wait_for(lambda: picture_tag.search(tiles()[r.p1s[0]]), 10, "the tile redrawn")
+        wait_for(lambda: "Plain" in tiles()[r.p1s[1]], 10, "the other tile redrawn")
+        found = picture_tag.search(tiles()[r.p1s[0]])
+        assert found
+        url = html.unescape(found.group(1))
+        assert url.startswith(f"/farm/api/jobs/{pictured.id}/thumbnail")
+        picture = api.get(url)
+        assert picture.status_code == 200
+        assert picture.headers["content-type"] == "image/png"
+        assert picture.content == thumbnail(io.BytesIO(data), 1)
+        assert "thumb" not in tiles()[r.p1s[1]]  # no picture in the file: none on the tile
+        assert api.get(f"/farm/api/jobs/{plain.id}/thumbnail").status_code == 404
+        assert api.get("/farm/api/jobs/999999/thumbnail").status_code == 404
+        # a token for another printer learns nothing of this job
+        other, _ = TokenStore(tmp_path / "tokens.sqlite3").create("read", printers=[r.a1])
+        seen = api.get(url, headers={"Authorization": f"Bearer {other}"})
+        assert seen.status_code == 404
+        assert api.get(url, headers={"Authorization": ""}).status_code == 401

@@ -15,12 +15,14 @@ import asyncio
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ThreeMFError
-from ..protocol.threemf import read_3mf
+from ..protocol.threemf import read_3mf, thumbnail
 from .models import Job, Requirements, Target
 from .store import FarmStore
 from .web import FarmInfo, TileFeed
@@ -37,6 +39,11 @@ __all__ = ["MAX_FILE", "Farm", "attach"]
 MAX_FILE = 512 * 1024 * 1024  # a queued 3MF, at most
 
 
+THUMBNAIL_LIMIT = 1 << 20  # bytes: a tile's picture; a bigger one is not shown
+THUMBNAILS_KEPT = 256  # plates whose picture is kept in memory
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
 @dataclass
 class Farm:
     """The queue's store and files, and (when running) its dispatcher and notifier."""
@@ -46,8 +53,37 @@ class Farm:
     dispatcher: Dispatcher | None = None
     notifier: Notifier | None = None
 
+    _thumbnails: OrderedDict[tuple[str, int], bytes | None] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
+    _thumbnails_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
     def __post_init__(self) -> None:
         self.files.mkdir(parents=True, exist_ok=True)
+
+    def thumbnail(self, job: Job) -> bytes | None:
+        """The PNG of the job's plate from its 3MF, or None (none, too big, not a PNG).
+
+        Read once per file and plate, then kept (the latest :data:`THUMBNAILS_KEPT`):
+        every tile of a printer shows its job's picture on every redraw.
+        """
+        key = (job.file_md5, job.plate)
+        with self._thumbnails_lock:
+            if key in self._thumbnails:
+                self._thumbnails.move_to_end(key)
+                return self._thumbnails[key]
+        try:
+            with open(job.file, "rb") as file:
+                data: bytes | None = thumbnail(file, job.plate)
+        except (ThreeMFError, OSError):
+            data = None
+        if data is not None and (len(data) > THUMBNAIL_LIMIT or not data.startswith(PNG)):
+            data = None
+        with self._thumbnails_lock:
+            self._thumbnails[key] = data
+            while len(self._thumbnails) > THUMBNAILS_KEPT:
+                self._thumbnails.popitem(last=False)
+        return data
 
     def add(
         self,
@@ -90,9 +126,14 @@ class Farm:
         """What a printer's tile shows of the farm."""
         settings = self.store.settings(serial)
         job = self.store.active(serial)
+        picture = job is not None and self.thumbnail(job) is not None
         return FarmInfo(
             job_id=job.id if job else None,
             job_name=job.name if job else "",
+            # the file's digest in the URL: a browser may keep the picture as long as it likes
+            thumbnail=f"/farm/api/jobs/{job.id}/thumbnail?v={job.file_md5[:12]}"
+            if job is not None and picture
+            else "",
             bed_clear_needed=settings.bed_clear_needed,
             tags=settings.tags,
         )

@@ -649,6 +649,38 @@ def farm_routes(
             media_type="application/json",
         )
 
+    @router.get(
+        "/api/jobs/{job_id}/thumbnail",
+        summary="The picture of a job's plate (PNG, from its 3MF)",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/png": {}}, "description": "The plate's picture"},
+            404: {"description": "No such job, or its file has no picture"},
+        },
+    )
+    async def job_thumbnail(request: Request, job_id: int) -> Response:
+        token = await ctx.gate.check(request, "read", cookie=True)
+        farm = farm_of()
+        from .store import QueueError
+
+        try:
+            job = await asyncio.to_thread(farm.store.job, job_id)
+        except QueueError:
+            raise ApiError(404, f"no job {job_id}") from None
+        if token.printers and job.printer and job.printer not in token.printers:
+            raise ApiError(404, f"no job {job_id}")  # as if absent: nothing told of others' jobs
+        data = await asyncio.to_thread(farm.thumbnail, job)
+        if data is None:
+            raise ApiError(404, f"job {job_id}'s file has no plate picture")
+        return Response(
+            data,
+            media_type="image/png",
+            headers={
+                "cache-control": "private, max-age=86400",
+                "x-content-type-options": "nosniff",
+            },
+        )
+
     @router.post("/api/jobs/{job_id}/{action}", summary="Hold, release or cancel a job")
     async def job_action(request: Request, job_id: int, action: str) -> Response:
         await ctx.gate.check(request, "control", cookie=True)

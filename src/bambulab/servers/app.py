@@ -185,7 +185,7 @@ def _unique_operation_ids(app: FastAPI) -> Callable[[], dict[str, Any]]:
     FastAPI names every method of a multi-method route (``/farm/login``, GET
     and POST: one route so that a 405 names both) after the first method, so
     the schema held duplicate ids, which OpenAPI forbids and client generators
-    trip on. Each later duplicate gets its own method's name.
+    trip on. Each operation named after another method gets its own.
     """
     import warnings
 
@@ -208,10 +208,12 @@ def _unique_operation_ids(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 name = operation.get("operationId") if isinstance(operation, dict) else None
                 if name is None:
                     continue
+                base, _, last = name.rpartition("_")
+                if last in _HTTP_METHODS and last != method:  # named after another method
+                    name = f"{base}_{method}"
                 if name in seen:
-                    base, _, last = name.rpartition("_")
-                    name = f"{base}_{method}" if last in _HTTP_METHODS else f"{name}_{method}"
-                    operation["operationId"] = name
+                    name = f"{name}_{method}"
+                operation["operationId"] = name
                 seen.add(name)
         app.openapi_schema = schema
         return schema
