@@ -57,7 +57,7 @@ from ..servers.common import (
     MemoryEventBus,
 )
 from ..servers.tokens import IssuedToken, ServerTokenError
-from .models import END_STATES, Job, Target
+from .models import ACTIVE_STATES, END_STATES, Job, JobState, Target
 
 if TYPE_CHECKING:
     from ..servers.app import ServerContext
@@ -70,7 +70,18 @@ TILE_INTERVAL = 0.5  # seconds between two renderings of one printer's tile at m
 UPLOAD_PATH = "/farm/api/jobs"  # POST: a 3MF to queue (the one route that takes large bodies)
 UPLOAD_LIMIT = 512 * 1024 * 1024
 JOB_ACTIONS = ("hold", "release", "cancel")
-STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+# What the queue page lists: what prints and what waits.
+QUEUE_PAGE_STATES = (
+    JobState.STARTING,
+    JobState.PRINTING,
+    JobState.QUEUED,
+    JobState.HELD,
+)
+STATIC = {
+    "dashboard.css": "text/css",
+    "dashboard.js": "text/javascript",
+    "queue.js": "text/javascript",
+}
 _HEX = re.compile(r"^[0-9A-Fa-f]{6}")
 # gcode_state -> the colour class of a tile
 STATE_CLASS = {
@@ -388,7 +399,8 @@ def render_page(tiles: list[str], token: IssuedToken) -> str:
         "<title>Farm</title>"
         '<link rel="stylesheet" href="/farm/static/dashboard.css"></head>'
         f'<body data-control="{1 if control else 0}">'
-        '<header class="bar"><h1>Farm</h1><span id="counts"></span>'
+        '<header class="bar"><h1>Farm</h1><a href="/farm/queue">Queue</a>'
+        '<span id="counts"></span>'
         '<label>state <select id="f-state"><option value="">all</option>'
         f"{options}</select></label>"
         '<label>model <select id="f-model"><option value="">all</option></select></label>'
@@ -403,6 +415,74 @@ def render_page(tiles: list[str], token: IssuedToken) -> str:
         '<section id="attention" hidden><h2>Needs attention</h2><ul></ul></section>'
         f'<main id="tiles">{"".join(tiles)}</main>{controls}'
         '<script src="/farm/static/dashboard.js" defer></script></body></html>'
+    )
+
+
+def _queue_row(job: Job, control: bool) -> str:
+    waiting = job.state in (JobState.QUEUED, JobState.HELD)
+    where = job.printer or str(job.target)
+    note = f'<div class="reason">{_e(job.reason)}</div>' if job.reason else ""
+    actions = ""
+    if control and waiting:
+        toggle = "release" if job.state is JobState.HELD else "hold"
+        actions = (
+            '<button data-act="up" title="earlier">↑</button>'
+            '<button data-act="down" title="later">↓</button>'
+            f'<button data-act="{toggle}">{toggle.title()}</button>'
+            '<button data-act="cancel" class="danger">Cancel</button>'
+            f'<input type="number" data-act="priority" value="{job.priority}" min="-1000"'
+            ' max="1000" aria-label="priority" title="priority (higher first)">'
+        )
+    elif control and job.state in ACTIVE_STATES:
+        actions = '<button data-act="cancel" class="danger">Cancel</button>'
+    return (
+        f'<tr id="j-{job.id}" data-id="{job.id}" data-name="{_e(job.name)}"'
+        f' class="q-{job.state.value}"><td>{job.id}</td>'
+        f"<td>{_e(job.name)} <small>plate {job.plate}</small>{note}</td>"
+        f"<td>{_e(job.state.value)}</td><td>{_e(where)}</td><td>{job.priority}</td>"
+        f"<td>{job.attempts}</td><td>{actions}</td></tr>"
+    )
+
+
+def render_queue_page(jobs: list[Job], token: IssuedToken) -> str:
+    """The queue: active jobs, then the waiting ones in the order they will be dispatched."""
+    control = token.allows("control")
+    active = [j for j in jobs if j.state in ACTIVE_STATES]
+    waiting = [j for j in jobs if j.state in (JobState.QUEUED, JobState.HELD)]
+    head = (
+        "<thead><tr><th>#</th><th>job</th><th>state</th><th>printer or target</th>"
+        "<th>priority</th><th>attempts</th><th></th></tr></thead>"
+    )
+    upload = (
+        '<form id="upload"><h2>Queue a file</h2>'
+        '<label>3MF <input type="file" name="file" accept=".3mf" required></label>'
+        '<label>plate <input type="number" name="plate" value="1" min="1" max="64"></label>'
+        '<label>copies <input type="number" name="copies" value="1" min="1" max="100"></label>'
+        '<label>target <input name="target" value="any" '
+        'title="any, printer:SERIAL or model:CODE"></label>'
+        '<label>priority <input type="number" name="priority" value="0"></label>'
+        "<button>Queue</button><output></output></form>"
+        if control
+        else ""
+    )
+
+    def table(title: str, rows: list[Job], empty: str) -> str:
+        body = "".join(_queue_row(j, control) for j in rows) or (
+            f'<tr><td colspan="7">{empty}</td></tr>'
+        )
+        return f'<h2>{title}</h2><table class="queue">{head}<tbody>{body}</tbody></table>'
+
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Farm: queue</title>"
+        '<link rel="stylesheet" href="/farm/static/dashboard.css"></head>'
+        f'<body class="queue-page" data-control="{1 if control else 0}">'
+        '<header class="bar"><h1>Queue</h1><a href="/farm">Dashboard</a></header><main>'
+        + table("Printing", active, "nothing is printing")
+        + table("Waiting, in dispatch order", waiting, "the queue is empty")
+        + upload
+        + '</main><script src="/farm/static/queue.js" defer></script></body></html>'
     )
 
 
@@ -648,6 +728,59 @@ def farm_routes(
             status_code=201,
             media_type="application/json",
         )
+
+    @router.get(
+        "/queue",
+        response_class=HTMLResponse,
+        summary="The queue page: what prints, what waits and in which order",
+        responses={303: {"description": "Not logged in: to /farm/login"}},
+    )
+    async def queue_page(request: Request) -> Response:
+        token = await token_of(request)
+        if token is None:
+            return _redirect("/farm/login")
+        farm = farm_of()
+        found = await asyncio.to_thread(farm.store.jobs, QUEUE_PAGE_STATES)
+        shown = [
+            j for j in found if not token.printers or not j.printer or j.printer in token.printers
+        ]
+        return HTMLResponse(render_queue_page(shown, token), headers=no_store)
+
+    async def queue_change(job_id: int, change: Callable[[Any], Job]) -> Response:
+        farm = farm_of()
+        from .store import QueueError, UnknownJobError
+
+        try:
+            job = await asyncio.to_thread(change, farm.store)
+        except UnknownJobError:
+            raise ApiError(404, f"no job {job_id}") from None
+        except QueueError as exc:
+            raise ApiError(409, str(exc)) from None
+        if farm.dispatcher is not None:
+            farm.dispatcher.poke()
+        return Response(orjson.dumps(job_out(job)), media_type="application/json")
+
+    @router.post(
+        "/api/jobs/{job_id}/move",
+        summary="Put a waiting job just before another (before=ID, taking its priority), "
+        "or last in its priority (no before)",
+    )
+    async def job_move(request: Request, job_id: int, before: int | None = None) -> Response:
+        token = await ctx.gate.check(request, "control", cookie=True)
+        if token.printers:
+            raise ApiError(403, "the queue's order is the whole farm's: not for a printer's token")
+        return await queue_change(job_id, lambda store: store.move(job_id, before))
+
+    @router.post("/api/jobs/{job_id}/priority", summary="Set a waiting job's priority")
+    async def job_priority(
+        request: Request,
+        job_id: int,
+        value: Annotated[int, Query(ge=-1000, le=1000, description="Higher goes first")],
+    ) -> Response:
+        token = await ctx.gate.check(request, "control", cookie=True)
+        if token.printers:
+            raise ApiError(403, "the queue's order is the whole farm's: not for a printer's token")
+        return await queue_change(job_id, lambda store: store.set_priority(job_id, value))
 
     @router.get(
         "/api/jobs/{job_id}/thumbnail",
