@@ -24,11 +24,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from bambulab import AsyncBambuMQTT, BambuClient
+from bambulab import AsyncBambuClient, AsyncBambuMQTT, BambuClient
 from bambulab.farm.dispatcher import Dispatcher
 from bambulab.farm.models import JobState, Target
 from bambulab.farm.service import Farm, attach
-from bambulab.farm.starter import marked_job, start_job
+from bambulab.farm.starter import marked_job, start_job, start_job_cloud
 from bambulab.farm.store import FarmStore
 from bambulab.protocol import mqtt as proto
 from bambulab.protocol.threemf import thumbnail
@@ -390,3 +390,41 @@ def test_a_tile_shows_its_jobs_plate_picture(tmp_path: Path) -> None:
         seen = api.get(url, headers={"Authorization": f"Bearer {other}"})
         assert seen.status_code == 404
         assert api.get(url, headers={"Authorization": ""}).status_code == 401
+
+
+def test_a_printer_off_the_lan_gets_its_job_through_the_cloud(tmp_path: Path) -> None:
+    """No LAN address or access code: the file goes to cloud storage, the start over the
+    cloud broker, with the job's marker in the task name; the job follows to its end."""
+    with rig(tmp_path, dispatch=False) as r:
+        store = r.farm.store
+        serial = r.p1s[0]
+        (job,) = r.farm.add(
+            sliced("P1S", trays(r.sim, serial)[0], seconds=300),
+            "Via cloud",
+            target=Target("printer", serial),
+        )
+        account = r.sim.issue_token(r.sim.demo_account.email)
+
+        async def open_cloud() -> AsyncBambuClient:
+            return AsyncBambuClient(account, base_url=r.sim.url)
+
+        cloud = asyncio.run_coroutine_threadsafe(open_cloud(), r.server.loop).result(10)
+
+        async def cloud_start(job: Any, serial: str, mapping: Any, timeout: float) -> None:
+            await start_job_cloud(
+                job, serial, cloud, mqtt=r.hub.source_for(serial), mapping=mapping, timeout=timeout
+            )
+
+        dispatcher = Dispatcher(
+            store, r.hub, lambda _: None, cloud=cloud_start, owner="c", interval=0.3
+        )
+        asyncio.run_coroutine_threadsafe(dispatcher.start(), r.server.loop).result(5)
+        try:
+            wait_for(lambda: store.job(job.id).state is JobState.FINISHED, 60, "printed")
+            assert store.job(job.id).attempts == 1
+            assert r.prints(serial) == 1
+            state = r.server.call(lambda: r.hub.state(serial))
+            assert state is not None and marked_job(state) == job.id
+        finally:
+            asyncio.run_coroutine_threadsafe(dispatcher.aclose(), r.server.loop).result(10)
+            asyncio.run_coroutine_threadsafe(cloud.aclose(), r.server.loop).result(10)

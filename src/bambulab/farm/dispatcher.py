@@ -30,7 +30,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -59,13 +59,20 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+# (job, serial, mapping or None, timeout): start a job through the cloud (starter.start_job_cloud)
+CloudStart = Callable[[Job, str, Sequence[int] | None, float], Awaitable[None]]
+
+
 @dataclass
 class Dispatcher:
-    """See the module. ``reach(serial)``: how to reach a printer on the LAN (``None``: cannot)."""
+    """See the module. ``reach(serial)``: how to reach a printer on the LAN (``None``: cannot);
+    ``cloud``: how to start a job on a printer it cannot reach (``None``: such a start fails).
+    """
 
     store: FarmStore
     hub: LiveHub
     reach: Callable[[str], LanPrinter | None]
+    cloud: CloudStart | None = None
     owner: str = field(default_factory=default_owner)
     notifier: Notifier | None = None
     on_change: Callable[[str], None] | None = None
@@ -137,6 +144,12 @@ class Dispatcher:
             self.on_change(serial)
 
     async def _recover(self, job: Job) -> None:
+        try:
+            await self._recover_one(job)
+        except QueueError as exc:  # our own start, or another instance, recorded it meanwhile
+            log.debug("farm: job %d changed while recovering: %s", job.id, one_line(exc))
+
+    async def _recover_one(self, job: Job) -> None:
         state = self.hub.state(job.printer)
         if state is None or not self.hub.online(job.printer):
             return
@@ -227,10 +240,14 @@ class Dispatcher:
 
     async def _start_and_record(self, job: Job, fit: Fit) -> None:
         printer = self.reach(job.printer)
+        mapping = fit.mapping or None
         try:
-            if printer is None:
+            if printer is not None:
+                await start_job(job, printer, mapping=mapping, timeout=self.start_timeout)
+            elif self.cloud is not None:
+                await self.cloud(job, job.printer, mapping, self.start_timeout)
+            else:
                 raise StartError(f"no LAN address or access code known for {job.printer}")
-            await start_job(job, printer, mapping=fit.mapping or None, timeout=self.start_timeout)
         except StartError as exc:
             if exc.uncertain:
                 log.warning("farm: start of job %d uncertain: %s", job.id, exc.reason)

@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import (
     AuthenticationError,
@@ -38,7 +39,19 @@ from ..protocol.ams_mapping import UNUSED
 from ..safetext import visible
 from .models import Job
 
-__all__ = ["DEFAULT_TIMEOUT", "StartError", "job_marker", "marked_job", "start_job", "task_name"]
+if TYPE_CHECKING:
+    from ..cloud.client import AsyncBambuClient
+    from ..mqtt.client import AsyncBambuMQTT
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "StartError",
+    "job_marker",
+    "marked_job",
+    "start_job",
+    "start_job_cloud",
+    "task_name",
+]
 
 DEFAULT_TIMEOUT = 120.0
 _MARKER = re.compile(r"\[farm#(\d{1,18})\]")
@@ -182,3 +195,68 @@ async def start_job(
         ) from None
     except (BambuError, OSError) as exc:
         raise StartError(_reason(exc, printer), serial=printer.serial, job_id=job.id) from exc
+
+
+async def start_job_cloud(
+    job: Job,
+    serial: str,
+    client: AsyncBambuClient,
+    *,
+    mqtt: AsyncBambuMQTT | None = None,
+    mapping: Sequence[int] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> None:
+    """Start ``job`` on ``serial`` through the cloud, as the slicer does: for a printer
+    the farm cannot reach on the LAN (no LAN mode, another network).
+
+    The 3MF goes to the account's cloud storage, then the print starts with
+    the same plate, mapping and marked task name as :func:`start_job`;
+    ``mqtt`` is the farm's own connection to the cloud broker (None: the
+    client's own way). Raises :class:`StartError`.
+    """
+    from ..cloud.printing import read_local
+
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    deadline = asyncio.get_running_loop().time() + timeout
+    sent = False
+    try:
+        async with asyncio.timeout_at(deadline):
+            length = await asyncio.to_thread(_project_length, job)
+            project = await asyncio.to_thread(read_local, job.file)
+            options = PrintOptions(
+                plate=job.plate,
+                ams_mapping=_padded(mapping, length) if mapping is not None else "auto",
+                subtask_name=task_name(job),
+            )
+            uploaded = await client.upload_file(_cloud_file_name(job), job.file)
+            sent = True  # from here the printer may be told to print
+            await client.start_cloud_print(
+                serial,
+                uploaded.file_id,
+                uploaded.file_name,
+                options=options,
+                project=project,
+                mqtt=mqtt,
+            )
+    except StartError as exc:
+        exc.serial = serial
+        raise
+    except TimeoutError:
+        raise StartError(
+            f"printer {serial} did not take the job through the cloud within {timeout:g} s",
+            serial=serial,
+            job_id=job.id,
+            uncertain=sent,
+        ) from None
+    except (BambuError, OSError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise StartError(
+            f"cloud start on printer {serial} refused: {text}", serial=serial, job_id=job.id
+        ) from exc
+
+
+def _cloud_file_name(job: Job) -> str:
+    """The name the file gets in the account's cloud storage: the job's, made file-safe."""
+    stem = re.sub(r"[^\w .-]+", "_", " ".join(job.name.split()))[:_NAME_LIMIT].strip(" .")
+    return f"{stem or f'farm-job-{job.id}'}.3mf"

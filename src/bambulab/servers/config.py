@@ -23,6 +23,7 @@ from .runner import AppServer
 from .tokens import TokenStore
 
 if TYPE_CHECKING:
+    from ..farm.models import Job
     from ..models import Device
     from ..sim.live import Simulator
 
@@ -247,12 +248,27 @@ def _attach_farm(
             )
 
         notifier = Notifier(config, printers=directory)
-    farm = Farm(
-        store, files / "farm-files", dispatcher=Dispatcher(store, hub, reach), notifier=notifier
-    )
+    from ..cloud.client import AsyncBambuClient
+    from ..farm.starter import start_job_cloud
+
+    cloud: list[AsyncBambuClient] = []  # opened on the server's loop, at the first cloud start
+
+    async def cloud_start(
+        job: Job, serial: str, mapping: Sequence[int] | None, timeout: float
+    ) -> None:
+        if not cloud:
+            cloud.append(AsyncBambuClient(ctx.account_token, base_url=ctx.cloud_url))
+        # the hub's own connection, when it is the cloud's broker (not a shared one)
+        mqtt = None if options.broker else hub.source_for(serial)
+        await start_job_cloud(job, serial, cloud[0], mqtt=mqtt, mapping=mapping, timeout=timeout)
+
+    dispatcher = Dispatcher(store, hub, reach, cloud=cloud_start)
+    farm = Farm(store, files / "farm-files", dispatcher=dispatcher, notifier=notifier)
     attach(ctx, farm)
 
     async def close_store() -> None:
+        for client in cloud:
+            await client.aclose()
         store.close()
 
     ctx.on_stop.append(close_store)
