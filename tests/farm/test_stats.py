@@ -12,6 +12,7 @@ statistics JSON, CSV, page and ``/metrics`` then show exactly those.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import subprocess
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -113,6 +115,20 @@ def task(
             "amsDetailMapping": detail or [],
         }
     )
+
+
+def row_of(j: Job) -> tuple[Any, ...]:
+    """A job as FarmStore.ended reads it (the requirements as the store writes them)."""
+    req = j.requirements
+    stored = orjson.dumps(
+        {
+            "model_id": req.model_id,
+            "filaments": [dataclasses.asdict(f) for f in req.filaments],
+            "seconds": req.seconds,
+            "grams": req.grams,
+        }
+    ).decode()
+    return (j.id, j.name, j.printer, j.state.value, j.reason, stored, j.started_at, j.finished_at)
 
 
 # --- one list of prints -----------------------------------------------------------------------
@@ -262,9 +278,10 @@ def test_counters_read_only_what_ended_since_the_last_read() -> None:
     asked: list[float | None] = []
     now = [0.0]
 
-    def read(since: float | None) -> list[Job]:
+    def read(since: float | None) -> list[tuple[Any, ...]]:
+        """What FarmStore.ended gives (its rows)."""
         asked.append(since)
-        return [j for j in history if since is None or (j.finished_at or 0) >= since]
+        return [row_of(j) for j in history if since is None or (j.finished_at or 0) >= since]
 
     counters = FarmCounters(read, ttl=5.0, margin=60.0, clock=lambda: now[0])
     first = counters.read()
@@ -332,7 +349,7 @@ def test_counters_scale_to_a_long_history(tmp_path: Path) -> None:
         ]
         with store._engine.begin() as conn:
             conn.execute(sa.insert(jobs_table), rows)
-        counters = FarmCounters(lambda since: store.history(since=since), ttl=0.0)
+        counters = FarmCounters(store.ended, ttl=0.0)
         began = time.perf_counter()
         totals = counters.read()
         first = time.perf_counter() - began
@@ -458,6 +475,18 @@ def farmed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farmed]:
 
                 wait_for(lambda: len(ended()) == 4, 60, "the four prints ended")
                 by_id = ended()
+
+                def counted() -> float:
+                    text = api.get("/metrics").text
+                    return sum(
+                        s.value
+                        for f in text_string_to_metric_families(text)
+                        if f.name == "bambu_farm_prints"
+                        for s in f.samples
+                    )
+
+                # the counters are re-read at most every 5 s (their TTL)
+                wait_for(lambda: counted() == 4, 15, "the counters caught up")
             yield Farmed(
                 server,
                 read,

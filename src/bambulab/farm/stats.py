@@ -36,6 +36,7 @@ statistics page are drawn here (:func:`svg_prints`, :func:`svg_grams`,
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import io
 import re
@@ -45,7 +46,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from ..models.printer import PRINT_ERRORS, HMSEntry
 from ..safetext import visible
@@ -53,6 +56,7 @@ from .models import Job, JobState
 
 __all__ = [
     "DEDUP_TOLERANCE",
+    "EndedJob",
     "FarmCounters",
     "FarmStats",
     "FarmTotals",
@@ -63,6 +67,7 @@ __all__ = [
     "csv_printers",
     "csv_prints",
     "failure_code",
+    "from_ended",
     "from_job",
     "from_task",
     "merge",
@@ -142,37 +147,110 @@ def _grams(items: Iterable[tuple[str, str, float]]) -> Grams:
     return tuple(sorted((k, c, round(g, 3)) for (k, c), g in summed.items()))
 
 
+class EndedJob(NamedTuple):
+    """An ended job as :meth:`FarmStore.ended <bambulab.farm.store.FarmStore.ended>` reads it."""
+
+    id: int
+    name: str
+    printer: str
+    state: str
+    reason: str
+    requirements: str  # the stored JSON
+    started_at: float | None
+    finished_at: float | None
+
+
+# (planned seconds, grams of the plate, ((type, colour, grams) a filament))
+_Plan = tuple[float, float, tuple[tuple[str, str, float], ...]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(text: str) -> _Plan:
+    """What a stored requirements JSON plans (copies of one file share one parse)."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return 0.0, 0.0, ()
+    if not isinstance(data, dict):
+        return 0.0, 0.0, ()
+    filaments = tuple(
+        (str(f.get("type") or "?"), colour_of(f.get("colour")), _number(f.get("grams")))
+        for f in data.get("filaments") or ()
+        if isinstance(f, dict)
+    )
+    return _number(data.get("seconds")), _number(data.get("grams")), filaments
+
+
+def _record(
+    job_id: int,
+    title: str,
+    printer: str,
+    state: str,
+    reason: str,
+    plan: _Plan,
+    start: float,
+    end: float,
+    name: str,
+) -> PrintRecord:
+    planned, plate_grams, filaments = plan
+    seconds = max(0.0, end - start)
+    share = 1.0
+    if state != "finished":
+        share = min(1.0, seconds / planned) if planned > 0 else 0.0
+    if any(g > 0 for _, _, g in filaments):
+        items = [(kind, colour, g * share) for kind, colour, g in filaments]
+    elif plate_grams > 0:
+        items = [("?", "", plate_grams * share)]
+    else:
+        items = []
+    return PrintRecord(
+        printer=printer,
+        name=name,
+        title=title,
+        start=start,
+        end=end,
+        result=state,
+        seconds=seconds,
+        grams=_grams(items),
+        code=failure_code(reason) if state == "failed" else "",
+        source="farm",
+        job_id=job_id,
+    )
+
+
+def from_ended(row: EndedJob | tuple[Any, ...], name: str = "") -> PrintRecord | None:
+    """The print of a row of :meth:`FarmStore.ended`; ``None`` if it never printed."""
+    job_id, title, printer, state, reason, requirements, started, finished = row
+    if state not in RESULTS or started is None or not printer:
+        return None
+    end = float(finished if finished is not None else started)
+    plan = _plan(requirements or "")
+    return _record(job_id, title, printer, state, reason, plan, float(started), end, name)
+
+
 def from_job(job: Job, name: str = "") -> PrintRecord | None:
     """The print a farm job was; ``None`` if it never printed (or has not ended)."""
     if job.state not in (JobState.FINISHED, JobState.FAILED, JobState.CANCELLED):
         return None
     if job.started_at is None or not job.printer:
         return None
-    start = float(job.started_at)
-    end = float(job.finished_at if job.finished_at is not None else job.updated_at)
-    seconds = max(0.0, end - start)
     req = job.requirements
-    share = 1.0
-    if job.state is not JobState.FINISHED:
-        share = min(1.0, seconds / req.seconds) if req.seconds > 0 else 0.0
-    if req.filaments and any(f.grams > 0 for f in req.filaments):
-        items = [(f.type, colour_of(f.colour), f.grams * share) for f in req.filaments]
-    elif req.grams > 0:
-        items = [("?", "", req.grams * share)]
-    else:
-        items = []
-    return PrintRecord(
-        printer=job.printer,
-        name=name,
-        title=job.name,
-        start=start,
-        end=end,
-        result=job.state.value,
-        seconds=seconds,
-        grams=_grams(items),
-        code=failure_code(job.reason) if job.state is JobState.FAILED else "",
-        source="farm",
-        job_id=job.id,
+    plan = (
+        req.seconds,
+        req.grams,
+        tuple((f.type, colour_of(f.colour), f.grams) for f in req.filaments),
+    )
+    end = job.finished_at if job.finished_at is not None else job.updated_at
+    return _record(
+        job.id,
+        job.name,
+        job.printer,
+        job.state.value,
+        job.reason,
+        plan,
+        float(job.started_at),
+        float(end),
+        name,
     )
 
 
@@ -647,15 +725,18 @@ class FarmTotals:
 
 @dataclass
 class FarmCounters:
-    """The farm's totals, kept up to date from ``history(since)`` (the store's).
+    """The farm's totals, kept up to date from ``ended(since)`` (:meth:`FarmStore.ended`).
 
     Each :meth:`read` older than ``ttl`` fetches only the jobs that ended
     since the newest one counted, less ``margin`` seconds (farm instances
     sharing a database may disagree on the clock by that much); the ids seen
-    in that margin are remembered, so no job counts twice. Thread-safe.
+    in that margin are remembered, so no job counts twice. Thread-safe: while
+    one thread refreshes, another reader gets the last totals rather than
+    waiting (a scrape never waits for the first read of a long history;
+    :meth:`warm` does that read when the server starts).
     """
 
-    history: Callable[[float | None], list[Job]]
+    ended: Callable[[float | None], Iterable[tuple[Any, ...]]]
     ttl: float = 5.0
     margin: float = 600.0
     clock: Callable[[], float] = time.monotonic
@@ -670,23 +751,34 @@ class FarmCounters:
     _totals: FarmTotals = field(default_factory=lambda: FarmTotals((), (), (), ()), init=False)
 
     def read(self) -> FarmTotals:
-        with self._lock:
+        """The totals, refreshed when older than the TTL (the last ones while another reads)."""
+        if not self._lock.acquire(blocking=False):
+            return self._totals
+        try:
             now = self.clock()
             if self._read_at is None or now - self._read_at >= self.ttl:
                 self._refresh()
                 self._read_at = self.clock()
             return self._totals
+        finally:
+            self._lock.release()
+
+    def warm(self) -> FarmTotals:
+        """Read now, waiting for a read in progress (the server's start runs it)."""
+        with self._lock:
+            self._refresh()
+            self._read_at = self.clock()
+            return self._totals
 
     def _refresh(self) -> None:
         since = None if self._newest is None else self._newest - self.margin
-        jobs = self.history(since)
-        for job in jobs:
-            ended = job.finished_at if job.finished_at is not None else job.updated_at
-            if job.id in self._recent:
+        for row in self.ended(since):
+            job_id, finished = int(row[0]), row[7]
+            if job_id in self._recent or finished is None:
                 continue
-            self._recent[job.id] = ended
-            self._newest = ended if self._newest is None else max(self._newest, ended)
-            self._count(job)
+            self._recent[job_id] = finished
+            self._newest = finished if self._newest is None else max(self._newest, finished)
+            self._count(row)
         if self._newest is not None:
             floor = self._newest - self.margin
             self._recent = {k: v for k, v in self._recent.items() if v >= floor}
@@ -697,8 +789,8 @@ class FarmCounters:
             tuple(sorted(self._failures.items())),
         )
 
-    def _count(self, job: Job) -> None:
-        record = from_job(job)
+    def _count(self, row: tuple[Any, ...]) -> None:
+        record = from_ended(row)
         if record is None:
             return
         serial = record.printer

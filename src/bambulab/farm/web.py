@@ -872,21 +872,34 @@ def stats_routes(
     Also puts the farm's :class:`~bambulab.farm.stats.FarmCounters` where the
     ``/metrics`` route finds them (``ctx.extra["farm_counters"]``).
     """
-    from .stats import FarmCounters, aggregate, from_job, from_task, merge
+    from .stats import FarmCounters, aggregate, from_ended, from_task, merge
 
     cloud = CloudTasks(ctx)
     ctx.on_stop.append(cloud.aclose)
     farm = ctx.extra.get("farm")
     if farm is not None and "farm_counters" not in ctx.extra:
-        store = farm.store
-        ctx.extra["farm_counters"] = FarmCounters(lambda since: store.history(since=since))
+        counters = FarmCounters(farm.store.ended)
+        ctx.extra["farm_counters"] = counters
+        warming: list[asyncio.Future[Any]] = []
+
+        def warm() -> None:
+            try:
+                counters.warm()
+            except BambuError as exc:
+                log.warning("farm: the statistics' counters could not be read: %s", exc)
+
+        async def start_warming() -> None:
+            # in the background: a long history must not hold the server's start
+            warming.append(asyncio.ensure_future(asyncio.to_thread(warm)))
+
+        ctx.on_start.append(start_warming)
 
     async def collect(token: IssuedToken, since: float | None) -> tuple[Any, list[Any], str]:
         store = farm_of().store
-        jobs = await asyncio.to_thread(store.history)
+        rows = await asyncio.to_thread(store.ended)
         tasks = await cloud.read()
         names = {e.serial: e.name for e in ctx.hub.printers()} if ctx.hub is not None else {}
-        farm_prints = [r for j in jobs if (r := from_job(j, names.get(j.printer, "")))]
+        farm_prints = [r for row in rows if (r := from_ended(row, names.get(row[2], "")))]
         cloud_prints = [r for t in tasks if (r := from_task(t))]
         prints = merge(farm_prints, cloud_prints)
         if token.printers:
