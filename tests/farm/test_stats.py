@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import io
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -306,6 +307,28 @@ def test_counters_read_only_what_ended_since_the_last_read() -> None:
     now[0] = 20.0
     assert counters.read() == second
     assert second.only([B]).prints == ((((B, "cancelled"), 1), ((B, "finished"), 1)))
+
+
+def test_a_scrape_does_not_wait_for_a_read_in_progress() -> None:
+    reading, release = threading.Event(), threading.Event()
+
+    def slow(since: float | None) -> list[tuple[Any, ...]]:
+        reading.set()
+        release.wait(10)
+        return [row_of(job(1, A, JobState.FINISHED, T0, T0 + 100))]
+
+    counters = FarmCounters(slow)
+    warming = threading.Thread(target=counters.warm)
+    warming.start()
+    try:
+        assert reading.wait(10)
+        began = time.monotonic()
+        assert counters.read().prints == ()  # the last totals (none yet), at once
+        assert time.monotonic() - began < 1
+    finally:
+        release.set()
+        warming.join(10)
+    assert counters.read().prints == (((A, "finished"), 1),)
 
 
 def test_counters_scale_to_a_long_history(tmp_path: Path) -> None:
