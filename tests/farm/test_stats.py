@@ -145,6 +145,7 @@ def test_a_print_both_recorded_counts_once_with_the_farms_record_and_the_clouds_
     other_printer = task(91, B, T0, 3600, weight=7)
     too_far = task(92, A, T0 + 4000, 600, status=3)
     running = task(93, A, T0 + 9000, 0, status=1)  # not ended: no print yet
+    assert from_task(Task.from_wire({**too_far.raw, "status": "3"})) == from_task(too_far)
     record = from_job(farm_job, "Left")
     assert record is not None
     cloud = [r for t in (same, other_printer, too_far, running) if (r := from_task(t))]
@@ -532,7 +533,7 @@ def test_the_farms_prints_are_counted_exactly(farmed: Farmed) -> None:
         "finished",
     ]
     assert jobs[c]["reason"].startswith("HMS 0300_8016: ")
-    body = farmed.get("/farm/api/stats", since=farmed.since).json()
+    body = farmed.get("/farm/api/stats", since=farmed.since, prints="true").json()
     farm = body["farm"]
     assert (farm["prints"], farm["finished"], farm["failed"], farm["cancelled"]) == (4, 3, 1, 0)
     assert farm["success_rate"] == 0.75
@@ -561,7 +562,8 @@ def test_the_farms_prints_are_counted_exactly(farmed: Farmed) -> None:
             assert 0 <= row["grams"] < planned
     assert [p["source"] for p in body["prints"]] == ["farm"] * 4
     # the cloud's own history comes in too (the sim's earlier tasks on these printers)
-    everything = farmed.get("/farm/api/stats").json()
+    everything = farmed.get("/farm/api/stats", prints="true").json()
+    assert "prints" not in farmed.get("/farm/api/stats").json()
     assert everything["cloud"] == "read"
     assert everything["farm"]["prints"] == 4 + farmed.cloud_ended
     assert sum(p["source"] == "cloud" for p in everything["prints"]) == farmed.cloud_ended

@@ -281,8 +281,10 @@ def _number(value: Any) -> float:
 def from_task(task: Any) -> PrintRecord | None:
     """The print a cloud task record was (a :class:`~bambulab.models.cloud.Task`); ``None``
     for one that has not ended, or has no printer or start."""
-    status = task.status if isinstance(task.status, int) else None
-    result = _TASK_RESULTS.get(status if status is not None else -1)
+    status = task.status
+    if isinstance(status, str) and status.strip().isdigit():
+        status = int(status)
+    result = _TASK_RESULTS.get(status) if isinstance(status, int) else None
     start = _time(task.start_time)
     if result is None or start is None or not task.device_id:
         return None

@@ -872,6 +872,7 @@ def stats_routes(
     Also puts the farm's :class:`~bambulab.farm.stats.FarmCounters` where the
     ``/metrics`` route finds them (``ctx.extra["farm_counters"]``).
     """
+    from ..servers.runner import one_line
     from .stats import FarmCounters, aggregate, from_ended, from_task, merge
 
     cloud = CloudTasks(ctx)
@@ -885,8 +886,8 @@ def stats_routes(
         def warm() -> None:
             try:
                 counters.warm()
-            except BambuError as exc:
-                log.warning("farm: the statistics' counters could not be read: %s", exc)
+            except Exception as exc:  # the store closed under it, the database went away...
+                log.warning("farm: the statistics' counters could not be read: %s", one_line(exc))
 
         async def start_warming() -> None:
             # in the background: a long history must not hold the server's start
@@ -921,13 +922,18 @@ def stats_routes(
         stats, _, note = await collect(token, since)
         return HTMLResponse(render_stats_page(stats, note), headers={"cache-control": "no-store"})
 
-    @router.get("/api/stats", summary="The statistics: per printer, for the farm, every print")
-    async def stats_api(request: Request, since: SinceQuery = None) -> Response:
+    @router.get(
+        "/api/stats",
+        summary="The statistics: per printer and for the farm (prints=true: every print too)",
+    )
+    async def stats_api(
+        request: Request, since: SinceQuery = None, prints: bool = False
+    ) -> Response:
         from .stats import stats_json
 
         token = await ctx.gate.check(request, "read", cookie=True)
-        stats, prints, note = await collect(token, since)
-        body = stats_json(stats, prints)
+        stats, listed, note = await collect(token, since)
+        body = stats_json(stats, listed if prints else ())
         body["cloud"] = note or "read"
         return Response(orjson.dumps(body), media_type="application/json")
 
