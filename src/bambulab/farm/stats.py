@@ -612,7 +612,7 @@ def _e(text: Any) -> str:
 
 
 def _svg(title: str, height: int, body: str) -> str:
-    width = _LABEL + _BAR + 90
+    width = _LABEL + _BAR + 170
     return (
         f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" '
         f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{_e(title)}</title>'
