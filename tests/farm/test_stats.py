@@ -11,9 +11,11 @@ statistics JSON, CSV, page and ``/metrics`` then show exactly those.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import dataclasses
 import io
+import socket
 import subprocess
 import threading
 import time
@@ -38,13 +40,16 @@ from bambulab.farm.stats import (
     csv_printers,
     csv_prints,
     failure_code,
+    from_ended,
     from_job,
     from_task,
     merge,
     svg_prints,
 )
 from bambulab.farm.store import FarmStore
+from bambulab.farm.web import CloudTasks
 from bambulab.models.cloud import Task
+from bambulab.protocol.http import RetryPolicy
 from bambulab.servers.app import ServerContext, build_app
 from bambulab.servers.common import Gate, MemoryEventBus
 from bambulab.servers.live import LiveHub, PrinterEntry
@@ -310,6 +315,73 @@ def test_counters_read_only_what_ended_since_the_last_read() -> None:
     assert second.only([B]).prints == ((((B, "cancelled"), 1), ((B, "finished"), 1)))
 
 
+def test_the_store_reads_what_printed_and_the_stats_read_it_back(store_url: str) -> None:
+    """FarmStore.ended on SQLite and PostgreSQL: prints only, oldest end first, since."""
+    now = [T0]
+    store = FarmStore(store_url, clock=lambda: now[0])
+    try:
+        red = Filament(1, "PLA", "#FF0000FF", 12.0)
+        made = store.add_jobs(
+            "/x.3mf",
+            "0" * 32,
+            1,
+            "Part",
+            Target(),
+            Requirements("C12", 0.4, (red,), 600, 12.0),
+            copies=4,
+        )
+        store.cancel(made[3].id)  # cancelled in the queue: never printed
+        for printer, one in zip((A, B, "01P00A000000003"), made[:3], strict=True):
+            claimed = store.claim(printer, lambda j, one=one: j.id == one.id, "t")
+            assert claimed is not None
+            store.started(claimed.id)
+        now[0] = T0 + 600
+        store.finished(made[0].id)
+        now[0] = T0 + 900
+        store.failed(made[1].id, "HMS 0300_8016: The nozzle is clogged with filament.")
+        now[0] = T0 + 1200
+        store.cancel(made[2].id)
+        rows = store.ended()
+        assert [r[0] for r in rows] == [j.id for j in made[:3]]
+        records = [r for row in rows if (r := from_ended(row))]
+        assert [(r.printer, r.result, r.seconds, r.code) for r in records] == [
+            (A, "finished", 600.0, ""),
+            (B, "failed", 900.0, "0300_8016"),
+            ("01P00A000000003", "cancelled", 1200.0, ""),
+        ]
+        assert records[0].grams == (("PLA", "#FF0000", 12.0),)
+        assert records[1].grams == (("PLA", "#FF0000", 12.0),)  # ran past its planned time
+        assert [r[0] for r in store.ended(since=T0 + 900)] == [made[1].id, made[2].id]
+    finally:
+        store.close()
+
+
+def test_an_unreachable_cloud_leaves_the_farms_history_and_says_why(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret = "account-token-" + "x" * 40
+    ctx = ServerContext(
+        Gate(TokenStore(tmp_path / "t.sqlite3")),
+        cloud_url=f"http://127.0.0.1:{port}",
+        account_token=secret,
+    )
+    tasks = CloudTasks(ctx, RetryPolicy(max_attempts=1))
+
+    async def read() -> list[Any]:
+        try:
+            return await tasks.read()
+        finally:
+            await tasks.aclose()
+
+    assert asyncio.run(read()) == []
+    assert tasks.note.startswith("the cloud's task records could not be read: ")
+    assert secret not in tasks.note
+    assert "\n" not in tasks.note
+    none = CloudTasks(ServerContext(Gate(TokenStore(tmp_path / "u.sqlite3"))))
+    assert asyncio.run(none.read()) == [] and none.note == "no cloud account"
+
+
 def test_a_scrape_does_not_wait_for_a_read_in_progress() -> None:
     reading, release = threading.Event(), threading.Event()
 
@@ -333,7 +405,7 @@ def test_a_scrape_does_not_wait_for_a_read_in_progress() -> None:
 
 
 def test_counters_scale_to_a_long_history(tmp_path: Path) -> None:
-    """The first read of 20,000 ended jobs from SQLite, then a read after one more ends."""
+    """The first read of 10,000 ended jobs from SQLite, then a read with nothing new."""
     store = FarmStore(f"sqlite:///{tmp_path / 'farm.db'}")
     try:
         import sqlalchemy as sa
@@ -369,7 +441,7 @@ def test_counters_scale_to_a_long_history(tmp_path: Path) -> None:
                 "started_at": T0 + i,
                 "finished_at": T0 + i + 600,
             }
-            for i in range(20_000)
+            for i in range(10_000)
         ]
         with store._engine.begin() as conn:
             conn.execute(sa.insert(jobs_table), rows)
@@ -377,8 +449,8 @@ def test_counters_scale_to_a_long_history(tmp_path: Path) -> None:
         began = time.perf_counter()
         totals = counters.read()
         first = time.perf_counter() - began
-        assert sum(n for _, n in totals.prints) == 20_000
-        assert sum(n for _, n in totals.failures) == 2_000
+        assert sum(n for _, n in totals.prints) == 10_000
+        assert sum(n for _, n in totals.failures) == 1_000
         began = time.perf_counter()
         again = counters.read()
         later = time.perf_counter() - began

@@ -758,8 +758,9 @@ class CloudTasks:
     or why it failed (the statistics then show the farm's history alone).
     """
 
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, retry: Any = None) -> None:
         self.ctx = ctx
+        self.retry = retry  # the client's RetryPolicy (None: its default)
         self._client: Any = None
         self._kept: tuple[float, list[Any]] | None = None
         self._lock = asyncio.Lock()
@@ -777,7 +778,10 @@ class CloudTasks:
                 from ..cloud.client import AsyncBambuClient
 
                 self._client = AsyncBambuClient(
-                    self.ctx.account_token, base_url=self.ctx.cloud_url, timeout=10.0
+                    self.ctx.account_token,
+                    base_url=self.ctx.cloud_url,
+                    timeout=10.0,
+                    retry=self.retry,
                 )
             client = self._client
 
