@@ -175,7 +175,12 @@ class Dispatcher:
                 await asyncio.to_thread(self.store.finished, job.id)
             elif gcode == "FAILED":
                 error = state.print_error
-                reason = error.text if error else "the printer reported the print failed"
+                # the code kept in a form the statistics read back (farm.stats.failure_code)
+                reason = (
+                    f"HMS {error.code_string}: {error.text}"
+                    if error
+                    else "the printer reported the print failed"
+                )
                 await asyncio.to_thread(self.store.failed, job.id, reason)
             else:
                 return

@@ -411,6 +411,7 @@ def render_page(tiles: list[str], token: IssuedToken) -> str:
         '<label>sort <select id="sort"><option value="name">name</option>'
         '<option value="remaining">time left</option></select></label>'
         '<span id="live" title="live updates">●</span>'
+        '<a href="/farm/stats">Statistics</a>'
         '<form method="post" action="/farm/logout"><button>Log out</button></form></header>'
         '<section id="attention" hidden><h2>Needs attention</h2><ul></ul></section>'
         f'<main id="tiles">{"".join(tiles)}</main>{controls}'
@@ -887,6 +888,8 @@ def farm_routes(
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
+    stats_routes(ctx, router, token_of, farm_of)
+
     control, run = command_routes(
         ctx, router, "/api/printers/{serial}/commands/{command}", COMMAND_ERRORS, cookie=True
     )
@@ -900,3 +903,230 @@ def farm_routes(
         return await run(request, serial, lambda: proto.print_speed(level))
 
     return router
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+STATS_CLOUD_TTL = 60.0  # seconds the cloud's task records are reused
+STATS_CLOUD_TIMEOUT = 20.0  # the whole read of the task records, at most
+STATS_CLOUD_TASKS = 2000  # the newest task records read, at most
+SinceQuery = Annotated[
+    float | None,
+    Query(ge=0, description="Only prints that ended at or after this time (Unix seconds)"),
+]
+
+
+class CloudTasks:
+    """The account's task records (newest :data:`STATS_CLOUD_TASKS`), reused a minute.
+
+    ``note`` says what the last read gave: ``""`` (read), ``"no cloud account"``,
+    or why it failed (the statistics then show the farm's history alone).
+    """
+
+    def __init__(self, ctx: ServerContext, retry: Any = None) -> None:
+        self.ctx = ctx
+        self.retry = retry  # the client's RetryPolicy (None: its default)
+        self._client: Any = None
+        self._kept: tuple[float, list[Any]] | None = None
+        self._lock = asyncio.Lock()
+        self.note = ""
+
+    async def read(self) -> list[Any]:
+        if not self.ctx.cloud_url or not self.ctx.account_token:
+            self.note = "no cloud account"
+            return []
+        async with self._lock:
+            now = time.monotonic()
+            if self._kept is not None and now - self._kept[0] < STATS_CLOUD_TTL:
+                return self._kept[1]
+            if self._client is None:
+                from ..cloud.client import AsyncBambuClient
+
+                self._client = AsyncBambuClient(
+                    self.ctx.account_token,
+                    base_url=self.ctx.cloud_url,
+                    timeout=10.0,
+                    retry=self.retry,
+                )
+            client = self._client
+
+            async def fetch() -> list[Any]:
+                pages = client.iter_tasks(page_size=100, max_items=STATS_CLOUD_TASKS)
+                return [task async for task in pages]
+
+            try:
+                tasks = await asyncio.wait_for(fetch(), STATS_CLOUD_TIMEOUT)
+            except (BambuError, TimeoutError) as exc:
+                from ..servers.runner import one_line
+
+                self.note = f"the cloud's task records could not be read: {one_line(exc)}"
+                log.warning("farm: %s", self.note)
+                return self._kept[1] if self._kept is not None else []
+            self.note = ""
+            self._kept = (time.monotonic(), tasks)
+            return tasks
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def render_stats_page(stats: Any, note: str) -> str:
+    """The statistics page: per-printer table, SVG charts, failures with text and wiki link."""
+    from .stats import code_info, svg_failures, svg_grams, svg_prints
+
+    def rate(value: float | None) -> str:
+        return "" if value is None else f"{value * 100:.1f} %"
+
+    rows = "".join(
+        f"<tr><td>{_e(s.name or s.printer)}</td><td><code>{_e(s.printer)}</code></td>"
+        f'<td class="n">{s.prints}</td><td class="n">{s.finished}</td>'
+        f'<td class="n">{s.failed}</td><td class="n">{s.cancelled}</td>'
+        f'<td class="n">{rate(s.success_rate)}</td><td class="n">{s.hours:.2f}</td>'
+        f'<td class="n">{s.total_grams:.1f}</td></tr>'
+        for s in stats.printers
+    )
+    t = stats.total
+    total = (
+        f'<tr class="total"><td>Farm</td><td></td><td class="n">{t.prints}</td>'
+        f'<td class="n">{t.finished}</td><td class="n">{t.failed}</td>'
+        f'<td class="n">{t.cancelled}</td><td class="n">{rate(t.success_rate)}</td>'
+        f'<td class="n">{t.hours:.2f}</td><td class="n">{t.total_grams:.1f}</td></tr>'
+    )
+    failures = []
+    for code, count in t.failures:
+        text, wiki = code_info(code)
+        link = f' <a href="{_e(wiki)}" rel="noreferrer" target="_blank">wiki</a>' if wiki else ""
+        failures.append(
+            f'<tr><td><code>{_e(code)}</code></td><td class="n">{count}</td>'
+            f"<td>{_e(text or 'no text known')}{link}</td></tr>"
+        )
+    failure_table = (
+        '<table class="stats"><thead><tr><th>Code</th><th>Failures</th><th>What it means</th>'
+        f"</tr></thead><tbody>{''.join(failures)}</tbody></table>"
+        if failures
+        else "<p>No failed print.</p>"
+    )
+    shown_note = f'<p class="note">{_e(note)}</p>' if note else ""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Farm statistics</title>"
+        '<link rel="stylesheet" href="/farm/static/dashboard.css"></head><body class="stats">'
+        '<header class="bar"><h1>Farm statistics</h1><a href="/farm">Dashboard</a>'
+        '<a href="/farm/api/stats.csv?per=printer" download>CSV per printer</a>'
+        '<a href="/farm/api/stats.csv?per=print" download>CSV per print</a></header>'
+        f"<main>{shown_note}"
+        '<table class="stats"><thead><tr><th>Printer</th><th>Serial</th><th>Prints</th>'
+        "<th>Finished</th><th>Failed</th><th>Cancelled</th><th>Success</th><th>Hours</th>"
+        f"<th>Grams</th></tr></thead><tbody>{rows}{total}</tbody></table>"
+        f'<section><h2>Prints per printer</h2><div class="scroll">{svg_prints(stats)}</div>'
+        '<p class="legend"><span class="k-finished">finished</span> '
+        '<span class="k-failed">failed</span> <span class="k-cancelled">cancelled</span></p>'
+        "</section>"
+        f'<section><h2>Filament</h2><div class="scroll">{svg_grams(stats)}</div></section>'
+        f'<section><h2>Failures</h2><div class="scroll">{svg_failures(stats)}</div>'
+        f"{failure_table}</section></main></body></html>"
+    )
+
+
+def stats_routes(
+    ctx: ServerContext,
+    router: APIRouter,
+    token_of: Callable[[Request], Any],
+    farm_of: Callable[[], Any],
+) -> None:
+    """The statistics page and its JSON and CSV (see :mod:`bambulab.farm.stats`).
+
+    Also puts the farm's :class:`~bambulab.farm.stats.FarmCounters` where the
+    ``/metrics`` route finds them (``ctx.extra["farm_counters"]``).
+    """
+    from ..servers.runner import one_line
+    from .stats import FarmCounters, aggregate, from_ended, from_task, merge
+
+    cloud = CloudTasks(ctx)
+    ctx.on_stop.append(cloud.aclose)
+    farm = ctx.extra.get("farm")
+    if farm is not None and "farm_counters" not in ctx.extra:
+        counters = FarmCounters(farm.store.ended)
+        ctx.extra["farm_counters"] = counters
+        warming: list[asyncio.Future[Any]] = []
+
+        def warm() -> None:
+            try:
+                counters.warm()
+            except Exception as exc:  # the store closed under it, the database went away...
+                log.warning("farm: the statistics' counters could not be read: %s", one_line(exc))
+
+        async def start_warming() -> None:
+            # in the background: a long history must not hold the server's start
+            warming.append(asyncio.ensure_future(asyncio.to_thread(warm)))
+
+        ctx.on_start.append(start_warming)
+
+    async def collect(token: IssuedToken, since: float | None) -> tuple[Any, list[Any], str]:
+        store = farm_of().store
+        rows = await asyncio.to_thread(store.ended)
+        tasks = await cloud.read()
+        names = {e.serial: e.name for e in ctx.hub.printers()} if ctx.hub is not None else {}
+        farm_prints = [r for row in rows if (r := from_ended(row, names.get(row[2], "")))]
+        cloud_prints = [r for t in tasks if (r := from_task(t))]
+        prints = merge(farm_prints, cloud_prints)
+        if token.printers:
+            prints = [p for p in prints if p.printer in token.printers]
+        if since is not None:
+            prints = [p for p in prints if p.end >= since]
+        return aggregate(prints, since, names), prints, cloud.note
+
+    @router.get(
+        "/stats",
+        response_class=HTMLResponse,
+        summary="The statistics page",
+        responses={303: {"description": "Not logged in: to /farm/login"}},
+    )
+    async def stats_page(request: Request, since: SinceQuery = None) -> Response:
+        token = await token_of(request)
+        if token is None:
+            return _redirect("/farm/login")
+        stats, _, note = await collect(token, since)
+        return HTMLResponse(render_stats_page(stats, note), headers={"cache-control": "no-store"})
+
+    @router.get(
+        "/api/stats",
+        summary="The statistics: per printer and for the farm (prints=true: every print too)",
+    )
+    async def stats_api(
+        request: Request, since: SinceQuery = None, prints: bool = False
+    ) -> Response:
+        from .stats import stats_json
+
+        token = await ctx.gate.check(request, "read", cookie=True)
+        stats, listed, note = await collect(token, since)
+        body = stats_json(stats, listed if prints else ())
+        body["cloud"] = note or "read"
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @router.get(
+        "/api/stats.csv",
+        summary="The statistics as CSV (RFC 4180, UTF-8): per print or per printer",
+        response_class=Response,
+        responses={200: {"content": {"text/csv": {}}, "description": "CSV with a header row"}},
+    )
+    async def stats_csv(
+        request: Request,
+        per: Annotated[str, Query(pattern="^(print|printer)$")] = "print",
+        since: SinceQuery = None,
+    ) -> Response:
+        from .stats import csv_printers, csv_prints
+
+        token = await ctx.gate.check(request, "read", cookie=True)
+        stats, prints, _ = await collect(token, since)
+        text = csv_prints(prints) if per == "print" else csv_printers(stats)
+        return Response(
+            text.encode("utf-8"),
+            media_type="text/csv; charset=utf-8; header=present",
+            headers={
+                "content-disposition": f'attachment; filename="farm-{per}s.csv"',
+                "cache-control": "no-store",
+            },
+        )

@@ -35,6 +35,11 @@ formatting of 1000 printers took 0.43 s with them) for no new information.
 * ``bambu_printer_prints_{started,finished,failed}_total`` (seen by this server);
 * ``bambu_printer_last_report_timestamp_seconds`` and ``..._age_seconds``.
 
+With a farm mounted (:class:`FarmCollector`): ``bambu_farm_prints_total{printer,result}``,
+``bambu_farm_printing_seconds_total{printer}``,
+``bambu_farm_filament_grams_total{printer,type,color}``,
+``bambu_farm_failures_total{printer,code}``.
+
 The server's: ``bambu_server_mqtt_connected``, ``..._mqtt_connections``,
 ``..._mqtt_reconnects_total``, ``..._mqtt_messages_total``,
 ``..._report_latency_seconds`` (summary: sum and count), ``..._events_published_total``,
@@ -75,6 +80,7 @@ if TYPE_CHECKING:
     from .live import HubStats, PrinterEntry
 
 __all__ = [
+    "FarmCollector",
     "HubCollector",
     "MetricsSnapshot",
     "PrinterSample",
@@ -427,16 +433,78 @@ def _add(family: Any, labels: list[str], value: float | None) -> None:
         family.add_metric(labels, value)
 
 
-def render(snap: MetricsSnapshot, accept: str = "") -> tuple[bytes, str]:
-    """The exposition of ``snap`` in the format ``accept`` asks for: (body, content type)."""
+class FarmCollector(Collector):
+    """The farm's counters (:class:`~bambulab.farm.stats.FarmTotals`), when a farm is mounted.
+
+    ``bambu_farm_prints_total{printer,result}``, ``bambu_farm_printing_seconds_total{printer}``,
+    ``bambu_farm_filament_grams_total{printer,type,color}``,
+    ``bambu_farm_failures_total{printer,code}``: the prints the farm ran (its queue's
+    history; ``printer`` is the serial), counted from the store when scraped.
+    """
+
+    def __init__(self, source: Callable[[], Any]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        totals = self._source()
+        prints = CounterMetricFamily(
+            "bambu_farm_prints",
+            "Prints the farm ran, by printer and result (finished, failed, cancelled).",
+            labels=["printer", "result"],
+        )
+        for (printer, result), count in totals.prints:
+            prints.add_metric([_label(printer), result], count)
+        seconds = CounterMetricFamily(
+            "bambu_farm_printing_seconds",
+            "Time the farm's prints ran, by printer.",
+            labels=["printer"],
+        )
+        for printer, value in totals.seconds:
+            seconds.add_metric([_label(printer)], value)
+        grams = CounterMetricFamily(
+            "bambu_farm_filament_grams",
+            "Filament the farm's prints used (from the 3MF; an estimate for unfinished ones).",
+            labels=["printer", "type", "color"],
+        )
+        for (printer, kind, colour), value in totals.grams:
+            grams.add_metric([_label(printer), _label(kind), _label(colour)], value)
+        failures = CounterMetricFamily(
+            "bambu_farm_failures",
+            "Failed prints of the farm, by printer and the printer's error code.",
+            labels=["printer", "code"],
+        )
+        for (printer, code), count in totals.failures:
+            failures.add_metric([_label(printer), _label(code)], count)
+        yield from (prints, seconds, grams, failures)
+
+
+def render(
+    snap: MetricsSnapshot, accept: str = "", farm: Callable[[], Any] | None = None
+) -> tuple[bytes, str]:
+    """The exposition of ``snap`` in the format ``accept`` asks for: (body, content type).
+
+    ``farm``: what reads the farm's counters (called here, on the rendering thread).
+    """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(lambda: snap))
+    if farm is not None:
+        registry.register(FarmCollector(farm))
     ProcessCollector(registry=registry)
     encoder, content_type = choose_encoder(accept)
     return encoder(registry), content_type
 
 
 # --- the route ---------------------------------------------------------------------------------
+
+
+def _farm_source(ctx: ServerContext, printers: tuple[str, ...]) -> Callable[[], Any] | None:
+    """What reads the farm's counters for a token (``None``: no farm mounted)."""
+    counters = ctx.extra.get("farm_counters")
+    if counters is None:
+        return None
+    if not printers:
+        return counters.read  # type: ignore[no-any-return]
+    return lambda: counters.read().only(printers)
 
 
 def metrics_routes(ctx: ServerContext) -> APIRouter:
@@ -462,7 +530,9 @@ def metrics_routes(ctx: ServerContext) -> APIRouter:
         running = rendering.get(key)
         if running is None:
             snap = snapshot(ctx, token.printers)
-            running = asyncio.ensure_future(asyncio.to_thread(render, snap, accept))
+            running = asyncio.ensure_future(
+                asyncio.to_thread(render, snap, accept, _farm_source(ctx, token.printers))
+            )
             rendering[key] = running
             running.add_done_callback(lambda _: rendering.pop(key, None))
         body, content_type = await asyncio.shield(running)
