@@ -73,10 +73,10 @@ class DemoRun:
 Step = Callable[[DemoRun], None]
 
 
-def _say(message: str) -> None:
+def _say(message: str, *, wrap: bool = True) -> None:
     from .output import say
 
-    say(message)
+    say(message, wrap=wrap)
 
 
 def step_login(run: DemoRun) -> None:
@@ -438,6 +438,312 @@ def step_servers(run: DemoRun) -> None:
             raise CliError("the server did not answer as it should")
 
 
+# The farm step: its own simulated fleet, printing at FARM_TIME_SCALE (a job of
+# FARM_JOB_SECONDS takes 4 s), the dashboard shot at desktop width.
+FARM_PRINTERS = 6
+FARM_TIME_SCALE = 600.0
+FARM_TICK = 0.2
+FARM_JOB_SECONDS = 2400.0
+FARM_DEADLINE = 45.0  # for the whole queue to drain
+FARM_POLL = 0.1
+SCREENSHOT_SIZE = (1440, 900)
+SCREENSHOT_TIMEOUT = 20.0
+PART_NAMES = ("Bracket", "Hinge", "Gear", "Clip", "Knob", "Spacer", "Hook", "Cap")
+
+
+@dataclass(frozen=True, slots=True)
+class FarmPrinter:
+    """A printer of the demo farm as the farm server sees it (from its live state)."""
+
+    serial: str
+    product: str  # "P1S"
+    code: str  # the model code a file is sliced for ("C12")
+    nozzle: float
+    filaments: tuple[tuple[str, str], ...]  # (type, #RRGGBBAA) of every loaded slot
+
+
+@dataclass(frozen=True, slots=True)
+class FarmJob:
+    """One file the demo queues: sliced for ``code`` with ``filament``, ``copies`` times."""
+
+    name: str
+    product: str
+    code: str
+    nozzle: float
+    filament: tuple[str, str]
+    copies: int
+    target: str  # the queue's form: "any" or "model:CODE"
+
+
+def plan_farm_jobs(printers: list[FarmPrinter]) -> list[FarmJob]:
+    """Files that keep every printer busy: per model and nozzle, the filament most of them hold.
+
+    Printers of one model and nozzle are covered greedily: the filament type
+    loaded in the most of those not yet covered makes one file, with a copy
+    for each of them (the colour: the first one's tray of that type). Every
+    other file gets one copy more, so some printers print twice and the
+    queue shows its order; the first file shared by several printers is
+    targeted at their model class, the others at any printer (the file's
+    model decides anyway).
+    """
+    groups: dict[tuple[str, float], list[FarmPrinter]] = {}
+    for printer in printers:
+        if printer.filaments:
+            groups.setdefault((printer.code, printer.nozzle), []).append(printer)
+    jobs: list[FarmJob] = []
+    model_targeted = False
+    for (code, nozzle), members in groups.items():
+        left = list(members)
+        while left:
+            counts: dict[str, int] = {}
+            for printer in left:
+                for kind in {kind for kind, _ in printer.filaments}:
+                    counts[kind] = counts.get(kind, 0) + 1
+            kind = max(counts, key=lambda k: (counts[k], k))
+            covered = [p for p in left if any(k == kind for k, _ in p.filaments)]
+            colour = next(c for k, c in covered[0].filaments if k == kind)
+            left = [p for p in left if p not in covered]
+            by_model = len(covered) > 1 and not model_targeted
+            model_targeted = model_targeted or by_model
+            jobs.append(
+                FarmJob(
+                    name=PART_NAMES[len(jobs) % len(PART_NAMES)],
+                    product=covered[0].product,
+                    code=code,
+                    nozzle=nozzle,
+                    filament=(kind, colour),
+                    copies=len(covered) + (1 if len(jobs) % 2 == 0 else 0),
+                    target=f"model:{code}" if by_model else "any",
+                )
+            )
+    return jobs
+
+
+def farm_job_3mf(job: FarmJob) -> bytes:
+    """The sliced file of ``job``: a real 3MF from the simulator's writer."""
+    import io
+
+    from ..sim.threemf_writer import write_3mf
+
+    out = io.BytesIO()
+    write_3mf(
+        out,
+        name=job.name,
+        printer_model=job.code,
+        filaments=(job.filament,),
+        nozzle_diameter=job.nozzle,
+        layers=40,
+        seconds=FARM_JOB_SECONDS,
+    )
+    return out.getvalue()
+
+
+def step_farm(run: DemoRun) -> None:
+    """A simulated farm: jobs queued from 3MFs, dispatched, printed, and a dashboard screenshot."""
+    import concurrent.futures
+
+    import httpx
+
+    from ..servers.config import open_sim_server
+    from ..sim import SimConfig, Simulator
+    from .output import esc
+
+    run.heading(f"Print farm: a queue that dispatches itself to {FARM_PRINTERS} simulated printers")
+    with (
+        Simulator(
+            SimConfig(),
+            printers=FARM_PRINTERS,
+            time_scale=FARM_TIME_SCALE,
+            tick_interval=FARM_TICK,
+            camera=False,
+        ) as sim,
+        open_sim_server(sim, ("farm", "live")) as server,
+    ):
+        hub = server.ctx.hub
+        if hub is None or server.issued_token is None:
+            raise CliError("the farm server runs without its live connection")
+        serials = [e.serial for e in sim.endpoints()]
+
+        live = hub
+
+        def states() -> list[PrinterState | None]:
+            return server.call(lambda: [live.state(s) for s in serials])
+
+        # Until every printer has sent a full report: its AMS trays and external spools.
+        deadline = time.monotonic() + 20.0
+        while not all(state is not None and state.trays for state in states()):
+            if time.monotonic() > deadline:
+                raise CliError("the simulated farm's printers did not report their filaments")
+            time.sleep(0.05)
+        printers = [_farm_printer(state) for state in states()]
+        minutes = FARM_JOB_SECONDS / 60
+        _say(f"   farm server at {esc(server.url)}/farm, built as `bambu serve farm` builds it")
+        _say(
+            f"   {len(printers)} printers at {FARM_TIME_SCALE:g}x (a {minutes:g}-minute print "
+            f"takes {FARM_JOB_SECONDS / FARM_TIME_SCALE:g} s), each clearing its own bed "
+            "(auto_clear), loaded with:"
+        )
+        for p in printers:
+            loaded = ", ".join(f"{k} {c[:7]}" for k, c in p.filaments) or "nothing loaded"
+            _say(f"     {esc(p.serial)}  {esc(p.product):<8} {p.nozzle:g} mm  {esc(loaded)}")
+        control = {"Authorization": f"Bearer {server.issued_token}"}
+        with httpx.Client(base_url=server.url, headers=control, timeout=10.0) as api:
+            for p in printers:
+                _checked(
+                    api.post(
+                        f"/farm/api/printers/{p.serial}/settings", params={"auto_clear": "true"}
+                    )
+                )
+            started = time.monotonic()
+            names: dict[int, str] = {}
+            for job in plan_farm_jobs(printers):
+                answer = _checked(
+                    api.post(
+                        "/farm/api/jobs",
+                        params={"name": job.name, "copies": job.copies, "target": job.target},
+                        content=farm_job_3mf(job),
+                    )
+                )
+                ids = [int(j["id"]) for j in answer.json()["jobs"]]
+                names.update(dict.fromkeys(ids, job.name))
+                kind, colour = job.filament
+                which = "any printer" if job.target == "any" else f"{job.product} printers"
+                _say(
+                    f"   queued job{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}: "
+                    f"{esc(job.name)} sliced for {esc(job.product)} ({esc(job.code)}) "
+                    f"{job.nozzle:g} mm, {esc(kind)} {esc(colour[:7])}, target {esc(which)}"
+                )
+            products = {p.serial: p.product for p in printers}
+            shot: concurrent.futures.Future[str] | None = None
+            with concurrent.futures.ThreadPoolExecutor(1, "bambu-demo-shot") as pool:
+                seen: dict[int, str] = {}
+                while True:
+                    jobs = _checked(api.get("/farm/api/jobs", params={"history": "true"}))
+                    listed = jobs.json()["jobs"]
+                    for job_out in listed:
+                        _farm_line(job_out, seen, names, products, started)
+                    printing = sum(1 for j in listed if j["state"] == "printing")
+                    if shot is None and printing >= max(1, len(printers) // 2):
+                        shot = pool.submit(_dashboard_picture, server)
+                    if all(j["state"] in ("finished", "failed", "cancelled") for j in listed):
+                        break
+                    if time.monotonic() - started > FARM_DEADLINE:
+                        left = sum(1 for j in listed if j["state"] in ("queued", "starting"))
+                        raise CliError(
+                            f"the farm's queue did not drain in {FARM_DEADLINE:g} s "
+                            f"({left} jobs waiting)"
+                        )
+                    time.sleep(FARM_POLL)
+                drained = time.monotonic() - started
+                done = sum(1 for j in listed if j["state"] == "finished")
+                _say(
+                    f"   {done} of {len(listed)} jobs finished in {drained:.1f} s on "
+                    f"{len({j['printer'] for j in listed if j['printer']})} printers; "
+                    "the queue is empty"
+                )
+                if shot is None:
+                    shot = pool.submit(_dashboard_picture, server)
+                _say(shot.result(), wrap=False)
+
+
+def _farm_printer(state: PrinterState | None) -> FarmPrinter:
+    if state is None:
+        raise CliError("a simulated farm printer stopped reporting")
+    loaded = tuple(
+        (t.type, f"#{(t.colour or 'FFFFFFFF')[:8]}") for t in state.trays if not t.empty and t.type
+    )
+    return FarmPrinter(
+        serial=state.serial,
+        product=state.model.product,
+        code=state.model.code,
+        nozzle=state.nozzle_diameter or 0.4,
+        filaments=loaded,
+    )
+
+
+def _checked(answer: Any) -> Any:
+    """``answer`` when it succeeded; a one-line CliError with the server's detail otherwise."""
+    if answer.status_code >= 400:
+        try:
+            detail = str(answer.json().get("detail", ""))
+        except ValueError:
+            detail = ""
+        raise CliError(
+            f"the farm server answered {answer.status_code} to "
+            f"{answer.request.method} {answer.request.url.path}: {detail or 'no detail'}"
+        )
+    return answer
+
+
+def _farm_line(
+    job: dict[str, Any],
+    seen: dict[int, str],
+    names: dict[int, str],
+    products: dict[str, str],
+    started: float,
+) -> None:
+    """One line when a job is dispatched to a printer, or ends there (once per change)."""
+    from .output import esc
+
+    job_id, state, printer = int(job["id"]), str(job["state"]), str(job["printer"])
+    shown = "dispatched" if state in ("starting", "printing") else state
+    if shown == seen.get(job_id) or shown in ("queued", "held"):
+        return
+    seen[job_id] = shown
+    where = f"{esc(printer)} ({esc(products.get(printer, '?'))})"
+    elapsed = f"+{time.monotonic() - started:4.1f} s"
+    what = f"job {job_id} {esc(names.get(job_id, str(job['name'])))}"
+    if shown == "dispatched":
+        _say(f"   {elapsed}  {what} dispatched to {where}")
+    elif shown == "finished":
+        _say(f"   {elapsed}  {what} [green]finished[/green] on {where}")
+    else:
+        reason = f": {esc(str(job['reason']))}" if job.get("reason") else ""
+        _say(f"   {elapsed}  {what} [red]{esc(shown)}[/red] on {where}{reason}")
+
+
+def _dashboard_picture(server: Any) -> str:
+    """Log in as the dashboard's form does, shoot the page; the line that says where it went.
+
+    Without a browser (or when it fails) the page's HTML is saved instead,
+    its style sheet inlined, and the line says why.
+    """
+    import httpx
+
+    from ..farm.screenshot import ScreenshotError, ScreenshotUnavailable, screenshot
+    from ..servers.common import SESSION_COOKIE
+    from .output import esc
+
+    token, _ = server.ctx.gate.store.create("read", label="demo dashboard", expires_in=600)
+    with httpx.Client(base_url=server.url, timeout=10.0) as http:
+        login = http.post("/farm/login", data={"token": token})
+        session = login.cookies.get(SESSION_COOKIE)
+        if login.status_code != 303 or not session:
+            raise CliError(f"the dashboard's login answered {login.status_code}")
+        png = demo_output_dir() / "farm-dashboard.png"
+        html = png.with_suffix(".html")
+        width, height = SCREENSHOT_SIZE
+        try:
+            screenshot(
+                f"{server.url}/farm",
+                png,
+                width,
+                height,
+                cookie=(SESSION_COOKIE, session),
+                ready="#live.on",
+                timeout=SCREENSHOT_TIMEOUT,
+            )
+        except (ScreenshotUnavailable, ScreenshotError) as exc:
+            page = _checked(http.get("/farm", cookies={SESSION_COOKIE: session})).text
+            style = _checked(http.get("/farm/static/dashboard.css")).text
+            link = '<link rel="stylesheet" href="/farm/static/dashboard.css">'
+            html.write_text(page.replace(link, f"<style>{style}</style>"), "utf-8")
+            png.unlink(missing_ok=True)  # an older run's picture is not this farm
+            return f"   no screenshot, {esc(str(exc))}; the dashboard's HTML saved to {esc(html)}"
+    html.unlink(missing_ok=True)
+    return f"   dashboard screenshot ({width}x{height}, headless Chromium) saved to {esc(png)}"
+
+
 STEPS: list[Step] = [
     step_login,
     step_devices,
@@ -446,7 +752,10 @@ STEPS: list[Step] = [
     step_print_files,
     step_camera,
     step_servers,
+    step_farm,
 ]
+# Steps that need nothing of the others (``bambu demo --only NAME``).
+STANDALONE: dict[str, Step] = {"farm": step_farm}
 
 
 def demo(
@@ -457,10 +766,25 @@ def demo(
             help="Afterwards keep the simulator running (until Ctrl-C) to explore with the CLI.",
         ),
     ] = False,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            hidden=True,
+            help=f"Run one step that stands alone ({', '.join(STANDALONE)}) and nothing else.",
+        ),
+    ] = None,
 ) -> None:
     """Tour the toolkit against the embedded simulator (no account or printer needed)."""
     if OPTIONS.json:
         raise CliError("the demo is for people and has no --json output", exit_code=2)
+    steps = STEPS
+    if only is not None:
+        if only not in STANDALONE:
+            raise CliError(
+                f"--only takes a step that needs no login: {', '.join(STANDALONE)}", exit_code=2
+            )
+        steps = [STANDALONE[only]]
     with sim_extra("demo"):
         from ..sim import SimConfig, Simulator
 
@@ -479,7 +803,7 @@ def demo(
             password=demo_account.password,
         )
         try:
-            for step in STEPS:
+            for step in steps:
                 step(run)
             _say(f"\n[green]Demo finished[/green] in {time.monotonic() - started:.1f} s.")
             if serve:
