@@ -27,6 +27,7 @@ from .base import OPTIONS, CliError, sim_extra
 
 if TYPE_CHECKING:
     from ..cloud.client import BambuClient
+    from ..farm.models import Job
     from ..models.state import PrinterState
     from ..mqtt.client import BambuMQTT
     from ..protocol.login import AskCode
@@ -544,6 +545,8 @@ def step_farm(run: DemoRun) -> None:
 
     import httpx
 
+    from ..farm.models import END_STATES, JobState
+    from ..farm.service import Farm
     from ..servers.config import open_sim_server
     from ..sim import SimConfig, Simulator
     from .output import esc
@@ -560,8 +563,10 @@ def step_farm(run: DemoRun) -> None:
         open_sim_server(sim, ("farm", "live")) as server,
     ):
         hub = server.ctx.hub
-        if hub is None or server.issued_token is None:
+        farm = server.ctx.extra.get("farm")
+        if hub is None or not isinstance(farm, Farm) or server.issued_token is None:
             raise CliError("the farm server runs without its live connection")
+        store = farm.store
         serials = [e.serial for e in sim.endpoints()]
 
         live = hub
@@ -595,7 +600,6 @@ def step_farm(run: DemoRun) -> None:
                     )
                 )
             started = time.monotonic()
-            names: dict[int, str] = {}
             for job in plan_farm_jobs(printers):
                 answer = _checked(
                     api.post(
@@ -605,7 +609,6 @@ def step_farm(run: DemoRun) -> None:
                     )
                 )
                 ids = [int(j["id"]) for j in answer.json()["jobs"]]
-                names.update(dict.fromkeys(ids, job.name))
                 kind, colour = job.filament
                 which = "any printer" if job.target == "any" else f"{job.product} printers"
                 _say(
@@ -618,27 +621,28 @@ def step_farm(run: DemoRun) -> None:
             with concurrent.futures.ThreadPoolExecutor(1, "bambu-demo-shot") as pool:
                 seen: dict[int, str] = {}
                 while True:
-                    jobs = _checked(api.get("/farm/api/jobs", params={"history": "true"}))
-                    listed = jobs.json()["jobs"]
-                    for job_out in listed:
-                        _farm_line(job_out, seen, names, products, started)
-                    printing = sum(1 for j in listed if j["state"] == "printing")
+                    # The farm's own store, not its HTTP API: polling that would spend
+                    # the token's rate limit (and what is read here is the same).
+                    listed = store.jobs()
+                    for job_now in listed:
+                        _farm_line(job_now, seen, products, started)
+                    printing = sum(1 for j in listed if j.state == JobState.PRINTING)
                     if shot is None and printing >= max(1, len(printers) // 2):
                         shot = pool.submit(_dashboard_picture, server)
-                    if all(j["state"] in ("finished", "failed", "cancelled") for j in listed):
+                    if all(j.state in END_STATES for j in listed):
                         break
                     if time.monotonic() - started > FARM_DEADLINE:
-                        left = sum(1 for j in listed if j["state"] in ("queued", "starting"))
+                        left = sum(1 for j in listed if j.state not in END_STATES)
                         raise CliError(
                             f"the farm's queue did not drain in {FARM_DEADLINE:g} s "
-                            f"({left} jobs waiting)"
+                            f"({left} jobs not done)"
                         )
                     time.sleep(FARM_POLL)
                 drained = time.monotonic() - started
-                done = sum(1 for j in listed if j["state"] == "finished")
+                done = sum(1 for j in listed if j.state == JobState.FINISHED)
                 _say(
                     f"   {done} of {len(listed)} jobs finished in {drained:.1f} s on "
-                    f"{len({j['printer'] for j in listed if j['printer']})} printers; "
+                    f"{len({j.printer for j in listed if j.printer})} printers; "
                     "the queue is empty"
                 )
                 if shot is None:
@@ -675,31 +679,25 @@ def _checked(answer: Any) -> Any:
     return answer
 
 
-def _farm_line(
-    job: dict[str, Any],
-    seen: dict[int, str],
-    names: dict[int, str],
-    products: dict[str, str],
-    started: float,
-) -> None:
+def _farm_line(job: Job, seen: dict[int, str], products: dict[str, str], started: float) -> None:
     """One line when a job is dispatched to a printer, or ends there (once per change)."""
+    from ..farm.models import JobState
     from .output import esc
 
-    job_id, state, printer = int(job["id"]), str(job["state"]), str(job["printer"])
-    shown = "dispatched" if state in ("starting", "printing") else state
-    if shown == seen.get(job_id) or shown in ("queued", "held"):
+    shown = "dispatched" if job.state in (JobState.STARTING, JobState.PRINTING) else job.state
+    if shown == seen.get(job.id) or shown in (JobState.QUEUED, JobState.HELD):
         return
-    seen[job_id] = shown
-    where = f"{esc(printer)} ({esc(products.get(printer, '?'))})"
+    seen[job.id] = shown
+    where = f"{esc(job.printer)} ({esc(products.get(job.printer, '?'))})"
     elapsed = f"+{time.monotonic() - started:.1f} s"
-    what = f"job {job_id} {esc(names.get(job_id, str(job['name'])))}"
+    what = f"job {job.id} {esc(job.name)}"
     if shown == "dispatched":
         _say(f"   {elapsed}  {what} dispatched to {where}")
-    elif shown == "finished":
+    elif shown == JobState.FINISHED:
         _say(f"   {elapsed}  {what} [green]finished[/green] on {where}")
     else:
-        reason = f": {esc(str(job['reason']))}" if job.get("reason") else ""
-        _say(f"   {elapsed}  {what} [red]{esc(shown)}[/red] on {where}{reason}")
+        reason = f": {esc(job.reason)}" if job.reason else ""
+        _say(f"   {elapsed}  {what} [red]{esc(str(shown))}[/red] on {where}{reason}")
 
 
 def _dashboard_picture(server: Any) -> str:
