@@ -449,6 +449,7 @@ FARM_DEADLINE = 45.0  # for the whole queue to drain
 FARM_POLL = 0.1
 SCREENSHOT_SIZE = (1440, 900)
 SCREENSHOT_TIMEOUT = 20.0
+FARM_EXTRA_MODULES = ("sqlalchemy",)  # the queue's store (the farm extra)
 PART_NAMES = ("Bracket", "Hinge", "Gear", "Clip", "Knob", "Spacer", "Hook", "Cap")
 
 
@@ -542,16 +543,25 @@ def farm_job_3mf(job: FarmJob) -> bytes:
 def step_farm(run: DemoRun) -> None:
     """A simulated farm: jobs queued from 3MFs, dispatched, printed, and a dashboard screenshot."""
     import concurrent.futures
+    import importlib.util
 
     import httpx
 
     from ..farm.models import END_STATES, JobState
-    from ..farm.service import Farm
     from ..servers.config import open_sim_server
     from ..sim import SimConfig, Simulator
     from .output import esc
 
     run.heading(f"Print farm: a queue that dispatches itself to {FARM_PRINTERS} simulated printers")
+    missing = [m for m in FARM_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        _say(
+            f"   skipped: the farm needs its extra ({', '.join(missing)} is not installed): "
+            + esc("pip install 'bambulab[farm]'")
+        )
+        return
+    from ..farm.service import Farm
+
     with (
         Simulator(
             SimConfig(),
@@ -647,7 +657,10 @@ def step_farm(run: DemoRun) -> None:
                 )
                 if shot is None:
                     shot = pool.submit(_dashboard_picture, server)
-                _say(shot.result(), wrap=False)
+                try:
+                    _say(shot.result(), wrap=False)
+                except httpx.HTTPError as exc:
+                    raise CliError(f"the dashboard did not answer: {exc}") from None
 
 
 def _farm_printer(state: PrinterState | None) -> FarmPrinter:
