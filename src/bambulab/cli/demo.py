@@ -26,6 +26,8 @@ import typer
 from .base import OPTIONS, CliError, sim_extra
 
 if TYPE_CHECKING:
+    import threading
+
     from ..cloud.client import BambuClient
     from ..farm.models import Job
     from ..models.state import PrinterState
@@ -440,15 +442,17 @@ def step_servers(run: DemoRun) -> None:
 
 
 # The farm step: its own simulated fleet, printing at FARM_TIME_SCALE (a job of
-# FARM_JOB_SECONDS takes 3 s), the dashboard shot at desktop width.
+# FARM_JOB_SECONDS takes 2 s), the dashboard shot at desktop width.
 FARM_PRINTERS = 6
 FARM_TIME_SCALE = 600.0
 FARM_TICK = 0.2
-FARM_JOB_SECONDS = 1800.0
+FARM_JOB_SECONDS = 1200.0
 FARM_DEADLINE = 45.0  # for the whole queue to drain
 FARM_POLL = 0.1
 SCREENSHOT_SIZE = (1440, 900)
 SCREENSHOT_TIMEOUT = 20.0
+SHOT_PRINTING = 2  # tiles printing in the picture, at least...
+SHOT_SETTLE = 0.5  # ...and half a second more: their progress bars have moved
 FARM_EXTRA_MODULES = ("sqlalchemy",)  # the queue's store (the farm extra)
 PART_NAMES = ("Bracket", "Hinge", "Gear", "Clip", "Knob", "Spacer", "Hook", "Cap")
 
@@ -544,6 +548,7 @@ def step_farm(run: DemoRun) -> None:
     """A simulated farm: jobs queued from 3MFs, dispatched, printed, and a dashboard screenshot."""
     import concurrent.futures
     import importlib.util
+    import threading
 
     import httpx
 
@@ -602,13 +607,19 @@ def step_farm(run: DemoRun) -> None:
             loaded = ", ".join(f"{k} {c[:7]}" for k, c in p.filaments) or "nothing loaded"
             _say(f"     {esc(p.serial)}  {esc(p.product):<8} {p.nozzle:g} mm  {esc(loaded)}")
         control = {"Authorization": f"Bearer {server.issued_token}"}
-        with httpx.Client(base_url=server.url, headers=control, timeout=10.0) as api:
+        printing = threading.Event()  # several tiles print: the moment to show the page
+        with (
+            httpx.Client(base_url=server.url, headers=control, timeout=10.0) as api,
+            concurrent.futures.ThreadPoolExecutor(1, "bambu-demo-shot") as pool,
+        ):
             for p in printers:
                 _checked(
                     api.post(
                         f"/farm/api/printers/{p.serial}/settings", params={"auto_clear": "true"}
                     )
                 )
+            # The browser starts while the queue fills; it shoots when tiles print.
+            shot = pool.submit(_dashboard_picture, server, printing)
             started = time.monotonic()
             for job in plan_farm_jobs(printers):
                 answer = _checked(
@@ -627,40 +638,37 @@ def step_farm(run: DemoRun) -> None:
                     f"{job.nozzle:g} mm, {esc(kind)} {esc(colour[:7])}, target {esc(which)}"
                 )
             products = {p.serial: p.product for p in printers}
-            shot: concurrent.futures.Future[str] | None = None
-            with concurrent.futures.ThreadPoolExecutor(1, "bambu-demo-shot") as pool:
-                seen: dict[int, str] = {}
-                while True:
-                    # The farm's own store, not its HTTP API: polling that would spend
-                    # the token's rate limit (and what is read here is the same).
-                    listed = store.jobs()
-                    for job_now in listed:
-                        _farm_line(job_now, seen, products, started)
-                    printing = sum(1 for j in listed if j.state == JobState.PRINTING)
-                    if shot is None and printing >= max(1, len(printers) // 2):
-                        shot = pool.submit(_dashboard_picture, server)
-                    if all(j.state in END_STATES for j in listed):
-                        break
-                    if time.monotonic() - started > FARM_DEADLINE:
-                        left = sum(1 for j in listed if j.state not in END_STATES)
-                        raise CliError(
-                            f"the farm's queue did not drain in {FARM_DEADLINE:g} s "
-                            f"({left} jobs not done)"
-                        )
-                    time.sleep(FARM_POLL)
-                drained = time.monotonic() - started
-                done = sum(1 for j in listed if j.state == JobState.FINISHED)
-                _say(
-                    f"   {done} of {len(listed)} jobs finished in {drained:.1f} s on "
-                    f"{len({j.printer for j in listed if j.printer})} printers; "
-                    "the queue is empty"
-                )
-                if shot is None:
-                    shot = pool.submit(_dashboard_picture, server)
-                try:
-                    _say(shot.result(), wrap=False)
-                except httpx.HTTPError as exc:
-                    raise CliError(f"the dashboard did not answer: {exc}") from None
+            seen: dict[int, str] = {}
+            while True:
+                # The farm's own store, not its HTTP API: polling that would spend the
+                # token's rate limit (and what is read here is the same).
+                listed = store.jobs()
+                for job_now in listed:
+                    _farm_line(job_now, seen, products, started)
+                if sum(1 for j in listed if j.state == JobState.PRINTING) >= SHOT_PRINTING:
+                    printing.set()
+                if all(j.state in END_STATES for j in listed):
+                    break
+                if time.monotonic() - started > FARM_DEADLINE:
+                    left = sum(1 for j in listed if j.state not in END_STATES)
+                    printing.set()  # the picture need not wait any longer
+                    raise CliError(
+                        f"the farm's queue did not drain in {FARM_DEADLINE:g} s "
+                        f"({left} jobs not done)"
+                    )
+                time.sleep(FARM_POLL)
+            printing.set()
+            drained = time.monotonic() - started
+            done = sum(1 for j in listed if j.state == JobState.FINISHED)
+            _say(
+                f"   {done} of {len(listed)} jobs finished in {drained:.1f} s on "
+                f"{len({j.printer for j in listed if j.printer})} printers; "
+                "the queue is empty"
+            )
+            try:
+                _say(shot.result(), wrap=False)
+            except httpx.HTTPError as exc:
+                raise CliError(f"the dashboard did not answer: {exc}") from None
 
 
 def _farm_printer(state: PrinterState | None) -> FarmPrinter:
@@ -713,11 +721,13 @@ def _farm_line(job: Job, seen: dict[int, str], products: dict[str, str], started
         _say(f"   {elapsed}  {what} [red]{esc(str(shown))}[/red] on {where}{reason}")
 
 
-def _dashboard_picture(server: Any) -> str:
+def _dashboard_picture(server: Any, printing: threading.Event) -> str:
     """Log in as the dashboard's form does, shoot the page; the line that says where it went.
 
-    Without a browser (or when it fails) the page's HTML is saved instead,
-    its style sheet inlined, and the line says why.
+    The browser waits on the page itself until :data:`SHOT_PRINTING` tiles
+    print. Without a browser (or when it fails) the page's HTML is saved
+    instead, once ``printing`` is set, its style sheet inlined, and the line
+    says why.
     """
     import httpx
 
@@ -741,10 +751,12 @@ def _dashboard_picture(server: Any) -> str:
                 width,
                 height,
                 cookie=(SESSION_COOKIE, session),
-                ready="#live.on",
+                ready=("#live.on", " ~ ".join(["article.s-printing"] * SHOT_PRINTING)),
+                settle=SHOT_SETTLE,
                 timeout=SCREENSHOT_TIMEOUT,
             )
         except (ScreenshotUnavailable, ScreenshotError) as exc:
+            printing.wait(SCREENSHOT_TIMEOUT)
             page = _checked(http.get("/farm", cookies={SESSION_COOKIE: session})).text
             style = _checked(http.get("/farm/static/dashboard.css")).text
             link = '<link rel="stylesheet" href="/farm/static/dashboard.css">'

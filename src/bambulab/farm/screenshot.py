@@ -4,7 +4,8 @@
 at exactly ``width`` x ``height`` CSS pixels (scale 1), with the cookie set
 for that address before the first request (a dashboard's session cookie:
 the page loads logged in), waits until the page has loaded and, when asked,
-until an element matching ``ready`` is there, and writes a PNG.
+until every CSS selector of ``ready`` matches (a live page that has reached
+the state worth showing), and writes a PNG.
 
 It drives the browser through Selenium when that is importable (the ``dev``
 extra) and uses the system's browser only: ``/usr/bin/chromium`` and
@@ -22,6 +23,7 @@ import contextlib
 import importlib.util
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,18 +92,20 @@ def screenshot(
     height: int = 900,
     *,
     cookie: tuple[str, str] | None = None,
-    ready: str | None = None,
+    ready: Sequence[str] = (),
+    settle: float = 0.0,
     timeout: float = 20.0,
 ) -> Path:
     """Load ``url`` in headless Chromium at ``width`` x ``height`` and save a PNG at ``path``.
 
     ``cookie`` (name, value) is set for ``url`` before it loads (HttpOnly,
-    SameSite=Strict, as a login form sets a session). ``ready``: a CSS
-    selector to wait for after the load. Everything together gets
-    ``timeout`` seconds. Returns ``path``.
+    SameSite=Strict, as a login form sets a session). ``ready``: CSS
+    selectors that must all match before the picture; then ``settle`` more
+    seconds let a live page move on (progress bars fill). Everything together
+    gets ``timeout`` seconds (and ``settle``). Returns ``path``.
     """
-    if width < 1 or height < 1:
-        raise ValueError("width and height must be positive")
+    if width < 1 or height < 1 or timeout <= 0 or settle < 0:
+        raise ValueError("width, height and timeout must be positive, settle not negative")
     browser, driver_path = browser_paths()
     from selenium import webdriver
     from selenium.common.exceptions import WebDriverException
@@ -147,15 +151,17 @@ def screenshot(
                 },
             )
         driver.get(url)
+        wanted = [ready] if isinstance(ready, str) else list(ready)
         while not driver.execute_script(
             "return document.readyState === 'complete' && "
-            "(!arguments[0] || !!document.querySelector(arguments[0]))",
-            ready or "",
+            "arguments[0].every(s => document.querySelector(s) !== null)",
+            wanted,
         ):
             if time.monotonic() > deadline:
-                what = f"no {visible(ready)} on the page" if ready else "the page did not load"
-                raise ScreenshotError(f"{what} within {timeout:g} s")
+                what = f"no {visible(' and '.join(wanted))}" if wanted else "not loaded"
+                raise ScreenshotError(f"the page had {what} within {timeout:g} s")
             time.sleep(0.05)
+        time.sleep(max(0.0, settle))
         png: bytes = driver.get_screenshot_as_png()
     except WebDriverException as exc:
         raise ScreenshotError(f"the browser failed: {_reason(exc)}") from None
