@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 from PIL import Image
 
 from bambulab.cli.demo import FarmPrinter, plan_farm_jobs
-from bambulab.farm.screenshot import ScreenshotUnavailable, screenshot
+from bambulab.farm.screenshot import ScreenshotError, ScreenshotUnavailable, screenshot
 from tests.binaries import BINARIES, needs
 from tests.cli import forkrun
 from tests.cli.conftest import Bambu, Result
@@ -302,3 +305,61 @@ def test_farm_plan_gives_every_loaded_printer_a_job_it_can_print() -> None:
     ]
     assert [j.copies for j in jobs] == [3, 1, 2]
     assert jobs[0].filament == ("PETG", "#000000FF")  # the first holder's colour
+
+
+@pytest.fixture
+def page_server() -> Iterator[tuple[str, list[str]]]:
+    """A loopback page that shows ``#in`` only to a request carrying cookie ``s``;
+    the Cookie headers it received."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            cookie = self.headers.get("Cookie", "")
+            seen.append(cookie)
+            inside = '<p id="in" style="margin:0">in</p>' if "s=bbt_value" in cookie else ""
+            body = (
+                '<!doctype html><body style="margin:0;background:#1e88e5">'
+                f'<div style="background:#fff;width:160px;height:100px">{inside}</div></body>'
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/page", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@needs("chromium")
+@needs("chromedriver")
+def test_screenshot_is_exactly_the_size_asked_and_sends_the_cookie(
+    page_server: tuple[str, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BAMBU_CHROMIUM", BINARIES["chromium"].path() or "")
+    monkeypatch.setenv("BAMBU_CHROMEDRIVER", BINARIES["chromedriver"].path() or "")
+    url, seen = page_server
+    shot = tmp_path / "page.png"
+    assert screenshot(url, shot, 320, 200, cookie=("s", "bbt_value"), ready=["#in"]) == shot
+    assert seen[0] == "s=bbt_value"  # the very first request carried it
+    with Image.open(shot) as image:
+        assert image.format == "PNG" and image.size == (320, 200)
+        rgb = image.convert("RGB")
+        assert rgb.getpixel((10, 10)) == (255, 255, 255)  # the white half...
+        assert rgb.getpixel((310, 190)) == PRINTING_BLUE  # ...on the page's blue
+    # A page that never gets ready: one line, no picture, the cookie's value not in it.
+    late = tmp_path / "late.png"
+    with pytest.raises(ScreenshotError) as caught:
+        screenshot(url, late, 320, 200, cookie=("s", "other"), ready=["#in"], timeout=1.5)
+    assert str(caught.value) == "the page had no #in within 1.5 s"
+    assert not late.exists() and seen[-1] == "s=other"
