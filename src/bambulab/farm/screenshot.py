@@ -77,10 +77,13 @@ def browser_paths() -> tuple[str, str]:
     return browser, driver
 
 
-def _reason(exc: BaseException) -> str:
-    """WebDriver's message as one short line (its first line; it may carry a stack)."""
-    text = getattr(exc, "msg", None) or str(exc)
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+def _reason(exc: BaseException, secret: str = "") -> str:
+    """WebDriver's message as one short line (its first line; it may carry a stack),
+    ``secret`` (the cookie's value) blotted out should the browser quote it."""
+    text = str(getattr(exc, "msg", None) or exc)
+    if secret:
+        text = text.replace(secret, "***")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     shown = visible(lines[0]) if lines else type(exc).__name__
     return shown if len(shown) <= _REASON_LIMIT else shown[: _REASON_LIMIT - 1] + "…"
 
@@ -164,7 +167,8 @@ def screenshot(
         time.sleep(max(0.0, settle))
         png: bytes = driver.get_screenshot_as_png()
     except WebDriverException as exc:
-        raise ScreenshotError(f"the browser failed: {_reason(exc)}") from None
+        secret = cookie[1] if cookie is not None else ""
+        raise ScreenshotError(f"the browser failed: {_reason(exc, secret)}") from None
     finally:
         with contextlib.suppress(Exception):  # a browser that died already: nothing to stop
             driver.quit()
