@@ -363,3 +363,13 @@ def test_screenshot_is_exactly_the_size_asked_and_sends_the_cookie(
         screenshot(url, late, 320, 200, cookie=("s", "other"), ready=["#in"], timeout=1.5)
     assert str(caught.value) == "the page had no #in within 1.5 s"
     assert not late.exists() and seen[-1] == "s=other"
+
+
+def test_a_browser_error_is_one_line_without_the_cookie() -> None:
+    from selenium.common.exceptions import WebDriverException
+
+    from bambulab.farm.screenshot import _reason
+
+    quoted = WebDriverException("invalid cookie bbt_secret_value\nStacktrace:\n#0 0x55d")
+    assert _reason(quoted, "bbt_secret_value") == "invalid cookie ***"
+    assert _reason(WebDriverException("\x1b[2Jgone")) == "\\x1b[2Jgone"
