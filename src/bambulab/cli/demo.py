@@ -26,7 +26,10 @@ import typer
 from .base import OPTIONS, CliError, sim_extra
 
 if TYPE_CHECKING:
+    import threading
+
     from ..cloud.client import BambuClient
+    from ..farm.models import Job
     from ..models.state import PrinterState
     from ..mqtt.client import BambuMQTT
     from ..protocol.login import AskCode
@@ -73,10 +76,10 @@ class DemoRun:
 Step = Callable[[DemoRun], None]
 
 
-def _say(message: str) -> None:
+def _say(message: str, *, wrap: bool = True) -> None:
     from .output import say
 
-    say(message)
+    say(message, wrap=wrap)
 
 
 def step_login(run: DemoRun) -> None:
@@ -438,6 +441,332 @@ def step_servers(run: DemoRun) -> None:
             raise CliError("the server did not answer as it should")
 
 
+# The farm step: its own simulated fleet, printing at FARM_TIME_SCALE (a job of
+# FARM_JOB_SECONDS takes 2 s), the dashboard shot at desktop width.
+FARM_PRINTERS = 6
+FARM_TIME_SCALE = 600.0
+FARM_TICK = 0.2
+FARM_JOB_SECONDS = 1200.0
+FARM_DEADLINE = 45.0  # for the whole queue to drain
+FARM_POLL = 0.1
+SCREENSHOT_SIZE = (1440, 900)
+SCREENSHOT_TIMEOUT = 20.0
+SHOT_PRINTING = 2  # tiles printing in the picture, at least...
+SHOT_SETTLE = 0.5  # ...and half a second more: their progress bars have moved
+FARM_EXTRA_MODULES = ("sqlalchemy",)  # the queue's store (the farm extra)
+PART_NAMES = ("Bracket", "Hinge", "Gear", "Clip", "Knob", "Spacer", "Hook", "Cap")
+
+
+@dataclass(frozen=True, slots=True)
+class FarmPrinter:
+    """A printer of the demo farm as the farm server sees it (from its live state)."""
+
+    serial: str
+    product: str  # "P1S"
+    code: str  # the model code a file is sliced for ("C12")
+    nozzle: float
+    filaments: tuple[tuple[str, str], ...]  # (type, #RRGGBBAA) of every loaded slot
+
+
+@dataclass(frozen=True, slots=True)
+class FarmJob:
+    """One file the demo queues: sliced for ``code`` with ``filament``, ``copies`` times."""
+
+    name: str
+    product: str
+    code: str
+    nozzle: float
+    filament: tuple[str, str]
+    copies: int
+    target: str  # the queue's form: "any" or "model:CODE"
+
+
+def plan_farm_jobs(printers: list[FarmPrinter]) -> list[FarmJob]:
+    """Files that keep every printer busy: per model and nozzle, the filament most of them hold.
+
+    Printers of one model and nozzle are covered greedily: the filament type
+    loaded in the most of those not yet covered makes one file, with a copy
+    for each of them (the colour: the first one's tray of that type). Every
+    other file gets one copy more, so some printers print twice and the
+    queue shows its order; the first file shared by several printers is
+    targeted at their model class, the others at any printer (the file's
+    model decides anyway).
+    """
+    groups: dict[tuple[str, float], list[FarmPrinter]] = {}
+    for printer in printers:
+        if printer.filaments:
+            groups.setdefault((printer.code, printer.nozzle), []).append(printer)
+    jobs: list[FarmJob] = []
+    model_targeted = False
+    for (code, nozzle), members in groups.items():
+        left = list(members)
+        while left:
+            counts: dict[str, int] = {}
+            for printer in left:
+                for kind in {kind for kind, _ in printer.filaments}:
+                    counts[kind] = counts.get(kind, 0) + 1
+            kind = max(counts, key=lambda k: (counts[k], k))
+            covered = [p for p in left if any(k == kind for k, _ in p.filaments)]
+            colour = next(c for k, c in covered[0].filaments if k == kind)
+            left = [p for p in left if p not in covered]
+            by_model = len(covered) > 1 and not model_targeted
+            model_targeted = model_targeted or by_model
+            jobs.append(
+                FarmJob(
+                    name=PART_NAMES[len(jobs) % len(PART_NAMES)],
+                    product=covered[0].product,
+                    code=code,
+                    nozzle=nozzle,
+                    filament=(kind, colour),
+                    copies=len(covered) + (1 if len(jobs) % 2 == 0 else 0),
+                    target=f"model:{code}" if by_model else "any",
+                )
+            )
+    return jobs
+
+
+def farm_job_3mf(job: FarmJob) -> bytes:
+    """The sliced file of ``job``: a real 3MF from the simulator's writer."""
+    import io
+
+    from ..sim.threemf_writer import write_3mf
+
+    out = io.BytesIO()
+    write_3mf(
+        out,
+        name=job.name,
+        printer_model=job.code,
+        filaments=(job.filament,),
+        nozzle_diameter=job.nozzle,
+        layers=40,
+        seconds=FARM_JOB_SECONDS,
+    )
+    return out.getvalue()
+
+
+def step_farm(run: DemoRun) -> None:
+    """A simulated farm: jobs queued from 3MFs, dispatched, printed, and a dashboard screenshot."""
+    import concurrent.futures
+    import importlib.util
+    import threading
+
+    import httpx
+
+    from ..farm.models import END_STATES, JobState
+    from ..servers.config import open_sim_server
+    from ..sim import SimConfig, Simulator
+    from .output import esc
+
+    run.heading(f"Print farm: a queue that dispatches itself to {FARM_PRINTERS} simulated printers")
+    missing = [m for m in FARM_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        _say(
+            f"   skipped: the farm needs its extra ({', '.join(missing)} is not installed): "
+            + esc("pip install 'bambulab[farm]'")
+        )
+        return
+    from ..farm.service import Farm
+
+    with (
+        Simulator(
+            SimConfig(),
+            printers=FARM_PRINTERS,
+            time_scale=FARM_TIME_SCALE,
+            tick_interval=FARM_TICK,
+            camera=False,
+        ) as sim,
+        open_sim_server(sim, ("farm", "live")) as server,
+    ):
+        hub = server.ctx.hub
+        farm = server.ctx.extra.get("farm")
+        if hub is None or not isinstance(farm, Farm) or server.issued_token is None:
+            raise CliError("the farm server runs without its live connection")
+        store = farm.store
+        serials = [e.serial for e in sim.endpoints()]
+
+        live = hub
+
+        def states() -> list[PrinterState | None]:
+            return server.call(lambda: [live.state(s) for s in serials])
+
+        # Until every printer has sent a full report: its AMS trays and external spools.
+        deadline = time.monotonic() + 20.0
+        while not all(state is not None and state.trays for state in states()):
+            if time.monotonic() > deadline:
+                raise CliError("the simulated farm's printers did not report their filaments")
+            time.sleep(0.05)
+        printers = [_farm_printer(state) for state in states()]
+        minutes = FARM_JOB_SECONDS / 60
+        _say(f"   farm server at {esc(server.url)}/farm, built as `bambu serve farm` builds it")
+        _say(
+            f"   {len(printers)} printers at {FARM_TIME_SCALE:g}x (a {minutes:g}-minute print "
+            f"takes {FARM_JOB_SECONDS / FARM_TIME_SCALE:g} s), each clearing its own bed "
+            "(auto_clear), loaded with:"
+        )
+        for p in printers:
+            loaded = ", ".join(f"{k} {c[:7]}" for k, c in p.filaments) or "nothing loaded"
+            _say(f"     {esc(p.serial)}  {esc(p.product):<8} {p.nozzle:g} mm  {esc(loaded)}")
+        control = {"Authorization": f"Bearer {server.issued_token}"}
+        printing = threading.Event()  # several tiles print: the moment to show the page
+        with (
+            httpx.Client(base_url=server.url, headers=control, timeout=10.0) as api,
+            concurrent.futures.ThreadPoolExecutor(1, "bambu-demo-shot") as pool,
+        ):
+            for p in printers:
+                _checked(
+                    api.post(
+                        f"/farm/api/printers/{p.serial}/settings", params={"auto_clear": "true"}
+                    )
+                )
+            # The browser starts while the queue fills; it shoots when tiles print.
+            shot = pool.submit(_dashboard_picture, server, printing)
+            started = time.monotonic()
+            for job in plan_farm_jobs(printers):
+                answer = _checked(
+                    api.post(
+                        "/farm/api/jobs",
+                        params={"name": job.name, "copies": job.copies, "target": job.target},
+                        content=farm_job_3mf(job),
+                    )
+                )
+                ids = [int(j["id"]) for j in answer.json()["jobs"]]
+                kind, colour = job.filament
+                which = "any printer" if job.target == "any" else f"{job.product} printers"
+                _say(
+                    f"   queued job{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}: "
+                    f"{esc(job.name)} sliced for {esc(job.product)} ({esc(job.code)}) "
+                    f"{job.nozzle:g} mm, {esc(kind)} {esc(colour[:7])}, target {esc(which)}"
+                )
+            products = {p.serial: p.product for p in printers}
+            seen: dict[int, str] = {}
+            while True:
+                # The farm's own store, not its HTTP API: polling that would spend the
+                # token's rate limit (and what is read here is the same).
+                listed = store.jobs()
+                for job_now in listed:
+                    _farm_line(job_now, seen, products, started)
+                if sum(1 for j in listed if j.state == JobState.PRINTING) >= SHOT_PRINTING:
+                    printing.set()
+                if all(j.state in END_STATES for j in listed):
+                    break
+                if time.monotonic() - started > FARM_DEADLINE:
+                    left = sum(1 for j in listed if j.state not in END_STATES)
+                    printing.set()  # the picture need not wait any longer
+                    raise CliError(
+                        f"the farm's queue did not drain in {FARM_DEADLINE:g} s "
+                        f"({left} jobs not done)"
+                    )
+                time.sleep(FARM_POLL)
+            printing.set()
+            drained = time.monotonic() - started
+            done = sum(1 for j in listed if j.state == JobState.FINISHED)
+            _say(
+                f"   {done} of {len(listed)} jobs finished in {drained:.1f} s on "
+                f"{len({j.printer for j in listed if j.printer})} printers; "
+                "the queue is empty"
+            )
+            try:
+                _say(shot.result(), wrap=False)
+            except httpx.HTTPError as exc:
+                raise CliError(f"the dashboard did not answer: {exc}") from None
+
+
+def _farm_printer(state: PrinterState | None) -> FarmPrinter:
+    if state is None:
+        raise CliError("a simulated farm printer stopped reporting")
+    loaded = tuple(
+        (t.type, f"#{(t.colour or 'FFFFFFFF')[:8]}") for t in state.trays if not t.empty and t.type
+    )
+    return FarmPrinter(
+        serial=state.serial,
+        product=state.model.product,
+        code=state.model.code,
+        nozzle=state.nozzle_diameter or 0.4,
+        filaments=loaded,
+    )
+
+
+def _checked(answer: Any) -> Any:
+    """``answer`` when it succeeded; a one-line CliError with the server's detail otherwise."""
+    if answer.status_code >= 400:
+        try:
+            detail = str(answer.json().get("detail", ""))
+        except ValueError:
+            detail = ""
+        raise CliError(
+            f"the farm server answered {answer.status_code} to "
+            f"{answer.request.method} {answer.request.url.path}: {detail or 'no detail'}"
+        )
+    return answer
+
+
+def _farm_line(job: Job, seen: dict[int, str], products: dict[str, str], started: float) -> None:
+    """One line when a job is dispatched to a printer, or ends there (once per change)."""
+    from ..farm.models import JobState
+    from .output import esc
+
+    shown = "dispatched" if job.state in (JobState.STARTING, JobState.PRINTING) else job.state
+    if shown == seen.get(job.id) or shown in (JobState.QUEUED, JobState.HELD):
+        return
+    seen[job.id] = shown
+    where = f"{esc(job.printer)} ({esc(products.get(job.printer, '?'))})"
+    elapsed = f"+{time.monotonic() - started:.1f} s"
+    what = f"job {job.id} {esc(job.name)}"
+    if shown == "dispatched":
+        _say(f"   {elapsed}  {what} dispatched to {where}")
+    elif shown == JobState.FINISHED:
+        _say(f"   {elapsed}  {what} [green]finished[/green] on {where}")
+    else:
+        reason = f": {esc(job.reason)}" if job.reason else ""
+        _say(f"   {elapsed}  {what} [red]{esc(str(shown))}[/red] on {where}{reason}")
+
+
+def _dashboard_picture(server: Any, printing: threading.Event) -> str:
+    """Log in as the dashboard's form does, shoot the page; the line that says where it went.
+
+    The browser waits on the page itself until :data:`SHOT_PRINTING` tiles
+    print. Without a browser (or when it fails) the page's HTML is saved
+    instead, once ``printing`` is set, its style sheet inlined, and the line
+    says why.
+    """
+    import httpx
+
+    from ..farm.screenshot import ScreenshotError, ScreenshotUnavailable, screenshot
+    from ..servers.common import SESSION_COOKIE
+    from .output import esc
+
+    token, _ = server.ctx.gate.store.create("read", label="demo dashboard", expires_in=600)
+    with httpx.Client(base_url=server.url, timeout=10.0) as http:
+        login = http.post("/farm/login", data={"token": token})
+        session = login.cookies.get(SESSION_COOKIE)
+        if login.status_code != 303 or not session:
+            raise CliError(f"the dashboard's login answered {login.status_code}")
+        png = demo_output_dir() / "farm-dashboard.png"
+        html = png.with_suffix(".html")
+        width, height = SCREENSHOT_SIZE
+        try:
+            screenshot(
+                f"{server.url}/farm",
+                png,
+                width,
+                height,
+                cookie=(SESSION_COOKIE, session),
+                ready=("#live.on", " ~ ".join(["article.s-printing"] * SHOT_PRINTING)),
+                settle=SHOT_SETTLE,
+                timeout=SCREENSHOT_TIMEOUT,
+            )
+        except (ScreenshotUnavailable, ScreenshotError) as exc:
+            printing.wait(SCREENSHOT_TIMEOUT)
+            page = _checked(http.get("/farm", cookies={SESSION_COOKIE: session})).text
+            style = _checked(http.get("/farm/static/dashboard.css")).text
+            link = '<link rel="stylesheet" href="/farm/static/dashboard.css">'
+            html.write_text(page.replace(link, f"<style>{style}</style>"), "utf-8")
+            png.unlink(missing_ok=True)  # an older run's picture is not this farm
+            return f"   no screenshot, {esc(str(exc))}; the dashboard's HTML saved to {esc(html)}"
+    html.unlink(missing_ok=True)
+    return f"   dashboard screenshot ({width}x{height}, headless Chromium) saved to {esc(png)}"
+
+
 STEPS: list[Step] = [
     step_login,
     step_devices,
@@ -446,7 +775,23 @@ STEPS: list[Step] = [
     step_print_files,
     step_camera,
     step_servers,
+    step_farm,
 ]
+# The steps by name, for ``bambu demo --only NAME,...``; these need the login step's client.
+NAMED_STEPS: dict[str, Step] = {step.__name__.removeprefix("step_"): step for step in STEPS}
+NEED_LOGIN = frozenset({"devices", "tasks", "live", "print_files"})
+
+
+def chosen_steps(only: str | None) -> list[Step]:
+    """The tour's steps, or those named (in the tour's order, the login first when needed)."""
+    if only is None:
+        return STEPS
+    names = {name.strip() for name in only.split(",") if name.strip()}
+    if not names or names - NAMED_STEPS.keys():
+        raise CliError(f"--only takes steps among {', '.join(NAMED_STEPS)}", exit_code=2)
+    if names & NEED_LOGIN:
+        names.add("login")
+    return [step for name, step in NAMED_STEPS.items() if name in names]
 
 
 def demo(
@@ -457,10 +802,19 @@ def demo(
             help="Afterwards keep the simulator running (until Ctrl-C) to explore with the CLI.",
         ),
     ] = False,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            hidden=True,
+            help="Run only these steps (comma-separated names; the login too when they need it).",
+        ),
+    ] = None,
 ) -> None:
     """Tour the toolkit against the embedded simulator (no account or printer needed)."""
     if OPTIONS.json:
         raise CliError("the demo is for people and has no --json output", exit_code=2)
+    steps = chosen_steps(only)
     with sim_extra("demo"):
         from ..sim import SimConfig, Simulator
 
@@ -479,7 +833,7 @@ def demo(
             password=demo_account.password,
         )
         try:
-            for step in STEPS:
+            for step in steps:
                 step(run)
             _say(f"\n[green]Demo finished[/green] in {time.monotonic() - started:.1f} s.")
             if serve:

@@ -120,10 +120,12 @@ class Dispatcher:
         an idle printer while jobs wait.
         """
         self.turns += 1
+        # A start of ours may end while the jobs are read: it is no dead dispatcher's to recover.
+        ours = set(self._starts)
         active = await asyncio.to_thread(self.store.jobs, (JobState.STARTING, JobState.PRINTING))
         for job in active:
             if job.state == JobState.STARTING:
-                if job.id not in self._starts:
+                if job.id not in self._starts and job.id not in ours:
                     await self._recover(job)
             else:
                 await self._follow(job)
