@@ -10,6 +10,9 @@ import httpx
 
 from bambulab.farm.models import JobState, Target
 from bambulab.servers.tokens import TokenStore
+from tests.binaries import needs
+from tests.conftest import wait_for
+from tests.farm.test_dashboard import browser
 from tests.farm.test_farm_e2e import Rig, rig, sliced, trays
 
 
@@ -96,3 +99,26 @@ def test_a_session_cookie_needs_the_request_header(tmp_path: Path) -> None:
             assert sent.status_code == 200 and sent.json()["priority"] == 9
         with httpx.Client(base_url=r.server.url, timeout=20) as stranger:
             assert stranger.get("/farm/queue").status_code == 303  # to the login page
+
+
+@needs("chromium")
+@needs("chromedriver")
+def test_in_a_browser_the_buttons_reorder_and_hold(tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    with rig(tmp_path, dispatch=False) as r, r.api() as api:
+        a, b = queue_of(r, ["A", "B"])
+        driver = browser(1200, 800)
+        try:
+            driver.get(r.server.url + "/farm/login")
+            field = driver.find_element(By.NAME, "token")
+            field.send_keys(r.control)
+            field.submit()
+            driver.get(r.server.url + "/farm/queue")
+            driver.find_element(By.CSS_SELECTOR, f'#j-{b} button[data-act="up"]').click()
+            wait_for(lambda: order(api) == [b, a], 10, "B moved first")
+            wait_for(lambda: page_order(driver.page_source) == [b, a], 10, "the page reloaded")
+            driver.find_element(By.CSS_SELECTOR, f'#j-{a} button[data-act="hold"]').click()
+            wait_for(lambda: r.farm.store.job(a).state is JobState.HELD, 10, "A held")
+        finally:
+            driver.quit()
