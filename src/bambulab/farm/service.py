@@ -20,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from ..errors import ThreeMFError
 from ..protocol.threemf import read_3mf, thumbnail
@@ -29,6 +30,7 @@ from .web import FarmInfo, TileFeed
 
 if TYPE_CHECKING:
     from ..servers.app import ServerContext
+    from ..servers.camera import CameraHub
     from .dispatcher import Dispatcher
     from .notify import Notifier
 
@@ -52,6 +54,7 @@ class Farm:
     files: Path
     dispatcher: Dispatcher | None = None
     notifier: Notifier | None = None
+    cameras: CameraHub | None = None  # the camera fan-out the tiles show (on the server's loop)
 
     _thumbnails: OrderedDict[tuple[str, int], bytes | None] = field(
         default_factory=OrderedDict, init=False, repr=False
@@ -139,9 +142,21 @@ class Farm:
         )
 
 
+def camera_url(serial: str) -> str:
+    """Where the dashboard's tile of ``serial`` finds its camera (``farm_routes`` serves it)."""
+    return f"/farm/camera/{quote(serial, safe='')}/stream.mjpg"
+
+
 def attach(ctx: ServerContext, farm: Farm) -> TileFeed:
     """Mount ``farm`` on a server's context (before ``build_app`` with the ``farm`` part)."""
-    tiles = TileFeed(ctx, info=farm.info)
+    cameras = farm.cameras
+    tiles = TileFeed(
+        ctx,
+        info=farm.info,
+        camera=None if cameras is None else (lambda s: camera_url(s) if cameras.knows(s) else ""),
+    )
+    if cameras is not None:
+        ctx.on_stop.append(cameras.aclose)
     ctx.extra["farm"] = farm
     ctx.extra["farm_tiles"] = tiles
     dispatcher = farm.dispatcher

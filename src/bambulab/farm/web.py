@@ -56,6 +56,7 @@ from ..servers.common import (
     ApiError,
     MemoryEventBus,
 )
+from ..servers.runner import one_line
 from ..servers.tokens import IssuedToken, ServerTokenError
 from .models import ACTIVE_STATES, END_STATES, Job, JobState, Target
 
@@ -729,6 +730,48 @@ def farm_routes(
             status_code=201,
             media_type="application/json",
         )
+
+    @router.get(
+        "/camera/{serial}/stream.mjpg",
+        summary="The printer's camera (MJPEG), through the farm's camera fan-out",
+        response_class=Response,
+        responses={
+            200: {"content": {"multipart/x-mixed-replace": {}}, "description": "The frames"},
+            404: {"description": "No camera for this printer on this server"},
+        },
+    )
+    async def camera_stream(request: Request, serial: SerialPath) -> Response:
+        await ctx.gate.check(request, "read", serial, cookie=True)
+        from ..servers.camera import mjpeg_response
+
+        return mjpeg_response(cameras_for(serial), serial)
+
+    @router.get(
+        "/camera/{serial}/snapshot.jpg",
+        summary="The printer's latest camera picture (JPEG)",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "The picture"},
+            404: {"description": "No camera for this printer on this server"},
+        },
+    )
+    async def camera_snapshot(request: Request, serial: SerialPath) -> Response:
+        await ctx.gate.check(request, "read", serial, cookie=True)
+        from ..errors import CameraError
+        from ..servers.camera import SNAPSHOT_TIMEOUT
+
+        try:
+            frame = await cameras_for(serial).snapshot(serial, SNAPSHOT_TIMEOUT)
+        except CameraError as exc:
+            raise ApiError(503, f"no camera picture from this printer: {one_line(exc)}") from None
+        return Response(frame.jpeg, media_type="image/jpeg", headers=no_store)
+
+    def cameras_for(serial: str) -> Any:
+        farm = ctx.extra.get("farm")
+        cameras = getattr(farm, "cameras", None)
+        if cameras is None or not cameras.knows(serial):
+            raise ApiError(404, "no camera for this printer on this server")
+        return cameras
 
     @router.get(
         "/queue",

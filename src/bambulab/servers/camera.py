@@ -62,6 +62,7 @@ from .runner import AppServer, is_loopback, one_line
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.responses import Response
 
 __all__ = [
     "AsyncFrameSource",
@@ -433,6 +434,33 @@ async def _close(source: AsyncFrameSource) -> None:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
+def mjpeg_response(hub: CameraHub, serial: str) -> Response:
+    """A new viewer of ``serial`` as an MJPEG response (503 when the hub is closing)."""
+    from fastapi.responses import JSONResponse
+    from starlette.responses import StreamingResponse
+
+    try:
+        viewer = hub.join(serial)
+    except CameraError as exc:  # the server is stopping
+        return JSONResponse({"detail": one_line(exc)}, status_code=503)
+
+    async def parts() -> AsyncIterator[bytes]:
+        try:
+            async for frame in viewer:
+                # Header and JPEG go as two chunks: no per-viewer copy of the picture.
+                yield _part_header(frame)
+                yield frame.jpeg
+                yield b"\r\n"
+        finally:
+            viewer.close()
+
+    return StreamingResponse(
+        parts(),
+        media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
 def _part_header(frame: Frame) -> bytes:
     return (
         f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {frame.size}\r\n\r\n"
@@ -496,7 +524,6 @@ def create_camera_app(
     """
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from starlette.responses import StreamingResponse
 
     if not token:
         raise ConfigurationError("the camera server needs a token")
@@ -518,26 +545,7 @@ def create_camera_app(
     async def stream(serial: str) -> Response:
         if printer(serial) is None:
             return unknown()
-        try:
-            viewer = hub.join(serial)
-        except CameraError as exc:  # the server is stopping
-            return JSONResponse({"detail": one_line(exc)}, status_code=503)
-
-        async def parts() -> AsyncIterator[bytes]:
-            try:
-                async for frame in viewer:
-                    # Header and JPEG go as two chunks: no per-viewer copy of the picture.
-                    yield _part_header(frame)
-                    yield frame.jpeg
-                    yield b"\r\n"
-            finally:
-                viewer.close()
-
-        return StreamingResponse(
-            parts(),
-            media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        return mjpeg_response(hub, serial)
 
     @app.get("/camera/{serial}/snapshot.jpg", response_model=None)
     async def snapshot(serial: str) -> Response:

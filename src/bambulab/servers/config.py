@@ -11,7 +11,7 @@ ready to start with the parts asked for mounted.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +24,10 @@ from .tokens import TokenStore
 
 if TYPE_CHECKING:
     from ..farm.models import Job
+    from ..local.lan_print import LanPrinter
     from ..models import Device
     from ..sim.live import Simulator
+    from .camera import CameraHub
 
 __all__ = ["DEFAULT_RATE", "ServeOptions", "Server", "open_server"]
 
@@ -80,8 +82,11 @@ class Server(AppServer):
         )
 
     def before_stop(self) -> None:
-        # Open event streams end first, so uvicorn need not wait them out.
+        # Open event and camera streams end first, so uvicorn need not wait them out.
         self.run(self.ctx.bus.aclose(), 5.0)
+        cameras = getattr(self.ctx.extra.get("farm"), "cameras", None)
+        if cameras is not None:
+            self.run(cameras.aclose(), 5.0)
 
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
@@ -263,7 +268,13 @@ def _attach_farm(
         await start_job_cloud(job, serial, cloud[0], mqtt=mqtt, mapping=mapping, timeout=timeout)
 
     dispatcher = Dispatcher(store, hub, reach, cloud=cloud_start)
-    farm = Farm(store, files / "farm-files", dispatcher=dispatcher, notifier=notifier)
+    farm = Farm(
+        store,
+        files / "farm-files",
+        dispatcher=dispatcher,
+        notifier=notifier,
+        cameras=_farm_cameras(options, reach, set(codes)),
+    )
     attach(ctx, farm)
 
     async def close_store() -> None:
@@ -272,6 +283,49 @@ def _attach_farm(
         store.close()
 
     ctx.on_stop.append(close_store)
+
+
+def _farm_cameras(
+    options: ServeOptions, reach: Callable[[str], LanPrinter | None], coded: set[str]
+) -> CameraHub:
+    """The camera fan-out of the farm's tiles: one camera connection per watched printer.
+
+    A printer's camera is opened where ``options.extra["farm_cameras"]`` says
+    (``bambu sim``: its endpoints, with their ports), else at the address it
+    reports with the access code the account gives, on the family's port.
+    """
+    from ..errors import CameraUnavailableError
+    from ..local.camera import open_async_camera
+    from .camera import AsyncFrameSource, CameraHub
+
+    given: dict[str, Any] = {
+        serial: e
+        for serial, e in options.extra.get("farm_cameras", {}).items()
+        if e.host and (e.camera_port or e.rtsp_url)
+    }
+
+    def open_camera(serial: str) -> AsyncFrameSource:
+        found = given.get(serial)
+        if found is not None:
+            ports = {"port": found.camera_port} if found.camera_port else {}
+            source: AsyncFrameSource = open_async_camera(
+                found.host,
+                found.access_code,
+                serial,
+                model=found.model,
+                rtsp_url=found.rtsp_url,
+                ca_file=options.ca_file,
+                **ports,
+            )
+            return source
+        printer = reach(serial)
+        if printer is None:
+            raise CameraUnavailableError(
+                "no LAN address or access code known for its camera", serial=serial
+            )
+        return open_async_camera(printer.host, printer.access_code, serial, model=printer.model)
+
+    return CameraHub(open_camera, serials=set(given) | coded)
 
 
 def environment_mqtt() -> tuple[str | None, int | None, str | None]:
@@ -315,7 +369,14 @@ def open_sim_server(
             ca_file=sim.ca_file,
             farm_database=f"sqlite:///{os.path.join(folder, 'farm.db')}",
             farm_files=folder,
-            extra={"farm_lan": sim.lan_printers()} if "farm" in parts else {},
+            extra=(
+                {
+                    "farm_lan": sim.lan_printers(),
+                    "farm_cameras": {e.serial: e for e in sim.endpoints()},
+                }
+                if "farm" in parts
+                else {}
+            ),
         )
         account = sim.demo_account
         login = account.email or account.phone or ""
