@@ -15,6 +15,8 @@ after ``--warmup`` seconds.
 * **baseline**: the same hub and server without the farm (``live`` only);
 * **farm**: the farm mounted, no dashboard open (tiles are rendered as the
   printers change whether anyone watches or not);
+* **farm, no dispatcher** (``--split``): the tiles alone, to tell the
+  dispatcher's share (it takes a turn on each hub event) from the tiles';
 * **farm + SSE**: ``--clients`` streams (httpx, in another process) on
   ``/farm/api/events``: tile frames delivered per second per client and in
   all, against the tiles the server published, and the server's CPU
@@ -119,14 +121,16 @@ def serve(spec: str) -> int:
     ctx = ServerContext(Gate(tokens), bus=bus, hub=hub)
     parts = ["live"]
     store = None
-    if mode == "farm":
+    if mode in ("farm", "tiles"):
         from bambulab.farm.dispatcher import Dispatcher
         from bambulab.farm.service import Farm, attach
         from bambulab.farm.store import FarmStore
 
         store = FarmStore(f"sqlite:///{tmp / 'farm.db'}")
         # No job is queued here: the dispatcher's turns (one per wake-up) are part of the cost.
-        dispatcher = Dispatcher(store, hub, lambda _serial: None, owner="bench")
+        dispatcher = (
+            Dispatcher(store, hub, lambda _serial: None, owner="bench") if mode == "farm" else None
+        )
         attach(ctx, Farm(store, tmp / "files", dispatcher=dispatcher))
         parts = ["farm", "live"]
     server = AppServer(build_app(ctx, parts), on_start=ctx.start, on_stop=ctx.aclose)
@@ -331,6 +335,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=20, help="dashboards on the event stream")
     parser.add_argument("--seconds", type=float, default=20.0, help="per measured window")
     parser.add_argument("--warmup", type=float, default=3.0, help="before measuring")
+    parser.add_argument(
+        "--split", action="store_true", help="also the farm without its dispatcher (tiles only)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     n = args.printers
@@ -340,6 +347,9 @@ def main() -> int:
         try:
             bare = measure("bare", broker, args, Path(tmp) / "bare")["idle"]
             farm = measure("farm", broker, args, Path(tmp) / "farm")
+            tiles = (
+                measure("tiles", broker, args, Path(tmp) / "tiles")["idle"] if args.split else None
+            )
         finally:
             broker.stop()
     idle = farm["idle"]
@@ -349,7 +359,10 @@ def main() -> int:
         f"{load:.1f} before, {os.getloadavg()[0]:.1f} after",
         flush=True,
     )
-    for name, r in (("baseline (no farm)", bare), ("farm, no dashboard", idle)):
+    rows = [("baseline (no farm)", bare), ("farm, no dashboard", idle)]
+    if tiles is not None:
+        rows.append(("farm, no dispatcher", tiles))
+    for name, r in rows:
         print(
             f"{name:20} CPU {r['cpu'] * 100:5.1f}% of a core  RSS {r['rss']:6.1f} MiB  "
             f"reports {r['messages']:6.0f}/s  tiles rendered {r['rendered']:6.0f}/s  "
@@ -363,6 +376,8 @@ def main() -> int:
         f"{(idle['rss'] - bare['rss']) * 1024 / n:.1f} KiB per printer)"
     )
     figures: dict[str, Any] = {"printers": n, "baseline": bare, "farm": idle}
+    if tiles is not None:
+        figures["farm_no_dispatcher"] = tiles
     sse = farm.get("sse")
     if sse is not None:
         delivered = sse["delivered"]

@@ -37,7 +37,7 @@ def test_farm_scale_measures_the_hub_the_farm_and_the_dashboards(tmp_path: Path)
     out, figures = run_bench(
         "farm_scale.py",
         tmp_path,
-        *("--printers", "20", "--clients", "2", "--seconds", "1.5", "--warmup", "0.5"),
+        *("--printers", "20", "--clients", "2", "--seconds", "1", "--warmup", "0.2"),
     )
     assert "ratio farm / baseline" in out and "SSE 2 dashboards" in out
     bare, farm, sse = figures["baseline"], figures["farm"], figures["sse"]
@@ -54,7 +54,7 @@ def test_dispatch_latency_answers_each_bed_clear_with_one_start(tmp_path: Path) 
     out, figures = run_bench(
         "farm_dispatch_latency.py",
         tmp_path,
-        *("--printers", "2", "--jobs", "2", "--interval", "0.5", "--print-seconds", "120"),
+        *("--printers", "2", "--jobs", "2", "--interval", "2", "--print-seconds", "120"),
     )
     assert "ratio wake-up / polling only" in out
     for mode in ("wake", "polling"):
@@ -62,6 +62,8 @@ def test_dispatch_latency_answers_each_bed_clear_with_one_start(tmp_path: Path) 
         assert 0 < figures[mode]["p50"] <= figures[mode]["p99"] < 15_000
     # two runs, each: two printers x (a first start + one after its bed clear)
     assert figures["print_commands"] == 8
+    # woken by the bed clear, the dispatcher did not wait for its 2 s turn
+    assert figures["wake"]["p99"] < figures["interval_ms"] == 2000
 
 
 @needs("mosquitto")
