@@ -142,6 +142,7 @@ def serve(spec: str) -> int:
         farm = ctx.extra.get("farm")
         dispatcher = farm.dispatcher if farm is not None else None
         return {
+            "at": time.monotonic(),  # when the loop read them
             "seen": sum(1 for s in names if hub.state(s) is not None),
             "messages": stats.messages,
             "connections": stats.connections,
@@ -232,8 +233,10 @@ class ServerProcess:
             lags.append(self.counters()["lag"])
         cpu1, t1, after = proc_cpu_seconds(self.pid), time.perf_counter(), self.counters()
         took = t1 - t0
+        counted = after["at"] - before["at"]
         rates = {
-            k: (after[k] - before[k]) / took for k in ("messages", "rendered", "published", "turns")
+            k: (after[k] - before[k]) / counted
+            for k in ("messages", "rendered", "published", "turns")
         }
         return {
             "cpu": (cpu1 - cpu0) / took,
@@ -310,16 +313,17 @@ def measure(
             clients = SseClients(server, args.clients)
             try:
                 time.sleep(1.0)  # the streams settle
-                first = clients.sample()
+                first, t0 = clients.sample(), time.monotonic()
                 busy = server.window(args.seconds)
-                last = clients.sample()
+                last, t1 = clients.sample(), time.monotonic()
             finally:
                 clients.stop()
+            took = t1 - t0  # the clients' own window (the server's waits on its loop's lag)
             per_client = [
-                (b - a) / busy["took"] for a, b in zip(first["frames"], last["frames"], strict=True)
+                (b - a) / took for a, b in zip(first["frames"], last["frames"], strict=True)
             ]
             busy["delivered"] = per_client
-            busy["mib_s"] = (last["bytes"] - first["bytes"]) / busy["took"] / 2**20
+            busy["mib_s"] = (last["bytes"] - first["bytes"]) / took / 2**20
             result["sse"] = busy
         return result
     finally:
