@@ -213,7 +213,7 @@ def main() -> int:
             driver = browser(chromium, chromedriver)
             full = measure(driver, server.url, every, len(names), args.loads)
             base = measure(driver, server.url, one, 1, args.loads)
-            page = len(server.call(lambda: "".join(ctx.extra["farm_tiles"].tile(s) for s in names)))
+            page = len("".join(server.run(ctx.extra["farm_tiles"].tiles(names)).values()))
         finally:
             if driver is not None:
                 driver.quit()

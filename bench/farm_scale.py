@@ -13,10 +13,11 @@ dispatcher (:func:`bambulab.farm.service.attach`). Its CPU (% of one core,
 after ``--warmup`` seconds.
 
 * **baseline**: the same hub and server without the farm (``live`` only);
-* **farm**: the farm mounted, no dashboard open (tiles are rendered as the
-  printers change whether anyone watches or not);
-* **farm, no dispatcher** (``--split``): the tiles alone, to tell the
-  dispatcher's share (it takes a turn on each hub event) from the tiles';
+* **farm**: the farm mounted, no dashboard open (tiles are then only marked
+  stale, and rendered when a page asks for them);
+* **farm, no dispatcher** (``--split``): the farm without its dispatcher, to
+  tell the dispatcher's share (a turn when a change can matter to it, at
+  most every 0.1 s) from the rest;
 * **farm + SSE**: ``--clients`` streams (httpx, in another process) on
   ``/farm/api/events``: tile frames delivered per second per client and in
   all, against the tiles the server published, and the server's CPU

@@ -102,6 +102,32 @@ def test_the_stream_sends_a_tile_when_the_printer_changes(env: Env) -> None:
         assert event.id is not None
 
 
+def test_an_unwatched_farm_draws_no_tile_until_asked(env: Env) -> None:
+    """A thousand printers nobody watches cost no rendering; a page still gets them fresh."""
+    tiles = env.ctx.extra["farm_tiles"]
+    wait_for(lambda: env.server.call(lambda: not tiles.watched()), 10, "no stream open")
+    env.server.call(lambda: tiles.touch(env.printing))  # as a report would
+    before = tiles.rendered
+    time.sleep(1.5)  # three rounds of the feed
+    assert tiles.rendered == before, "tiles drawn for nobody"
+    assert env.server.call(lambda: env.printing in tiles._stale)
+    with session(env) as client:
+        truth = env.truth(env.printing)
+        fresh = client.get("/farm/api/tiles").json()["tiles"][env.printing]
+        assert tiles.rendered > before  # drawn when asked
+        assert f"layer {truth['layer_num']}" in fresh or "s-printing" in fresh
+        assert env.server.call(lambda: env.printing not in tiles._stale)
+        # a dashboard that opens its stream gets what changed meanwhile, at once
+        with client.stream("GET", "/farm/api/events", timeout=15) as response:
+            reader = SseReader(response)
+            deadline = time.monotonic() + 5
+            while True:
+                event = reader.next()
+                if event.type == "tile" and orjson.loads(event.data)["serial"] == env.printing:
+                    break
+                assert time.monotonic() < deadline, "the stream sent no tile"
+
+
 def test_controls_need_control_and_the_pages_header(env: Env) -> None:
     with session(env, "control") as client:
         assert '<template id="controls">' in client.get("/farm").text

@@ -53,6 +53,7 @@ __all__ = ["Dispatcher"]
 
 # A printing job whose printer shows another task this long after it started has ended.
 LOST_AFTER = 60.0
+MIN_GAP = 0.1  # seconds between the starts of two turns, however often the dispatcher is woken
 
 
 def default_owner() -> str:
@@ -101,7 +102,9 @@ class Dispatcher:
         self._wake.set()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             try:
                 await self.turn()
             except BambuError as exc:
@@ -111,6 +114,8 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
+            # woken often (many printers changing): turns stay MIN_GAP apart
+            await asyncio.sleep(max(0.0, began + MIN_GAP - loop.time()))
 
     async def turn(self) -> None:
         """One pass of recover, follow, stop and dispatch (see the module).

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..errors import ThreeMFError
+from ..models.events import StateChanged
 from ..protocol.threemf import read_3mf, thumbnail
-from .models import Job, Requirements, Target
-from .store import FarmStore
+from .models import ACTIVE_STATES, Job, Requirements, Target
+from .store import FarmStore, PrinterSettings
 from .web import FarmInfo, TileFeed
 
 if TYPE_CHECKING:
@@ -125,10 +126,21 @@ class Farm:
             self.dispatcher.poke()
         return jobs
 
+    def infos(self) -> dict[str, FarmInfo]:
+        """What every printer's tile shows of the farm, by serial (two queries in all)."""
+        settings = {s.serial: s for s in self.store.all_settings()}
+        active = {j.printer: j for j in self.store.jobs(ACTIVE_STATES)}
+        return {
+            serial: self._info(settings.get(serial), active.get(serial))
+            for serial in settings.keys() | active.keys()
+        }
+
     def info(self, serial: str) -> FarmInfo:
         """What a printer's tile shows of the farm."""
-        settings = self.store.settings(serial)
-        job = self.store.active(serial)
+        return self._info(self.store.settings(serial), self.store.active(serial))
+
+    def _info(self, settings: PrinterSettings | None, job: Job | None) -> FarmInfo:
+        settings = settings or PrinterSettings("")
         picture = job is not None and self.thumbnail(job) is not None
         return FarmInfo(
             job_id=job.id if job else None,
@@ -142,6 +154,32 @@ class Farm:
         )
 
 
+# What a dispatcher turn reads of a printer's state: whether it is idle or done, which job
+# it shows, its errors, its nozzle and its filaments. Progress and temperatures are not.
+DISPATCH_KEYS = frozenset(
+    {
+        "gcode_state",
+        "subtask_name",
+        "gcode_file",
+        "print_error",
+        "hms",
+        "ams",
+        "vt_tray",
+        "nozzle_diameter",
+        "nozzle_type",
+        "device",
+    }
+)
+
+
+def _may_dispatch(event: object) -> bool:
+    """Whether a hub event can change what the dispatcher does (a report of a thousand
+    printing printers a second must not make it take a turn each)."""
+    if isinstance(event, StateChanged):
+        return not event.changed.isdisjoint(DISPATCH_KEYS)
+    return True
+
+
 def camera_url(serial: str) -> str:
     """Where the dashboard's tile of ``serial`` finds its camera (``farm_routes`` serves it)."""
     return f"/farm/camera/{quote(serial, safe='')}/stream.mjpg"
@@ -152,7 +190,7 @@ def attach(ctx: ServerContext, farm: Farm) -> TileFeed:
     cameras = farm.cameras
     tiles = TileFeed(
         ctx,
-        info=farm.info,
+        infos=farm.infos,
         camera=None if cameras is None else (lambda s: camera_url(s) if cameras.knows(s) else ""),
     )
     if cameras is not None:
@@ -171,7 +209,7 @@ def attach(ctx: ServerContext, farm: Farm) -> TileFeed:
         def on_event(event: object) -> None:
             if notifier is not None:
                 notifier.handle(event)
-            if dispatcher is not None:
+            if dispatcher is not None and _may_dispatch(event):
                 dispatcher.poke()
 
         hub.listeners.append(on_event)
