@@ -751,6 +751,8 @@ class FarmCounters:
     _grams: dict[tuple[str, str, str], float] = field(default_factory=dict, init=False)
     _failures: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
     _totals: FarmTotals = field(default_factory=lambda: FarmTotals((), (), (), ()), init=False)
+    _records: dict[int, PrintRecord] = field(default_factory=dict, init=False)
+    _all: tuple[PrintRecord, ...] = field(default=(), init=False)  # a snapshot of _records
 
     def read(self) -> FarmTotals:
         """The totals, refreshed when older than the TTL (the last ones while another reads)."""
@@ -764,6 +766,12 @@ class FarmCounters:
             return self._totals
         finally:
             self._lock.release()
+
+    def records(self) -> tuple[PrintRecord, ...]:
+        """Every print counted so far, refreshed as :meth:`read` refreshes (the statistics
+        page and its exports read these rather than the whole history each time)."""
+        self.read()
+        return self._all
 
     def warm(self) -> FarmTotals:
         """Read now, waiting for a read in progress (the server's start runs it)."""
@@ -784,6 +792,7 @@ class FarmCounters:
         if self._newest is not None:
             floor = self._newest - self.margin
             self._recent = {k: v for k, v in self._recent.items() if v >= floor}
+        self._all = tuple(self._records.values())
         self._totals = FarmTotals(
             tuple(sorted(self._prints.items())),
             tuple(sorted(self._seconds.items())),
@@ -795,6 +804,7 @@ class FarmCounters:
         record = from_ended(row)
         if record is None:
             return
+        self._records[int(row[0])] = record
         serial = record.printer
         key = (serial, record.result)
         self._prints[key] = self._prints.get(key, 0) + 1

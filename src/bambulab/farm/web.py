@@ -31,7 +31,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qsl
@@ -1154,17 +1154,27 @@ def stats_routes(
 
     async def collect(token: IssuedToken, since: float | None) -> tuple[Any, list[Any], str]:
         store = farm_of().store
-        rows = await asyncio.to_thread(store.ended)
+        kept = ctx.extra.get("farm_counters")
         tasks = await cloud.read()
         names = {e.serial: e.name for e in ctx.hub.printers()} if ctx.hub is not None else {}
-        farm_prints = [r for row in rows if (r := from_ended(row, names.get(row[2], "")))]
-        cloud_prints = [r for t in tasks if (r := from_task(t))]
-        prints = merge(farm_prints, cloud_prints)
-        if token.printers:
-            prints = [p for p in prints if p.printer in token.printers]
-        if since is not None:
-            prints = [p for p in prints if p.end >= since]
-        return aggregate(prints, since, names), prints, cloud.note
+
+        def build() -> tuple[Any, list[Any]]:
+            # off the loop: a long history is seconds of work the first time
+            if kept is not None:  # the farm's prints, read incrementally
+                farm_prints = [replace(r, name=names.get(r.printer, "")) for r in kept.records()]
+            else:
+                rows = store.ended()
+                farm_prints = [r for row in rows if (r := from_ended(row, names.get(row[2], "")))]
+            cloud_prints = [r for t in tasks if (r := from_task(t))]
+            prints = merge(farm_prints, cloud_prints)
+            if token.printers:
+                prints = [p for p in prints if p.printer in token.printers]
+            if since is not None:
+                prints = [p for p in prints if p.end >= since]
+            return aggregate(prints, since, names), prints
+
+        stats, prints = await asyncio.to_thread(build)
+        return stats, prints, cloud.note
 
     @router.get(
         "/stats",
