@@ -25,7 +25,9 @@ from bambulab.servers.tokens import TokenStore
 from bambulab.sim.live import Simulator
 from tests.cli import forkrun
 from tests.cli.conftest import Background, sim_environment
-from tests.conftest import unlimited
+from tests.conftest import unlimited, wait_for
+from tests.farm.test_notify import Webhook
+from tests.sim.simtools import SEED_DEVICE
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +173,45 @@ def test_serve_with_redis_away_is_one_line(sim: Simulator, tmp_path: Path) -> No
     assert done.returncode == 1, done
     assert "redis" in done.stderr.lower() and "pa55word" not in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_serve_farm_sends_the_notifications_its_file_routes(tmp_path: Path) -> None:
+    """``bambu serve farm --notify FILE``: a print that finishes on a followed printer
+    reaches the route's webhook, as a user would configure it."""
+    hook = Webhook()
+    try:
+        with Simulator(unlimited(), tick_interval=0.2) as sim:
+            notify = tmp_path / "notify.json"
+            routes = [{"urls": [hook.url("done")], "events": ["finished"]}]
+            notify.write_text(json.dumps({"routes": routes}))
+            store = tmp_path / "tokens.sqlite3"
+            env = sim_environment(sim, BAMBU_TOKEN_STORE=str(store), HOME=str(tmp_path))
+            reader, _ = TokenStore(store).create("read")
+            args = ["serve", "farm", "--port", "0", "--notify", str(notify)]
+            args += ["--database", f"sqlite:///{tmp_path / 'farm.db'}"]
+            args += ["--files", str(tmp_path / "files")]
+            server = Background(args, env)
+            try:
+                line = server.wait_line("Serving ")
+                url = next(word for word in line.split() if word.startswith("http://"))
+
+                def printing() -> bool:
+                    tiles = httpx.get(
+                        f"{url}/farm/api/tiles",
+                        headers={"Authorization": f"Bearer {reader}"},
+                        timeout=10,
+                    ).json()["tiles"]
+                    return "s-printing" in tiles.get(SEED_DEVICE, "")
+
+                wait_for(printing, 20, "the server follows the printing printer")
+                sim.advance_clock(6 * 3600)  # the rest of its job, in simulated time
+                wait_for(lambda: hook.at("done"), 30, "the webhook's message")
+            finally:
+                status, rest = server.stop()
+        assert status == 0, rest
+        assert "Traceback" not in rest
+        (body,) = hook.at("done")
+        assert body["title"].startswith("Print finished on ")
+        assert SEED_DEVICE in body["message"]
+    finally:
+        hook.close()
