@@ -308,6 +308,8 @@ def port_kept_from_strangers(sim: Simulator, port: int, downtime: float) -> None
             except ConnectionRefusedError:
                 break
             time.sleep(0.005)
+        # the holder binds a moment after the listener closes: the outage's first instant
+        time.sleep(0.2)
         with socket.socket() as stranger, pytest.raises(OSError, match="in use") as taken:
             stranger.bind(("127.0.0.1", port))
         assert taken.value.errno == errno.EADDRINUSE

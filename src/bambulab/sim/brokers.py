@@ -501,7 +501,7 @@ class EmbeddedBroker:
             broker.abort_connections()
             await broker.shutdown()
         if keep_ports:
-            self._held += hold_ports(p for p in (self.port, self.internal_port) if p)
+            self._held += await hold_ports_soon(p for p in (self.port, self.internal_port) if p)
         else:
             release_ports(self._held)
 
@@ -517,7 +517,7 @@ class EmbeddedBroker:
         return self._broker.abort_connections()
 
 
-def hold_ports(ports: Iterable[int]) -> list[socket.socket]:
+def hold_ports(ports: Iterable[int]) -> tuple[list[socket.socket], list[int]]:
     """Bind loopback ``ports`` without listening: a server's ports while it is down.
 
     A client connecting meanwhile is refused, as by a stopped server, and no
@@ -525,17 +525,31 @@ def hold_ports(ports: Iterable[int]) -> list[socket.socket]:
     on port 0 once took a restarting broker's port, and the client that came
     back met a stranger's certificate). ``SO_REUSEADDR`` on both sides lets
     the server bind again before the holder lets go, so there is no window.
+    Returns the holders and the ports still taken (a listener not closed yet).
     """
-    held = []
+    held, taken = [], []
     for port in ports:
         holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             holder.bind((LOOPBACK, port))
-        except OSError:  # taken already: nothing left to keep
+        except OSError:
             holder.close()
+            taken.append(port)
             continue
         held.append(holder)
+    return held, taken
+
+
+async def hold_ports_soon(ports: Iterable[int], within: float = 2.0) -> list[socket.socket]:
+    """:func:`hold_ports`, waiting up to ``within`` seconds for listeners still closing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    held, taken = hold_ports(ports)
+    while taken and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+        more, taken = hold_ports(taken)
+        held += more
     return held
 
 

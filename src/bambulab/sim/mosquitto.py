@@ -231,7 +231,7 @@ class MosquittoBroker:
     def restart(self, downtime: float = 0.0) -> None:
         """Stop and start again on the same ports (every client sees a disconnect)."""
         self.stop()
-        held = hold_ports([self.internal_port, self.port, *self.lan_ports.values()])
+        held, _ = hold_ports([self.internal_port, self.port, *self.lan_ports.values()])
         try:
             if downtime > 0:
                 time.sleep(downtime)
