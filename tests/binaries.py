@@ -210,3 +210,14 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["provision"]:
         sys.exit("usage: python3 tests/binaries.py provision")
     sys.exit(provision())
+
+
+def promtool_check(text: str) -> None:
+    """Fail unless ``promtool check metrics`` finds nothing to say about ``text``."""
+    path = binary("promtool").path()
+    assert path is not None, "promtool is not installed"
+    checked = subprocess.run(
+        [path, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == "" and checked.stderr.strip() == ""

@@ -27,7 +27,7 @@ from bambulab.servers.runner import AppServer
 from bambulab.servers.tokens import TokenStore
 from bambulab.sim.config import parse_fleet
 from bambulab.sim.live import Simulator
-from tests.binaries import binary, needs
+from tests.binaries import binary, needs, promtool_check
 from tests.conftest import free_port_block, unlimited, wait_for
 
 FLEET = ["p1s:printing", "x1c:idle", "a1"]
@@ -345,15 +345,7 @@ def test_open_event_streams_are_counted(served: Served) -> None:
 def test_promtool_finds_no_problem(served: Served) -> None:
     text = served.scrape().text
     assert "bambu_printer_temperature_celsius" in text
-    checked = subprocess.run(
-        [exe("promtool"), "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.strip() == "" and checked.stderr.strip() == ""
+    promtool_check(text)
 
 
 @needs("prometheus")
